@@ -1,0 +1,78 @@
+"""``posttrain <stage>``: the same parsers and stage functions the recipes use.
+
+    posttrain sft --config recipes/configs/smollm2-135m/sft.yaml [--flag value ...]
+    posttrain model smollm2-135m-instruct      # materialize an embedded model, print its folder
+
+Errors a user can fix (bad config key, bad data row, missing model, unusable chat template) are printed as one
+``posttrain: error: ...`` line and exit with status 2; nothing is written before inputs are validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from collections.abc import Iterator, Sequence
+
+#: stage name -> module with ``make_parser()`` and ``main(*parsed)``
+STAGES = {"sft": "posttrain.training.sft"}
+
+USAGE = """usage: posttrain <command> [--config FILE.yaml] [overrides...]
+
+commands:
+  sft      supervised fine-tuning with (Q)LoRA and chat templates
+  model    materialize an embedded model alias and print its local folder
+"""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from posttrain.chat_templates import ChatTemplateError
+    from posttrain.configs import ConfigError
+    from posttrain.data.validation import DataError, DataValidationError
+    from posttrain.models import ModelNotFoundError
+
+    return (ConfigError, DataError, DataValidationError, ModelNotFoundError, ChatTemplateError)
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn the errors a user can fix into one clear line and exit status 2 (no traceback)."""
+    try:
+        yield
+    except user_errors() as err:
+        print(f"posttrain: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def run_stage(stage: str, argv: Sequence[str] | None = None, default_config=None):
+    """Parse ``argv`` with the stage's parser (``--config`` YAML + overrides) and run the stage."""
+    from posttrain.configs import parse_args
+
+    module = importlib.import_module(STAGES[stage])
+    with exit_on_user_error():
+        parsed = parse_args(module.make_parser(), argv, default_config=default_config)
+        return module.main(*parsed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command in STAGES:
+        run_stage(command, rest)
+        return 0
+    if command == "model":
+        from posttrain.models import EMBEDDED_MODELS, resolve_model
+
+        with exit_on_user_error():
+            for name in rest or list(EMBEDDED_MODELS):
+                print(resolve_model(name))
+        return 0
+    print(f"posttrain: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Configuration: posttrain's own fields in one place, on top of TRL's config dataclasses.
+
+Every recipe is parsed by TRL's :class:`~trl.TrlParser` from ``(PosttrainArguments, <Stage>Config, ModelConfig)``:
+one YAML file per run (``--config``), command-line flags override it. posttrain adds three things:
+
+* :class:`PosttrainArguments` -- the fields TRL has no notion of (data sources with built-in tasks, identity of the
+  assistant, system prompt, chat template choice). They live here and nowhere else.
+* :class:`HardwareDefaultsMixin` -- mixed into each TRL training config so one YAML runs on CPU and GPU unchanged:
+  bf16 where the hardware has it (GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32; ``use_cpu`` without CUDA.
+* :func:`parse_args` -- rejects unknown YAML keys with the key's name (TRL's scripts silently ignore them) and runs
+  the recipe's default config when no ``--config`` is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trl
+import yaml
+
+from posttrain.data.spec import DatasetSpec, Identity
+
+#: The embedded default model (see :mod:`posttrain.models`).
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ConfigError(ValueError):
+    """A config file or flag that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class PosttrainArguments:
+    """posttrain's own settings, shared by every recipe."""
+
+    datasets: list[DatasetSpec] = field(
+        default_factory=list,
+        metadata={
+            "help": "Data sources, each a mapping with `path` (hub name, local .json/.jsonl/.parquet/.csv file or "
+            "folder, `builtin:<task>` or `chitchat`) and optional `split`, `format`, `num_samples`, `fraction`."
+        },
+    )
+    test_split_size: float | None = field(
+        default=None,
+        metadata={"help": "Held-out share (0-1) or row count for a `test` split; None keeps all rows for training."},
+    )
+    assistant_name: str = field(
+        default="Posttrain Assistant",
+        metadata={"help": "Name the assistant gives for itself in the built-in `identity` task."},
+    )
+    assistant_creator: str = field(
+        default="the posttrain project",
+        metadata={"help": "Creator the assistant names in the built-in `identity` task."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System message added to every conversation that has none; exported to the Ollama Modelfile."
+        },
+    )
+    chat_template: str = field(
+        default="auto",
+        metadata={
+            "help": "`auto`: the tokenizer's own Jinja template, ChatML when it has none; `chatml`: force ChatML; "
+            "or a path to a .jinja file."
+        },
+    )
+    show_example: bool = field(
+        default=True,
+        metadata={"help": "Print one rendered training example with its loss mask before training."},
+    )
+
+    def __post_init__(self) -> None:
+        specs = []
+        for i, spec in enumerate(self.datasets):
+            if isinstance(spec, dict):
+                try:
+                    spec = DatasetSpec(**spec)
+                except TypeError as err:
+                    raise ConfigError(f"datasets[{i}]: {err}") from None
+            specs.append(spec)
+        self.datasets = specs
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(name=self.assistant_name, creator=self.assistant_creator)
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when this CPU executes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+@dataclass
+class HardwareDefaultsMixin:
+    """Fills hardware-dependent defaults before the TRL config validates itself.
+
+    ``bf16`` left unset (TRL defaults it to True, which breaks fp32-only CPUs) becomes True exactly where the
+    hardware has bf16; ``use_cpu`` becomes True when no CUDA device exists. Explicit values are kept.
+    """
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            self.use_cpu = True
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = bf16_supported()
+        super().__post_init__()
+
+
+@dataclass
+class SFTConfig(HardwareDefaultsMixin, trl.SFTConfig):
+    __doc__ = trl.SFTConfig.__doc__
+
+
+@dataclass
+class ModelConfig(trl.ModelConfig):
+    __doc__ = trl.ModelConfig.__doc__
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            self.model_name_or_path = DEFAULT_MODEL
+        super().__post_init__()
+
+
+def known_keys(parser: trl.TrlParser) -> set[str]:
+    return {action.dest for action in parser._actions} | {"env"}
+
+
+def check_config_keys(parser: trl.TrlParser, config_path: str | os.PathLike) -> dict:
+    """Load a YAML config and reject keys no dataclass of ``parser`` declares, naming the key and file."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping of config keys, got {type(config).__name__}")
+    known = known_keys(parser)
+    for key in config:
+        if key not in known:
+            hints = difflib.get_close_matches(str(key), sorted(known), n=3)
+            suggestion = f" (did you mean {' or '.join(repr(h) for h in hints)}?)" if hints else ""
+            raise ConfigError(f"{path}: unknown config key '{key}'{suggestion}")
+    return config
+
+
+def parse_args(
+    parser: trl.TrlParser, argv: Sequence[str] | None = None, default_config: str | os.PathLike | None = None
+) -> tuple:
+    """Parse ``--config`` YAML plus CLI overrides into the parser's dataclasses.
+
+    Without ``--config`` the recipe's ``default_config`` is used, so a bare ``accelerate launch recipes/sft.py``
+    trains the default model. Unknown YAML keys raise :class:`ConfigError`; unknown flags exit via argparse.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv and default_config is not None:
+        argv = ["--config", str(default_config), *argv]
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ConfigError("--config needs a path to a YAML file")
+        check_config_keys(parser, argv[index + 1])
+    try:
+        return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        message = str(err)
+        if "not used by the HfArgumentParser" in message:
+            message = "unknown command-line arguments: " + message.split(":", 1)[1].strip()
+        raise ConfigError(message) from err

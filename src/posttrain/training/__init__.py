@@ -1,0 +1,1 @@
+"""One builder per training stage (sft, ...); each exposes ``make_parser()`` and ``main(...)``."""

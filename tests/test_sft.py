@@ -1,0 +1,112 @@
+"""4-bit QLoRA SFT on CPU with a tiny Llama: loss drops, LoRA weights change, the adapter loads back and generates."""
+
+import json
+
+import pytest
+import torch
+
+from posttrain.cli import run_stage
+from posttrain.manifest import read_manifest
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}, {"role": "assistant", "content": "9.9 is larger."}],
+    [{"role": "user", "content": "How many r's are in strawberry?"}, {"role": "assistant", "content": "3"}],
+    [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am an assistant."}],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is 12 plus 30?"},
+        {"role": "assistant", "content": "42"},
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hello! How are you doing today?"},
+    ],
+]
+
+
+def sft_config(tmp_path, model_path, **overrides):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS * 8))
+    settings = {
+        "model_name_or_path": str(model_path),
+        "load_in_4bit": True,
+        "use_bnb_nested_quant": True,
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_target_modules": "all-linear",
+        "datasets": [{"path": str(data)}],
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 24,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 5.0e-3,
+        "lr_scheduler_type": "constant",
+        "max_length": 128,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "gradient_checkpointing": False,
+        "seed": 0,
+        **overrides,
+    }
+    path = tmp_path / "sft.yaml"
+    path.write_text(json.dumps(settings))  # JSON is valid YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_base_model):
+    tmp_path = tmp_path_factory.mktemp("sft")
+    trainer = run_stage("sft", ["--config", str(sft_config(tmp_path, tiny_base_model))])
+    return tmp_path / "out", trainer
+
+
+def test_loss_goes_down(trained):
+    out, _ = trained
+    losses = read_manifest(out)["loss_curve"]
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
+
+
+def test_lora_and_new_token_weights_change(trained, tiny_base_model):
+    from safetensors.torch import load_file
+
+    out, _ = trained
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
+    assert lora_b, "no LoRA weights saved"
+    assert all(v.abs().sum() > 0 for v in lora_b.values())  # lora_B starts at zero: nonzero means trained
+    deltas = [v for k, v in weights.items() if "trainable_tokens_delta" in k]
+    assert deltas and all(v.abs().sum() > 0 for v in deltas)  # ChatML token rows were learned
+
+
+def test_model_is_4bit_and_adapter_loads_back_and_generates(trained):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    out, trainer = trained
+    assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    model = AutoPeftModelForCausalLM.from_pretrained(out)
+    prompt = tokenizer.apply_chat_template(
+        CONVERSATIONS[0][:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        generated = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    new_tokens = generated[0, prompt["input_ids"].shape[1] :]
+    assert len(new_tokens) > 0
+    # the memorized reply comes back, and generation stops at the trained end-of-turn token
+    assert tokenizer.decode(new_tokens, skip_special_tokens=True).startswith("9.9")
+    assert tokenizer.eos_token_id in new_tokens.tolist()
+
+
+def test_outputs_model_card_and_manifest(trained):
+    out, _ = trained
+    manifest = read_manifest(out)
+    assert (out / "README.md").is_file() and "SFT adapter" in (out / "README.md").read_text()
+    assert manifest["stage"] == "sft"
+    assert manifest["new_special_tokens"] == ["<|im_start|>", "<|im_end|>"]
+    assert manifest["data_fingerprint"]
+    assert manifest["libraries"]["trl"].startswith("1.16")
+    assert manifest["config"]["ModelConfig"]["load_in_4bit"] is True
+    assert 0 < manifest["loss_mask"]["trained_tokens"] < manifest["loss_mask"]["total_tokens"]
