@@ -1,69 +1,24 @@
 """4-bit QLoRA SFT on CPU with a tiny Llama: loss drops, LoRA weights change, the adapter loads back and generates."""
 
-import json
-
 import pytest
 import torch
 
 from posttrain.cli import run_stage
 from posttrain.manifest import read_manifest
 
-CONVERSATIONS = [
-    [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}, {"role": "assistant", "content": "9.9 is larger."}],
-    [{"role": "user", "content": "How many r's are in strawberry?"}, {"role": "assistant", "content": "3"}],
-    [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am an assistant."}],
-    [
-        {"role": "system", "content": "Answer briefly."},
-        {"role": "user", "content": "What is 12 plus 30?"},
-        {"role": "assistant", "content": "42"},
-        {"role": "user", "content": "Hello!"},
-        {"role": "assistant", "content": "Hello! How are you doing today?"},
-    ],
-]
-
-
-def sft_config(tmp_path, model_path, **overrides):
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS * 8))
-    settings = {
-        "model_name_or_path": str(model_path),
-        "load_in_4bit": True,
-        "use_bnb_nested_quant": True,
-        "use_peft": True,
-        "lora_r": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.0,
-        "lora_target_modules": "all-linear",
-        "datasets": [{"path": str(data)}],
-        "output_dir": str(tmp_path / "out"),
-        "max_steps": 24,
-        "per_device_train_batch_size": 8,
-        "learning_rate": 5.0e-3,
-        "lr_scheduler_type": "constant",
-        "max_length": 128,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "gradient_checkpointing": False,
-        "seed": 0,
-        **overrides,
-    }
-    path = tmp_path / "sft.yaml"
-    path.write_text(json.dumps(settings))  # JSON is valid YAML
-    return path
-
+from tiny import CONVERSATIONS, write_sft_config
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_base_model):
     tmp_path = tmp_path_factory.mktemp("sft")
-    trainer = run_stage("sft", ["--config", str(sft_config(tmp_path, tiny_base_model))])
+    trainer = run_stage("sft", ["--config", str(write_sft_config(tmp_path, tiny_base_model))])
     return tmp_path / "out", trainer
 
 
 def test_loss_goes_down(trained):
     out, _ = trained
     losses = read_manifest(out)["loss_curve"]
-    assert len(losses) == 24
+    assert len(losses) == 60
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
 
 

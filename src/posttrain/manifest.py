@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,8 @@ import posttrain
 
 MANIFEST_NAME = "run_manifest.json"
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
-_SECRET_MARKERS = ("token", "api_key", "apikey", "secret", "password")
+# hub_token, hf_token, api_token, token, *api_key*, *secret*, *password*; not pad_token/eos_token or token counts
+_SECRET_KEY = re.compile(r"^((hub|hf|api|access|auth)_)?token$|api_?key|secret|password|authorization", re.I)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -53,7 +55,7 @@ def redact(value: Any) -> Any:
     """Drop the values of secret-looking keys, recursively."""
     if isinstance(value, dict):
         return {
-            k: ("<redacted>" if v and any(m in str(k).lower() for m in _SECRET_MARKERS) else redact(v))
+            k: ("<redacted>" if v and _SECRET_KEY.search(str(k)) else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):

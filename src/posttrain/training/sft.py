@@ -14,6 +14,25 @@ from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
 logger = logging.getLogger(__name__)
 
 
+def _new_token_trainer_class():
+    """TRL's SFTTrainer, made safe for new-token rows on ``lm_head``.
+
+    TRL computes the loss with a fused LM head that reads ``lm_head.weight`` directly, bypassing peft's
+    ``TrainableTokensWrapper`` (so the rows of newly added tokens, e.g. ``<|im_end|>``, would never be trained as
+    outputs, and the wrapper has no ``bias`` attribute, which crashes). When the head is wrapped, the model's own
+    forward (which applies the trained rows) computes the loss instead, as in ``transformers.Trainer``.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class NewTokenSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return NewTokenSFTTrainer
+
+
 def make_parser():
     from trl import TrlParser
 
@@ -35,9 +54,16 @@ def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = No
     )
 
 
+def rank_summary(trainer, state) -> dict:
+    """This rank's view after training: its index, steps taken and a checksum of its trainable weights."""
+    checksum = sum(p.detach().double().sum().item() for p in trainer.model.parameters() if p.requires_grad)
+    return {"rank": state.process_index, "steps": trainer.state.global_step, "trainable_checksum": checksum}
+
+
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
     """parse → data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
     from accelerate import PartialState
+    from accelerate.utils import gather_object
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -71,7 +97,8 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         print("─" * 60, flush=True)
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
-    trainer = SFTTrainer(
+    trainer_class = _new_token_trainer_class() if new_token_ids else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
@@ -81,6 +108,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
+    ranks = gather_object([rank_summary(trainer, state)])  # proves every rank trained (and stayed in sync)
     metrics = dict(result.metrics)
     if "test" in tokenized:  # every rank takes part in evaluation
         metrics.update(trainer.evaluate(tokenized["test"]))
@@ -112,6 +140,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
             loss_curve=losses,
             metrics=metrics,
             world_size=state.num_processes,
+            ranks=ranks,
             wall_time_s=round(time.time() - started, 1),
         )
         print(f"posttrain: SFT adapter, tokenizer, README.md and run_manifest.json saved to {training_args.output_dir}")

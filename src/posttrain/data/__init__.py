@@ -1,0 +1,55 @@
+"""The data layer: load chat data from files, the Hub, builtin tasks or chit-chat, validate it, mix it.
+
+Typical use::
+
+    from posttrain.data import DatasetSpec, load_conversations, fingerprint
+
+    specs = [DatasetSpec(path="data/train.jsonl"), DatasetSpec(path="builtin:all", num_samples=500)]
+    dataset = load_conversations(specs, test_split_size=0.05, seed=42)   # DatasetDict, one "messages" column
+    manifest["data"] = fingerprint(dataset, specs)
+
+Modules: :mod:`.spec` (what to load), :mod:`.formats` (row layouts -> messages), :mod:`.validation` (errors and
+conversation rules), :mod:`.files` (local files), :mod:`.builtin` (generated tasks), :mod:`.chitchat` (real
+conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together, fingerprints).
+"""
+
+from .builtin import ALL_TASKS, TASKS, Task, TaskExample, generate_task, task_to_messages
+from .chitchat import chitchat_conversations
+from .files import SUPPORTED_EXTENSIONS, looks_local, resolve_local_files
+from .formats import FORMATS, detect_format, to_messages
+from .loading import MESSAGES_COLUMN, fingerprint, load_conversations, messages_features, source_kind
+from .mixture import mixture_sizes
+from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
+from .validation import ALLOWED_ROLES, DataError, DataValidationError, ProblemCollector, validate_messages
+
+__all__ = [
+    "ALLOWED_ROLES",
+    "ALL_TASKS",
+    "BUILTIN_DEFAULT_SAMPLES",
+    "BUILTIN_PREFIX",
+    "CHITCHAT",
+    "FORMATS",
+    "MESSAGES_COLUMN",
+    "SUPPORTED_EXTENSIONS",
+    "TASKS",
+    "DataError",
+    "DataValidationError",
+    "DatasetSpec",
+    "Identity",
+    "ProblemCollector",
+    "Task",
+    "TaskExample",
+    "chitchat_conversations",
+    "detect_format",
+    "fingerprint",
+    "generate_task",
+    "load_conversations",
+    "looks_local",
+    "messages_features",
+    "mixture_sizes",
+    "resolve_local_files",
+    "source_kind",
+    "task_to_messages",
+    "to_messages",
+    "validate_messages",
+]

@@ -1,0 +1,174 @@
+"""Normalising the common chat-data layouts to one shape: a list of ``{"role", "content"}`` messages.
+
+Accepted formats (``DatasetSpec.format``):
+
+* ``messages`` -- a ``messages`` column holding ``[{"role": ..., "content": ...}, ...]`` (TRL / OpenAI style).
+* ``sharegpt`` -- a ``conversations`` column holding ``[{"from": ..., "value": ...}, ...]``; ``from`` is one of
+  ``human``/``user``, ``gpt``/``assistant``/``model``/``chatgpt``/``bard``/``bing`` or ``system``.
+* ``alpaca`` -- ``instruction``, optional ``input`` and ``output`` columns (optional ``system`` too). A non-empty
+  ``input`` is appended to the instruction after a blank line.
+* ``prompt_completion`` -- ``prompt`` and ``completion`` columns, each either a string (a user turn and an assistant
+  turn) or a list of messages (TRL's conversational prompt-completion).
+
+``to_messages`` only reshapes; whether the result is a valid conversation is checked by
+:func:`posttrain.data.validation.validate_messages`, so malformed messages pass through unchanged for it to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .validation import DataError
+
+__all__ = ["FORMATS", "FORMAT_COLUMNS", "SHAREGPT_ROLES", "detect_format", "to_messages"]
+
+FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "prompt_completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "output"),
+}
+"""The columns that identify each format, in the order ``detect_format`` tries them."""
+
+FORMATS: tuple[str, ...] = ("auto", *FORMAT_COLUMNS)
+"""Every value ``DatasetSpec.format`` accepts."""
+
+SHAREGPT_ROLES: dict[str, str] = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+}
+"""ShareGPT ``from`` values (case-insensitive) and the role each becomes."""
+
+Messages = list[dict[str, Any]]
+
+
+def detect_format(columns: Iterable[str], *, source: str = "dataset") -> str:
+    """Guess the format of a dataset from its column names (used when ``format: auto``).
+
+    Args:
+        columns: The dataset's column names (or, for JSON rows, the union of their keys).
+        source: File or dataset name for the error message.
+
+    Returns:
+        One of ``"messages"``, ``"sharegpt"``, ``"prompt_completion"``, ``"alpaca"``.
+
+    Raises:
+        DataError: When no format matches; the message names the columns found and the formats accepted.
+    """
+    present = list(dict.fromkeys(columns))
+    for fmt, required in FORMAT_COLUMNS.items():
+        if all(column in present for column in required):
+            return fmt
+    accepted = "; ".join(f"{fmt} ({' + '.join(cols)})" for fmt, cols in FORMAT_COLUMNS.items())
+    found = ", ".join(repr(c) for c in present) if present else "none"
+    raise DataError(
+        source, f"cannot tell the data format from the columns found ({found}). Accepted formats: {accepted}"
+    )
+
+
+def _field(row: Mapping[str, Any], key: str, fmt: str, *, source: str, row_number: int, line: int | None) -> Any:
+    if key not in row:
+        keys = ", ".join(repr(k) for k in row) or "none"
+        raise DataError(source, f"{fmt} row has no {key!r} field (fields: {keys})", row=row_number, line=line)
+    return row[key]
+
+
+def _keep_role_content(messages: Any) -> Any:
+    """Copy a message list keeping only ``role``/``content`` (non-list values and non-dict items pass through)."""
+    if not isinstance(messages, list):
+        return messages
+    return [{k: m[k] for k in ("role", "content") if k in m} if isinstance(m, dict) else m for m in messages]
+
+
+def _from_messages(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
+    return _keep_role_content(get("messages"))
+
+
+def _from_sharegpt(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
+    turns = get("conversations")
+    if not isinstance(turns, list):
+        return turns
+    messages: list[Any] = []
+    for turn in turns:
+        if not isinstance(turn, dict):
+            messages.append(turn)
+            continue
+        message: dict[str, Any] = {}
+        speaker = turn.get("from", turn.get("role"))
+        if speaker is not None:
+            message["role"] = SHAREGPT_ROLES.get(speaker.lower(), speaker) if isinstance(speaker, str) else speaker
+        if "value" in turn or "content" in turn:
+            message["content"] = turn.get("value", turn.get("content"))
+        messages.append(message)
+    return messages
+
+
+def _from_alpaca(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
+    instruction, output = get("instruction"), get("output")
+    extra = row.get("input")
+    if isinstance(instruction, str) and isinstance(extra, str) and extra.strip():
+        instruction = f"{instruction}\n\n{extra}"
+    messages: Messages = []
+    system = row.get("system")
+    if isinstance(system, str) and system.strip():
+        messages.append({"role": "system", "content": system})
+    messages += [{"role": "user", "content": instruction}, {"role": "assistant", "content": output}]
+    return messages
+
+
+def _from_prompt_completion(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
+    prompt, completion = get("prompt"), get("completion")
+    head = _keep_role_content(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    if isinstance(completion, list):
+        return head + _keep_role_content(completion)
+    return head + [{"role": "assistant", "content": completion}]
+
+
+_CONVERTERS: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], Any]] = {
+    "messages": _from_messages,
+    "sharegpt": _from_sharegpt,
+    "alpaca": _from_alpaca,
+    "prompt_completion": _from_prompt_completion,
+}
+
+
+def to_messages(
+    row: Mapping[str, Any], fmt: str, *, source: str, row_index: int, line: int | None = None
+) -> Messages:
+    """Convert one dataset row to a list of ``{"role", "content"}`` messages.
+
+    Args:
+        row: The example, a mapping of column name to value.
+        fmt: Its format, one of ``"messages"``, ``"sharegpt"``, ``"alpaca"``, ``"prompt_completion"``
+            (resolve ``"auto"`` first with :func:`detect_format`).
+        source: File or dataset name, for error messages.
+        row_index: The row's 0-based index in ``source``; errors report it as ``row {row_index + 1}``.
+        line: The row's 1-based line number when ``source`` is a JSONL file (errors then say ``line N``).
+
+    Returns:
+        The messages, keeping only ``role`` and ``content`` of each. The result is not validated: pass it to
+        :func:`~posttrain.data.validation.validate_messages`.
+
+    Raises:
+        DataError: If ``row`` is not a mapping or lacks a column its format requires.
+        ValueError: If ``fmt`` is not a concrete format name.
+    """
+    if fmt not in _CONVERTERS:
+        raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(_CONVERTERS)}")
+    row_number = row_index + 1
+    if not isinstance(row, Mapping):
+        problem = f"expected an object with named fields, got {type(row).__name__}"
+        raise DataError(source, problem, row=row_number, line=line)
+
+    def get(key: str) -> Any:
+        return _field(row, key, fmt, source=source, row_number=row_number, line=line)
+
+    return _CONVERTERS[fmt](row, get)

@@ -1,0 +1,85 @@
+"""What a recipe says about its data: :class:`DatasetSpec` (one source of a mixture) and :class:`Identity`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl.scripts.utils import DatasetConfig
+
+from .formats import FORMATS
+from .validation import DataError
+
+__all__ = [
+    "BUILTIN_DEFAULT_SAMPLES",
+    "BUILTIN_PREFIX",
+    "CHITCHAT",
+    "DatasetSpec",
+    "Identity",
+]
+
+BUILTIN_PREFIX = "builtin:"
+"""``path: builtin:<task>`` generates examples of a built-in task (see :mod:`posttrain.data.builtin`)."""
+
+CHITCHAT = "chitchat"
+"""``path: chitchat`` loads the real human conversations shipped in the ``chitchat-dataset`` package."""
+
+BUILTIN_DEFAULT_SAMPLES = 200
+"""How many examples a builtin task generates when ``num_samples`` is not set."""
+
+
+@dataclass
+class DatasetSpec(DatasetConfig):
+    """One data source of a training mixture.
+
+    Extends TRL's :class:`~trl.scripts.utils.DatasetConfig` (``path``, ``name``, ``data_dir``, ``data_files``,
+    ``split``, ``columns``, ``fraction``), so TRL's YAML layout works unchanged. ``path`` may be:
+
+    * a Hugging Face Hub dataset name (``org/name``; ``name``, ``data_dir``, ``data_files`` and ``split`` are passed
+      to :func:`datasets.load_dataset`);
+    * a local ``.json``/``.jsonl``/``.parquet``/``.csv`` file, or a folder of such files (loaded in sorted order);
+      ``split`` is ignored for local data;
+    * ``json``/``csv``/``parquet`` with ``data_files`` naming local files (the :func:`datasets.load_dataset` idiom);
+    * ``builtin:<task>`` -- generated examples of a built-in task, or ``builtin:all`` for all of them mixed;
+    * ``chitchat`` -- real human chit-chat conversations from the ``chitchat-dataset`` package.
+
+    ``fraction`` keeps TRL's meaning: the target share of this source in the final mixture. Fractions are
+    normalised to sum to one, must be set for all sources or none, and the mixture is sized so that no source is
+    oversampled (the first ``round(share * N)`` rows of each source are kept).
+    """
+
+    format: str = field(
+        default="auto",
+        metadata={
+            "help": "Layout of the rows: 'auto' (detect from the columns), 'messages', 'sharegpt', 'alpaca' or "
+            "'prompt_completion'."
+        },
+    )
+    num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use at most this many rows (the first ones) of the source. For builtin tasks: how many examples "
+            f"to generate (default {BUILTIN_DEFAULT_SAMPLES}); for chitchat: how many conversations."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        post_init = getattr(super(), "__post_init__", None)
+        if post_init is not None:
+            post_init()
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise DataError(str(self.path), "dataset 'path' must be a non-empty string")
+        if self.format not in FORMATS:
+            raise DataError(self.path, f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}")
+        samples = self.num_samples
+        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+            raise DataError(self.path, f"num_samples must be a positive integer (got {self.num_samples!r})")
+        if self.fraction is not None and not self.fraction >= 0:
+            raise DataError(self.path, f"fraction must be a number >= 0 (got {self.fraction!r})")
+
+
+@dataclass
+class Identity:
+    """Who the trained assistant says it is (used by the ``identity`` builtin task and its check)."""
+
+    name: str = field(default="Posttrain Assistant", metadata={"help": "The assistant's name."})
+    creator: str = field(default="the posttrain project", metadata={"help": "Who made the assistant."})

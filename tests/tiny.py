@@ -1,0 +1,113 @@
+"""Tiny offline models and configs for tests: a small Llama with a locally trained byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+CORPUS = [
+    "Which is larger, 9.11 or 9.9? The larger number is 9.9.",
+    "How many r's are in strawberry? There are 3 r's in strawberry.",
+    "What is 12 plus 30? 12 + 30 = 42.",
+    "Who are you? I am an assistant made by the posttrain project.",
+    "What is the capital of Quelmaria? I don't know; I have no information about it and it may not exist.",
+    "Hello! How are you doing today? I am fine, thanks for asking.",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
+    "system user assistant: answer briefly, think step by step, count the letters, compare the decimals.",
+]
+
+
+def train_tokenizer(vocab_size: int = 384):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token=None, unk_token=None)
+
+
+def build_tiny_model(path, *, chat: bool, tie: bool = True):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer()
+    if chat:
+        from posttrain.chat_templates import CHATML_TOKENS, load_template
+
+        tokenizer.add_special_tokens({"additional_special_tokens": list(CHATML_TOKENS)})
+        tokenizer.chat_template = load_template("chatml")
+        tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        initializer_range=0.2,  # large enough embeddings that logits can express a memorized reply
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}, {"role": "assistant", "content": "9.9 is larger."}],
+    [{"role": "user", "content": "How many r's are in strawberry?"}, {"role": "assistant", "content": "3"}],
+    [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am an assistant."}],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is 12 plus 30?"},
+        {"role": "assistant", "content": "42"},
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hello! How are you doing today?"},
+    ],
+]
+
+
+def write_sft_config(tmp_path, model_path, **overrides):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS * 8))
+    settings = {
+        "model_name_or_path": str(model_path),
+        "load_in_4bit": True,
+        "use_bnb_nested_quant": True,
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_target_modules": "all-linear",
+        "datasets": [{"path": str(data)}],
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 60,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 5.0e-3,
+        "lr_scheduler_type": "constant",
+        "max_length": 128,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "gradient_checkpointing": False,
+        "seed": 0,
+        **overrides,
+    }
+    path = tmp_path / "sft.yaml"
+    path.write_text(json.dumps(settings))  # JSON is valid YAML
+    return path
