@@ -1,4 +1,4 @@
-"""Two CPU ranks (DDP over gloo) through the real entry point: both ranks train, the result is saved once."""
+"""Two CPU ranks (DDP over gloo, started by torchrun) through the real recipe: both train, the result is saved once."""
 
 import json
 import os
@@ -21,9 +21,8 @@ def free_port() -> int:
 def test_two_cpu_ranks_train_and_save_once(tmp_path, tiny_base_model):
     config = write_sft_config(tmp_path, tiny_base_model, max_steps=4, per_device_train_batch_size=4)
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ROOT / "accelerate_configs" / "cpu_ddp.yaml"),
-        "--main_process_port", str(free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         str(ROOT / "recipes" / "sft.py"), "--config", str(config),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

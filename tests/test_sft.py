@@ -65,3 +65,18 @@ def test_outputs_model_card_and_manifest(trained):
     assert manifest["libraries"]["trl"].startswith("1.16")
     assert manifest["config"]["ModelConfig"]["load_in_4bit"] is True
     assert 0 < manifest["loss_mask"]["trained_tokens"] < manifest["loss_mask"]["total_tokens"]
+
+
+def test_resume_from_checkpoint_and_tensorboard(tmp_path, tiny_chat_model):
+    overrides = dict(max_steps=4, save_strategy="steps", save_steps=2, report_to="tensorboard")
+    config = write_sft_config(tmp_path, tiny_chat_model, **overrides)
+    run_stage("sft", ["--config", str(config)])
+    out = tmp_path / "out"
+    assert (out / "checkpoint-2").is_dir() and (out / "checkpoint-4").is_dir()
+    assert list(out.rglob("events.out.tfevents.*")), "TensorBoard logs were not written"
+
+    resumed = run_stage("sft", ["--config", str(config), "--resume_from_checkpoint", str(out / "checkpoint-2")])
+    assert resumed.state.global_step == 4
+    steps = [entry["step"] for entry in resumed.state.log_history if "loss" in entry]
+    # the history of steps 1-2 comes from the checkpoint; only steps 3-4 were trained again
+    assert steps == [1, 2, 3, 4], "training must continue after the checkpoint, not restart"

@@ -85,6 +85,10 @@ class PosttrainArguments:
                     raise ConfigError(f"datasets[{i}]: {err}") from None
             specs.append(spec)
         self.datasets = specs
+        if self.chat_template != "auto":
+            from posttrain.chat_templates import load_template
+
+            load_template(self.chat_template)  # fail at parse time, before any model is loaded
 
     @property
     def identity(self) -> Identity:

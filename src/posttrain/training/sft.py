@@ -14,23 +14,42 @@ from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
 logger = logging.getLogger(__name__)
 
 
-def _new_token_trainer_class():
-    """TRL's SFTTrainer, made safe for new-token rows on ``lm_head``.
+def trainer_class():
+    """TRL's ``SFTTrainer`` with a loss computed only where it is needed.
 
-    TRL computes the loss with a fused LM head that reads ``lm_head.weight`` directly, bypassing peft's
-    ``TrainableTokensWrapper`` (so the rows of newly added tokens, e.g. ``<|im_end|>``, would never be trained as
-    outputs, and the wrapper has no ``bias`` attribute, which crashes). When the head is wrapped, the model's own
-    forward (which applies the trained rows) computes the loss instead, as in ``transformers.Trainer``.
+    With assistant-only loss most positions carry no label, yet a plain LM head (and TRL's fused one off GPU)
+    projects every position onto the whole vocabulary. Here the model is asked for logits at the positions whose
+    next token is trained only (transformers' ``logits_to_keep``), through the model's own forward, so peft's
+    trainable new-token rows of ``lm_head`` (``<|im_end|>`` added to a base model) are applied and learned --
+    TRL's fused head reads ``lm_head.weight`` directly and would skip them.
     """
-    from transformers import Trainer
+    import torch
+    import torch.nn.functional as F
     from trl import SFTTrainer
 
-    class NewTokenSFTTrainer(SFTTrainer):
+    class PosttrainSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs["use_cache"] = False
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            labels = inputs.pop("labels")
+            targets = labels[:, 1:]  # position t predicts token t + 1
+            keep = (targets != -100).any(dim=0).nonzero().flatten()
+            if keep.numel() == 0:  # nothing trained in this micro-batch: keep one position, contributing zero
+                keep = torch.zeros(1, dtype=torch.long, device=labels.device)
+            outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
+            logits = outputs.logits.float()
+            kept = targets[:, keep]
+            loss = F.cross_entropy(logits.flatten(0, 1), kept.flatten(), ignore_index=-100, reduction="sum")
+            valid = kept != -100
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1))
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients; undo it for a token mean
+            with torch.no_grad():
+                correct = ((logits.argmax(-1) == kept) & valid).sum()
+                counts = self.accelerator.gather_for_metrics(torch.stack([correct, valid.sum()]).view(1, 2)).sum(0)
+                self._metrics[mode]["mean_token_accuracy"].append((counts[0] / counts[1].clamp(min=1)).item())
+            return (loss, outputs) if return_outputs else loss
 
-    return NewTokenSFTTrainer
+    return PosttrainSFTTrainer
 
 
 def make_parser():
@@ -65,8 +84,6 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
     from accelerate import PartialState
     from accelerate.utils import gather_object
     from transformers import set_seed
-    from trl import SFTTrainer
-
     from posttrain import chat_templates
     from posttrain.data import fingerprint, load_conversations
     from posttrain.manifest import write_manifest, write_model_card
@@ -97,8 +114,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         print("─" * 60, flush=True)
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
-    trainer_class = _new_token_trainer_class() if new_token_ids else SFTTrainer
-    trainer = trainer_class(
+    trainer = trainer_class()(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
