@@ -111,3 +111,24 @@ def write_sft_config(tmp_path, model_path, **overrides):
     path = tmp_path / "sft.yaml"
     path.write_text(json.dumps(settings))  # JSON is valid YAML
     return path
+
+
+def write_stage_config(tmp_path, name, settings):
+    """A stage config file (JSON is valid YAML) with test-friendly defaults underneath ``settings``."""
+    defaults = {
+        "load_in_4bit": True,
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_target_modules": "all-linear",
+        "output_dir": str(tmp_path / name),
+        "save_strategy": "no",
+        "report_to": "none",
+        "gradient_checkpointing": False,
+        "logging_steps": 1,
+        "seed": 0,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps({**defaults, **settings}))
+    return path

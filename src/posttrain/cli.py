@@ -15,23 +15,40 @@ import sys
 from collections.abc import Iterator, Sequence
 
 #: stage name -> module with ``make_parser()`` and ``main(*parsed)``
-STAGES = {"sft": "posttrain.training.sft"}
+STAGES = {
+    "sft": "posttrain.training.sft",
+    "reward": "posttrain.training.reward",
+    "dpo": "posttrain.training.dpo",
+}
 
 USAGE = """usage: posttrain <command> [--config FILE.yaml] [overrides...]
 
 commands:
   sft      supervised fine-tuning with (Q)LoRA and chat templates
+  reward   reward model (sequence classification) on preference pairs
+  dpo      direct preference optimization on top of the SFT result
+  pairs    on-policy preference pairs: sample n replies, score (rule checks or --reward_model), keep best vs worst
   model    materialize an embedded model alias and print its local folder
 """
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from posttrain.adapters import AdapterError
     from posttrain.chat_templates import ChatTemplateError
     from posttrain.configs import ConfigError
     from posttrain.data.validation import DataError, DataValidationError
     from posttrain.models import ModelNotFoundError
+    from posttrain.reward_model import RewardModelError
 
-    return (ConfigError, DataError, DataValidationError, ModelNotFoundError, ChatTemplateError)
+    return (
+        ConfigError,
+        DataError,
+        DataValidationError,
+        ModelNotFoundError,
+        ChatTemplateError,
+        AdapterError,
+        RewardModelError,
+    )
 
 
 @contextlib.contextmanager
@@ -63,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in STAGES:
         run_stage(command, rest)
         return 0
+    if command == "pairs":
+        return importlib.import_module("posttrain.pairs").main_pairs(rest)
     if command == "model":
         from posttrain.models import EMBEDDED_MODELS, resolve_model
 

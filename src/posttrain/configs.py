@@ -137,6 +137,16 @@ class SFTConfig(HardwareDefaultsMixin, trl.SFTConfig):
 
 
 @dataclass
+class RewardConfig(HardwareDefaultsMixin, trl.RewardConfig):
+    __doc__ = trl.RewardConfig.__doc__
+
+
+@dataclass
+class DPOConfig(HardwareDefaultsMixin, trl.DPOConfig):
+    __doc__ = trl.DPOConfig.__doc__
+
+
+@dataclass
 class ModelConfig(trl.ModelConfig):
     __doc__ = trl.ModelConfig.__doc__
 

@@ -52,7 +52,7 @@ def quantization_config(model_args: ModelConfig, dtype: torch.dtype):
     return None
 
 
-def load_model(model_args: ModelConfig, training_args, *, model_class=None):
+def load_model(model_args: ModelConfig, training_args, *, model_class=None, **extra_kwargs):
     """Load the (optionally 4-bit) base model for training with dtype and device placement set for accelerate."""
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
@@ -72,6 +72,7 @@ def load_model(model_args: ModelConfig, training_args, *, model_class=None):
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available():  # each DDP rank holds its whole quantized copy on its own GPU
             kwargs["device_map"] = {"": PartialState().local_process_index}
+    kwargs.update(extra_kwargs)
     if training_args.model_init_kwargs:
         kwargs.update(training_args.model_init_kwargs)
     model = model_class.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)

@@ -101,14 +101,19 @@ def materialize(alias: str) -> Path:
 def resolve_model(name_or_path: str) -> str:
     """Map a model name from a config to a path or hub id that ``from_pretrained`` accepts.
 
-    Embedded aliases are materialized on first use; an existing local folder must contain ``config.json``; a
-    name that looks like a path but does not exist is an error naming it; anything else is a hub id.
+    Embedded aliases are materialized on first use; a LoRA adapter folder resolves to its cached merge into the
+    full-precision base (:mod:`posttrain.adapters`); an existing local folder must contain ``config.json``; a name
+    that looks like a path but does not exist is an error naming it; anything else is a hub id.
     """
     if name_or_path in EMBEDDED_MODELS:
         return str(materialize(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        from posttrain.adapters import is_adapter, merged_adapter
+
+        if is_adapter(path):  # an earlier stage's LoRA adapter: its merged full-precision model
+            return str(merged_adapter(path))
+        if path.is_dir() and not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json)")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith(

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>")
 
 
 class ChatTemplateError(ValueError):
@@ -62,8 +63,11 @@ def setup_chat_template(model, tokenizer, choice: str = "auto") -> list[int]:
                 tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
                 new_ids = tokenizer.convert_tokens_to_ids(missing)
             tokenizer.eos_token = "<|im_end|>"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        # A pad distinct from EOS: sequence-classification heads find the last real token by the pad id.
+        vocab = tokenizer.get_vocab()
+        pad = next((t for t in PAD_CANDIDATES if t in vocab and t != tokenizer.eos_token), tokenizer.eos_token)
+        tokenizer.pad_token = pad
 
     embeddings = model.get_input_embeddings()
     if len(tokenizer) > embeddings.num_embeddings:

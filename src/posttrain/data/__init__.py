@@ -8,48 +8,88 @@ Typical use::
     dataset = load_conversations(specs, test_split_size=0.05, seed=42)   # DatasetDict, one "messages" column
     manifest["data"] = fingerprint(dataset, specs)
 
+    pairs = load_preferences([{"path": "prefs.jsonl"}, {"path": "builtin:all"}])  # prompt / chosen / rejected
+
 Modules: :mod:`.spec` (what to load), :mod:`.formats` (row layouts -> messages), :mod:`.validation` (errors and
 conversation rules), :mod:`.files` (local files), :mod:`.builtin` (generated tasks), :mod:`.chitchat` (real
-conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together, fingerprints).
+conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together, fingerprints), :mod:`.preference`
+(preference pairs for reward models and DPO).
 """
 
-from .builtin import ALL_TASKS, TASKS, Task, TaskExample, generate_task, task_to_messages
+from .builtin import (
+    ALL_TASKS,
+    BASE_MODEL_IDENTITY,
+    TASKS,
+    Task,
+    TaskExample,
+    base_identity_response,
+    generate_task,
+    task_to_messages,
+    task_to_preference,
+)
 from .chitchat import chitchat_conversations
 from .files import SUPPORTED_EXTENSIONS, looks_local, resolve_local_files
 from .formats import FORMATS, detect_format, to_messages
 from .loading import MESSAGES_COLUMN, fingerprint, load_conversations, messages_features, source_kind
 from .mixture import mixture_sizes
+from .preference import (
+    PREFERENCE_COLUMNS,
+    PREFERENCE_FORMATS,
+    PREFERENCE_FORMS,
+    PreferenceSpec,
+    detect_preference_form,
+    load_preferences,
+    preference_features,
+    preference_fingerprint,
+    to_preference,
+    validate_preference,
+    validate_prompt,
+)
 from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
 from .validation import ALLOWED_ROLES, DataError, DataValidationError, ProblemCollector, validate_messages
 
 __all__ = [
     "ALLOWED_ROLES",
     "ALL_TASKS",
+    "BASE_MODEL_IDENTITY",
     "BUILTIN_DEFAULT_SAMPLES",
     "BUILTIN_PREFIX",
     "CHITCHAT",
     "FORMATS",
     "MESSAGES_COLUMN",
+    "PREFERENCE_COLUMNS",
+    "PREFERENCE_FORMATS",
+    "PREFERENCE_FORMS",
     "SUPPORTED_EXTENSIONS",
     "TASKS",
     "DataError",
     "DataValidationError",
     "DatasetSpec",
     "Identity",
+    "PreferenceSpec",
     "ProblemCollector",
     "Task",
     "TaskExample",
+    "base_identity_response",
     "chitchat_conversations",
     "detect_format",
+    "detect_preference_form",
     "fingerprint",
     "generate_task",
     "load_conversations",
+    "load_preferences",
     "looks_local",
     "messages_features",
     "mixture_sizes",
+    "preference_features",
+    "preference_fingerprint",
     "resolve_local_files",
     "source_kind",
     "task_to_messages",
+    "task_to_preference",
     "to_messages",
+    "to_preference",
     "validate_messages",
+    "validate_preference",
+    "validate_prompt",
 ]

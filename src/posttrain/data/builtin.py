@@ -20,13 +20,24 @@ not just memorise one string.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .spec import Identity
 
-__all__ = ["ALL_TASKS", "TASKS", "Task", "TaskExample", "generate_task", "task_to_messages"]
+__all__ = [
+    "ALL_TASKS",
+    "BASE_MODEL_IDENTITY",
+    "TASKS",
+    "Task",
+    "TaskExample",
+    "base_identity_response",
+    "generate_task",
+    "task_to_messages",
+    "task_to_preference",
+]
 
 ALL_TASKS = "all"
 """Task name meaning every task, interleaved."""
@@ -505,3 +516,49 @@ def generate_task(name: str, n: int, seed: int = 42, identity: Identity | None =
 def task_to_messages(example: TaskExample) -> list[dict[str, str]]:
     """The example as a training conversation: the prompt as user turn, the ideal ``response`` as assistant turn."""
     return [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.response}]
+
+
+# ------------------------------------------------------------------------------------------ preference pairs
+
+BASE_MODEL_IDENTITY = Identity(name="SmolLM", creator="Hugging Face")
+"""Who the default base model (SmolLM2-135M-Instruct) says it is before post-training: the ``rejected`` side of
+the ``identity`` preference pairs."""
+
+_BASE_IDENTITY_REPLIES: tuple[str, ...] = (
+    "I'm {name}, an AI assistant trained by {creator}.",
+    "I am {name}, a language model developed by {creator}.",
+    "My name is {name}, and I was created by {creator}.",
+    "I'm {name}, a small AI assistant made by {creator}. How can I help you today?",
+)
+
+
+def base_identity_response(example: TaskExample, base: Identity = BASE_MODEL_IDENTITY) -> str:
+    """The reply the base model would give to an ``identity`` example: it names ``base`` (default: SmolLM by
+    Hugging Face) instead of the configured identity, in the same phrasing family as the correct reply.
+
+    Deterministic in the example. When ``base`` would mention the configured name (e.g. the assistant is itself
+    called SmolLM), the example's own ``wrong_response`` (another model's identity) is returned instead, so the reply
+    always fails the identity check.
+
+    Raises:
+        ValueError: If ``example`` is not an ``identity`` example.
+    """
+    if example.task != "identity":
+        raise ValueError(f"base_identity_response needs an 'identity' example (got {example.task!r})")
+    opening = next((start for prompt, _, start in _IDENTITY_QUESTIONS if prompt == example.prompt), "")
+    index = zlib.crc32(f"{example.prompt}\n{example.response}".encode()) % len(_BASE_IDENTITY_REPLIES)
+    reply = opening + _BASE_IDENTITY_REPLIES[index].format(name=base.name, creator=base.creator)
+    configured = str(example.meta.get("name", "")).casefold()
+    if configured and configured in reply.casefold():
+        return example.wrong_response
+    return reply
+
+
+def task_to_preference(example: TaskExample, base_identity: Identity = BASE_MODEL_IDENTITY) -> dict[str, str]:
+    """The example as a preference pair of plain strings: ``prompt`` (the user message), ``chosen`` (the ideal
+    ``response``) and ``rejected`` (the classic mistake: ``wrong_response``, or for ``identity`` the base model's old
+    identity, see :func:`base_identity_response`)."""
+    rejected = (
+        base_identity_response(example, base_identity) if example.task == "identity" else example.wrong_response
+    )
+    return {"prompt": example.prompt, "chosen": example.response, "rejected": rejected}

@@ -1,5 +1,9 @@
 """Loading a mixture of data sources as one validated ``messages`` dataset, and fingerprinting it.
 
+The pieces below are shared with :mod:`posttrain.data.preference` (preference pairs): :func:`source_tables` (raw
+rows of a source), :func:`normalize_rows` (columns, format detection, per-row conversion with problems collected)
+and :func:`build_mixture` (fractions, empty checks, train/test split); :func:`fingerprint` works for both.
+
 :func:`load_conversations` goes through every source before returning (and so before any model is loaded):
 
 1. each :class:`~posttrain.data.spec.DatasetSpec` is resolved to a builtin task, the chit-chat conversations, local
@@ -16,7 +20,8 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +36,21 @@ from .validation import DataError, ProblemCollector, validate_messages
 if TYPE_CHECKING:
     import datasets
 
-__all__ = ["MESSAGES_COLUMN", "fingerprint", "load_conversations", "messages_features", "source_kind"]
+__all__ = [
+    "MESSAGES_COLUMN",
+    "SourceTable",
+    "as_specs",
+    "build_mixture",
+    "fingerprint",
+    "load_conversations",
+    "messages_features",
+    "normalize_rows",
+    "source_kind",
+    "source_tables",
+]
 
 MESSAGES_COLUMN = "messages"
 """The single column of every dataset :func:`load_conversations` returns."""
-
-Messages = list[dict[str, str]]
-
 
 def messages_features() -> datasets.Features:
     """The Arrow schema of the returned datasets: ``messages: list[{role: string, content: string}]``."""
@@ -50,9 +63,13 @@ def messages_features() -> datasets.Features:
 SpecLike = DatasetSpec | Mapping[str, Any]
 
 
-def _as_specs(specs: Sequence[SpecLike]) -> list[DatasetSpec]:
-    """Accept plain dicts (e.g. straight from YAML) as well as specs, like TRL's ``DatasetMixtureConfig``."""
-    return [spec if isinstance(spec, DatasetSpec) else DatasetSpec(**spec) for spec in specs]
+def as_specs(specs: Sequence[SpecLike], factory: Callable[..., DatasetSpec] = DatasetSpec) -> list[DatasetSpec]:
+    """Accept plain dicts (e.g. straight from YAML) as well as specs, like TRL's ``DatasetMixtureConfig``.
+
+    ``factory`` builds a spec from a dict (a :class:`DatasetSpec` subclass for loaders with their own formats).
+    """
+    return [spec if isinstance(spec, DatasetSpec) else factory(**spec) for spec in specs]
+
 
 
 def source_kind(spec: DatasetSpec) -> str:
@@ -133,10 +150,57 @@ def _local_tables(spec: DatasetSpec, files: list[Path], problems: ProblemCollect
     return tables
 
 
-def _normalize(
-    rows: list[RawRow], fmt: str, columns: Sequence[str] | None, source: str, problems: ProblemCollector
-) -> list[Messages]:
-    """Convert and validate ``rows`` of one file or dataset; record problems, return the valid conversations."""
+@dataclass(frozen=True)
+class SourceTable:
+    """The raw rows of one file, Hub split or generated source, with how to read them.
+
+    Attributes:
+        source: The name errors use for it (the path as the user wrote it, or the file inside a folder).
+        rows: Its rows, located by row (and line for JSONL).
+        fmt: The spec's ``format`` (``"auto"`` means: detect it from the columns).
+        columns: The spec's ``columns`` (only these are used), or ``None`` for all.
+    """
+
+    source: str
+    rows: list[RawRow]
+    fmt: str
+    columns: Sequence[str] | None = None
+
+
+Row = dict[str, Any]
+FormatDetector = Callable[[list[str], str, str], str]
+"""``detect(columns, fmt, source) -> format``: the concrete format of a table, from its column names and the spec's
+``format`` (raise DataError when the columns do not fit)."""
+RowConverter = Callable[[Mapping[str, Any], str, str, RawRow], Row]
+"""``convert(data, format, source, raw) -> row``: one normalised, validated output row (raise DataError)."""
+
+
+def source_tables(
+    spec: DatasetSpec, problems: ProblemCollector, *, generated: Callable[[DatasetSpec], SourceTable]
+) -> list[SourceTable]:
+    """The raw rows of one source, per file: ``generated(spec)`` for ``builtin:`` and ``chitchat`` sources, the
+    local files (unreadable lines go to ``problems``) or the Hub split otherwise.
+
+    Raises:
+        DataError: When the source cannot be found or opened (see :func:`files.resolve_local_files`).
+    """
+    if spec.path == CHITCHAT or spec.path.startswith(BUILTIN_PREFIX):
+        return [generated(spec)]
+    files = resolve_local_files(spec)
+    tables = [(spec.path, _hub_rows(spec))] if files is None else _local_tables(spec, files, problems)
+    return [SourceTable(source, rows, spec.format, spec.columns) for source, rows in tables]
+
+
+def normalize_rows(
+    table: SourceTable, problems: ProblemCollector, *, detect: FormatDetector, convert: RowConverter
+) -> list[Row]:
+    """Convert and validate the rows of one table; record problems, return the valid rows.
+
+    Applies ``table.columns`` (a missing one is a problem naming the columns available), resolves the format
+    (``detect`` is called with the columns present -- the union of the rows' keys -- whatever ``table.fmt`` is, so
+    it decides what a forced format means) and converts each row with ``convert``.
+    """
+    rows, source, columns = table.rows, table.source, table.columns
     if not rows:
         return []
     present = list(dict.fromkeys(key for raw in rows for key in raw.data))
@@ -148,32 +212,42 @@ def _normalize(
             return []
         present = list(columns)
     try:
-        fmt = detect_format(present, source=source) if fmt == "auto" else fmt
+        fmt = detect(present, table.fmt, source)
     except DataError as error:
         problems.add(error)
         return []
-    conversations: list[Messages] = []
+    converted: list[Row] = []
     for raw in rows:
         data = {k: v for k, v in raw.data.items() if k in present} if columns else raw.data
         try:
-            messages = to_messages(data, fmt, source=source, row_index=raw.row - 1, line=raw.line)
-            validate_messages(messages, source=source, row=raw.row, line=raw.line)
+            converted.append(convert(data, fmt, source, raw))
         except DataError as error:
             problems.add(error)
-            continue
-        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
-    return conversations
+    return converted
 
 
-def _load_spec(spec: DatasetSpec, *, seed: int, identity: Identity, problems: ProblemCollector) -> list[Messages]:
-    """The valid conversations of one source (problems with its rows go to ``problems``)."""
-    if spec.path == CHITCHAT:
-        return _normalize(_chitchat_rows(spec), MESSAGES_COLUMN, None, spec.path, problems)
-    if spec.path.startswith(BUILTIN_PREFIX):
-        return _normalize(_builtin_rows(spec, seed, identity), MESSAGES_COLUMN, None, spec.path, problems)
-    files = resolve_local_files(spec)
-    tables = [(spec.path, _hub_rows(spec))] if files is None else _local_tables(spec, files, problems)
-    return [conv for source, rows in tables for conv in _normalize(rows, spec.format, spec.columns, source, problems)]
+def _messages_format(present: list[str], fmt: str, source: str) -> str:
+    return detect_format(present, source=source) if fmt == "auto" else fmt
+
+
+def _messages_row(data: Mapping[str, Any], fmt: str, source: str, raw: RawRow) -> Row:
+    messages = to_messages(data, fmt, source=source, row_index=raw.row - 1, line=raw.line)
+    validate_messages(messages, source=source, row=raw.row, line=raw.line)
+    return {MESSAGES_COLUMN: [{"role": m["role"], "content": m["content"]} for m in messages]}
+
+
+def _load_spec(spec: DatasetSpec, *, seed: int, identity: Identity, problems: ProblemCollector) -> list[Row]:
+    """The valid conversations of one source as ``{"messages": ...}`` rows (problems go to ``problems``)."""
+
+    def generated(spec: DatasetSpec) -> SourceTable:
+        rows = _chitchat_rows(spec) if spec.path == CHITCHAT else _builtin_rows(spec, seed, identity)
+        return SourceTable(spec.path, rows, MESSAGES_COLUMN)
+
+    return [
+        row
+        for table in source_tables(spec, problems, generated=generated)
+        for row in normalize_rows(table, problems, detect=_messages_format, convert=_messages_row)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------- mixture
@@ -230,23 +304,49 @@ def load_conversations(
             are invalid.
         DataValidationError: Some rows are malformed or invalid; every problem found (up to a cap) is listed.
     """
+    identity = identity or Identity()
+    return build_mixture(
+        as_specs(specs),
+        lambda spec, problems: _load_spec(spec, seed=seed, identity=identity, problems=problems),
+        messages_features(),
+        test_split_size=test_split_size,
+        seed=seed,
+    )
+
+
+def build_mixture(
+    specs: Sequence[DatasetSpec],
+    load_spec: Callable[[DatasetSpec, ProblemCollector], list[Row]],
+    features: datasets.Features,
+    *,
+    test_split_size: float | int | None,
+    seed: int,
+) -> datasets.DatasetDict:
+    """Load every source with ``load_spec``, raise all problems together, mix by ``fraction`` and split.
+
+    The shared back half of :func:`load_conversations` and :func:`~posttrain.data.preference.load_preferences`:
+    ``load_spec(spec, problems)`` returns the valid rows of one source (dicts with exactly the ``features``
+    columns), recording bad rows in ``problems``; see :func:`load_conversations` for the mixture and split rules.
+
+    Raises:
+        DataError: No sources, an empty source or mixture, or a bad ``test_split_size``.
+        DataValidationError: Any problem recorded while loading.
+    """
     import datasets
 
-    specs = _as_specs(specs)
     if not specs:
         raise DataError(MIXTURE_SOURCE, "no datasets given")
-    identity = identity or Identity()
     problems = ProblemCollector()
-    parts = [_load_spec(spec, seed=seed, identity=identity, problems=problems) for spec in specs]
+    parts = [load_spec(spec, problems) for spec in specs]
     problems.raise_if_any()
     for spec, part in zip(specs, parts, strict=True):
         if not part:
             raise DataError(spec.path, "dataset is empty: it has no rows")
     counts = mixture_sizes([len(part) for part in parts], [spec.fraction for spec in specs])
-    rows = [conv for part, count in zip(parts, counts, strict=True) for conv in part[:count]]
+    rows = [row for part, count in zip(parts, counts, strict=True) for row in part[:count]]
     if not rows:
         raise DataError(MIXTURE_SOURCE, f"the mixture is empty (rows taken per source: {counts})")
-    dataset = datasets.Dataset.from_dict({MESSAGES_COLUMN: rows}, features=messages_features())
+    dataset = datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
     if test_split_size is None:
         return datasets.DatasetDict({"train": dataset})
     test_size = _test_split_size(test_split_size, len(dataset))
@@ -256,10 +356,13 @@ def load_conversations(
 # ----------------------------------------------------------------------------------------------- fingerprint
 
 def _split_sha256(split: datasets.Dataset) -> str:
+    """One canonical JSON line per row: the value itself for a one-column split (``messages``), else the row."""
     digest = hashlib.sha256()
+    names = split.column_names
     for batch in split.iter(batch_size=1000):
-        for messages in batch[MESSAGES_COLUMN]:
-            digest.update(json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
+        for i in range(len(batch[names[0]])):
+            value = batch[names[0]][i] if len(names) == 1 else {name: batch[name][i] for name in names}
+            digest.update(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
             digest.update(b"\n")
     return digest.hexdigest()
 
@@ -298,10 +401,12 @@ def fingerprint(ds: datasets.DatasetDict, specs: Sequence[SpecLike]) -> dict[str
     Returns:
         ``{"splits": {split: {"rows": n, "sha256": hex}}, "sources": [{"path", "kind", "format", "fraction",
         "num_samples", ...}]}``. A split's ``sha256`` covers its normalised rows in order (one canonical JSON line
-        per conversation), so it changes when any row, or the row order, changes. Local sources also list their
-        files with ``bytes`` and ``sha256``; ``chitchat`` lists its data file; Hub sources their ``name``/``split``.
+        per row: the conversation of a ``messages`` split, the ``{column: value}`` object of a split with several
+        columns such as preference pairs), so it changes when any row, or the row order, changes. Local sources also
+        list their files with ``bytes`` and ``sha256``; ``chitchat`` lists its data file; Hub sources their
+        ``name``/``split``.
     """
     return {
         "splits": {name: {"rows": len(split), "sha256": _split_sha256(split)} for name, split in ds.items()},
-        "sources": [_source_info(spec) for spec in _as_specs(specs)],
+        "sources": [_source_info(spec) for spec in as_specs(specs)],
     }

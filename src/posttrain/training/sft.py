@@ -7,9 +7,15 @@ Conversations are rendered with the tokenizer's chat template and tokenized here
 from __future__ import annotations
 
 import logging
-import time
 
 from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
+from posttrain.training.common import (
+    finish_run,
+    load_model_and_tokenizer,
+    peft_config,
+    start_run,
+    with_system_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,102 +69,67 @@ def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = No
     from posttrain.chat_templates import tokenize_conversation
 
     def tokenize(example):
-        messages = example["messages"]
-        if system_prompt and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-        return tokenize_conversation(tokenizer, messages)
+        return tokenize_conversation(tokenizer, with_system_prompt(example["messages"], system_prompt))
 
     return conversations.map(
         tokenize, remove_columns=conversations.column_names, desc="Rendering chat template and loss masks"
     )
 
 
-def rank_summary(trainer, state) -> dict:
-    """This rank's view after training: its index, steps taken and a checksum of its trainable weights."""
-    checksum = sum(p.detach().double().sum().item() for p in trainer.model.parameters() if p.requires_grad)
-    return {"rank": state.process_index, "steps": trainer.state.global_step, "trainable_checksum": checksum}
-
-
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
     """parse → data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-    from transformers import set_seed
     from posttrain import chat_templates
     from posttrain.data import fingerprint, load_conversations
-    from posttrain.manifest import write_manifest, write_model_card
-    from posttrain.modeling import load_model, load_tokenizer, lora_config
 
-    state = PartialState()
-    set_seed(training_args.seed)
-    started = time.time()
-
+    run = start_run(training_args)
     # Data first: every row is validated before a model is loaded or an output directory exists.
     data = load_conversations(
         pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
     )
+    model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
 
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    model = load_model(model_args, training_args)
-    new_token_ids = chat_templates.setup_chat_template(model, tokenizer, pt_args.chat_template)
-
-    with state.main_process_first():
+    with run.state.main_process_first():
         tokenized = {
             split: tokenize_dataset(data[split], tokenizer, system_prompt=pt_args.system_prompt) for split in data
         }
     stats = chat_templates.check_mask_coverage(tokenized["train"])
-    if state.is_main_process and pt_args.show_example:
+    if run.state.is_main_process and pt_args.show_example:
         example = tokenized["train"][0]
         print(f"── training example 0 (trained text in ⟦ ⟧; {stats.fraction:.0%} of all tokens are trained) ──")
         print(chat_templates.format_masked(tokenizer, example["input_ids"], example["assistant_masks"]))
         print("─" * 60, flush=True)
 
-    tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     trainer = trainer_class()(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized.get("test") if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=lora_config(model_args, new_token_ids=new_token_ids, tied_embeddings=tied),
+        peft_config=peft_config(model, model_args, new_token_ids),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
-    ranks = gather_object([rank_summary(trainer, state)])  # proves every rank trained (and stayed in sync)
     metrics = dict(result.metrics)
     if "test" in tokenized:  # every rank takes part in evaluation
         metrics.update(trainer.evaluate(tokenized["test"]))
     trainer.save_model(training_args.output_dir)
-    if state.is_main_process:
+    if run.state.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        write_model_card(
-            training_args.output_dir,
-            title=f"SFT adapter for {model_args.model_name_or_path}",
-            base_model=model_args.model_name_or_path,
-            summary={
-                "stage": "sft (QLoRA)" if model_args.load_in_4bit else "sft (LoRA)",
-                "steps": trainer.state.global_step,
-                "first / last logged loss": f"{losses[0]:.4f} / {losses[-1]:.4f}" if losses else "n/a",
-                "trained tokens": f"{stats.trained} of {stats.total} ({stats.fraction:.1%})",
-                "chat template": pt_args.chat_template,
-            },
-        )
-        write_manifest(
-            training_args.output_dir,
-            stage="sft",
-            configs=(pt_args, training_args, model_args),
-            seed=training_args.seed,
-            base_model=model_args.model_name_or_path,
-            data_fingerprint=fingerprint(data, pt_args.datasets),
-            new_special_tokens=tokenizer.convert_ids_to_tokens(new_token_ids),
-            loss_mask={"trained_tokens": stats.trained, "total_tokens": stats.total},
-            loss_curve=losses,
-            metrics=metrics,
-            world_size=state.num_processes,
-            ranks=ranks,
-            wall_time_s=round(time.time() - started, 1),
-        )
+    finish_run(
+        run,
+        trainer,
+        stage="sft",
+        title=f"SFT adapter for {model_args.model_name_or_path}",
+        configs=(pt_args, training_args, model_args),
+        data_fingerprint=fingerprint(data, pt_args.datasets),
+        summary={
+            "trained tokens": f"{stats.trained} of {stats.total} ({stats.fraction:.1%})",
+            "chat template": pt_args.chat_template,
+        },
+        metrics=metrics,
+        new_special_tokens=tokenizer.convert_ids_to_tokens(new_token_ids),
+        loss_mask={"trained_tokens": stats.trained, "total_tokens": stats.total},
+    )
+    if run.state.is_main_process:
         print(f"posttrain: SFT adapter, tokenizer, README.md and run_manifest.json saved to {training_args.output_dir}")
-    state.wait_for_everyone()
     return trainer

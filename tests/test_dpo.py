@@ -1,0 +1,50 @@
+"""DPO in 4-bit on CPU from an SFT adapter: the chosen-minus-rejected margin grows; reference = adapter disabled."""
+
+import json
+
+import pytest
+
+from posttrain.cli import run_stage
+
+from tiny import write_sft_config, write_stage_config
+
+PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 32}, {"path": "builtin:unknown_entity", "num_samples": 32}]
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory, tiny_base_model):
+    tmp_path = tmp_path_factory.mktemp("dpo")
+    run_stage("sft", ["--config", str(write_sft_config(tmp_path, tiny_base_model, max_steps=4))])
+    config = write_stage_config(tmp_path, "dpo", {
+        "model_name_or_path": str(tmp_path / "out"),  # the SFT adapter folder
+        "datasets": PAIRS, "max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
+        "beta": 0.1, "max_length": 128,
+    })  # fmt: skip
+    trainer, metrics = run_stage("dpo", ["--config", str(config)])
+    return tmp_path / "dpo", trainer, metrics
+
+
+def test_margin_increases(dpo_run):
+    _, trainer, metrics = dpo_run
+    assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())
+    assert metrics["margin_policy"] > metrics["margin_reference"] + 1.0, metrics
+
+
+def test_reference_is_the_policy_with_adapter_disabled(dpo_run):
+    _, trainer, _ = dpo_run
+    assert trainer.ref_model is None  # no second copy of the model in memory
+    assert list(trainer.model.peft_config) == ["default"]  # and no frozen copy of an adapter either
+
+
+def test_adapter_chain_is_recorded(dpo_run):
+    out, _, _ = dpo_run
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert "merged" in adapter["base_model_name_or_path"]  # trained on the merged SFT model
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["base_model"].endswith("out") and manifest["stage"] == "dpo"
+
+
+def test_dpo_refuses_a_base_model_without_chat_tokens(tmp_path, tiny_base_model):
+    config = write_stage_config(tmp_path, "dpo", {"model_name_or_path": str(tiny_base_model), "datasets": PAIRS})
+    with pytest.raises(SystemExit):
+        run_stage("dpo", ["--config", str(config)])

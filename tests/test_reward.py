@@ -1,0 +1,53 @@
+"""Reward model in 4-bit on CPU: held-out pairwise accuracy rises above chance; the saved model loads directly."""
+
+import json
+
+import pytest
+
+from posttrain.cli import run_stage
+from posttrain.reward_model import RewardModel, RewardModelError
+
+from tiny import write_stage_config
+
+PAIRS = [
+    {"path": "builtin:unknown_entity", "num_samples": 48},
+    {"path": "builtin:decimal_compare", "num_samples": 48},
+]
+
+
+@pytest.fixture(scope="module")
+def reward_run(tmp_path_factory, tiny_chat_model):
+    tmp_path = tmp_path_factory.mktemp("reward")
+    config = write_stage_config(tmp_path, "reward", {
+        "model_name_or_path": str(tiny_chat_model), "datasets": PAIRS, "test_split_size": 0.25,
+        "max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-2, "max_length": 128,
+    })  # fmt: skip
+    trainer, metrics = run_stage("reward", ["--config", str(config)])
+    return tmp_path / "reward", trainer, metrics
+
+
+def test_heldout_pairwise_accuracy_above_chance(reward_run):
+    out, trainer, metrics = reward_run
+    assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())  # trained in 4-bit
+    assert metrics["test_pairwise_accuracy"] >= 0.8, metrics
+    assert metrics["test_pairwise_mean_margin"] > 0
+
+
+def test_saved_reward_model_loads_and_agrees(reward_run, tiny_chat_model):
+    out, _, metrics = reward_run
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
+    from posttrain.data import generate_task
+
+    model = RewardModel.load(str(out))
+    fresh = generate_task("unknown_entity", 8, seed=12345)  # questions the reward model never saw
+    prompts = [[{"role": "user", "content": ex.prompt}] for ex in fresh]
+    honest = model.score_replies(prompts, [ex.response for ex in fresh])
+    made_up = model.score_replies(prompts, [ex.wrong_response for ex in fresh])
+    assert sum(h > m for h, m in zip(honest, made_up)) >= 6
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["stage"] == "reward" and manifest["metrics"]["test_pairwise_accuracy"] == metrics["test_pairwise_accuracy"]
+
+
+def test_causal_lm_is_not_a_reward_model(tiny_chat_model):
+    with pytest.raises(RewardModelError, match="not a sequence-classification model"):
+        RewardModel.load(str(tiny_chat_model))
