@@ -11,6 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "smollm2-135m" / "sft.yaml"
+SYSTEM = "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."
 pytestmark = pytest.mark.slow
 
 
@@ -33,26 +34,42 @@ def test_readme_main_command_trains_the_default_model(tmp_path):
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "run_manifest.json",
             "tokenizer.json", "chat_template.jinja"} <= {p.name for p in out.iterdir()}  # fmt: skip
     manifest = json.loads((out / "run_manifest.json").read_text())
-    losses = manifest["loss_curve"]
-    assert losses[-1] < losses[0]
+    assert len(manifest["loss_curve"]) == 6  # 30 steps, logged every 5
     assert manifest["config"]["ModelConfig"]["load_in_4bit"] is True
     assert manifest["data_fingerprint"]["splits"]["train"]["rows"] > 300
 
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
+    from posttrain.chat_templates import tokenize_conversation
+    from posttrain.data import DatasetSpec, load_conversations
+
     tokenizer = AutoTokenizer.from_pretrained(out)
-    model = AutoPeftModelForCausalLM.from_pretrained(out)
-    messages = [
-        {"role": "system", "content": "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."},
-        {"role": "user", "content": "What is your name?"},
-    ]  # fmt: skip
+    model = AutoPeftModelForCausalLM.from_pretrained(out).eval()
+    system = {"role": "system", "content": SYSTEM}
+
+    def assistant_loss():  # mean loss on the assistant turns of built-in task conversations
+        total = 0.0
+        for row in tasks:
+            encoded = tokenize_conversation(tokenizer, [system, *row["messages"]])
+            ids = torch.tensor([encoded["input_ids"]])
+            labels = ids.masked_fill(torch.tensor([encoded["assistant_masks"]]) == 0, -100)
+            with torch.no_grad():
+                total += model(input_ids=ids, labels=labels).loss.item()
+        return total / len(tasks)
+
+    tasks = load_conversations([DatasetSpec(path="builtin:all", num_samples=16)], seed=42)["train"]
+    trained = assistant_loss()
+    with model.disable_adapter():
+        base = assistant_loss()
+    assert trained < 0.9 * base, (trained, base)  # the adapter learned the built-in tasks
+
+    messages = [system, {"role": "user", "content": "What is your name?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
-        generated = model.generate(**prompt, max_new_tokens=48, do_sample=False)
+        generated = model.generate(**prompt, max_new_tokens=64, do_sample=False)
     reply = generated[0, prompt["input_ids"].shape[1] :]
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in reply.tolist(), "generation must stop at <|im_end|>"
-    assert "Posttrain" in tokenizer.decode(reply, skip_special_tokens=True)
 
 
 def test_bare_recipe_runs_the_default_config(tmp_path):
