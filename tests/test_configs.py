@@ -89,3 +89,15 @@ def test_dataset_entries_become_specs_and_bad_fields_are_named(tmp_path):
     bad = write(tmp_path, "output_dir: out\ndatasets:\n  - path: x.jsonl\n    nmu_samples: 5\n")
     with pytest.raises(ConfigError, match=r"datasets\[0\].*nmu_samples"):
         parse_args(parser_for("sft"), ["--config", bad])
+
+
+def test_model_dtype_follows_training_precision(tmp_path):
+    import torch
+
+    from posttrain.modeling import compute_dtype, quantization_config
+
+    _, training_args, model_args = parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nload_in_4bit: true\n")])
+    assert model_args.dtype == "auto"
+    expected = torch.bfloat16 if training_args.bf16 else torch.float32
+    assert compute_dtype(training_args) == expected
+    assert quantization_config(model_args, compute_dtype(training_args)).bnb_4bit_compute_dtype == expected

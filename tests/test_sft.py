@@ -39,7 +39,12 @@ def test_model_is_4bit_and_adapter_loads_back_and_generates(trained):
     from transformers import AutoTokenizer
 
     out, trainer = trained
-    assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())
+    import bitsandbytes as bnb
+
+    linear4bit = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linear4bit, "the base model must be loaded in 4-bit"
+    expected = torch.bfloat16 if trainer.args.bf16 else torch.float32  # compute dtype follows the hardware
+    assert all(m.compute_dtype == expected for m in linear4bit)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
     model = AutoPeftModelForCausalLM.from_pretrained(out)

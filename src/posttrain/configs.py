@@ -150,6 +150,16 @@ class DPOConfig(HardwareDefaultsMixin, trl.DPOConfig):
 class ModelConfig(trl.ModelConfig):
     __doc__ = trl.ModelConfig.__doc__
 
+    # TRL defaults to float32, which would also make the 4-bit compute dtype fp32 even where training runs in bf16.
+    dtype: str | None = field(
+        default="auto",
+        metadata={
+            "help": "dtype to load the model in. `auto` (default): the training precision chosen for the hardware "
+            "(bf16 on GPUs with bf16 and AVX512-BF16 CPUs, else fp32), also used as the 4-bit compute dtype.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             self.model_name_or_path = DEFAULT_MODEL
