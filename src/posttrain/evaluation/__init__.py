@@ -1,0 +1,9 @@
+"""Evaluation: suites (YAML) of rule-checked, judged and model-scored prompts, run on any model and compared across
+stages (base -> SFT -> DPO -> PPO).
+
+Modules: :mod:`.config` (run settings), :mod:`.suites` (suite files and packaged data), :mod:`.backends` (HF models,
+GGUF via llama.cpp, OpenAI-compatible endpoints), :mod:`.judges` (LLM-as-judge prompts and verdict parsing),
+:mod:`.embedding` (similarity to references), :mod:`.stats` (bootstrap CIs), :mod:`.runner` (generate with a cache,
+score, summarise), :mod:`.cli` (the stage's parser and entry point). Reports are rendered by :mod:`posttrain.reports`.
+Rule checks live in :mod:`posttrain.checks`, shared with RL rewards.
+"""

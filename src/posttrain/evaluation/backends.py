@@ -1,0 +1,381 @@
+"""Where replies come from: a local HF model (base, LoRA adapter or merged folder), a GGUF file through llama.cpp, or
+an OpenAI-compatible chat endpoint (Ollama, llama.cpp's server, vLLM...).
+
+Every backend has ``fingerprint()`` (what the generation cache is keyed on, together with the prompt and settings)
+and ``generate(conversations, settings, on_result=...)``, which calls ``on_result(index, output)`` as each reply is
+ready so the caller can cache it at once: a run that fails half-way keeps what it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Backend",
+    "BackendError",
+    "EndpointError",
+    "GGUFBackend",
+    "GenerationSettings",
+    "HFBackend",
+    "OpenAIBackend",
+    "Output",
+    "folder_fingerprint",
+    "resolve_dtype",
+]
+
+DEFAULT_BASE_URL = "http://localhost:11434/v1"
+"""Ollama's OpenAI-compatible API on this machine (llama.cpp's ``llama-server`` listens on ``:8080/v1``)."""
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run: a missing optional package, an unusable model file."""
+
+
+class EndpointError(BackendError):
+    """An endpoint that refused, failed or timed out after every retry; the message names the URL."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    def key(self) -> dict[str, Any]:
+        """The settings that change a reply (sampling knobs only count when sampling)."""
+        if not self.do_sample:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return asdict(self)
+
+
+@dataclass
+class Output:
+    text: str
+    finished: bool  # ended with EOS / end of turn within max_new_tokens
+    num_tokens: int
+
+
+OnResult = Callable[[int, Output], None]
+
+
+class Backend(Protocol):
+    def fingerprint(self) -> str: ...
+
+    def generate(
+        self, conversations: Sequence[list[dict]], settings: GenerationSettings, *, progress: bool = True,
+        on_result: OnResult | None = None,
+    ) -> list[Output]: ...
+
+    def close(self) -> None: ...
+
+
+# -------------------------------------------------------------------------------------------------- fingerprints
+
+_HASH_LIMIT = 32 * 2**20
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of files up to 32 MiB; size and modification time for bigger ones (weights), so fingerprinting a
+    model costs nothing while retraining into the same folder still changes it."""
+    stat = path.stat()
+    if stat.st_size > _HASH_LIMIT:
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def folder_fingerprint(path: str | os.PathLike) -> str:
+    """A short hash of a model folder's top-level files (or of one file), following an adapter to its base model."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    for file in files:
+        digest.update(f"{file.name}={_file_digest(file)};".encode())
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if base and Path(base).exists():
+            digest.update(folder_fingerprint(base).encode())
+        elif base:
+            digest.update(f"base={base}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled or total == 0, unit="prompt")
+
+
+# ---------------------------------------------------------------------------------------------------- HF models
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` follows the hardware as training does: bfloat16 on GPUs with bf16 and on CPUs with AVX512-BF16/AMX
+    (about twice as fast there), float32 elsewhere."""
+    if dtype not in DTYPES:
+        from posttrain.configs import ConfigError
+
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    if dtype == "auto":
+        from posttrain.configs import bf16_supported
+
+        return "bfloat16" if bf16_supported() else "float32"
+    return dtype
+
+
+
+class HFBackend:
+    """A causal LM loaded with :func:`posttrain.generation.load_model_for_generation` (alias, folder, adapter or
+    merged folder), generating in length-sorted left-padded batches with the KV cache."""
+
+    def __init__(self, name_or_path: str, *, batch_size: int = 16, chat_template: str = "auto", label: str = "",
+                 dtype: str = "auto"):
+        from posttrain.models import resolve_model
+
+        self.name = name_or_path
+        self.path = resolve_model(name_or_path)  # ModelNotFoundError before anything loads
+        self.batch_size = batch_size
+        self.chat_template = chat_template
+        self.label = label or name_or_path
+        self.dtype = resolve_dtype(dtype)
+        self._model = self._tokenizer = None
+
+    def fingerprint(self) -> str:
+        local = Path(self.path)
+        source = folder_fingerprint(local) if local.exists() else f"hub:{self.path}"
+        return f"hf:{source}:template={self.chat_template}:dtype={self.dtype}"
+
+    def _load(self):
+        if self._model is None:
+            import torch
+
+            from posttrain.chat_templates import setup_chat_template
+            from posttrain.generation import load_model_for_generation
+
+            self._model, self._tokenizer = load_model_for_generation(self.path, dtype=getattr(torch, self.dtype))
+            if self.chat_template != "auto" or not self._tokenizer.chat_template:
+                setup_chat_template(self._model, self._tokenizer, self.chat_template)
+        return self._model, self._tokenizer
+
+    def generate(self, conversations, settings, *, progress=True, on_result=None):
+        from posttrain.generation import generate
+
+        model, tokenizer = self._load()
+        lengths = [len(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False))
+                   for c in conversations]
+        order = sorted(range(len(conversations)), key=lambda i: lengths[i])
+        chunk = self.batch_size * 4  # a few batches per call: progress and the cache advance as they finish
+        outputs: list[Output | None] = [None] * len(conversations)
+        with _progress(len(conversations), f"Generating ({self.label})", progress) as bar:
+            for start in range(0, len(order), chunk):
+                indices = order[start : start + chunk]
+                completions = generate(
+                    model, tokenizer, [conversations[i] for i in indices], max_new_tokens=settings.max_new_tokens,
+                    do_sample=settings.do_sample, temperature=settings.temperature, top_p=settings.top_p,
+                    batch_size=self.batch_size, seed=settings.seed if settings.do_sample else None, progress=False,
+                )
+                for i, [completion] in zip(indices, completions):
+                    outputs[i] = Output(completion.text, completion.finished, completion.num_tokens)
+                    if on_result:
+                        on_result(i, outputs[i])
+                bar.update(len(indices))
+        return outputs
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+        import gc
+
+        gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------- GGUF files
+
+
+class GGUFBackend:
+    """A GGUF file run by llama.cpp (``llama-cpp-python``), one prompt at a time, with the chat template stored in
+    the GGUF."""
+
+    def __init__(self, path: str, *, n_ctx: int = 4096, label: str = ""):
+        from posttrain.models import ModelNotFoundError
+
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise ModelNotFoundError(f"GGUF file {self.path} does not exist")
+        self.n_ctx = n_ctx
+        self.label = label or self.path.name
+        self._llm = None
+
+    def fingerprint(self) -> str:
+        return f"gguf:{folder_fingerprint(self.path)}"
+
+    def _load(self):
+        if self._llm is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise BackendError(
+                    f"evaluating the GGUF file {self.path} needs llama.cpp's Python bindings: "
+                    "pip install llama-cpp-python"
+                ) from None
+            self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False,
+                              n_threads=max(1, os.cpu_count() or 1))
+        return self._llm
+
+    def generate(self, conversations, settings, *, progress=True, on_result=None):
+        llm = self._load()
+        outputs = []
+        with _progress(len(conversations), f"Generating ({self.label}, llama.cpp)", progress) as bar:
+            for i, conversation in enumerate(conversations):
+                sampling = (dict(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+                            if settings.do_sample else dict(temperature=0.0, top_k=1))
+                reply = llm.create_chat_completion(messages=list(conversation), max_tokens=settings.max_new_tokens,
+                                                   **sampling)
+                choice = reply["choices"][0]
+                output = Output(text=(choice["message"].get("content") or "").strip(),
+                                finished=choice.get("finish_reason") == "stop",
+                                num_tokens=int(reply.get("usage", {}).get("completion_tokens", 0)))
+                outputs.append(output)
+                if on_result:
+                    on_result(i, output)
+                bar.update(1)
+        return outputs
+
+    def close(self) -> None:
+        self._llm = None
+
+
+# ------------------------------------------------------------------------------------------- OpenAI-compatible
+
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    """``POST {base_url}/chat/completions`` with the standard library: timeouts, retries with exponential backoff
+    on connection errors, timeouts and 408/429/5xx, then :class:`EndpointError` naming the URL.
+
+    The API key is read from the environment variable ``api_key_env`` (if any) when a request is sent, and is
+    never stored in results or fingerprints.
+    """
+
+    def __init__(
+        self, base_url: str | None = None, model: str = "default", *, api_key_env: str | None = None,
+        timeout: float = 120.0, max_retries: int = 4, backoff: float = 1.0, concurrency: int = 4, label: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        if api_key_env and not os.environ.get(api_key_env):
+            from posttrain.configs import ConfigError
+
+            raise ConfigError(f"the API key variable {api_key_env} (for {self.url}) is not set")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = max(1, concurrency)
+        self.label = label or f"{model}@{self.base_url}"
+        self._sleep = sleep
+
+    def fingerprint(self) -> str:
+        return f"openai:{self.base_url}:{self.model}"
+
+    def _request(self, payload: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        data = json.dumps(payload).encode()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    body = response.read()
+            except urllib.error.HTTPError as err:
+                detail = err.read()[:300].decode(errors="replace")
+                last = f"HTTP {err.code} {err.reason}: {detail}".strip()
+                if err.code not in _RETRY_STATUS:
+                    raise EndpointError(f"{self.url} answered {last}") from None
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                reason = getattr(err, "reason", err)
+                last = "timed out" if isinstance(reason, TimeoutError) else f"{reason}"
+                continue
+            try:
+                reply = json.loads(body)
+                reply["choices"][0]["message"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise EndpointError(f"{self.url} answered something that is not a chat completion: "
+                                    f"{body[:200]!r}") from None
+            return reply
+        raise EndpointError(f"{self.url} failed after {self.max_retries + 1} attempts: {last}")
+
+    def complete(self, conversation: list[dict], settings: GenerationSettings) -> Output:
+        payload: dict[str, Any] = {"model": self.model, "messages": list(conversation),
+                                   "max_tokens": settings.max_new_tokens, "stream": False}
+        if settings.do_sample:
+            payload.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+        else:
+            payload.update(temperature=0.0, seed=settings.seed)
+        reply = self._request(payload)
+        choice = reply["choices"][0]
+        text = choice["message"].get("content") or ""
+        tokens = (reply.get("usage") or {}).get("completion_tokens")
+        return Output(text=text.strip(), finished=choice.get("finish_reason") == "stop",
+                      num_tokens=int(tokens) if tokens is not None else len(text.split()))
+
+    def generate(self, conversations, settings, *, progress=True, on_result=None):
+        outputs: list[Output | None] = [None] * len(conversations)
+        with _progress(len(conversations), f"Requesting ({self.label})", progress) as bar, \
+                ThreadPoolExecutor(self.concurrency) as pool:
+            futures = {pool.submit(self.complete, c, settings): i for i, c in enumerate(conversations)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        # keep every reply that did arrive before giving up
+                        wait(pending)
+                        for other in pending:
+                            if not other.cancelled() and other.exception() is None:
+                                self._deliver(futures[other], other.result(), outputs, on_result)
+                        for other in done:
+                            if other.exception() is None:
+                                self._deliver(futures[other], other.result(), outputs, on_result)
+                        raise future.exception()
+                    self._deliver(futures[future], future.result(), outputs, on_result)
+                    bar.update(1)
+        return outputs
+
+    @staticmethod
+    def _deliver(index: int, output: Output, outputs: list, on_result: OnResult | None) -> None:
+        if outputs[index] is None:
+            outputs[index] = output
+            if on_result:
+                on_result(index, output)
+
+    def close(self) -> None:
+        pass
