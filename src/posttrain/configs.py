@@ -128,7 +128,40 @@ class HardwareDefaultsMixin:
             self.use_cpu = True
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
+        check_training_values(self)
         super().__post_init__()
+
+
+#: (key, test, what it must be): values no run can train with, refused before anything loads
+_IMPOSSIBLE = (
+    ("learning_rate", lambda v: v > 0, "a positive number"),
+    ("per_device_train_batch_size", lambda v: v >= 1, "at least 1"),
+    ("gradient_accumulation_steps", lambda v: v >= 1, "at least 1"),
+    ("max_steps", lambda v: v == -1 or v >= 1, "at least 1 (or -1: use num_train_epochs)"),
+    ("num_train_epochs", lambda v: v > 0, "positive"),
+    ("max_length", lambda v: v is None or v >= 8, "at least 8 tokens (or null)"),
+    ("warmup_steps", lambda v: v >= 0, "0 or more"),
+    ("weight_decay", lambda v: v >= 0, "0 or more"),
+    ("max_grad_norm", lambda v: v is None or v >= 0, "0 or more"),
+    ("beta", lambda v: v > 0, "positive"),
+    ("lora_r", lambda v: v >= 1, "at least 1"),
+    ("lora_alpha", lambda v: v > 0, "positive"),
+    ("lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+)
+
+
+def check_training_values(config) -> None:
+    """Raise a ConfigError naming the key for values that cannot train (negative learning rate, lora_r 0, ...)."""
+    for key, ok, expected in _IMPOSSIBLE:
+        value = getattr(config, key, None)
+        if value is None and key not in ("max_length", "max_grad_norm"):
+            continue
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{key} must be {expected}, got {value!r}")
 
 
 @dataclass
@@ -163,6 +196,7 @@ class ModelConfig(trl.ModelConfig):
     def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             self.model_name_or_path = DEFAULT_MODEL
+        check_training_values(self)
         super().__post_init__()
 
 
@@ -201,16 +235,20 @@ def parse_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv and default_config is not None:
         argv = ["--config", str(default_config), *argv]
+    source = "command line"
     if "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):
             raise ConfigError("--config needs a path to a YAML file")
         check_config_keys(parser, argv[index + 1])
+        source = argv[index + 1]
     try:
         return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
-            raise
+            if str(err).startswith(source):
+                raise
+            raise ConfigError(f"{source}: {err}") from None
         message = str(err)
         if "not used by the HfArgumentParser" in message:
             message = "unknown command-line arguments: " + message.split(":", 1)[1].strip()

@@ -35,4 +35,9 @@ def main(eval_args: EvalArguments):
     counts = results["counts"]
     print(f"\n{counts['generated']} replies generated, {counts['cached']} from the cache")
     print(f"wrote {path}, {Path(path).with_name('report.md')}, {Path(path).with_name('report.html')}")
+    if results.get("status") == "complete":  # written last: the pipeline's proof that this stage finished
+        from posttrain.manifest import write_manifest
+
+        write_manifest(Path(path).parent, stage="evaluate", configs=(eval_args,),
+                       models=results["models"], summary=results["summary"], counts=counts)
     return path

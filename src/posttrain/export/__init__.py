@@ -1,0 +1,14 @@
+"""Export: merge the adapter chain into full-precision weights, convert to GGUF with llama.cpp's own converter,
+quantize, write an Ollama Modelfile, and verify the artifact that ships.
+
+Modules, one concern each: :mod:`~posttrain.export.merge` (adapter chain → HF folder, logit drift),
+:mod:`~posttrain.export.llama_cpp` (pinned converter, conversion, quantization), :mod:`~posttrain.export.go_template`
+(Jinja → Go template), :mod:`~posttrain.export.gorender` (Go's text/template), :mod:`~posttrain.export.modelfile`,
+:mod:`~posttrain.export.verify` (generations, templates, end-of-turn audit), :mod:`~posttrain.export.serve`
+(llama.cpp's OpenAI-compatible server + an evaluation suite), :mod:`~posttrain.export.stages` (``posttrain merge``
+and ``posttrain export``).
+"""
+
+
+class ExportError(ValueError):
+    """An export that cannot be done as configured (unconvertible architecture, too little disk, bad setting)."""

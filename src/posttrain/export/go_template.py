@@ -1,0 +1,542 @@
+"""Jinja chat template → Go ``text/template`` for an Ollama Modelfile ``TEMPLATE``.
+
+The translator walks the jinja2 AST of the tokenizer's template (parsed exactly as transformers compiles it:
+``trim_blocks``, ``lstrip_blocks``, loop controls), so Jinja's whitespace control is already applied to the text
+and the Go template can reproduce the Jinja rendering byte for byte. It covers the constructs chat templates are
+made of:
+
+* text, ``{{ ... }}`` output of strings and ``+``/``~`` concatenations, ``{% if/elif/else %}``, ``{% set %}``
+  (also inside ``if`` blocks: variables are declared at the start of their Jinja scope), ``{% for m in ... %}`` with
+  ``loop.first``/``loop.last``/``loop.index0``, ``break``/``continue``, ``x if c else y`` in output;
+* ``messages`` (→ ``$.Messages``), ``message['role']``/``message.content`` (→ ``.Role``/``.Content``),
+  ``messages[0]``, ``messages[1:]``, ``| length``, ``==``, ``!=``, ``<`` ..., ``and``/``or``/``not``,
+  ``is defined``/``is none`` on values known at translation time;
+* ``bos_token``/``eos_token`` and other special tokens (inlined as constants), ``add_generation_prompt``: Ollama
+  has no such flag; like Ollama's own templates the Go template adds the generation prompt when the last message
+  is not the assistant's (a trailing assistant message is a prefill).
+
+Variables a chat request does not set are what ``apply_chat_template(messages, add_generation_prompt=...)`` makes
+them: ``tools`` and ``documents`` are None, ``message.tool_calls`` and other names are undefined; conditions on them are decided at translation time and
+the branches that cannot run are dropped. Anything else -- macros, ``namespace()``, method calls such as
+``.strip()``, filters other than ``length``, negative indices, ``in`` -- raises :class:`TemplateTranslationError`
+naming the construct and its line; the export then writes a Modelfile without ``TEMPLATE`` that relies on the
+Jinja template kept in the GGUF's metadata.
+
+The data passed to the Go template is shaped like Ollama's (:func:`ollama_values`): ``Messages`` (a list of
+``{Role, Content}``) and ``System``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import nodes
+
+__all__ = ["GoTemplate", "TemplateTranslationError", "ollama_values", "translate"]
+
+
+class TemplateTranslationError(ValueError):
+    """A Jinja construct with no Go ``text/template`` equivalent here; the message names it and its line."""
+
+
+class _Undefined:
+    """A Jinja variable the chat request does not define: falsy, renders as ''."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "Undefined"
+
+
+UNDEFINED = _Undefined()
+_DYNAMIC = object()  # marks an expression whose value is only known when the template runs
+MESSAGE_FIELDS = {"role": "Role", "content": "Content"}
+#: variables ``apply_chat_template`` always passes, as None when a request has no tools/documents
+PASSED_AS_NONE = ("tools", "documents")
+
+
+@dataclass
+class _Expr:
+    """A translated expression: Go pipeline text (``go``), a value known at translation time (``static``), kind."""
+
+    go: str | None = None
+    static: Any = _DYNAMIC
+    kind: str = "value"  # value | messages | message | loop
+
+    @property
+    def is_static(self) -> bool:
+        return self.static is not _DYNAMIC
+
+
+@dataclass
+class _Loop:
+    index: str  # Go variable holding the 0-based index
+    collection: str  # Go pipeline of the iterated collection
+
+
+@dataclass
+class _Scope:
+    variables: dict[str, str] = field(default_factory=dict)  # jinja name -> kind
+    loop: _Loop | None = None
+
+
+@dataclass
+class GoTemplate:
+    """A translated template and the notes a user should read (dropped ``raise_exception`` calls...)."""
+
+    text: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _go_string(value: str) -> str:
+    """A Go interpreted string literal (JSON string syntax is valid Go; non-ASCII stays raw UTF-8)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _text(value: str) -> str:
+    """Literal template text; the only sequence Go would read as an action is ``{{``."""
+    return '{{"{{"}}'.join(value.split("{{"))
+
+
+def _parse(source: str):
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    template = _compile_jinja_template(source)
+    return template.environment.parse(source)
+
+
+class _Translator:
+    def __init__(self, constants: dict[str, str]):
+        self.constants = constants
+        self.scopes: list[_Scope] = [_Scope()]
+        self.notes: list[str] = []
+        self.loops = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def fail(self, node: nodes.Node, what: str) -> TemplateTranslationError:
+        return TemplateTranslationError(
+            f"line {getattr(node, 'lineno', '?')}: {what} has no Go text/template translation"
+        )
+
+    def lookup(self, name: str) -> str | None:
+        for scope in reversed(self.scopes):
+            if name in scope.variables:
+                return scope.variables[name]
+        return None
+
+    def current_loop(self) -> _Loop | None:
+        for scope in reversed(self.scopes):
+            if scope.loop is not None:
+                return scope.loop
+        return None
+
+    # ------------------------------------------------------------------ statements
+
+    def template(self, tree: nodes.Template) -> str:
+        prelude = (
+            "{{ $add_generation_prompt := true }}"
+            '{{ range $.Messages }}{{ $add_generation_prompt = ne .Role "assistant" }}{{ end }}'
+        )
+        return prelude + self.scope_body(tree.body, self.scopes[0])
+
+    def scope_body(self, body: list[nodes.Node], scope: _Scope) -> str:
+        """A Jinja scope (template or loop body): its ``set`` targets are declared first, so a ``set`` inside an
+        ``if`` is visible after it, as in Jinja."""
+        names = []
+        for node in body:
+            for assign in self._assigns(node):
+                if assign.target.name not in names:
+                    names.append(assign.target.name)
+        declare = []
+        for name in names:
+            if not _is_identifier(name):
+                raise self.fail(body[0], f"variable name '{name}'")
+            # Until its `set` runs, the name keeps the value it has outside (e.g. `set messages = messages[1:]`).
+            outer = self.expr_Name(nodes.Name(name, "load", lineno=body[0].lineno))
+            initial = '""' if outer.is_static else outer.go
+            scope.variables[name] = "value" if outer.is_static else outer.kind
+            declare.append(f"{{{{ ${name} := {initial} }}}}")
+        return "".join(declare) + self.statements(body)
+
+    def _assigns(self, node: nodes.Node):
+        if isinstance(node, nodes.Assign):
+            if not isinstance(node.target, nodes.Name):
+                raise self.fail(node, "{% set %} of a tuple or attribute")
+            yield node
+        elif isinstance(node, nodes.If):
+            for child in [*node.body, *node.elif_, *node.else_]:
+                yield from self._assigns(child)
+
+    def statements(self, body: list[nodes.Node]) -> str:
+        return "".join(self.statement(node) for node in body)
+
+    def statement(self, node: nodes.Node) -> str:
+        if isinstance(node, nodes.Output):
+            return "".join(self.output(child) for child in node.nodes)
+        if isinstance(node, nodes.If):
+            return self.if_(node)
+        if isinstance(node, nodes.For):
+            return self.for_(node)
+        if isinstance(node, nodes.Assign):
+            value = self.expr(node.node)
+            self.scopes_set_kind(node.target.name, value.kind)
+            return f"{{{{ ${node.target.name} = {self.pipeline(value, node)} }}}}"
+        if isinstance(node, nodes.Break):
+            return "{{ break }}"
+        if isinstance(node, nodes.Continue):
+            return "{{ continue }}"
+        kind = type(node).__name__
+        names = {"Macro": "{% macro %}", "CallBlock": "{% call %}", "FilterBlock": "{% filter %}",
+                 "AssignBlock": "{% set %}...{% endset %} block", "With": "{% with %}", "Include": "{% include %}",
+                 "Extends": "{% extends %}", "Block": "{% block %}", "Scope": "a scoped block",
+                 "ExprStmt": "{% do %}", "OverlayScope": "an overlay scope"}
+        raise self.fail(node, names.get(kind, f"the statement {kind}"))
+
+    def scopes_set_kind(self, name: str, kind: str) -> None:
+        for scope in reversed(self.scopes):
+            if name in scope.variables:
+                scope.variables[name] = kind
+                return
+
+    def if_(self, node: nodes.If) -> str:
+        branches = [(node.test, node.body), *((elif_.test, elif_.body) for elif_ in node.elif_)]
+        out, opened = [], False
+        for test, body in branches:
+            condition = self.expr(test)
+            if condition.is_static:
+                if not condition.static:
+                    continue  # a branch that cannot run: dropped, untranslated
+                rest = self.statements(body)
+                if opened:
+                    out.append("{{ else }}" + rest + "{{ end }}")
+                    return "".join(out)
+                return rest
+            out.append(("{{ else if " if opened else "{{ if ") + self.pipeline(condition, test) + " }}")
+            out.append(self.statements(body))
+            opened = True
+        if not opened:
+            return self.statements(node.else_)
+        if node.else_:
+            out.append("{{ else }}" + self.statements(node.else_))
+        out.append("{{ end }}")
+        return "".join(out)
+
+    def for_(self, node: nodes.For) -> str:
+        if not isinstance(node.target, nodes.Name):
+            raise self.fail(node, "a for loop over tuples (e.g. `for k, v in d.items()`)")
+        if node.test is not None or node.recursive:
+            raise self.fail(node, "a filtered or recursive for loop")
+        collection = self.expr(node.iter)
+        if collection.is_static:
+            if not collection.static:  # iterating over an undefined/empty value: only the else branch runs
+                return self.statements(node.else_)
+            raise self.fail(node, "a for loop over a literal")
+        if collection.kind != "messages":
+            raise self.fail(node, "a for loop over something other than the messages")
+        self.loops += 1
+        index = f"$i{self.loops}" if self.loops > 1 else "$i"
+        name = node.target.name
+        if not _is_identifier(name):
+            raise self.fail(node, f"loop variable name '{name}'")
+        coll = self.pipeline(collection, node.iter)
+        scope = _Scope(variables={name: "message"}, loop=_Loop(index=index, collection=coll))
+        self.scopes.append(scope)
+        try:
+            body = self.scope_body(node.body, scope)
+        finally:
+            self.scopes.pop()
+        out = f"{{{{ range {index}, ${name} := {coll} }}}}{body}"
+        if node.else_:
+            out += "{{ else }}" + self.statements(node.else_)
+        return out + "{{ end }}"
+
+    def output(self, node: nodes.Node) -> str:
+        if isinstance(node, nodes.TemplateData):
+            return _text(node.data)
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "raise_exception":
+            self.notes.append(
+                f"line {node.lineno}: raise_exception(...) dropped: the Go template renders invalid conversations "
+                "instead of refusing them"
+            )
+            return ""
+        if isinstance(node, nodes.CondExpr):
+            condition = self.expr(node.test)
+            if condition.is_static:
+                if condition.static:
+                    return self.output(node.expr1)
+                return self.output(node.expr2) if node.expr2 is not None else ""
+            else_ = self.output(node.expr2) if node.expr2 is not None else ""
+            return (f"{{{{ if {self.pipeline(condition, node.test)} }}}}{self.output(node.expr1)}"
+                    f"{{{{ else }}}}{else_}{{{{ end }}}}")
+        if isinstance(node, (nodes.Add, nodes.Concat)):  # string concatenation: output the parts in order
+            parts = [node.left, node.right] if isinstance(node, nodes.Add) else node.nodes
+            return "".join(self.output(part) for part in parts)
+        value = self.expr(node)
+        if value.is_static:
+            if value.static is UNDEFINED or value.static is None:
+                return ""
+            if isinstance(value.static, bool):
+                return _text(str(value.static))
+            return _text(str(value.static))
+        if value.kind in ("messages", "message", "loop"):
+            raise self.fail(node, "printing a message or list")
+        return f"{{{{ {value.go} }}}}"
+
+    # ------------------------------------------------------------------ expressions
+
+    def pipeline(self, value: _Expr, node: nodes.Node) -> str:
+        if not value.is_static:
+            return value.go
+        static = value.static
+        if isinstance(static, bool):
+            return "true" if static else "false"
+        if isinstance(static, int):
+            return str(static)
+        if isinstance(static, str):
+            return _go_string(static)
+        if static is UNDEFINED or static is None:
+            return '""'  # falsy, renders as nothing
+        raise self.fail(node, f"the value {static!r}")
+
+    def expr(self, node: nodes.Node) -> _Expr:
+        method = getattr(self, f"expr_{type(node).__name__}", None)
+        if method is None:
+            raise self.fail(node, _describe(node))
+        return method(node)
+
+    def expr_Const(self, node: nodes.Const) -> _Expr:
+        if node.value is None or isinstance(node.value, (str, bool, int)):
+            return _Expr(static=node.value)
+        raise self.fail(node, f"the constant {node.value!r}")
+
+    def expr_Name(self, node: nodes.Name) -> _Expr:
+        name = node.name
+        kind = self.lookup(name)
+        if kind is not None:
+            return _Expr(go=f"${name}", kind=kind)
+        if name == "messages":
+            return _Expr(go="$.Messages", kind="messages")
+        if name == "add_generation_prompt":
+            return _Expr(go="$add_generation_prompt")
+        if name == "loop":
+            if self.current_loop() is None:
+                raise self.fail(node, "`loop` outside a for loop")
+            return _Expr(kind="loop")
+        if name in self.constants:
+            return _Expr(static=self.constants[name])
+        if name in PASSED_AS_NONE:
+            return _Expr(static=None)
+        if name in ("raise_exception", "namespace", "strftime_now", "dict"):
+            raise self.fail(node, f"the function {name}()")
+        return _Expr(static=UNDEFINED)
+
+    def _attribute(self, node: nodes.Node, target: _Expr, key: str) -> _Expr:
+        if target.kind == "loop":
+            loop = self.current_loop()
+            if key == "first":
+                return _Expr(go=f"(eq {loop.index} 0)")
+            if key == "last":
+                return _Expr(go=f"(eq (len (slice {loop.collection} {loop.index})) 1)")
+            if key == "index0":
+                return _Expr(go=loop.index)
+            raise self.fail(node, f"loop.{key}")
+        if target.is_static:
+            return _Expr(static=UNDEFINED)  # attribute of an undefined value
+        if target.kind == "message":
+            if key in MESSAGE_FIELDS:
+                return _Expr(go=f"{target.go}.{MESSAGE_FIELDS[key]}")
+            return _Expr(static=UNDEFINED)  # tool_calls, reasoning_content...: not set by a chat request
+        raise self.fail(node, f"the attribute '{key}' of {_describe(node)}")
+
+    def expr_Getattr(self, node: nodes.Getattr) -> _Expr:
+        return self._attribute(node, self.expr(node.node), node.attr)
+
+    def expr_Getitem(self, node: nodes.Getitem) -> _Expr:
+        target = self.expr(node.node)
+        arg = node.arg
+        if isinstance(arg, nodes.Slice):
+            if target.kind != "messages" or arg.stop is not None or arg.step is not None:
+                raise self.fail(node, "a slice other than messages[n:]")
+            start = self.expr(arg.start) if arg.start is not None else _Expr(static=0)
+            if not (start.is_static and isinstance(start.static, int) and start.static >= 0):
+                raise self.fail(node, "a slice with a negative or computed start")
+            return _Expr(go=f"(slice {target.go} {start.static})", kind="messages")
+        key = self.expr(arg)
+        if key.is_static and isinstance(key.static, str):
+            return self._attribute(node, target, key.static)
+        if key.is_static and isinstance(key.static, int) and not isinstance(key.static, bool):
+            if target.kind != "messages":
+                raise self.fail(node, "indexing something other than the messages")
+            if key.static < 0:
+                raise self.fail(node, f"the negative index [{key.static}] (Go templates have no arithmetic)")
+            return _Expr(go=f"(index {target.go} {key.static})", kind="message")
+        raise self.fail(node, "indexing with a computed key")
+
+    def expr_Neg(self, node: nodes.Neg) -> _Expr:
+        value = self.expr(node.node)
+        if value.is_static and isinstance(value.static, int) and not isinstance(value.static, bool):
+            return _Expr(static=-value.static)
+        raise self.fail(node, "a negated expression")
+
+    def expr_Compare(self, node: nodes.Compare) -> _Expr:
+        operators = {"eq": "eq", "ne": "ne", "lt": "lt", "lteq": "le", "gt": "gt", "gteq": "ge"}
+        left = self.expr(node.expr)
+        parts = []
+        for operand in node.ops:
+            if operand.op not in operators:
+                raise self.fail(node, f"the operator '{operand.op}'")
+            right = self.expr(operand.expr)
+            if left.is_static and right.is_static:
+                value = _compare(operand.op, left.static, right.static)
+                if value is None:
+                    raise self.fail(node, f"comparing {left.static!r} with {right.static!r}")
+                parts.append(_Expr(static=value))
+            else:
+                if (left.is_static and left.static is UNDEFINED) or (right.is_static and right.static is UNDEFINED):
+                    raise self.fail(node, "comparing with an undefined variable")
+                parts.append(_Expr(go=f"({operators[operand.op]} {self.pipeline(left, node)} "
+                                      f"{self.pipeline(right, node)})"))
+            left = right
+        return self._and(parts, node)
+
+    def _and(self, parts: list[_Expr], node: nodes.Node) -> _Expr:
+        dynamic = []
+        for part in parts:
+            if part.is_static:
+                if not part.static:
+                    return _Expr(static=False)
+            else:
+                dynamic.append(part)
+        if not dynamic:
+            return _Expr(static=parts[-1].static if parts else True)
+        if len(dynamic) == 1:
+            return dynamic[0]
+        return _Expr(go=f"(and {' '.join(self.pipeline(p, node) for p in dynamic)})")
+
+    def expr_And(self, node: nodes.And) -> _Expr:
+        return self._and([self.expr(node.left), self.expr(node.right)], node)
+
+    def expr_Or(self, node: nodes.Or) -> _Expr:
+        left, right = self.expr(node.left), self.expr(node.right)
+        if left.is_static:
+            return left if left.static else right
+        if right.is_static and not right.static:
+            return left
+        if right.is_static:  # truthy constant on the right: the whole is truthy, but its value depends on left
+            return _Expr(go=f"(or {left.go} {self.pipeline(right, node)})")
+        return _Expr(go=f"(or {left.go} {right.go})")
+
+    def expr_Not(self, node: nodes.Not) -> _Expr:
+        value = self.expr(node.node)
+        if value.is_static:
+            return _Expr(static=not value.static)
+        return _Expr(go=f"(not {value.go})")
+
+    def expr_Test(self, node: nodes.Test) -> _Expr:
+        value = self.expr(node.node)
+        if node.name in ("defined", "undefined"):
+            if value.is_static:
+                defined = value.static is not UNDEFINED
+            elif isinstance(node.node, nodes.Name) and self.lookup(node.node.name) is not None and \
+                    not self._is_loop_var(node.node.name):
+                raise self.fail(node, f"`{node.node.name} is defined` on a variable set in the template")
+            else:
+                defined = True
+            return _Expr(static=defined if node.name == "defined" else not defined)
+        if node.name == "none":
+            if value.is_static:
+                return _Expr(static=value.static is None)
+            return _Expr(static=False)  # roles and contents of chat messages are strings
+        if node.name in ("string", "true", "false") and value.is_static:
+            checks = {"string": isinstance(value.static, str), "true": value.static is True,
+                      "false": value.static is False}
+            return _Expr(static=checks[node.name])
+        raise self.fail(node, f"the test 'is {node.name}'")
+
+    def _is_loop_var(self, name: str) -> bool:
+        return self.lookup(name) == "message"
+
+    def expr_Filter(self, node: nodes.Filter) -> _Expr:
+        value = self.expr(node.node)
+        if node.name == "length" and not node.args:
+            if value.is_static and isinstance(value.static, str):
+                return _Expr(static=len(value.static))
+            if value.kind != "messages" and value.is_static:
+                raise self.fail(node, "`| length` of an undefined value")
+            return _Expr(go=f"(len {value.go})")
+        raise self.fail(node, f"the filter '| {node.name}'")
+
+    def _concat(self, node: nodes.Node, parts: list[nodes.Node]) -> _Expr:
+        values = [self.expr(part) for part in parts]
+        if all(v.is_static and isinstance(v.static, str) for v in values):
+            return _Expr(static="".join(v.static for v in values))
+        for value in values:
+            if value.kind != "value" or (value.is_static and not isinstance(value.static, str)):
+                raise self.fail(node, "concatenating something that is not a string")
+        return _Expr(go=f"(print {' '.join(self.pipeline(v, node) for v in values)})")
+
+    def expr_Add(self, node: nodes.Add) -> _Expr:
+        return self._concat(node, [node.left, node.right])
+
+    def expr_Concat(self, node: nodes.Concat) -> _Expr:
+        return self._concat(node, list(node.nodes))
+
+
+def _is_identifier(name: str) -> bool:
+    return name.isidentifier() and name.isascii()
+
+
+def _compare(op: str, left: Any, right: Any) -> bool | None:
+    if left is UNDEFINED or right is UNDEFINED:
+        return (left is right) if op == "eq" else (left is not right) if op == "ne" else None
+    try:
+        return {"eq": left == right, "ne": left != right, "lt": left < right, "lteq": left <= right,
+                "gt": left > right, "gteq": left >= right}[op]
+    except TypeError:
+        return None
+
+
+def _describe(node: nodes.Node) -> str:
+    if isinstance(node, nodes.Call):
+        target = node.node
+        if isinstance(target, nodes.Getattr):
+            return f"the method call .{target.attr}()"
+        if isinstance(target, nodes.Name):
+            return f"the function call {target.name}()"
+        return "a function call"
+    names = {"List": "a list literal", "Dict": "a dict literal", "Tuple": "a tuple", "Sub": "arithmetic (-)",
+             "Mul": "arithmetic (*)", "Div": "arithmetic (/)", "FloorDiv": "arithmetic (//)", "Mod": "arithmetic (%)",
+             "Pow": "arithmetic (**)", "Neg": "a negative number", "CondExpr": "an inline if/else inside an "
+             "expression", "NSRef": "a namespace attribute", "Slice": "a slice"}
+    return names.get(type(node).__name__, f"the expression {type(node).__name__}")
+
+
+def translate(source: str, *, constants: dict[str, str] | None = None) -> GoTemplate:
+    """Translate a Jinja chat template into a Go template for Ollama.
+
+    ``constants`` are the special-token variables the template may print (``bos_token``, ``eos_token``...).
+    Raises :class:`TemplateTranslationError` naming the first construct that has no translation.
+    """
+    translator = _Translator(dict(constants or {}))
+    text = translator.template(_parse(source))
+    return GoTemplate(text=text, notes=translator.notes)
+
+
+def ollama_values(messages: list[dict]) -> dict[str, Any]:
+    """The data Ollama passes to a template that ranges over ``.Messages``: consecutive messages of one role are
+    joined with a blank line (Ollama's ``collate``), and ``System`` holds the system messages joined likewise."""
+    collated: list[dict[str, str]] = []
+    system = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "system":
+            system.append(content)
+        if collated and collated[-1]["Role"] == role:
+            collated[-1]["Content"] += "\n\n" + content
+        else:
+            collated.append({"Role": role, "Content": content})
+    return {"Messages": collated, "System": "\n\n".join(system), "Prompt": "", "Response": ""}

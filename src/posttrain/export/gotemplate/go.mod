@@ -1,0 +1,3 @@
+module posttrain/gotemplate
+
+go 1.19

@@ -1,0 +1,143 @@
+"""The Ollama Modelfile: ``FROM`` the GGUF, ``TEMPLATE`` (Go, translated from the Jinja chat template),
+``SYSTEM``, ``PARAMETER stop`` for every end-of-turn token, ``PARAMETER num_ctx``.
+
+Values are written the way Ollama's Modelfile parser reads them back unchanged: multi-line values inside
+``\"\"\"...\"\"\"`` (kept byte for byte, but ``\"\"\"`` cannot occur inside, and characters that are neither printable
+nor space/tab/newline are dropped by Ollama, so they are refused here), single-line values in double quotes.
+
+When the chat template cannot be translated, the Modelfile has no ``TEMPLATE``: Ollama then uses the Jinja
+template kept in the GGUF's metadata (``tokenizer.chat_template``), and the Modelfile says why in a comment.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import posttrain
+from posttrain.export import ExportError
+
+DEFAULT_NUM_CTX = 4096
+
+
+class ModelfileError(ExportError):
+    """A value the Modelfile format cannot carry unchanged."""
+
+
+def _printable(value: str) -> bool:
+    return all(ch in "\n\r\t" or ch.isprintable() for ch in value)
+
+
+def quote_multiline(value: str, what: str) -> str:
+    if '"""' in value:
+        raise ModelfileError(f'{what} contains """, which ends a Modelfile value early')
+    if not _printable(value):
+        bad = sorted({f"U+{ord(ch):04X}" for ch in value if not (ch in "\n\r\t" or ch.isprintable())})
+        raise ModelfileError(f"{what} contains characters Ollama's Modelfile parser drops: {', '.join(bad)}")
+    return f'"""{value}"""'
+
+
+def quote_line(value: str, what: str) -> str:
+    if '"' in value or "\n" in value or "\r" in value or not value.isprintable():
+        raise ModelfileError(f"{what} {value!r} cannot be written as a Modelfile parameter")
+    return f'"{value}"'
+
+
+@dataclass
+class Modelfile:
+    gguf: str  # path written after FROM (relative to the Modelfile)
+    template: str | None  # Go template; None: rely on the GGUF's Jinja template
+    stops: list[str]
+    system: str | None = None
+    num_ctx: int = DEFAULT_NUM_CTX
+    template_note: str | None = None  # why there is no TEMPLATE
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        lines = [
+            f"# Ollama Modelfile written by posttrain {posttrain.__version__}",
+            "#   ollama create <name> -f Modelfile && ollama run <name>",
+            f"FROM {self.gguf}",
+        ]
+        if self.template is not None:
+            lines.append("# Go template translated from the tokenizer's Jinja chat template (verified byte for byte)")
+            lines.append(f"TEMPLATE {quote_multiline(self.template, 'the chat template')}")
+        else:
+            lines.append("# No TEMPLATE: Ollama uses the Jinja chat template stored in the GGUF (tokenizer.chat_template).")
+            for line in (self.template_note or "").splitlines():
+                lines.append(f"#   {line}")
+        if self.system:
+            lines.append(f"SYSTEM {quote_multiline(self.system, 'the system prompt')}")
+        for stop in self.stops:
+            lines.append(f"PARAMETER stop {quote_line(stop, 'the stop token')}")
+        lines.append(f"PARAMETER num_ctx {int(self.num_ctx)}")
+        for key, value in self.parameters.items():
+            lines.append(f"PARAMETER {key} {value}")
+        return "\n".join(lines) + "\n"
+
+
+def default_num_ctx(config: dict, requested: int | None = None) -> int:
+    """``requested``, else the model's context length capped at 4096 (Ollama allocates the KV cache for it)."""
+    limit = config.get("max_position_embeddings") or DEFAULT_NUM_CTX
+    if requested:
+        return min(int(requested), int(limit))
+    return min(DEFAULT_NUM_CTX, int(limit))
+
+
+def parse_modelfile(text: str) -> dict[str, list[str]]:
+    """A small reader of what :meth:`Modelfile.render` writes (``FROM``, ``TEMPLATE``, ``SYSTEM``, parameters),
+    for the end-of-turn audit and the tests."""
+    out: dict[str, list[str]] = {}
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t\r\n":
+            i += 1
+            continue
+        if text[i] == "#":
+            i = text.find("\n", i) if "\n" in text[i:] else n
+            continue
+        end = i
+        while end < n and text[end].isalpha():
+            end += 1
+        command = text[i:end].upper()
+        i = end + 1
+        if command == "PARAMETER":
+            end = i
+            while end < n and text[end] not in " \t":
+                end += 1
+            command, i = f"PARAMETER {text[i:end]}", end + 1
+        if text.startswith('"""', i):
+            close = text.index('"""', i + 3)
+            value, i = text[i + 3:close], close + 3
+        else:
+            close = text.find("\n", i)
+            close = n if close < 0 else close
+            value, i = text[i:close].strip(), close
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+        out.setdefault(command, []).append(value)
+    return out
+
+
+def ollama_commands(name: str, modelfile: Path) -> list[str]:
+    return [f"ollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile))}", f"ollama run {shlex.quote(name)}"]
+
+
+def ollama_create(name: str, modelfile: Path) -> bool:
+    """Run ``ollama create`` when an ``ollama`` binary is on PATH; otherwise print the exact commands."""
+    commands = ollama_commands(name, modelfile)
+    ollama = shutil.which("ollama")
+    if ollama is None:
+        print("posttrain: no `ollama` binary on PATH; to serve the model with Ollama run:\n  "
+              + "\n  ".join(commands), flush=True)
+        return False
+    print(f"posttrain: {commands[0]}", flush=True)
+    result = subprocess.run([ollama, "create", name, "-f", str(modelfile)], cwd=modelfile.parent)
+    if result.returncode != 0:
+        print(f"posttrain: warning: `ollama create` exited with {result.returncode}; run it again by hand:\n  "
+              + "\n  ".join(commands), flush=True)
+        return False
+    return True

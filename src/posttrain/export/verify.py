@@ -1,0 +1,243 @@
+"""Verify the artifact that ships, against the merged HF model it came from.
+
+* **Tokenization**: llama.cpp must split texts (plain, digits, whitespace, unicode, chat special tokens) into
+  exactly the HF tokenizer's ids -- this is what checks the pre-tokenizer fallback.
+* **Greedy generations**: the same prompt ids go through the HF model (float32) and each GGUF (llama.cpp); the
+  greedy replies are compared token by token. ``prompts_identical`` is the share of prompts whose whole reply
+  matches; ``token_agreement`` the mean share of reply tokens before the first difference.
+* **Go template**: the Modelfile's ``TEMPLATE`` rendered by Go's ``text/template`` (data shaped like Ollama's) must
+  equal the tokenizer's Jinja rendering byte for byte on every conversation of
+  :data:`~posttrain.export.prompts.TEMPLATE_CONVERSATIONS` (generation prompt iff the last turn is not the
+  assistant's, as Ollama does).
+* **End of turn**: the token the template puts after an assistant reply (and the tokenizer's EOS) must be an EOS
+  in ``generation_config``, an end-of-generation token of llama.cpp for the GGUF, and a ``PARAMETER stop`` of the
+  Modelfile; the GGUF must carry the tokenizer's chat template, and a rendered chat prompt tokenized by llama.cpp
+  (adding BOS as the GGUF says) must give the HF prompt ids -- no missing or doubled BOS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posttrain.export.prompts import GENERATION_CONVERSATIONS, TEMPLATE_CONVERSATIONS, TOKENIZER_TEXTS
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool | None  # None: skipped / report-only
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return {True: "pass", False: "FAIL", None: "info"}[self.passed]
+
+
+def load_gguf(path: Path, *, n_ctx: int = 1024, threads: int | None = None):
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
+                 n_threads=threads or max(1, os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------------ tokenization
+
+
+def chat_prompt_ids(tokenizer, conversation: list[dict]) -> list[int]:
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label: str = "") -> Check:
+    texts = list(texts or TOKENIZER_TEXTS)
+    if tokenizer.chat_template:
+        texts += [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                  for c in TEMPLATE_CONVERSATIONS[:4]]
+    mismatches = []
+    for text in texts:
+        hf = tokenizer(text, add_special_tokens=False)["input_ids"]
+        gguf = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if hf != list(gguf):
+            mismatches.append({"text": text, "hf": hf, "llama_cpp": list(gguf)})
+    passed = not mismatches
+    return Check(f"tokenization[{label}]" if label else "tokenization", passed, f"{len(texts) - len(mismatches)}/{len(texts)} texts tokenized identically",
+                 {"texts": len(texts), "mismatches": mismatches[:5]})
+
+
+# ------------------------------------------------------------------------------------------------ generations
+
+
+def greedy_hf(model, prompt_ids: list[int], *, max_new_tokens: int, stops: list[int]) -> list[int]:
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops or None,
+            pad_token_id=stops[0] if stops else None, top_p=None, top_k=None, temperature=None,
+        )
+    return out[0, len(prompt_ids):].tolist()
+
+
+def greedy_llama(llm, prompt_ids: list[int], *, max_new_tokens: int, stops: list[int]) -> list[int]:
+    import numpy as np
+
+    llm.reset()
+    llm.eval(prompt_ids)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(token)
+        if token in stops:
+            break
+        llm.eval([token])
+    return out
+
+
+def agreement(reference: list[list[int]], candidate: list[list[int]]) -> dict[str, float]:
+    identical = sum(a == b for a, b in zip(reference, candidate))
+    shares = []
+    for a, b in zip(reference, candidate):
+        prefix = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            prefix += 1
+        shares.append(prefix / max(len(a), len(b), 1))
+    n = max(len(reference), 1)
+    return {"prompts": len(reference), "prompts_identical": identical / n, "token_agreement": sum(shares) / n}
+
+
+def check_generations(gtype: str, hf_replies, gguf_replies, *, threshold: float | None) -> Check:
+    stats = agreement(hf_replies, gguf_replies)
+    passed = None if threshold is None else stats["prompts_identical"] >= threshold
+    target = "" if threshold is None else f" (target ≥ {threshold:.0%})"
+    return Check(f"generations[{gtype}]", passed,
+                 f"{stats['prompts_identical']:.0%} of {stats['prompts']} greedy replies identical to HF{target}; "
+                 f"token agreement {stats['token_agreement']:.1%}", stats)
+
+
+# ------------------------------------------------------------------------------------------------ Go template
+
+
+def check_go_template(tokenizer, go_template: str | None, *, translation_error: str | None = None) -> Check:
+    from posttrain.export.go_template import ollama_values
+    from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_go
+
+    if go_template is None:
+        return Check("go_template", None, f"no TEMPLATE in the Modelfile (Ollama uses the GGUF's Jinja template): "
+                     f"{translation_error}", {"translated": False, "reason": translation_error})
+    conversations = TEMPLATE_CONVERSATIONS
+    try:
+        renders = render_go(go_template, [ollama_values(c) for c in conversations])
+    except GoUnavailableError as err:
+        return Check("go_template", None, f"skipped: {err}", {"skipped": True, "install": GO_PACKAGE_HINT})
+    except ValueError as err:
+        return Check("go_template", False, f"the Go template does not parse: {err}")
+    results, equal = [], 0
+    for conversation, (output, error) in zip(conversations, renders):
+        generation = conversation[-1]["role"] != "assistant"
+        jinja = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation)
+        same = output == jinja and not error
+        equal += same
+        if not same:
+            results.append({"messages": conversation, "jinja": jinja, "go": output, "error": error})
+    n = len(conversations)
+    return Check("go_template", equal == n, f"{equal}/{n} conversations render byte-identically in Go and Jinja",
+                 {"equal": equal, "conversations": n, "differences": results[:3]})
+
+
+# ------------------------------------------------------------------------------------------------ end of turn
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """Scalar tokenizer/general metadata of a GGUF (gguf-py's reader; no llama.cpp needed)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    out = {}
+    for key, value in reader.fields.items():
+        if key.startswith(("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                           "tokenizer.ggml.scores")):
+            continue
+        try:
+            out[key] = value.contents()
+        except (ValueError, TypeError, IndexError):
+            continue
+    return out
+
+
+def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelfile_text: str) -> Check:
+    import llama_cpp
+
+    from posttrain.export.modelfile import parse_modelfile
+    from posttrain.export.special_tokens import end_of_turn_tokens
+
+    problems: list[str] = []
+    tokens = end_of_turn_tokens(tokenizer)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+    eos = getattr(generation_config, "eos_token_id", None)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    stops = parse_modelfile(modelfile_text).get("PARAMETER stop", [])
+    metadata = gguf_metadata(gguf_path)
+    for token, token_id in zip(tokens, ids):
+        if token_id not in eos:
+            problems.append(f"{token} (id {token_id}) is not an eos_token_id of generation_config ({eos})")
+        if not llama_cpp.llama_vocab_is_eog(vocab, token_id):
+            problems.append(f"{token} (id {token_id}) does not end generation in llama.cpp (GGUF eos id "
+                            f"{metadata.get('tokenizer.ggml.eos_token_id')}, eot id "
+                            f"{metadata.get('tokenizer.ggml.eot_token_id')})")
+        if token not in stops:
+            problems.append(f"{token} is not a PARAMETER stop of the Modelfile ({stops})")
+    if tokenizer.chat_template and metadata.get("tokenizer.chat_template") != tokenizer.chat_template:
+        problems.append("the GGUF's tokenizer.chat_template differs from the tokenizer's chat template")
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+    bos_ok = True
+    if tokenizer.chat_template:
+        conversation = TEMPLATE_CONVERSATIONS[1]
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        hf = tokenizer(text, add_special_tokens=False)["input_ids"]
+        gguf = list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        if hf != gguf:
+            bos_ok = False
+            problems.append(f"a rendered chat prompt tokenized by llama.cpp (add_bos={add_bos}) differs from HF's "
+                            f"prompt ids (first ids: HF {hf[:4]}, llama.cpp {gguf[:4]}): missing or doubled BOS?")
+    summary = (f"end-of-turn {tokens} consistent across tokenizer, generation_config, GGUF and Modelfile"
+               if not problems else "; ".join(problems))
+    return Check("end_of_turn", not problems, summary,
+                 {"tokens": tokens, "ids": ids, "generation_config_eos": eos, "modelfile_stops": stops,
+                  "gguf_eos": metadata.get("tokenizer.ggml.eos_token_id"),
+                  "gguf_eot": metadata.get("tokenizer.ggml.eot_token_id"), "gguf_add_bos": add_bos,
+                  "bos_consistent": bos_ok, "gguf_pre_tokenizer": metadata.get("tokenizer.ggml.pre")})
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def write_report(checks: list[Check], path_json: Path, path_md: Path, *, title: str, extra: dict | None = None):
+    import json
+
+    data = {"title": title, "passed": all(c.passed is not False for c in checks), **(extra or {}),
+            "checks": [{"name": c.name, "status": c.status, "summary": c.summary, "details": c.details}
+                       for c in checks]}
+    path_json.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    lines = [f"# {title}", "", f"**{'PASSED' if data['passed'] else 'FAILED'}**", "", "| check | status | result |",
+             "|---|---|---|"]
+    for check in checks:
+        lines.append(f"| {check.name} | {check.status} | {check.summary.replace('|', chr(92) + '|')} |")
+    path_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data
+
+
+def print_checks(checks: list[Check]) -> None:
+    for check in checks:
+        print(f"posttrain: verify {check.name:<22} {check.status:>4}  {check.summary}", flush=True)
+
+
+def default_generation_conversations(limit: int | None = None) -> list[list[dict]]:
+    return GENERATION_CONVERSATIONS[:limit] if limit else list(GENERATION_CONVERSATIONS)
