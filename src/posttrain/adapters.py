@@ -82,8 +82,11 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        adapter = adapter_dir.resolve()
+        if adapter.parent == output_dir.resolve():  # the adapter ships inside the merged folder (reward model)
+            adapter = Path(adapter.name)
         (tmp / "posttrain_merged.json").write_text(
-            json.dumps({"adapter": str(adapter_dir.resolve()), "base": adapter_base(adapter_dir)}, indent=2)
+            json.dumps({"adapter": str(adapter), "base": adapter_base(adapter_dir)}, indent=2)
         )
         if not output_dir.exists():
             tmp.rename(output_dir)

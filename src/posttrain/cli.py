@@ -19,6 +19,9 @@ STAGES = {
     "sft": "posttrain.training.sft",
     "reward": "posttrain.training.reward",
     "dpo": "posttrain.training.dpo",
+    "ppo": "posttrain.training.ppo",
+    "grpo": "posttrain.training.grpo",
+    "rloo": "posttrain.training.rloo",
     "evaluate": "posttrain.evaluation.cli",
     "eval": "posttrain.evaluation.cli",
     "merge": "posttrain.export.stage_merge",
@@ -31,6 +34,9 @@ commands:
   sft      supervised fine-tuning with (Q)LoRA and chat templates
   reward   reward model (sequence classification) on preference pairs
   dpo      direct preference optimization on top of the SFT result
+  ppo      PPO (posttrain's trainer) on a LoRA adapter: reward model and/or rule rewards, KL to the start model
+  grpo     GRPO (TRL) with posttrain's rewards as reward_funcs
+  rloo     RLOO (TRL) with posttrain's rewards as reward_funcs
   evaluate rule-based and model-based suites on models, adapters, GGUF files or endpoints (alias: eval)
   merge    merge the adapter chain (SFT -> DPO/PPO) into full-precision weights, report logit drift
   export   GGUF (llama.cpp) + quantized types + Ollama Modelfile, verified; non-zero exit on failure

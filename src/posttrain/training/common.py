@@ -2,24 +2,151 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import TrainerCallback
 
 
 @dataclass
 class Run:
-    """A stage in progress: accelerate state and wall-clock start."""
+    """A stage in progress: accelerate state, wall-clock start, and where it writes.
+
+    A stage writes into ``work_dir`` (``<parent>/.<name>.partial``: checkpoints, adapter, model card, manifest) and
+    :func:`finish_run` renames it to ``final_dir`` (the configured ``output_dir``) once the manifest is written, so
+    ``output_dir`` only ever holds one complete run and a crash leaves the previous result untouched. The work
+    folder of a crashed or interrupted run keeps its checkpoints for ``--resume_from_checkpoint true``.
+    """
 
     state: object
+    final_dir: Path
+    work_dir: Path
     started: float = field(default_factory=time.time)
 
 
+def work_dir_for(output_dir: str | Path) -> Path:
+    final = Path(output_dir)
+    return final.parent / f".{final.name}.partial"
+
+
 def start_run(training_args) -> Run:
+    """Seed, accelerate state, and redirect ``training_args.output_dir`` to the run's work folder (not created yet:
+    inputs are validated first)."""
     from accelerate import PartialState
     from transformers import set_seed
 
     set_seed(training_args.seed)
-    return Run(state=PartialState())
+    state = PartialState()
+    final = Path(training_args.output_dir)
+    work = work_dir_for(final)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.strip().lower() in ("true", "false", "none", "null", ""):
+        resume = resume.strip().lower() == "true" or None  # from the command line these arrive as strings
+        training_args.resume_from_checkpoint = resume
+    if resume is True and not any(
+        d.name.startswith("checkpoint-") for folder in (work, final) if folder.is_dir() for d in folder.iterdir()
+    ):
+        from posttrain.configs import ConfigError
+
+        raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
+                          "(finished run) to resume from")
+    if state.is_main_process:
+        if not resume and work.exists():
+            shutil.rmtree(work)  # leftovers of a crashed run that is not being resumed: never mix two runs
+        elif resume and not work.exists() and final.is_dir():
+            shutil.copytree(final, work)  # continue a finished run (e.g. with a larger max_steps)
+    state.wait_for_everyone()
+    training_args.output_dir = str(work)
+    return Run(state=state, final_dir=final, work_dir=work)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM or SIGINT (Ctrl-C) during training: finish the current step, save a checkpoint, stop.
+
+    Every rank stops at the same step (the flag is reduced across processes each step), so DDP never waits on a rank
+    that left. A second signal interrupts at once. :func:`train` then exits with 128 + the signal number, leaving the
+    checkpoint in the run's work folder for ``--resume_from_checkpoint true``.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.received: int | None = None
+        self._previous = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # second signal: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\nposttrain: {signal.Signals(signum).name} received: saving a checkpoint after this step, then "
+              "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def should_stop(self) -> bool:
+        import torch
+
+        flag = torch.tensor([0 if self.received is None else self.received], device=self.trainer.accelerator.device)
+        if self.trainer.accelerator.num_processes > 1:
+            flag = self.trainer.accelerator.reduce(flag, reduction="sum")
+        if flag.item() and self.received is None:
+            self.received = signal.SIGTERM  # another rank was signalled
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.should_stop():
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def train(run: Run, trainer, training_args):
+    """``trainer.train`` with resume and signal handling: an interrupted run saves a checkpoint and exits non-zero
+    without publishing anything."""
+    stopper = StopOnSignal(trainer)
+    trainer.add_callback(stopper)
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finally:
+        stopper.restore()
+    if stopper.received is not None:
+        step = trainer.state.global_step
+        if run.state.is_main_process:
+            print(f"posttrain: stopped by {signal.Signals(stopper.received).name} at step {step}; checkpoint saved in "
+                  f"{run.work_dir / f'checkpoint-{step}'}; {run.final_dir} is unchanged. Continue with "
+                  "--resume_from_checkpoint true", file=sys.stderr, flush=True)
+        raise SystemExit(128 + stopper.received)
+    return result
+
+
+def publish(run: Run) -> None:
+    """Move the finished work folder into ``output_dir`` (replacing a previous result as a whole)."""
+    final, work = run.final_dir, run.work_dir
+    old = final.parent / f".{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_classification: bool = False):
@@ -80,10 +207,11 @@ def finish_run(
 
     pt_args, training_args, model_args = configs
     ranks = gather_object([rank_summary(trainer, run.state)])  # proves every rank trained (and stayed in sync)
+    training_args.output_dir = str(run.final_dir)  # what the manifest records; files still go to the work folder
     if run.state.is_main_process:
         losses = logged(trainer, "loss")
         write_model_card(
-            training_args.output_dir,
+            run.work_dir,
             title=title,
             base_model=model_args.model_name_or_path,
             summary={
@@ -94,7 +222,7 @@ def finish_run(
             },
         )
         write_manifest(
-            training_args.output_dir,
+            run.work_dir,
             stage=stage,
             configs=configs,
             seed=training_args.seed,
@@ -107,4 +235,5 @@ def finish_run(
             wall_time_s=round(time.time() - run.started, 1),
             **fields,
         )
+        publish(run)
     run.state.wait_for_everyone()

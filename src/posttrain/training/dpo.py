@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
-from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run
+from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
 from posttrain.training.reward import add_system_prompt
 
 
@@ -77,7 +77,7 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
         peft_config=peft_config(model, model_args, new_token_ids),
     )
     probe = data["train"].select(range(min(len(data["train"]), 32)))
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = train(run, trainer, training_args)
     metrics = dict(result.metrics)
     if "test" in data and training_args.eval_strategy != "no":
         metrics.update(trainer.evaluate())

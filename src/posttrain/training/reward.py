@@ -14,6 +14,7 @@ from posttrain.training.common import (
     load_model_and_tokenizer,
     peft_config,
     start_run,
+    train,
     with_system_prompt,
 )
 
@@ -58,7 +59,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids, task_type="SEQ_CLS"),
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = train(run, trainer, training_args)
     metrics = dict(result.metrics)
 
     output_dir = Path(training_args.output_dir)
@@ -87,5 +88,5 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         metrics=metrics,
     )
     if run.state.is_main_process:
-        print(f"posttrain: reward model (merged) saved to {output_dir}, adapter in {output_dir / 'adapter'}")
+        print(f"posttrain: reward model (merged) saved to {run.final_dir}, adapter in {run.final_dir / 'adapter'}")
     return trainer, metrics

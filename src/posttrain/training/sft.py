@@ -14,6 +14,7 @@ from posttrain.training.common import (
     load_model_and_tokenizer,
     peft_config,
     start_run,
+    train,
     with_system_prompt,
 )
 
@@ -107,7 +108,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = train(run, trainer, training_args)
 
     metrics = dict(result.metrics)
     if "test" in tokenized:  # every rank takes part in evaluation

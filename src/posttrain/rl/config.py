@@ -1,0 +1,106 @@
+"""Configs of the online-RL stages: :class:`PPOConfig` (posttrain's PPO), :class:`GRPOConfig` and :class:`RLOOConfig`
+(TRL's trainers), each with a ``rewards:`` list (see :mod:`posttrain.rl.rewards`) and hardware-dependent defaults
+(:class:`~posttrain.configs.HardwareDefaultsMixin`), parsed by :func:`posttrain.configs.parse_args` like every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trl
+from trl.trainer.base_config import _BaseConfig
+
+from posttrain.configs import ConfigError, HardwareDefaultsMixin
+
+
+def _rewards_field():
+    return field(
+        default_factory=lambda: ["task"],
+        metadata={
+            "help": "Reward functions: names or mappings {name, weight, **params}. Rule rewards are the evaluation "
+            "checks (`task`: the prompt's own check, `exact_match`, `numeric_match`, `has_number`, `stopped`, "
+            "`word_count`, `length`...); `reward_model` takes `path` (a sequence-classification model folder)."
+        },
+    )
+
+
+@dataclass
+class RewardsMixin:
+    """``rewards`` (validated at parse time) and greedy held-out evaluation settings, shared by the RL stages."""
+
+    rewards: list[Any] = _rewards_field()
+    eval_max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Token budget of the greedy replies scored on held-out prompts (default: the training one)."},
+    )
+
+    def __post_init__(self) -> None:
+        from posttrain.rl.rewards import parse_reward_specs
+
+        self.rewards = parse_reward_specs(self.rewards)  # unknown names fail here, before any model is loaded
+        super().__post_init__()
+
+
+@dataclass
+class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
+    r"""posttrain's PPO (see :mod:`posttrain.rl.ppo`). ``max_steps`` counts PPO iterations (rollout + update);
+    ``per_device_train_batch_size`` is the micro-batch of the update; ``learning_rate``, ``lr_scheduler_type``,
+    ``warmup_steps``, ``max_grad_norm``, ``save_steps``, ``save_total_limit``, ``logging_steps``, ``seed`` and
+    ``resume_from_checkpoint`` keep their TrainingArguments meaning."""
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (LoRA and value head)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the update."})
+    logging_steps: float = field(default=1, metadata={"help": "Print metrics every this many PPO steps."})
+    max_steps: int = field(default=20, metadata={"help": "PPO iterations (rollout + several epochs of updates)."})
+    rollout_batch_size: int = field(default=16, metadata={"help": "Prompts sampled per PPO step on each process."})
+    generation_batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call in a rollout."})
+    forward_batch_size: int = field(default=16, metadata={"help": "Sequences per no-grad scoring forward pass."})
+    max_completion_length: int = field(default=48, metadata={"help": "Token budget of a sampled reply."})
+    max_prompt_length: int = field(default=512, metadata={"help": "Longer prompts are refused (DataError)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (logits are divided by it)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    num_mini_batches: int = field(default=2, metadata={"help": "Optimizer steps per PPO epoch."})
+    kl_coef: float = field(default=0.05, metadata={"help": "Initial coefficient of the per-token KL penalty."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt kl_coef towards target_kl (Ziegler 2019)."})
+    target_kl: float = field(default=6.0, metadata={"help": "Adaptive KL: target KL per sequence (nats)."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL: horizon in episodes."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator.", "choices": ["k1", "k3"]})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    cliprange: float = field(default=0.2, metadata={"help": "PPO policy ratio clip."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip around the rollout values."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards (mean kept)."})
+    missing_eos_penalty: float | None = field(
+        default=1.0, metadata={"help": "Subtracted from the score of a reply that did not end with the stop token."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Never needed for the supported models."})
+    model_init_kwargs: dict[str, Any] | None = field(default=None, metadata={"help": "Extra from_pretrained kwargs."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rollout_batch_size % self.num_mini_batches:
+            raise ConfigError(
+                f"rollout_batch_size ({self.rollout_batch_size}) must be divisible by num_mini_batches "
+                f"({self.num_mini_batches})"
+            )
+        mini = self.rollout_batch_size // self.num_mini_batches
+        if mini % self.per_device_train_batch_size:
+            raise ConfigError(
+                f"the mini-batch (rollout_batch_size / num_mini_batches = {mini}) must be divisible by "
+                f"per_device_train_batch_size ({self.per_device_train_batch_size})"
+            )
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"kl_estimator must be k1 or k3 (got {self.kl_estimator!r})")
+
+
+@dataclass
+class GRPOConfig(RewardsMixin, HardwareDefaultsMixin, trl.GRPOConfig):
+    __doc__ = trl.GRPOConfig.__doc__
+
+
+@dataclass
+class RLOOConfig(RewardsMixin, HardwareDefaultsMixin, trl.RLOOConfig):
+    __doc__ = trl.RLOOConfig.__doc__

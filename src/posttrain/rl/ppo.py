@@ -1,0 +1,600 @@
+"""PPO for language models on (Q)LoRA, built on accelerate: posttrain's replacement for TRL's removed PPOTrainer.
+
+One PPO step (Ouyang et al. 2022, InstructGPT, arXiv:2203.02155; Ziegler et al. 2019, arXiv:1909.08593; details as
+in Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO", arXiv:2403.17031):
+
+1. **Rollout** -- each process samples one reply for each of ``rollout_batch_size`` prompts from the policy
+   (:func:`posttrain.generation.generate`: batched, left padding, KV cache; ``top_k`` off so the sampling
+   distribution is the softmax the loss uses, divided by ``temperature``). Replies are truncated after the first
+   stop token.
+2. **Scoring** -- no-grad forward passes give the policy's log-probabilities and values and the reference's
+   log-probabilities. The reference is the same model with the LoRA adapter disabled (no second copy). The reward
+   functions (:mod:`posttrain.rl.rewards`: rule checks, a reward model, weighted) score each reply; a reply without
+   the stop token loses ``missing_eos_penalty``.
+3. **Rewards and advantages** -- per-token reward ``-kl_coef * KL_t`` plus the score at the last token
+   (:func:`~posttrain.rl.ppo_core.token_rewards`); GAE(gamma, lambda) with the value head; advantages whitened over
+   the batch. ``kl_coef`` is fixed or adaptive (:class:`~posttrain.rl.ppo_core.AdaptiveKLController`).
+4. **Update** -- ``num_ppo_epochs`` passes over the batch in ``num_mini_batches`` shuffled minibatches (each
+   accumulated over micro-batches of ``per_device_train_batch_size``): clipped policy loss plus ``vf_coef`` times
+   the clipped value loss, one optimizer step per minibatch, gradients all-reduced by DDP across processes.
+
+The value model is a scalar head (zero-initialised) on the policy's last hidden state, sharing the LoRA-adapted
+trunk (as TRL's original ``AutoModelForCausalLMWithValueHead``): one forward pass gives logits and values, and DDP
+sees one module. Dropout is disabled (rollout and update must score the same function).
+
+Logged every step: mean score (and per reward function), KL to the reference, entropy, policy/value loss, policy
+and value clip fractions, approximate KL of the update, reply length, share of replies with the stop token, the KL
+coefficient, the learning rate. Checkpoints (``save_strategy: steps``) hold the adapter, the value head, the
+optimizer state (safetensors + JSON), the RNG state of every process and the trainer state; ``resume_from_checkpoint``
+(a folder, or ``true`` for the newest in ``output_dir``) continues from the step after it with the same prompts and
+samples an uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from posttrain.configs import ConfigError
+from posttrain.rl import ppo_core
+from posttrain.rl.config import PPOConfig
+from posttrain.rl.rewards import RewardSet
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+VALUE_HEAD_FILE = "value_head.safetensors"
+STATE_FILE = "trainer_state.json"
+
+
+class PolicyWithValueHead(nn.Module):
+    """A causal LM (a peft model: the policy) and a scalar value head on its last hidden state."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        device = next(policy.parameters()).device
+        self.value_head.to(device=device, dtype=torch.float32)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        output = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        hidden = output.hidden_states[-1]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return output.logits, values
+
+
+@dataclass
+class Rollout:
+    """One PPO batch on this process: ``(B, Q)`` left-padded queries, ``(B, R)`` right-padded responses and per-token
+    tensors over the response positions."""
+
+    queries: torch.Tensor
+    query_mask: torch.Tensor
+    responses: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+    scores: torch.Tensor
+    finished: torch.Tensor
+    per_reward: dict[str, float]
+
+    def __len__(self) -> int:
+        return self.queries.shape[0]
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def sequence_inputs(queries, query_mask, responses, response_mask):
+    """Concatenated ids, attention mask and position ids (counting real tokens only, so left padding is harmless)."""
+    input_ids = torch.cat([queries, responses], dim=1)
+    attention_mask = torch.cat([query_mask, response_mask], dim=1)
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    return input_ids, attention_mask, position_ids
+
+
+@contextmanager
+def pure_sampling(model):
+    """Sample from exactly ``softmax(logits / T)``: no top-k (transformers defaults it to 50), no penalties."""
+    config = model.generation_config
+    keys = {"top_k": 0, "typical_p": 1.0, "min_p": None, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    saved = {k: getattr(config, k, None) for k in keys}
+    for k, v in keys.items():
+        setattr(config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(config, k, v)
+
+
+def resolve_checkpoint(resume: str | bool | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint folder to resume from: an explicit folder, or for ``true``/``latest`` the newest in
+    ``output_dir`` (ConfigError if there is none)."""
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume in (True, "true", "True", "latest"):
+        found = sorted(
+            (int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+        )
+        if not found:
+            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
+        return found[-1][1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise ConfigError(f"resume_from_checkpoint: {path} is not a PPO checkpoint (no {STATE_FILE})")
+    return path
+
+
+class PPOTrainer:
+    """PPO on a causal LM with a LoRA adapter (see the module docstring).
+
+    Args:
+        model: The causal LM (optionally 4-bit). With ``peft_config`` a new adapter is added; a peft model is used
+            as is. The reference policy is this model with the adapter disabled.
+        tokenizer: Its tokenizer (with a chat template).
+        rewards: The reward functions (:func:`posttrain.rl.rewards.build_rewards`).
+        args: :class:`~posttrain.rl.config.PPOConfig`.
+        train_dataset: Prompt rows (``prompt`` messages, ``task``, ``answer``, ``meta``; see
+            :func:`posttrain.rl.prompts.load_prompts`).
+        peft_config: LoRA config for a new adapter.
+    """
+
+    def __init__(self, model, tokenizer, rewards: RewardSet, args: PPOConfig, train_dataset, *, peft_config=None):
+        from accelerate import Accelerator
+        from transformers import TrainerState
+
+        from posttrain.generation import stop_token_ids
+
+        self.args, self.tokenizer, self.rewards = args, tokenizer, rewards
+        self.accelerator = Accelerator(cpu=args.use_cpu)
+        if len(train_dataset) == 0:
+            from posttrain.data.validation import DataError
+
+            raise DataError("datasets", "no training prompts")
+        self.train_dataset = train_dataset
+        if peft_config is not None:
+            from peft import get_peft_model, prepare_model_for_kbit_training
+
+            if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+            model = get_peft_model(model, peft_config)
+        elif not hasattr(model, "disable_adapter"):
+            raise ConfigError("PPO trains a LoRA adapter: set use_peft: true (the reference is the adapter disabled)")
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        disable_dropout(model)
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        for func in rewards.funcs:  # rule rewards read `finished` from the last completion id
+            if hasattr(func, "stop_token_ids"):
+                func.stop_token_ids = set(self.stop_ids)
+        rewards.to(self.accelerator.device)
+
+        wrapped = PolicyWithValueHead(model)
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
+        )  # fmt: skip
+        self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
+        self.scheduler = self._make_scheduler()
+        self.kl_ctl = (
+            ppo_core.AdaptiveKLController(args.kl_coef, args.target_kl, args.kl_horizon)
+            if args.adaptive_kl
+            else ppo_core.FixedKLController(args.kl_coef)
+        )
+        self.state = TrainerState(max_steps=args.max_steps)
+        self.state.global_step = 0
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def unwrapped(self) -> PolicyWithValueHead:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _make_scheduler(self):
+        from transformers import get_scheduler
+
+        return get_scheduler(
+            self.args.lr_scheduler_type,
+            self.optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(self.args.max_steps),
+            num_training_steps=self.args.max_steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs or {},
+        )
+
+    def prompt_indices(self, step: int) -> list[int]:
+        """This process's prompts at PPO step ``step`` (1-based): consecutive slices of a seeded permutation per
+        epoch over the dataset, so a resumed run sees the prompts an uninterrupted one would."""
+        n, per_rank = len(self.train_dataset), self.args.rollout_batch_size
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        start = (step - 1) * per_rank * world + rank * per_rank
+        indices = []
+        for position in range(start, start + per_rank):
+            epoch, offset = divmod(position, n)
+            permutation = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch))
+            indices.append(int(permutation[offset]))
+        return indices
+
+    def _encode_prompts(self, prompts: Sequence[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded query ids rendered exactly as :func:`posttrain.generation.generate` renders them."""
+        encoded = [
+            self.tokenizer(
+                self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False),
+                add_special_tokens=False,
+            )["input_ids"]
+            for p in prompts
+        ]
+        too_long = [len(e) for e in encoded if len(e) > self.args.max_prompt_length]
+        if too_long:
+            from posttrain.data.validation import DataError
+
+            raise DataError("datasets", f"a prompt has {too_long[0]} tokens, over max_prompt_length "
+                                        f"{self.args.max_prompt_length}")  # fmt: skip
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
+        return ids, mask
+
+    @torch.no_grad()
+    def _score_tokens(self, queries, query_mask, responses, response_mask, *, reference: bool):
+        """Log-probs of the response tokens (and values, entropy unless ``reference``), in forward batches."""
+        model, out = self.unwrapped, {"logprobs": [], "values": [], "entropy": []}
+        device, size, context = self.accelerator.device, self.args.forward_batch_size, queries.shape[1]
+        adapter_off = model.policy.disable_adapter() if reference else nullcontext()
+        with adapter_off:
+            for start in range(0, len(queries), size):
+                chunk = slice(start, start + size)
+                inputs = sequence_inputs(queries[chunk], query_mask[chunk], responses[chunk], response_mask[chunk])
+                logits, values = model(*(t.to(device) for t in inputs))
+                logits = logits[:, context - 1 : -1].float() / self.args.temperature
+                out["logprobs"].append(ppo_core.logprobs_from_logits(logits, responses[chunk].to(device)))
+                if not reference:
+                    out["values"].append(values[:, context - 1 : -1].float())
+                    out["entropy"].append(ppo_core.entropy_from_logits(logits))
+        return {k: torch.cat(v) for k, v in out.items() if v}
+
+    # ------------------------------------------------------------------------------------------------ rollout
+
+    def rollout(self, rows: list[dict]) -> Rollout:
+        """Sample, truncate at the stop token, score with the rewards, the policy (+ values) and the reference."""
+        from posttrain.generation import generate
+
+        prompts = [row["prompt"] for row in rows]
+        policy = self.unwrapped.policy
+        policy.eval()
+        with pure_sampling(policy):
+            samples = generate(
+                policy,
+                self.tokenizer,
+                prompts,
+                max_new_tokens=self.args.max_completion_length,
+                do_sample=True,
+                temperature=self.args.temperature,
+                top_p=self.args.top_p,
+                batch_size=self.args.generation_batch_size,
+                progress=False,
+            )
+        completions = [s[0] for s in samples]  # token ids already cut after the first stop token
+        queries, query_mask = self._encode_prompts(prompts)
+        width = max(c.num_tokens for c in completions)
+        responses = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        response_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, c in enumerate(completions):
+            responses[row, : c.num_tokens] = torch.tensor(c.token_ids)
+            response_mask[row, : c.num_tokens] = 1
+        policy_out = self._score_tokens(queries, query_mask, responses, response_mask, reference=False)
+        ref_out = self._score_tokens(queries, query_mask, responses, response_mask, reference=True)
+
+        total, per_func = self.rewards(
+            prompts,
+            [[{"role": "assistant", "content": c.text}] for c in completions],
+            completion_ids=[c.token_ids for c in completions],
+            **{key: [row.get(key) for row in rows] for key in ("task", "answer", "meta")},
+        )
+        device = self.accelerator.device
+        scores = torch.tensor(total, dtype=torch.float32, device=device)
+        finished = torch.tensor([c.finished for c in completions], device=device)
+        if self.args.missing_eos_penalty is not None:
+            scores = scores - self.args.missing_eos_penalty * (~finished).float()
+        per_reward = {
+            name: sum(float(s) for s in vals if s is not None) / max(sum(s is not None for s in vals), 1)
+            for name, vals in per_func.items()
+        }
+        return Rollout(
+            queries.to(device), query_mask.to(device), responses.to(device), response_mask.to(device),
+            policy_out["logprobs"], ref_out["logprobs"], policy_out["values"], policy_out["entropy"],
+            scores, finished, per_reward,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------------- update
+
+    def advantages(self, batch: Rollout):
+        """Per-token KL and rewards, GAE advantages (whitened) and returns."""
+        args, mask = self.args, batch.response_mask
+        kl = ppo_core.kl_penalty(batch.logprobs, batch.ref_logprobs, args.kl_estimator) * mask
+        rewards = ppo_core.token_rewards(batch.scores, kl, self.kl_ctl.value, mask)
+        if args.whiten_rewards:
+            rewards = ppo_core.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = ppo_core.gae(rewards, batch.values, mask, args.gamma, args.lam)
+        advantages = ppo_core.masked_whiten(advantages, mask)
+        return kl, rewards, advantages, returns
+
+    def update(self, batch: Rollout, advantages, returns, step: int) -> dict[str, float]:
+        """``num_ppo_epochs`` x ``num_mini_batches`` optimizer steps of the clipped PPO loss."""
+        args, accelerator = self.args, self.accelerator
+        n = len(batch)
+        mini = n // args.num_mini_batches
+        micro = args.per_device_train_batch_size
+        stats: dict[str, list[float]] = {k: [] for k in ("loss", "policy_loss", "value_loss", "clipfrac",
+                                                          "value_clipfrac", "approx_kl")}  # fmt: skip
+        generator = torch.Generator().manual_seed(args.seed * 100003 + step)
+        context = batch.queries.shape[1]
+        self.model.train()
+        for _ in range(args.num_ppo_epochs):
+            order = torch.randperm(n, generator=generator)
+            for mb_start in range(0, n, mini):
+                mb = order[mb_start : mb_start + mini]
+                for mc_start in range(0, mini, micro):
+                    idx = mb[mc_start : mc_start + micro].to(batch.queries.device)
+                    last = mc_start + micro >= mini
+                    mask = batch.response_mask[idx]
+                    inputs = sequence_inputs(batch.queries[idx], batch.query_mask[idx], batch.responses[idx], mask)
+                    with nullcontext() if last else accelerator.no_sync(self.model):
+                        logits, values = self.model(*inputs)
+                        logits = logits[:, context - 1 : -1].float() / args.temperature
+                        logprobs = ppo_core.logprobs_from_logits(logits, batch.responses[idx])
+                        policy = ppo_core.clipped_policy_loss(
+                            logprobs, batch.logprobs[idx], advantages[idx], mask, args.cliprange
+                        )
+                        value_loss, value_clipfrac = ppo_core.clipped_value_loss(
+                            values[:, context - 1 : -1].float(), batch.values[idx], returns[idx], mask,
+                            args.cliprange_value,
+                        )  # fmt: skip
+                        loss = policy.loss + args.vf_coef * value_loss
+                        accelerator.backward(loss * (len(idx) / mini))
+                    for key, value in (("loss", loss), ("policy_loss", policy.loss), ("value_loss", value_loss),
+                                       ("clipfrac", policy.clip_fraction), ("value_clipfrac", value_clipfrac),
+                                       ("approx_kl", policy.approx_kl)):  # fmt: skip
+                        stats[key].append(float(value.detach()))
+                if args.max_grad_norm and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def step(self, step: int) -> dict[str, float]:
+        """One PPO iteration: rollout, advantages, update, KL controller, learning-rate schedule; gathered metrics."""
+        rows = [self.train_dataset[i] for i in self.prompt_indices(step)]
+        batch = self.rollout(rows)
+        kl, _, advantages, returns = self.advantages(batch)
+        update = self.update(batch, advantages, returns, step)
+        mask = batch.response_mask.float()
+        local = {
+            "reward": batch.scores.mean(),
+            "kl": kl.sum(1).mean(),
+            "entropy": ppo_core.masked_mean(batch.entropy, mask),
+            "response_length": mask.sum(1).mean(),
+            "eos_fraction": batch.finished.float().mean(),
+            **{f"reward/{k}": torch.tensor(v) for k, v in batch.per_reward.items()},
+            **{k: torch.tensor(v) for k, v in update.items()},
+        }
+        names = list(local)
+        stacked = torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(self.accelerator.device)
+                               for k in names])  # fmt: skip
+        gathered = self.accelerator.reduce(stacked, reduction="mean")
+        metrics = {k: float(v) for k, v in zip(names, gathered.tolist(), strict=True)}
+        metrics["kl_coef"] = self.kl_ctl.value
+        metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+        self.kl_ctl.update(metrics["kl"], len(batch) * self.accelerator.num_processes)
+        self.scheduler.step()
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
+        """Run PPO steps up to ``max_steps`` (continuing after a checkpoint); returns summary metrics."""
+        from tqdm.auto import tqdm
+
+        args = self.args
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, args.output_dir)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        first = self.state.global_step + 1
+        started = time.time()
+        main = self.accelerator.is_main_process
+        bar = tqdm(range(first, args.max_steps + 1), desc="PPO", unit="step", disable=not main)
+        for step in bar:
+            metrics = self.step(step)
+            self.state.global_step = step
+            self.state.log_history.append({"step": step, **metrics})
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
+            if main and args.logging_steps and step % max(int(args.logging_steps), 1) == 0:
+                bar.write("posttrain ppo: " + json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}))
+            if args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0:
+                self.save_checkpoint()
+        history = [h for h in self.state.log_history if "reward" in h]
+        elapsed = time.time() - started
+        steps_run = args.max_steps - first + 1
+        summary = {
+            "train_runtime": elapsed,
+            "steps_per_second": steps_run / elapsed if elapsed > 0 and steps_run > 0 else 0.0,
+        }
+        if history:
+            k = max(1, len(history) // 4)
+            summary["reward_first"] = sum(h["reward"] for h in history[:k]) / k
+            summary["reward_last"] = sum(h["reward"] for h in history[-k:]) / k
+            summary["kl_last"] = history[-1]["kl"]
+            summary["kl_max"] = max(h["kl"] for h in history)
+        return summary
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def save_model(self, output_dir: str | Path) -> None:
+        """Adapter, value head and tokenizer (main process)."""
+        from safetensors.torch import save_file
+
+        if not self.accelerator.is_main_process:
+            return
+        output_dir = Path(output_dir)
+        model = self.unwrapped
+        model.policy.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+        head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
+        save_file(head, output_dir / VALUE_HEAD_FILE)
+
+    def save_checkpoint(self) -> Path:
+        """``output_dir/checkpoint-<step>``, written to a temporary folder and renamed when complete."""
+        from safetensors.torch import save_file
+
+        accelerator, step = self.accelerator, self.state.global_step
+        final = Path(self.args.output_dir) / f"checkpoint-{step}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.save_model(tmp)
+            tensors, groups = {}, []
+            state = self.optimizer.state_dict()
+            for index, param_state in state["state"].items():
+                for key, value in param_state.items():
+                    tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            for group in state["param_groups"]:
+                groups.append({k: list(v) if isinstance(v, tuple) else v for k, v in group.items()})
+            save_file(tensors, tmp / "optimizer.safetensors")
+            (tmp / "optimizer.json").write_text(json.dumps(groups))
+            (tmp / STATE_FILE).write_text(json.dumps({
+                "global_step": step, "kl_coef": self.kl_ctl.value, "log_history": self.state.log_history,
+                "world_size": accelerator.num_processes,
+            }, indent=1))  # fmt: skip
+        accelerator.wait_for_everyone()
+        save_file({"torch": torch.get_rng_state()}, tmp / f"rng_state_{accelerator.process_index}.safetensors")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            self._rotate_checkpoints()
+        accelerator.wait_for_everyone()
+        return final
+
+    def _rotate_checkpoints(self) -> None:
+        limit = self.args.save_total_limit
+        if not limit:
+            return
+        found = sorted(
+            (int(m.group(1)), p)
+            for p in Path(self.args.output_dir).glob("checkpoint-*")
+            if (m := CHECKPOINT_RE.match(p.name))
+        )
+        for _, path in found[:-limit]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def load_checkpoint(self, checkpoint: str | Path) -> None:
+        """Restore adapter, value head, optimizer, scheduler position, KL coefficient, RNG and step."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        checkpoint = Path(checkpoint)
+        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        if saved.get("world_size", 1) != self.accelerator.num_processes:
+            raise ConfigError(
+                f"{checkpoint} was written by {saved.get('world_size')} processes; resume with the same number "
+                f"(now {self.accelerator.num_processes})"
+            )
+        model = self.unwrapped
+        device = self.accelerator.device
+        adapter = load_file(checkpoint / "adapter_model.safetensors", device=str(device))
+        set_peft_model_state_dict(model.policy, adapter)
+        model.value_head.load_state_dict(load_file(checkpoint / VALUE_HEAD_FILE, device=str(device)))
+        tensors = load_file(checkpoint / "optimizer.safetensors", device=str(device))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
+        groups = json.loads((checkpoint / "optimizer.json").read_text())
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.state.global_step = saved["global_step"]
+        self.state.log_history = saved["log_history"]
+        self.kl_ctl.value = saved["kl_coef"]
+        self.scheduler = self._make_scheduler()  # on the restored optimizer, then replayed to the saved step
+        with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            for _ in range(self.state.global_step):
+                self.scheduler.step()
+        rng = checkpoint / f"rng_state_{self.accelerator.process_index}.safetensors"
+        torch.set_rng_state(load_file(rng)["torch"])
+        if self.accelerator.is_main_process:
+            print(f"posttrain ppo: resumed from {checkpoint} at step {self.state.global_step}", flush=True)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def evaluate_rewards(self, dataset, *, reference: bool = False, max_new_tokens: int | None = None) -> dict:
+        """Mean reward of greedy replies on ``dataset`` (shared between processes), with the policy or (``reference``)
+        the adapter disabled; the stop-token penalty is included, as in training."""
+        from accelerate.utils import gather_object
+
+        from posttrain.generation import generate
+
+        policy = self.unwrapped.policy
+        policy.eval()
+        indices = list(range(self.accelerator.process_index, len(dataset), self.accelerator.num_processes))
+        rows = [dataset[i] for i in indices]
+        results = []
+        if rows:
+            with policy.disable_adapter() if reference else nullcontext():
+                samples = generate(
+                    policy, self.tokenizer, [r["prompt"] for r in rows],
+                    max_new_tokens=max_new_tokens or self.args.max_completion_length,
+                    batch_size=self.args.generation_batch_size, progress=False,
+                )  # fmt: skip
+            completions = [s[0] for s in samples]
+            total, _ = self.rewards(
+                [r["prompt"] for r in rows],
+                [[{"role": "assistant", "content": c.text}] for c in completions],
+                completion_ids=[c.token_ids for c in completions],
+                **{key: [r.get(key) for r in rows] for key in ("task", "answer", "meta")},
+            )
+            penalty = self.args.missing_eos_penalty or 0.0
+            results = [t - penalty * (not c.finished) for t, c in zip(total, completions, strict=True)]
+        everything = gather_object(results)
+        return {"reward": sum(everything) / max(len(everything), 1), "prompts": len(everything)}
+
+
+def steps_summary(history: list[dict]) -> str:
+    """``reward a -> b, KL c`` over the first and last quarter of logged steps."""
+    if not history:
+        return "no steps"
+    k = max(1, len(history) // 4)
+    first = sum(h["reward"] for h in history[:k]) / k
+    last = sum(h["reward"] for h in history[-k:]) / k
+    return f"mean reward {first:.3f} -> {last:.3f}, KL {history[-1]['kl']:.3f}" if math.isfinite(first) else "n/a"

@@ -1,0 +1,84 @@
+"""Prompts for online RL: builtin tasks (with their answers, so rule rewards can check replies), local prompt files
+(``prompt`` or ``messages`` rows, optional ``task``/``answer``/``meta``) and conversation sources (the last assistant
+turn removed), as a ``datasets`` table with columns ``prompt`` (messages ending with a user turn), ``task``,
+``answer`` and ``meta`` (JSON) -- the form TRL's GRPO/RLOO trainers and posttrain's PPO both read.
+
+Loading reuses :func:`posttrain.pairs.task_prompts` / :func:`posttrain.pairs.read_prompts` (on-policy pairs read
+prompts the same way) and :func:`posttrain.data.load_conversations` for everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+from posttrain.data.files import looks_local
+from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
+from posttrain.data.validation import DataError
+
+COLUMNS = ("prompt", "task", "answer", "meta")
+
+
+def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: str | None):
+    from posttrain.data import load_conversations
+    from posttrain.pairs import PromptItem, read_prompts, task_prompts
+
+    if spec.path.startswith(BUILTIN_PREFIX):
+        count = spec.num_samples or BUILTIN_DEFAULT_SAMPLES
+        return task_prompts([spec.path], count, seed=seed, identity=identity, system_prompt=system_prompt)
+    if looks_local(spec.path):
+        return read_prompts(spec.path, limit=spec.num_samples, system_prompt=system_prompt)
+    conversations = load_conversations([spec], seed=seed, identity=identity)["train"]
+    items = []
+    for row in conversations:
+        messages = row["messages"][:-1]  # everything before the last assistant reply
+        if system_prompt and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system_prompt}, *messages]
+        items.append(PromptItem(messages))
+    return items
+
+
+def load_prompts(
+    specs: Sequence[DatasetSpec],
+    *,
+    test_split_size: float | int | None = None,
+    seed: int = 42,
+    identity: Identity | None = None,
+    system_prompt: str | None = None,
+):
+    """A ``DatasetDict`` with ``train`` (and ``test`` when ``test_split_size`` is set) prompt tables.
+
+    Raises:
+        DataError: No sources, a source without prompts, or a test split that leaves no training prompts.
+        DataValidationError: Malformed rows in a prompt file (every problem, located by file and line).
+    """
+    import datasets
+
+    if not specs:
+        raise DataError("datasets", "no prompt sources: list at least one (e.g. `- path: builtin:arithmetic`)")
+    identity = identity or Identity()
+    rows = []
+    for spec in specs:
+        items = _items(spec, seed=seed, identity=identity, system_prompt=system_prompt)
+        if not items:
+            raise DataError(spec.path, "has no prompts")
+        rows += [
+            {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
+                "task": item.task or "",
+                "answer": "" if item.answer is None else str(item.answer),
+                "meta": json.dumps(item.meta or {}, sort_keys=True),
+            }
+            for item in items
+        ]
+    splits = {"train": rows}
+    if test_split_size:
+        n_test = round(test_split_size * len(rows)) if test_split_size < 1 else int(test_split_size)
+        n_test = max(1, n_test)
+        if n_test >= len(rows):
+            raise DataError("test_split_size", f"{test_split_size} leaves no training prompts of {len(rows)}")
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        splits = {"train": shuffled[n_test:], "test": shuffled[:n_test]}
+    return datasets.DatasetDict({name: datasets.Dataset.from_list(split) for name, split in splits.items()})

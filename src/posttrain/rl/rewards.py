@@ -1,0 +1,209 @@
+"""Rewards for online RL, as TRL-style reward functions: ``reward(prompts, completions, completion_ids, **columns)``.
+
+One implementation, two uses: the rule rewards *are* the evaluation checks of :mod:`posttrain.checks` (the same
+functions score evaluation suites), wrapped to return 1.0 (pass) / 0.0 (fail) per completion. The same objects are
+passed to TRL's ``GRPOTrainer``/``RLOOTrainer`` as ``reward_funcs`` and called by posttrain's PPO.
+
+Rewards by name (``rewards:`` in a PPO/GRPO config, a list of names or mappings ``{name, weight, **params}``):
+
+* ``task`` -- the prompt's own check: its ``task`` column (a builtin task such as ``arithmetic`` or any check name)
+  with its ``answer`` and ``meta``; rows without a task get no reward from it (``None``: not applicable).
+* every name in :data:`posttrain.checks.CHECKS` -- ``exact_match``, ``numeric_match``, ``strict_match``,
+  ``contains``, ``regex``, ``json_format``, ``word_count`` (``max_words``...), ``stopped`` (ended with the stop token
+  within the budget), the builtin tasks' checks...; ``params`` of the mapping are passed to the check, the row's
+  ``answer`` and ``meta`` too.
+* ``has_number`` -- the reply states a number (:func:`posttrain.checks.extract_number`).
+* ``length`` -- 1.0 up to ``max_words`` words (:func:`posttrain.checks.count_words`), then ``max_words / words``.
+* ``reward_model`` -- a sequence-classification model with one output (``path``: what ``recipes/reward.py`` writes,
+  or any such HF folder), scoring ``prompt + reply`` rendered with its own chat template. Its tokenizer must be the
+  policy's (vocabulary compared), else :class:`~posttrain.reward_model.RewardModelError`.
+
+Prompt rows carry ``task``, ``answer`` and ``meta`` (a JSON string, so rows of different tasks share one column type).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from posttrain.checks import CHECKS, NEEDS_NO_ANSWER, check_task, count_words, extract_number
+from posttrain.configs import ConfigError
+
+REWARD_MODEL = "reward_model"
+EXTRA_RULES = ("task", "has_number", "length")
+
+
+def available_rewards() -> list[str]:
+    return [*EXTRA_RULES, *CHECKS, REWARD_MODEL]
+
+
+def completion_text(completion: Any) -> str:
+    """The reply text of a completion: a string, or a list of messages (TRL's conversational form)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence) and completion and isinstance(completion[-1], Mapping):
+        return str(completion[-1].get("content") or "")
+    return str(completion)
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        return json.loads(value)
+    return dict(value)
+
+
+def _column(columns: Mapping[str, Any], key: str, n: int) -> list[Any]:
+    value = columns.get(key)
+    return [None] * n if value is None else list(value)
+
+
+class RuleReward:
+    """A rule check as a reward function: 1.0 if the reply passes, 0.0 if not, ``None`` where the check does not
+    apply (no task for ``task``; no answer for a check that needs one).
+
+    Args:
+        name: ``task``, ``has_number``, ``length`` or a name in :data:`posttrain.checks.CHECKS`.
+        params: Fixed arguments for the check (``max_words=30`` for ``word_count``, ``pattern=...`` for ``regex``).
+        stop_token_ids: Ids ending a reply; a completion whose last id is one of them counts as ``finished`` (for
+            ``stopped``). Set by the trainer from the policy's tokenizer.
+    """
+
+    def __init__(self, name: str, stop_token_ids: Sequence[int] = (), **params: Any) -> None:
+        if name not in EXTRA_RULES and name not in CHECKS:
+            raise ConfigError(f"unknown reward {name!r}; available: {', '.join(available_rewards())}")
+        if name == "length" and not isinstance(params.get("max_words"), int | float):
+            raise ConfigError("reward 'length' needs max_words: <number>")
+        self.name, self.params, self.stop_token_ids = name, params, set(stop_token_ids)
+        self.__name__ = name
+
+    def _finished(self, ids: Sequence[int] | None) -> bool:
+        return bool(ids) and int(ids[-1]) in self.stop_token_ids
+
+    def score_one(self, text: str, task: str | None, answer: str | None, meta: dict, finished: bool) -> float | None:
+        if self.name == "has_number":
+            return float(extract_number(text) is not None)
+        if self.name == "length":
+            words, limit = count_words(text), self.params["max_words"]
+            return 1.0 if words <= limit else limit / words
+        name = task if self.name == "task" else self.name
+        if not name:
+            return None
+        facts = {**meta, **self.params}
+        if name == "stopped":
+            facts["finished"] = finished
+        if not answer and name not in NEEDS_NO_ANSWER:
+            return None
+        try:
+            return float(check_task(name, text, answer or None, **facts))
+        except KeyError:
+            raise ConfigError(f"prompt task {name!r} has no check; available: {', '.join(CHECKS)}") from None
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float | None]:
+        n = len(completions)
+        ids = completion_ids if completion_ids is not None else [None] * n
+        tasks, answers, metas = (_column(columns, k, n) for k in ("task", "answer", "meta"))
+        return [
+            self.score_one(completion_text(c), t, a, _meta(m), self._finished(i))
+            for c, i, t, a, m in zip(completions, ids, tasks, answers, metas, strict=True)
+        ]
+
+
+class ModelReward:
+    """A reward model (:class:`~posttrain.reward_model.RewardModel`) as a reward function."""
+
+    def __init__(self, path: str, *, policy_tokenizer=None, batch_size: int = 8, max_length: int = 1024) -> None:
+        from posttrain.reward_model import RewardModel, RewardModelError
+
+        self.reward_model = RewardModel.load(path, batch_size=batch_size, max_length=max_length)
+        if policy_tokenizer is not None and self.reward_model.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
+            raise RewardModelError(
+                f"reward model {path}: its tokenizer does not match the policy's ({len(self.reward_model.tokenizer)} "
+                f"vs {len(policy_tokenizer)} tokens, or different ids); train the reward model from the same base "
+                "as the policy (recipes/reward.py on the SFT output)"
+            )
+        self.__name__ = REWARD_MODEL
+
+    def to(self, device) -> ModelReward:
+        self.reward_model.model.to(device)
+        return self
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
+        return self.reward_model.score_replies(prompts, texts)
+
+
+RewardFunc = Callable[..., list]
+
+
+class RewardSet:
+    """Named reward functions with weights; calling it gives the weighted sum per completion (``None`` counts 0)
+    and each function's own scores."""
+
+    def __init__(self, funcs: Sequence[RewardFunc], weights: Sequence[float], names: Sequence[str]) -> None:
+        self.funcs, self.weights, self.names = list(funcs), [float(w) for w in weights], list(names)
+
+    def to(self, device) -> RewardSet:
+        for func in self.funcs:
+            if hasattr(func, "to"):
+                func.to(device)
+        return self
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> tuple[list[float], dict[str, list]]:
+        per_func: dict[str, list] = {}
+        total = [0.0] * len(completions)
+        for func, weight, name in zip(self.funcs, self.weights, self.names, strict=True):
+            scores = func(prompts, completions, completion_ids=completion_ids, **columns)
+            for i, score in enumerate(scores):
+                if score is not None and not math.isnan(score):
+                    total[i] += weight * float(score)
+            per_func[name] = scores
+        return total, per_func
+
+
+def parse_reward_specs(specs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Normalize ``rewards:`` entries (names or mappings) to ``{"name", "weight", **params}``; ConfigError if bad."""
+    if not specs:
+        raise ConfigError(f"rewards: give at least one reward (available: {', '.join(available_rewards())})")
+    normalized = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(f"rewards[{i}]: must be a reward name or a mapping with 'name' (got {spec!r})")
+        spec = dict(spec)
+        if spec["name"] not in available_rewards():
+            raise ConfigError(
+                f"rewards[{i}]: unknown reward {spec['name']!r}; available: {', '.join(available_rewards())}"
+            )
+        try:
+            spec["weight"] = float(spec.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"rewards[{i}]: weight must be a number (got {spec.get('weight')!r})") from None
+        if spec["name"] == REWARD_MODEL and not spec.get("path"):
+            raise ConfigError(f"rewards[{i}]: reward_model needs path: <reward model folder>")
+        normalized.append(spec)
+    return normalized
+
+
+def build_rewards(specs: Sequence[Any], *, policy_tokenizer=None, stop_token_ids: Sequence[int] = ()) -> RewardSet:
+    """A :class:`RewardSet` from ``rewards:`` config entries (see the module docstring)."""
+    funcs, weights, names = [], [], []
+    for spec in parse_reward_specs(specs):
+        params = {k: v for k, v in spec.items() if k not in ("name", "weight")}
+        if spec["name"] == REWARD_MODEL:
+            func = ModelReward(
+                params.pop("path"), policy_tokenizer=policy_tokenizer, **{k: params[k] for k in params
+                                                                          if k in ("batch_size", "max_length")}
+            )
+        else:
+            func = RuleReward(spec["name"], stop_token_ids=stop_token_ids, **params)
+        name = spec["name"] if spec["name"] not in names else f"{spec['name']}_{len(names)}"
+        funcs.append(func)
+        weights.append(spec["weight"])
+        names.append(name)
+    return RewardSet(funcs, weights, names)

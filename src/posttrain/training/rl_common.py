@@ -1,0 +1,52 @@
+"""What the online-RL stages (PPO, GRPO, RLOO) share: prompts, the policy model, rewards, held-out reward."""
+
+from __future__ import annotations
+
+from posttrain.training.common import load_model_and_tokenizer
+
+
+def load_rl_prompts(pt_args, training_args):
+    """Prompt tables (``train`` and, with ``test_split_size``, held-out ``test``) with the system prompt added."""
+    from posttrain.rl.prompts import load_prompts
+
+    return load_prompts(
+        pt_args.datasets,
+        test_split_size=pt_args.test_split_size,
+        seed=training_args.seed,
+        identity=pt_args.identity,
+        system_prompt=pt_args.system_prompt,
+    )
+
+
+def load_policy(pt_args, training_args, model_args):
+    """The starting policy (an earlier stage's adapter is merged first) and its tokenizer; it must already have its
+    chat template tokens (RL samples replies in the chat format, so start from the SFT or DPO result)."""
+    from posttrain.chat_templates import ChatTemplateError
+
+    model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
+    if new_token_ids:
+        raise ChatTemplateError(
+            f"{model_args.model_name_or_path} has no chat template tokens yet "
+            f"({tokenizer.convert_ids_to_tokens(new_token_ids)} would be new): run SFT first and start RL from the "
+            "SFT (or DPO) output as model_name_or_path"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_rewards(training_args, model, tokenizer):
+    """The configured reward functions; a reward model must share the policy's tokenizer."""
+    from posttrain.generation import stop_token_ids
+    from posttrain.rl.rewards import build_rewards
+
+    return build_rewards(
+        training_args.rewards, policy_tokenizer=tokenizer, stop_token_ids=stop_token_ids(model, tokenizer)
+    )
+
+
+def reward_summary(metrics: dict) -> dict:
+    keys = ("eval_reward_reference", "eval_reward_policy")
+    if all(k in metrics for k in keys):
+        return {"held-out reward (reference → policy)": f"{metrics[keys[0]]:.3f} → {metrics[keys[1]]:.3f}"}
+    return {}

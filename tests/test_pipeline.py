@@ -1,0 +1,143 @@
+"""``posttrain pipeline`` on a tiny model: every stage runs in its own process and leaves outputs that load; a rerun
+skips finished stages; ``--force`` reruns one; a failing stage stops the pipeline and leaves earlier outputs intact."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from posttrain.pipeline import STATE_NAME, load_pipeline, main
+
+from tiny import write_sft_config, write_stage_config
+
+PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 16}, {"path": "builtin:unknown_entity", "num_samples": 16}]
+
+
+def write_pipeline(tmp_path, tiny_base_model, *, dpo_overrides=None):
+    sft = write_sft_config(tmp_path, tiny_base_model, max_steps=3, output_dir=str(tmp_path / "sft"))
+    dpo = write_stage_config(tmp_path, "dpo", {
+        "model_name_or_path": str(tmp_path / "sft"), "datasets": PAIRS, "max_steps": 3,
+        "per_device_train_batch_size": 4, "learning_rate": 5e-3, "max_length": 128,
+    })  # fmt: skip
+    evaluate = tmp_path / "evaluate.yaml"
+    evaluate.write_text(yaml.safe_dump({
+        "models": [{"label": "sft", "path": str(tmp_path / "sft")}, {"label": "dpo", "path": str(tmp_path / "dpo")}],
+        "suites": ["builtin"], "max_samples": 2, "max_new_tokens": 8, "bootstrap_samples": 50, "progress": False,
+        "output_dir": str(tmp_path / "eval"),
+    }))  # fmt: skip
+    pipeline = {
+        "launcher": sys.executable,
+        "output_dir": str(tmp_path / "pipeline"),
+        "stages": [
+            {"name": "sft", "config": str(sft)},
+            {"name": "dpo", "config": str(dpo), **({"overrides": dpo_overrides} if dpo_overrides else {})},
+            {"name": "eval", "stage": "evaluate", "config": str(evaluate)},
+        ],
+        "profiles": {"quick": {"sft": {"max_steps": 2}}},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    return path
+
+
+def manifest(path):
+    return json.loads((path / "run_manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_base_model):
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    config = write_pipeline(tmp_path, tiny_base_model)
+    assert main(["--config", str(config), "--profile", "quick"]) == 0
+    return tmp_path, config
+
+
+def test_every_stage_leaves_outputs_that_load(finished):
+    from peft import PeftConfig
+
+    tmp_path, _ = finished
+    assert manifest(tmp_path / "sft")["stage"] == "sft"
+    assert manifest(tmp_path / "sft")["config"]["SFTConfig"]["max_steps"] == 2  # the quick profile's override
+    assert PeftConfig.from_pretrained(tmp_path / "dpo").peft_type.value == "LORA"
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["status"] == "complete" and [m["label"] for m in results["models"]] == ["sft", "dpo"]
+    state = json.loads((tmp_path / "pipeline" / STATE_NAME).read_text())
+    assert list(state["stages"]) == ["sft", "dpo", "eval"]
+    report = (tmp_path / "pipeline" / "report.md").read_text()
+    assert "| builtin | task |" in report and "| sft | loss |" in report
+    assert "<svg" in (tmp_path / "pipeline" / "report.html").read_text()
+
+
+def test_rerun_skips_finished_stages_and_force_reruns_one(finished, capsys):
+    tmp_path, config = finished
+    before = {name: manifest(tmp_path / name)["finished_at"] for name in ("sft", "dpo", "eval")}
+    (tmp_path / "sft" / "run_manifest.json").touch()
+    capsys.readouterr()
+    assert main(["--config", str(config), "--profile", "quick", "--no_report"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3, out
+    assert main(["--config", str(config), "--profile", "quick", "--force", "eval", "--no_report"]) == 0
+    after = {name: manifest(tmp_path / name)["finished_at"] for name in ("sft", "dpo", "eval")}
+    assert after["sft"] == before["sft"] and after["dpo"] == before["dpo"]
+    assert after["eval"] >= before["eval"] and "eval: done, skipped" not in capsys.readouterr().out
+
+
+def test_changed_config_reruns_the_stage(finished, capsys):
+    _, config = finished
+    assert main(["--config", str(config), "--dry_run"]) == 0  # no profile: sft max_steps differs -> not done
+    out = capsys.readouterr().out
+    assert "sft: done, skipped" not in out and "dpo: done, skipped" in out
+
+
+def test_a_failing_stage_stops_the_pipeline_and_keeps_earlier_outputs(tmp_path, tiny_base_model, capsys):
+    config = write_pipeline(tmp_path, tiny_base_model, dpo_overrides={"learning_rate": -1})
+    assert main(["--config", str(config)]) == 2  # the stage's own exit status
+    err = capsys.readouterr().err
+    assert "stage 'dpo' failed" in err and "earlier stages' outputs are intact" in err
+    assert manifest(tmp_path / "sft")["stage"] == "sft"
+    assert not (tmp_path / "eval").exists()
+    state = json.loads((tmp_path / "pipeline" / STATE_NAME).read_text())
+    assert state["failed"]["stage"] == "dpo" and "sft" in state["stages"]
+
+
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [
+        ({"stages": [{"name": "sft", "config": "nope.yaml"}]}, "stage config not found: nope.yaml"),
+        ({"stages": [{"name": "sftt", "config": "CONFIG"}]}, "unknown stage 'sftt'"),
+        ({"stages": [{"name": "sft", "config": "CONFIG"}], "profiles": {"quick": {"dpo": {}}}, "profile": "quick"},
+         "names stage 'dpo'"),
+        ({"stages": [{"name": "sft", "config": "CONFIG"}], "stagse": []}, "unknown key(s) stagse"),
+        ({"stages": []}, "non-empty list"),
+    ],
+)
+def test_bad_pipeline_configs_are_named_errors(tmp_path, tiny_base_model, capsys, pipeline, message):
+    sft = write_sft_config(tmp_path, tiny_base_model)
+    for stage in pipeline["stages"]:
+        stage["config"] = str(sft) if stage["config"] == "CONFIG" else stage["config"]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "pipeline").exists() and not (tmp_path / "out").exists()
+
+
+def test_unknown_force_stage_is_refused(tmp_path, tiny_base_model, capsys):
+    config = write_pipeline(tmp_path, tiny_base_model)
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "--force", "ppo"])
+    assert "no stage named 'ppo'" in capsys.readouterr().err
+
+
+def test_every_shipped_pipeline_config_loads():
+    from pathlib import Path
+
+    configs = sorted(Path("recipes/configs").glob("*/pipeline.yaml"))
+    for path in configs:
+        for profile in (None, *(yaml.safe_load(path.read_text()).get("profiles") or {})):
+            assert load_pipeline(path, profile).stages
