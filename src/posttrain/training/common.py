@@ -154,7 +154,12 @@ def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_cla
     from posttrain import chat_templates
     from posttrain.modeling import load_model, load_tokenizer
 
+    from transformers import set_seed
+
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
+    # Resolving the model may merge an adapter chain the first time (consuming random numbers while loading); seed
+    # again so new weights (a reward model's score head, resized embeddings) are the same whether or not it did.
+    set_seed(training_args.seed)
     if sequence_classification:
         from transformers import AutoModelForSequenceClassification
 
