@@ -34,7 +34,9 @@ def test_readme_main_command_trains_the_default_model(tmp_path):
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "run_manifest.json",
             "tokenizer.json", "chat_template.jinja"} <= {p.name for p in out.iterdir()}  # fmt: skip
     manifest = json.loads((out / "run_manifest.json").read_text())
-    assert len(manifest["loss_curve"]) == 6  # 30 steps, logged every 5
+    sft_config = manifest["config"]["SFTConfig"]
+    assert len(manifest["loss_curve"]) == sft_config["max_steps"] // sft_config["logging_steps"]
+    assert [r["steps"] for r in manifest["ranks"]] == [sft_config["max_steps"]]
     assert manifest["config"]["ModelConfig"]["load_in_4bit"] is True
     assert manifest["data_fingerprint"]["splits"]["train"]["rows"] > 300
 
