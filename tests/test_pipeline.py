@@ -112,6 +112,8 @@ def test_a_failing_stage_stops_the_pipeline_and_keeps_earlier_outputs(tmp_path, 
          "names stage 'dpo'"),
         ({"stages": [{"name": "sft", "config": "CONFIG"}], "stagse": []}, "unknown key(s) stagse"),
         ({"stages": []}, "non-empty list"),
+        ({"stages": [{"name": "sft", "config": "CONFIG"}], "launcher": "no-such-launcher --x"},
+         "launcher 'no-such-launcher' is neither next to"),
     ],
 )
 def test_bad_pipeline_configs_are_named_errors(tmp_path, tiny_base_model, capsys, pipeline, message):

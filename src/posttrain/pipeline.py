@@ -175,10 +175,27 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
 
     launcher = data.get("launcher") or ""
     launcher_argv = shlex.split(launcher) if isinstance(launcher, str) else [str(a) for a in launcher]
+    if launcher_argv:
+        launcher_argv[0] = _executable(launcher_argv[0], path)
     output_dir = Path(str(data.get("output_dir") or "outputs/pipeline"))
     for stage in stages:
         stage.output_dir  # noqa: B018 -- every stage must name its output folder before anything runs
     return Pipeline(path, output_dir, launcher_argv, stages, profile)
+
+
+def _executable(name: str, source: Path) -> str:
+    """The launcher program: this interpreter's own environment first (an unactivated venv), then PATH."""
+    import shutil
+
+    if os.sep in name:
+        return name
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"{source}: launcher '{name}' is neither next to {sys.executable} nor on PATH")
+    return found
 
 
 def _read_state(pipeline: Pipeline) -> dict[str, Any]:
