@@ -10,6 +10,7 @@ Errors a user can fix (bad config key, bad data row, missing model, unusable cha
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import sys
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from posttrain.export.llama_cpp import LlamaCppError
     from posttrain.models import ModelNotFoundError
     from posttrain.reward_model import RewardModelError
+    from posttrain.weights import WeightsError
 
     return (
         ConfigError,
@@ -68,16 +70,39 @@ def user_errors() -> tuple[type[BaseException], ...]:
         BackendError,
         ExportError,
         LlamaCppError,
+        WeightsError,
     )
 
 
+#: OS errors about the place things are written or read (full disk, size limit, permissions), reported in one line
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
+def storage_error(err: BaseException) -> str | None:
+    """The one-line message for a full disk / size limit / permission error, or None for any other error."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    if type(err).__name__ == "SafetensorError" and ("I/O error" in str(err) or "IoError" in str(err)):  # raised from safetensors' Rust writer
+        return f"writing safetensors failed: {err}"
+    return None
+
+
 @contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
+def exit_on_user_error(output_dir: str | None = None) -> Iterator[None]:
     """Turn the errors a user can fix into one clear line and exit status 2 (no traceback)."""
     try:
         yield
     except user_errors() as err:
         print(f"posttrain: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except Exception as err:
+        message = storage_error(err)
+        if message is None:
+            raise
+        target = f" (output_dir {output_dir})" if output_dir else ""
+        print(f"posttrain: error: {message}{target}; free space or fix permissions and run again", file=sys.stderr,
+              flush=True)  # fmt: skip
         raise SystemExit(2) from None
 
 
@@ -85,10 +110,18 @@ def run_stage(stage: str, argv: Sequence[str] | None = None, default_config=None
     """Parse ``argv`` with the stage's parser (``--config`` YAML + overrides) and run the stage."""
     from posttrain.configs import parse_args
 
+    from posttrain.training.common import discard_unfinished_runs
+
     module = importlib.import_module(STAGES[stage])
     with exit_on_user_error():
         parsed = parse_args(module.make_parser(), argv, default_config=default_config)
-        return module.main(*parsed)
+    output_dir = next((getattr(p, "output_dir", None) for p in parsed if getattr(p, "output_dir", None)), None)
+    try:
+        with exit_on_user_error(output_dir):
+            return module.main(*parsed)
+    except BaseException:
+        discard_unfinished_runs()  # nothing half-written stays behind (a checkpoint to resume from does)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

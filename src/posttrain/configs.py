@@ -70,6 +70,13 @@ class PosttrainArguments:
             "or a path to a .jinja file."
         },
     )
+    overlong_samples: str = field(
+        default="error",
+        metadata={
+            "help": "SFT conversations longer than `max_length` tokens: `error` (name them and stop), `drop` them, "
+            "or `truncate` them to `max_length` (the end of the conversation is not trained)."
+        },
+    )
     show_example: bool = field(
         default=True,
         metadata={"help": "Print one rendered training example with its loss mask before training."},
@@ -85,6 +92,8 @@ class PosttrainArguments:
                     raise ConfigError(f"datasets[{i}]: {err}") from None
             specs.append(spec)
         self.datasets = specs
+        if self.overlong_samples not in ("error", "drop", "truncate"):
+            raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
             from posttrain.chat_templates import load_template
 
@@ -143,7 +152,7 @@ _IMPOSSIBLE = (
     ("warmup_steps", lambda v: v >= 0, "0 or more"),
     ("weight_decay", lambda v: v >= 0, "0 or more"),
     ("max_grad_norm", lambda v: v is None or v >= 0, "0 or more"),
-    ("beta", lambda v: v > 0, "positive"),
+    ("beta", lambda v: v >= 0, "0 or more"),  # positive for DPO (below); 0 turns GRPO/RLOO's KL term off
     ("lora_r", lambda v: v >= 1, "at least 1"),
     ("lora_alpha", lambda v: v > 0, "positive"),
     ("lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -160,6 +169,8 @@ def check_training_values(config) -> None:
             good = ok(value)
         except TypeError:
             good = False
+        if good and key == "beta" and value == 0 and "DPO" in type(config).__name__:
+            good, expected = False, "positive"
         if not good:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
 
@@ -242,6 +253,11 @@ def parse_args(
             raise ConfigError("--config needs a path to a YAML file")
         check_config_keys(parser, argv[index + 1])
         source = argv[index + 1]
+
+    def error(message: str):  # argparse would print the whole usage and exit; name the value and its file instead
+        raise ConfigError(f"{source}: {message.replace('argument ', '', 1)}")
+
+    parser.error = error
     try:
         return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except (TypeError, ValueError) as err:

@@ -111,10 +111,18 @@ def resolve_model(name_or_path: str) -> str:
     if path.exists():
         from posttrain.adapters import is_adapter, merged_adapter
 
+        from posttrain.weights import check_weights
+
         if is_adapter(path):  # an earlier stage's LoRA adapter: its merged full-precision model
-            return str(merged_adapter(path))
+            check_weights(path, adapter=True)
+            try:
+                return str(merged_adapter(path))
+            except ModelNotFoundError as err:
+                raise ModelNotFoundError(f"adapter {path} names a base model that cannot be found: {err}") from None
         if path.is_dir() and not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json)")
+        if path.is_dir():
+            check_weights(path)
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith(
         (".json", ".safetensors", ".gguf", ".bin")

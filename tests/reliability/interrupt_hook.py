@@ -38,6 +38,28 @@ for name in ("sft", "reward", "dpo"):
     module = __import__(f"posttrain.training.{name}", fromlist=["train"])
     module.train = train
 
+# posttrain's PPO is not a transformers Trainer: interrupt it around its own step and checkpoint methods.
+from posttrain.rl.ppo import PPOTrainer  # noqa: E402
+
+_step, _save_checkpoint = PPOTrainer.step, PPOTrainer.save_checkpoint
+
+
+def ppo_step(self, step):
+    metrics = _step(self, step)
+    if SIGNAL != signal.SIGKILL and step == STEP:
+        os.kill(os.getpid(), SIGNAL)
+    return metrics
+
+
+def ppo_save_checkpoint(self):
+    path = _save_checkpoint(self)
+    if SIGNAL == signal.SIGKILL and self.state.global_step >= STEP:
+        os.kill(os.getpid(), SIGNAL)
+    return path
+
+
+PPOTrainer.step, PPOTrainer.save_checkpoint = ppo_step, ppo_save_checkpoint
+
 from posttrain.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[3:]))

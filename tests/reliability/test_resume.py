@@ -14,6 +14,9 @@ import pytest
 
 from tiny import write_sft_config, write_stage_config
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "rl"))
+from helpers import ppo_config  # noqa: E402
+
 HOOK = Path(__file__).with_name("interrupt_hook.py")
 PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 24}, {"path": "builtin:unknown_entity", "num_samples": 24}]
 
@@ -24,13 +27,16 @@ def run(*args, hook=None):
 
 
 def curve(output_dir: Path) -> list[float]:
-    return json.loads((output_dir / "run_manifest.json").read_text())["loss_curve"]
+    manifest = json.loads((output_dir / "run_manifest.json").read_text())
+    return manifest["loss_curve"] + manifest.get("reward_curve", []) + manifest.get("kl_curve", [])
 
 
 def stage_config(tmp_path, stage, tiny_base_model, sft_dir=None):
     common = {"max_steps": 6, "save_strategy": "steps", "save_steps": 3, "logging_steps": 1, "seed": 0}
     if stage == "sft":
         return write_sft_config(tmp_path, tiny_base_model, per_device_train_batch_size=4, **common)
+    if stage == "ppo":  # RL starts from a model with its chat template: the SFT result
+        return ppo_config(tmp_path, sft_dir, **common, test_split_size=None)
     settings = {"model_name_or_path": str(sft_dir), "datasets": PAIRS, "per_device_train_batch_size": 4,
                 "learning_rate": 2e-3, "max_length": 128, **common}
     return write_stage_config(tmp_path, stage, settings)
@@ -45,7 +51,7 @@ def sft_dir(tmp_path_factory, tiny_base_model):
     return tmp_path / "out"
 
 
-@pytest.mark.parametrize("stage", ["sft", pytest.param("reward", marks=pytest.mark.slow),
+@pytest.mark.parametrize("stage", ["sft", "ppo", pytest.param("reward", marks=pytest.mark.slow),
                                    pytest.param("dpo", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, tiny_base_model, sft_dir, stage, how):
@@ -68,12 +74,13 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, tiny_base_mode
     manifest = json.loads((interrupted / "run_manifest.json").read_text())
     assert [r["steps"] for r in manifest["ranks"]] == [6]
     expected, got = curve(reference), curve(interrupted)
-    assert len(got) == len(expected) == 6
-    assert got[:3] == expected[:3]  # the steps before the interruption are the same run
-    # After the resume the curve follows the reference closely but not bit for bit: measured max relative difference
-    # SFT 8e-4, reward 8e-3 on this 4-bit QLoRA model although checkpoint-3 holds bit-identical adapter and optimizer
-    # state (the 1e-4 target of the reliability issue is not met yet; see its note).
-    assert got == pytest.approx(expected, rel=2e-2)
+    per_step = len(expected) // 6  # loss (and PPO's reward and KL) per step
+    assert len(got) == len(expected) == 6 * per_step
+    for i in range(per_step):  # the steps before the interruption are the same run
+        assert got[6 * i:6 * i + 3] == expected[6 * i:6 * i + 3]
+    # The issue's tolerance; measured: identical for SFT (the adapter resumes in the bf16 it was trained in, see
+    # posttrain.training.common.keep_trainable_dtypes_on_resume; before that fix the drift was 8e-4 SFT, 8e-3 reward).
+    assert got == pytest.approx(expected, rel=1e-4)
     assert not work.exists()
 
 

@@ -136,6 +136,35 @@ def check_mask_coverage(dataset, *, name: str = "train") -> MaskStats:
     return stats
 
 
+def check_lengths(dataset, max_length: int | None, policy: str, *, name: str = "train", tokenizer=None):
+    """Conversations longer than ``max_length`` tokens: ``error`` names them (row, length, opening words), ``drop``
+    removes them (with a warning), ``truncate`` keeps them for the trainer to cut."""
+    if not max_length:
+        return dataset
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if not over or policy == "truncate":
+        return dataset
+
+    def describe(i: int) -> str:
+        opening = tokenizer.decode(dataset[i]["input_ids"][:24]) if tokenizer is not None else ""
+        return f"row {i} ({lengths[i]} tokens{', ' + repr(opening[:60]) if opening else ''})"
+
+    if policy == "error":
+        listed = "; ".join(describe(i) for i in over[:5]) + (f"; and {len(over) - 5} more" if len(over) > 5 else "")
+        raise ChatTemplateError(
+            f"{name} data: {len(over)} of {len(lengths)} conversations are longer than max_length {max_length} "
+            f"tokens: {listed}. Raise max_length, or set overlong_samples: drop (skip them) or truncate (cut them)"
+        )
+    if len(over) == len(lengths):
+        raise ChatTemplateError(f"{name} data: every conversation is longer than max_length {max_length} tokens "
+                                "(overlong_samples: drop would leave nothing)")  # fmt: skip
+    logger.warning("%s data: dropping %d of %d conversations longer than max_length %d tokens",
+                   name, len(over), len(lengths), max_length)  # fmt: skip
+    keep = set(range(len(lengths))) - set(over)
+    return dataset.select(sorted(keep))
+
+
 def format_masked(tokenizer, input_ids: list[int], mask: list[int], *, color: bool = False) -> str:
     """Human-readable rendering: trained text in green (``color``) or between ``⟦`` and ``⟧``."""
     pieces, run, run_flag = [], [], None

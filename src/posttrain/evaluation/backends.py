@@ -219,6 +219,9 @@ class GGUFBackend:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise ModelNotFoundError(f"GGUF file {self.path} does not exist")
+        from posttrain.weights import check_gguf
+
+        check_gguf(self.path)
         self.n_ctx = n_ctx
         self.label = label or self.path.name
         self._llm = None
@@ -235,8 +238,11 @@ class GGUFBackend:
                     f"evaluating the GGUF file {self.path} needs llama.cpp's Python bindings: "
                     "pip install llama-cpp-python"
                 ) from None
-            self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False,
-                              n_threads=max(1, os.cpu_count() or 1))
+            try:
+                self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False,
+                                  n_threads=max(1, os.cpu_count() or 1))
+            except ValueError as err:  # llama.cpp could not load it
+                raise BackendError(f"llama.cpp could not load {self.path}: {err}") from None
         return self._llm
 
     def generate(self, conversations, settings, *, progress=True, on_result=None):

@@ -421,8 +421,11 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------------------ training
 
-    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
-        """Run PPO steps up to ``max_steps`` (continuing after a checkpoint); returns summary metrics."""
+    def train(self, resume_from_checkpoint: str | bool | None = None, should_stop=None) -> dict[str, float]:
+        """Run PPO steps up to ``max_steps`` (continuing after a checkpoint); returns summary metrics.
+
+        ``should_stop`` (called after every step, on every rank) ends training early with a checkpoint of that step,
+        e.g. on SIGTERM; the summary then covers the steps run."""
         from tqdm.auto import tqdm
 
         args = self.args
@@ -440,11 +443,17 @@ class PPOTrainer:
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
             if main and args.logging_steps and step % max(int(args.logging_steps), 1) == 0:
                 bar.write("posttrain ppo: " + json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}))
-            if args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0:
+            saved = args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0
+            if saved:
                 self.save_checkpoint()
+            if should_stop is not None and should_stop():
+                if not saved:
+                    self.save_checkpoint()
+                bar.close()
+                break
         history = [h for h in self.state.log_history if "reward" in h]
         elapsed = time.time() - started
-        steps_run = args.max_steps - first + 1
+        steps_run = self.state.global_step - first + 1
         summary = {
             "train_runtime": elapsed,
             "steps_per_second": steps_run / elapsed if elapsed > 0 and steps_run > 0 else 0.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.rl.config import PPOConfig
-from posttrain.training.common import finish_run, peft_config, start_run
+from posttrain.training.common import StopOnSignal, finish_run, peft_config, run_interruptibly, start_run
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
 
 
@@ -38,7 +38,13 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
     trainer = PPOTrainer(
         model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, [])
     )
-    metrics = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
+    metrics = run_interruptibly(
+        run,
+        stopper,
+        lambda: trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop),
+        lambda: trainer.state.global_step,
+    )
     if "test" in data:
         budget = training_args.eval_max_new_tokens
         metrics["eval_reward_reference"] = trainer.evaluate_rewards(data["test"], reference=True,

@@ -93,6 +93,9 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         tokenized = {
             split: tokenize_dataset(data[split], tokenizer, system_prompt=pt_args.system_prompt) for split in data
         }
+    tokenized = {split: chat_templates.check_lengths(ds, training_args.max_length, pt_args.overlong_samples,
+                                                     name=split, tokenizer=tokenizer)
+                 for split, ds in tokenized.items()}  # fmt: skip
     stats = chat_templates.check_mask_coverage(tokenized["train"])
     if run.state.is_main_process and pt_args.show_example:
         example = tokenized["train"][0]
