@@ -33,9 +33,13 @@ def train_tokenizer(vocab_size: int = 384):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token=None, unk_token=None)
 
 
-def build_tiny_model(path, *, chat: bool, tie: bool = True):
+def build_tiny_model(path, *, chat: bool, tie: bool = True, architecture: str = "llama"):
+    """A 2-layer model (``architecture``: ``llama`` or ``qwen2``) with the tiny tokenizer; ``chat`` adds ChatML."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM),
+                                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]  # fmt: skip
 
     tokenizer = train_tokenizer()
     if chat:
@@ -45,7 +49,7 @@ def build_tiny_model(path, *, chat: bool, tie: bool = True):
         tokenizer.chat_template = load_template("chatml")
         tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -60,12 +64,30 @@ def build_tiny_model(path, *, chat: bool, tie: bool = True):
         initializer_range=0.2,  # large enough embeddings that logits can express a memorized reply
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def run_torchrun(script, *args, cwd, nproc: int = 2):
+    """``torchrun --nproc_per_node nproc script args`` on CPU ranks (gloo) over a free local port; asserts success."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), *map(str, args)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 CONVERSATIONS = [

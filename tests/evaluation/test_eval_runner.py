@@ -186,8 +186,11 @@ def test_endpoint_failure_keeps_partial_results_and_resumes(tmp_path, chat_serve
     from posttrain.evaluation.backends import EndpointError
 
     kept_message = r"(?s)failed after 2 attempts: HTTP 503.*partial results kept in .*results.json"
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "run_manifest.json").write_text("{}")  # an earlier, finished run's
     with pytest.raises(EndpointError, match=kept_message):
         evaluate(args)
+    assert not (tmp_path / "eval" / "run_manifest.json").exists()  # the folder no longer claims a finished run
     partial = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert partial["status"] == "partial" and "HTTP 503" in partial["error"]
     kept = {r["id"] for r in partial["samples"]}

@@ -84,3 +84,18 @@ def test_failed_verification_exits_non_zero_without_manifest(tiny_chat_model, co
     out = tmp_path / "export"
     assert "**FAILED**" in (out / "verification.md").read_text()
     assert (out / "model.f16.gguf").is_file() and not (out / "run_manifest.json").exists()
+
+
+def test_a_new_export_never_mixes_with_an_earlier_one(tmp_path):
+    from posttrain.export.stage_export import move_into_place
+
+    out, work = tmp_path / "export", tmp_path / "work"
+    (out / "served").mkdir(parents=True)
+    for name in ("model.q8_0.gguf", "model.f16.gguf", "Modelfile", "run_manifest.json", "notes.txt"):
+        (out / name).write_text("old")
+    work.mkdir()
+    for name in ("model.f16.gguf", "Modelfile"):
+        (work / name).write_text("new")
+    move_into_place(work, out, ["model.f16.gguf", "Modelfile"])
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.f16.gguf", "notes.txt"]  # user files stay
+    assert (out / "model.f16.gguf").read_text() == "new"

@@ -5,30 +5,9 @@ from __future__ import annotations
 
 
 def build_tiny_qwen2(path):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from tiny import build_tiny_model
 
-    from posttrain.chat_templates import CHATML_TOKENS, load_template
-    from tiny import train_tokenizer
-
-    tokenizer = train_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": list(CHATML_TOKENS)})
-    tokenizer.chat_template = load_template("chatml")
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = "<|endoftext|>"
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_model(path, chat=True, architecture="qwen2")
 
 
 def make_adapter(base_path, adapter_path, *, seed: int = 0, base_name: str | None = None, r: int = 4):

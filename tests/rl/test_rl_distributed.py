@@ -2,44 +2,18 @@
 once, and the 4-bit (QLoRA) policy path runs."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from helpers import ppo_config
+from tiny import run_torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
-# The recipe itself, with the RL stages registered in case posttrain.cli.STAGES does not list them yet.
-LAUNCHER = """
-import runpy, sys
-from posttrain import cli
-cli.STAGES.setdefault("ppo", "posttrain.training.ppo")
-sys.argv = [sys.argv[1], *sys.argv[2:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_cpu_ranks_train_in_sync_and_save_once(tmp_path, tiny_chat_model):
     config = ppo_config(tmp_path, tiny_chat_model, max_steps=2, rollout_batch_size=8, per_device_train_batch_size=4,
                         load_in_4bit=True, test_split_size=4)  # fmt: skip
-    launcher = tmp_path / "launch.py"
-    launcher.write_text(LAUNCHER)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(launcher), str(ROOT / "recipes" / "ppo.py"), "--config", str(config),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_torchrun(ROOT / "recipes" / "ppo.py", "--config", config, cwd=tmp_path)
 
     out = tmp_path / "ppo"
     manifest = json.loads((out / "run_manifest.json").read_text())

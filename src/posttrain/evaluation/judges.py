@@ -132,6 +132,13 @@ _RATING_PATTERNS = (
 )
 
 
+def _judge_reply(text: str | None, exclude) -> tuple[str, str, list[str]]:
+    """(the reply stripped, the reply without the quoted answers in ``exclude``, its ``[[...]]`` verdicts)."""
+    rationale = (text or "").strip()
+    own = _strip_quoted(rationale, exclude) if rationale else ""
+    return rationale, own, _BRACKETED_RE.findall(own)
+
+
 def parse_rating(text: str, *, exclude: tuple[str, ...] | list[str] = (), low: float = 1, high: float = 10) -> Verdict:
     """The 1-10 rating in a judge reply.
 
@@ -140,11 +147,9 @@ def parse_rating(text: str, *, exclude: tuple[str, ...] | list[str] = (), low: f
     an answer never counts. Invalid (``value=None``): empty reply, no rating, ``[[N/A]]``, a rating outside
     ``[low, high]``.
     """
-    rationale = (text or "").strip()
+    rationale, own, bracketed = _judge_reply(text, exclude)
     if not rationale:
         return Verdict(None, rationale, "empty judge reply")
-    own = _strip_quoted(rationale, exclude)
-    bracketed = _BRACKETED_RE.findall(own)
     if bracketed:
         last = bracketed[-1].strip()
         if not re.fullmatch(_NUM, last):
@@ -171,11 +176,9 @@ def parse_pairwise(text: str, *, exclude: tuple[str, ...] | list[str] = ()) -> V
     """``"A"``, ``"B"`` or ``"tie"`` from a pairwise judge reply: the last ``[[A]]``/``[[B]]``/``[[C]]`` (also
     ``[[tie]]``), else the last ``Verdict: A`` or ``Answer B is better``. Quoted answers are ignored, as in
     :func:`parse_rating`; anything else is invalid."""
-    rationale = (text or "").strip()
+    rationale, own, bracketed = _judge_reply(text, exclude)
     if not rationale:
         return Verdict(None, rationale, "empty judge reply")
-    own = _strip_quoted(rationale, exclude)
-    bracketed = _BRACKETED_RE.findall(own)
     if bracketed:
         last = bracketed[-1].strip().casefold()
         if last not in _PAIR_WORDS:

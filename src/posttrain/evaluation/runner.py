@@ -375,6 +375,8 @@ def evaluate(args: EvalArguments) -> Path:
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("run_manifest.json", "report.md", "report.html"):  # an earlier run's: never mixed with this one's
+        (output_dir / stale).unlink(missing_ok=True)
     cache = GenerationCache(Path(args.cache_dir or output_dir / "cache") / "generations.jsonl")
     baseline = args.baseline_label
     results: dict[str, Any] = {

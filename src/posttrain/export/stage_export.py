@@ -160,8 +160,18 @@ def run_verification(model_dir: Path, work: Path, files: dict[str, Path], modelf
     return checks
 
 
+#: what an export writes into its output folder (removed before a new export moves in: runs never mix)
+EXPORT_ARTIFACTS = ("model.*.gguf", "Modelfile", "verification.json", "verification.md", "served", "hf")
+
+
 def move_into_place(work: Path, output_dir: Path, names: list[str]) -> None:
+    """Replace an earlier export's files in ``output_dir`` by ``names`` from ``work``; the manifest goes first, so
+    the folder never claims a finished export while files change (the new manifest is written last)."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run_manifest.json").unlink(missing_ok=True)
+    for pattern in EXPORT_ARTIFACTS:
+        for stale in output_dir.glob(pattern):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     for name in names:
         source, target = work / name, output_dir / name
         if target.is_dir() and source.is_dir():
