@@ -85,11 +85,29 @@ def test_rerun_skips_finished_stages_and_force_reruns_one(finished, capsys):
     assert after["eval"] >= before["eval"] and "eval: done, skipped" not in capsys.readouterr().out
 
 
-def test_changed_config_reruns_the_stage(finished, capsys):
+def test_changed_config_reruns_the_stage_and_what_reads_its_output(finished, capsys):
     _, config = finished
+    capsys.readouterr()
     assert main(["--config", str(config), "--dry_run"]) == 0  # no profile: sft max_steps differs -> not done
     out = capsys.readouterr().out
-    assert "sft: done, skipped" not in out and "dpo: done, skipped" in out
+    assert "done, skipped" not in out  # dpo trains on sft's output, eval reads both: all three run again
+    assert "dpo: " in out and "(reads the output of sft, which runs again)" in out
+
+
+def test_a_stage_that_reran_makes_its_readers_stale(finished, capsys):
+    from posttrain.pipeline import load_pipeline, reads_output_of
+
+    tmp_path, config = finished
+    sft, dpo, evaluate = load_pipeline(config, profile="quick").stages
+    assert reads_output_of(dpo, sft) and reads_output_of(evaluate, dpo) and not reads_output_of(sft, dpo)
+    state_path = tmp_path / "pipeline" / STATE_NAME
+    state = json.loads(state_path.read_text())
+    state["stages"]["sft"]["finished_at"] = "2099-01-01T00:00:00+00:00"  # as if sft had rerun in another invocation
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["--config", str(config), "--profile", "quick", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "sft: done, skipped" in out and "dpo: done, skipped" not in out and "eval: done, skipped" not in out
 
 
 def test_a_failing_stage_stops_the_pipeline_and_keeps_earlier_outputs(tmp_path, tiny_base_model, capsys):

@@ -18,7 +18,8 @@ Each stage runs as ``<launcher> recipes/<stage>.py --config <file> --key value .
 -m posttrain.cli <stage> ...`` (the others), so a stage's memory is returned before the next starts and a crash in
 one stage cannot corrupt another's output. A stage is *done* when its output folder holds its ``run_manifest.json``
 (written last, see :mod:`posttrain.manifest`) and the pipeline state records the same inputs fingerprint (config
-file bytes + overrides); done stages are skipped, ``--force STAGE`` reruns one (``--force all``: everything). The
+file bytes + overrides + the recorded runs of the earlier stages whose output folders its config names); done stages
+are skipped, a stage that reads the output of a stage that runs again runs again too, ``--force STAGE`` reruns one (``--force all``: everything). The
 first stage that fails stops the pipeline with its exit status; earlier stages' outputs are left as they are and a
 rerun continues from the failed stage.
 """
@@ -213,9 +214,26 @@ def _write_state(pipeline: Pipeline, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def is_done(stage: PipelineStage, state: dict[str, Any]) -> bool:
+def reads_output_of(stage: PipelineStage, earlier: PipelineStage) -> bool:
+    """Whether ``stage`` reads what ``earlier`` writes: its config or overrides name ``earlier``'s output folder."""
+    import re
+
+    text = stage.config.read_text(encoding="utf-8") + "\n" + json.dumps(stage.overrides, default=str)
+    return re.search(re.escape(str(earlier.output_dir)) + r"(?![\w.-])", text) is not None
+
+
+def inputs_fingerprint(stage: PipelineStage, upstream: list[PipelineStage], state: dict[str, Any]) -> str:
+    """The stage's own fingerprint (config bytes + overrides) combined with the recorded runs of the earlier stages
+    whose outputs it reads: when one of those reruns, this stage is no longer done."""
+    runs = {u.name: state.get("stages", {}).get(u.name, {}).get("finished_at") for u in upstream}
+    payload = json.dumps({"own": stage.fingerprint(), "upstream": runs}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def is_done(stage: PipelineStage, state: dict[str, Any], fingerprint: str | None = None) -> bool:
     recorded = state.get("stages", {}).get(stage.name, {})
-    return (stage.output_dir / DONE_MARKER).is_file() and recorded.get("fingerprint") == stage.fingerprint()
+    expected = fingerprint or stage.fingerprint()
+    return (stage.output_dir / DONE_MARKER).is_file() and recorded.get("fingerprint") == expected
 
 
 def stage_command(pipeline: Pipeline, stage: PipelineStage) -> list[str]:
@@ -235,15 +253,20 @@ def run_pipeline(pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool
     state = _read_state(pipeline)
     state.update(config=str(pipeline.source), profile=pipeline.profile)
     total = len(pipeline.stages)
+    running: set[str] = set()  # stages (re)run by this invocation: what reads their output runs again too
     for index, stage in enumerate(pipeline.stages, 1):
         command = stage_command(pipeline, stage)
+        upstream = [u for u in pipeline.stages[: index - 1] if reads_output_of(stage, u)]
+        stale = [u.name for u in upstream if u.name in running]
         forced = "all" in force or stage.name in force
         prefix = f"[{index}/{total}] {stage.name}"
-        if not forced and is_done(stage, state):
+        if not forced and not stale and is_done(stage, state, inputs_fingerprint(stage, upstream, state)):
             print(f"{prefix}: done, skipped ({stage.output_dir / DONE_MARKER}; --force {stage.name} reruns it)",
                   flush=True)
             continue
-        print(f"{prefix}: {shlex.join(command)}", flush=True)
+        running.add(stage.name)
+        why = f" (reads the output of {', '.join(stale)}, which runs again)" if stale and not forced else ""
+        print(f"{prefix}: {shlex.join(command)}{why}", flush=True)
         if dry_run:
             continue
         started = time.time()
@@ -262,7 +285,8 @@ def run_pipeline(pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool
             raise StageFailed(stage.name, 1, f"stage '{stage.name}' exited 0 but wrote no {DONE_MARKER} in "
                                              f"{stage.output_dir}")
         state["stages"][stage.name] = {
-            "stage": stage.stage, "output_dir": str(stage.output_dir), "fingerprint": stage.fingerprint(),
+            "stage": stage.stage, "output_dir": str(stage.output_dir),
+            "fingerprint": inputs_fingerprint(stage, upstream, state), "upstream": [u.name for u in upstream],
             "wall_time_s": elapsed, "command": command,
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -76,6 +76,9 @@ class ExportArguments:
     verify_prompts: int | None = field(default=None, metadata={"help": "Number of generation prompts (default all "
                                                                       "20)."})
     verify_max_new_tokens: int = field(default=32, metadata={"help": "Greedy reply length compared per prompt."})
+    verify_tie_margin: float = field(default=0.1, metadata={"help": "Replies that part where the HF model prefers "
+                                     "its token by at most this many nats (a near tie that 16-bit rounding can flip) "
+                                     "count as agreeing."})  # fmt: skip
     min_agreement_f16: float = field(default=0.98, metadata={"help": "Least share of prompts whose f16/bf16/f32 "
                                                                     "greedy reply equals HF's."})
     min_agreement_q8_0: float = field(default=0.5, metadata={"help": "Least share for q8_0 (other quantized types "
@@ -111,5 +114,7 @@ class ExportArguments:
         for name in ("min_agreement_f16", "min_agreement_q8_0"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+        if self.verify_tie_margin < 0:
+            raise ConfigError(f"verify_tie_margin must be 0 or more (got {self.verify_tie_margin})")
         if self.verify_max_new_tokens < 1 or self.serve_max_samples < 1:
             raise ConfigError("verify_max_new_tokens and serve_max_samples must be at least 1")

@@ -142,7 +142,6 @@ def run_verification(model_dir: Path, work: Path, files: dict[str, Path], modelf
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     reference = [verify.greedy_hf(model, p, max_new_tokens=args.verify_max_new_tokens, stops=stops) for p in prompts]
-    del model
     generation_config = GenerationConfig.from_pretrained(model_dir)
     for gtype, path in files.items():
         llm = verify.load_gguf(path, n_ctx=n_ctx, threads=args.threads)
@@ -155,8 +154,11 @@ def run_verification(model_dir: Path, work: Path, files: dict[str, Path], modelf
                    for p in prompts]
         threshold = {"f32": args.min_agreement_f16, "f16": args.min_agreement_f16, "bf16": args.min_agreement_f16,
                      "q8_0": args.min_agreement_q8_0}.get(gtype)
-        checks.append(verify.check_generations(gtype, reference, replies, threshold=threshold))
+        margins = verify.divergence_margins(model, prompts, reference, replies)
+        checks.append(verify.check_generations(gtype, reference, replies, threshold=threshold, margins=margins,
+                                               tie_margin=args.verify_tie_margin))  # fmt: skip
         llm.close()
+    del model
     return checks
 
 
