@@ -26,9 +26,9 @@ WALKTHROUGH = [
     ("make pipeline", ""),  # runs MAIN (tests/test_readme.py checks the make target expands to it)
     ("accelerate launch recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml --max_steps 2 --lora_r 8", ""),
     ("posttrain pairs --model outputs/smollm2-135m/sft --tasks builtin:decimal_compare,builtin:unknown_entity "
-     "--num_prompts 64 --n 4 --output data/pairs.jsonl", "--num_prompts 4 --n 2 --max_new_tokens 32"),
+     "--num_prompts 64 --n 4 --output data/pairs.jsonl", "--num_prompts 16 --max_new_tokens 32"),
     ("posttrain pairs --model outputs/smollm2-135m/sft --prompts prompts.jsonl --reward_model "
-     "outputs/smollm2-135m/reward --output data/rm_pairs.jsonl", "--n 2 --max_new_tokens 32"),
+     "outputs/smollm2-135m/reward --output data/rm_pairs.jsonl", "--max_new_tokens 32"),
     ("accelerate launch --config_file accelerate_configs/cpu.yaml recipes/grpo.py --config "
      "recipes/configs/smollm2-135m/grpo.yaml", "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 "
      "--max_completion_length 16"),

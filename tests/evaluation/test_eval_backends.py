@@ -113,8 +113,14 @@ def test_default_endpoint_is_local():
 
 
 def test_gguf_without_llama_cpp_says_what_to_install(tmp_path, monkeypatch):
+    import gguf as gguf_lib
+
     gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF")
+    writer = gguf_lib.GGUFWriter(str(gguf), "llama")  # a valid (empty) GGUF: it passes the file check
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     real_import = builtins.__import__
 
     def no_llama(name, *args, **kwargs):
