@@ -33,8 +33,8 @@ WALKTHROUGH = [
      "recipes/configs/smollm2-135m/grpo.yaml", "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 "
      "--max_completion_length 16"),
     ("accelerate launch --config_file accelerate_configs/cpu.yaml recipes/evaluate.py --config "
-     "recipes/configs/smollm2-135m/evaluate.yaml", "--max_samples 2"),
-    ("posttrain eval --config recipes/configs/smollm2-135m/evaluate.yaml --max_samples 20", "--max_samples 2"),
+     "recipes/configs/smollm2-135m/evaluate.yaml", "--max_samples 2 --suites builtin"),
+    ("posttrain eval --config recipes/configs/smollm2-135m/evaluate.yaml --max_samples 20", "--max_samples 2 --suites builtin"),
 ]
 pytestmark = pytest.mark.slow
 
