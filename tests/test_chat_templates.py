@@ -125,3 +125,17 @@ def test_new_token_rows_are_trainable_through_lora(tiny_untied_base_model):
     deltas = {n: p for n, p in peft_model.named_parameters() if "trainable_tokens_delta" in n}
     assert any("embed_tokens" in n for n in deltas) and any("lm_head" in n for n in deltas)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deltas.values())
+
+
+def test_overlong_conversations_error_drop_or_pass_through():
+    from datasets import Dataset
+
+    from posttrain.chat_templates import ChatTemplateError, check_lengths
+
+    data = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 12, [1] * 8], "assistant_masks": [[1] * 5, [1] * 12, [1] * 8]})
+    with pytest.raises(ChatTemplateError, match=r"1 of 3 conversations are longer than max_length 10 tokens: row 1"):
+        check_lengths(data, 10, "error")
+    assert [len(r) for r in check_lengths(data, 10, "drop")["input_ids"]] == [5, 8]
+    assert check_lengths(data, 10, "truncate") is data  # the trainer cuts them
+    with pytest.raises(ChatTemplateError, match="drop would leave nothing"):
+        check_lengths(data, 4, "drop")

@@ -104,3 +104,10 @@ def test_model_dtype_follows_training_precision(tmp_path):
     expected = torch.bfloat16 if training_args.bf16 else torch.float32
     assert compute_dtype(training_args) == expected
     assert quantization_config(model_args, compute_dtype(training_args)).bnb_4bit_compute_dtype == expected
+
+
+def test_beta_zero_turns_grpo_kl_off_but_is_refused_for_dpo(tmp_path):
+    path = write(tmp_path, "output_dir: out\nbeta: 0.0\n")
+    assert parse_args(parser_for("grpo"), ["--config", path])[1].beta == 0.0
+    with pytest.raises(ConfigError, match="beta must be positive"):
+        parse_args(parser_for("dpo"), ["--config", path])

@@ -152,7 +152,7 @@ _IMPOSSIBLE = (
     ("warmup_steps", lambda v: v >= 0, "0 or more"),
     ("weight_decay", lambda v: v >= 0, "0 or more"),
     ("max_grad_norm", lambda v: v is None or v >= 0, "0 or more"),
-    ("beta", lambda v: v >= 0, "0 or more"),  # positive for DPO (below); 0 turns GRPO/RLOO's KL term off
+    ("beta", lambda v: v >= 0, "0 or more"),  # 0 turns GRPO/RLOO's KL term off; DPOConfig needs it positive
     ("lora_r", lambda v: v >= 1, "at least 1"),
     ("lora_alpha", lambda v: v > 0, "positive"),
     ("lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -169,8 +169,6 @@ def check_training_values(config) -> None:
             good = ok(value)
         except TypeError:
             good = False
-        if good and key == "beta" and value == 0 and "DPO" in type(config).__name__:
-            good, expected = False, "positive"
         if not good:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
 
@@ -188,6 +186,11 @@ class RewardConfig(HardwareDefaultsMixin, trl.RewardConfig):
 @dataclass
 class DPOConfig(HardwareDefaultsMixin, trl.DPOConfig):
     __doc__ = trl.DPOConfig.__doc__
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:  # beta scales the log-ratio margin: at 0 the loss is constant and nothing is learned
+            raise ConfigError(f"beta must be positive, got {self.beta!r}")
+        super().__post_init__()
 
 
 @dataclass

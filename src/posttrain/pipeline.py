@@ -31,6 +31,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -216,8 +217,6 @@ def _write_state(pipeline: Pipeline, state: dict[str, Any]) -> None:
 
 def reads_output_of(stage: PipelineStage, earlier: PipelineStage) -> bool:
     """Whether ``stage`` reads what ``earlier`` writes: its config or overrides name ``earlier``'s output folder."""
-    import re
-
     text = stage.config.read_text(encoding="utf-8") + "\n" + json.dumps(stage.overrides, default=str)
     return re.search(re.escape(str(earlier.output_dir)) + r"(?![\w.-])", text) is not None
 

@@ -61,7 +61,7 @@ def _default(f: dataclasses.Field) -> str:
         return str(value).lower()
     if isinstance(value, (list, dict)) and not value:
         return str(value)
-    return f"`{value}`" if not isinstance(value, (list, dict)) else f"`{value}`"
+    return f"`{value}`"
 
 
 def _owner(cls, name: str):

@@ -56,19 +56,19 @@ def check_safetensors(path: Path) -> None:
         raise WeightsError(f"{path} is not a valid safetensors file ({err}); re-save or re-download it") from None
 
 
-def check_weights(folder: str | Path, *, adapter: bool = False) -> list[Path]:
-    """The folder's safetensors weights, checked; refuses pickle-only weights unless allowed (see module doc)."""
+def check_weights(folder: str | Path, *, adapter: bool = False) -> None:
+    """Check the folder's safetensors weights; refuse pickle-only weights unless allowed (see module doc)."""
     folder = Path(folder)
     prefix = "adapter_model" if adapter else "model"
     files = _safetensors_files(folder, prefix)
     if files:
         for path in files:
             check_safetensors(path)
-        return files
+        return
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
     if pickles:
         if pickle_allowed():
-            return []
+            return
         raise WeightsError(
             f"{folder} holds its weights only as pickle files ({', '.join(pickles)}), which can run code when "
             f"loaded; posttrain loads safetensors only. Convert them (load once where you trust them and "

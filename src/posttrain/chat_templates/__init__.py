@@ -161,8 +161,7 @@ def check_lengths(dataset, max_length: int | None, policy: str, *, name: str = "
                                 "(overlong_samples: drop would leave nothing)")  # fmt: skip
     logger.warning("%s data: dropping %d of %d conversations longer than max_length %d tokens",
                    name, len(over), len(lengths), max_length)  # fmt: skip
-    keep = set(range(len(lengths))) - set(over)
-    return dataset.select(sorted(keep))
+    return dataset.select([i for i, n in enumerate(lengths) if n <= max_length])
 
 
 def format_masked(tokenizer, input_ids: list[int], mask: list[int], *, color: bool = False) -> str:

@@ -39,12 +39,11 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, [])
     )
     stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
-    metrics = run_interruptibly(
-        run,
-        stopper,
-        lambda: trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop),
-        lambda: trainer.state.global_step,
-    )
+
+    def fit():
+        return trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop)
+
+    metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
     if "test" in data:
         budget = training_args.eval_max_new_tokens
         metrics["eval_reward_reference"] = trainer.evaluate_rewards(data["test"], reference=True,
