@@ -30,3 +30,17 @@ def tiny_chat_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_untied_base_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-untied"), chat=False, tie=False)
+
+
+#: the training precisions every tiny-model training test runs in, whatever this CPU has natively
+PRECISIONS = ("bf16", "fp32")
+
+
+@pytest.fixture(scope="module", params=PRECISIONS)
+def precision(request):
+    """Train with ``POSTTRAIN_PRECISION`` set to each precision in turn (stages in subprocesses inherit it), so a
+    machine with AVX512-BF16 also runs the fp32 path of an AVX2-only CPU, and the reverse."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("POSTTRAIN_PRECISION", request.param)
+    yield request.param
+    patch.undo()

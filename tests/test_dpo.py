@@ -12,7 +12,7 @@ PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 32}, {"path": "built
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tmp_path_factory, tiny_base_model):
+def dpo_run(tmp_path_factory, tiny_base_model, precision):
     tmp_path = tmp_path_factory.mktemp("dpo")
     run_stage("sft", ["--config", str(write_sft_config(tmp_path, tiny_base_model, max_steps=4))])
     config = write_stage_config(tmp_path, "dpo", {

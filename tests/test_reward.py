@@ -16,7 +16,7 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def reward_run(tmp_path_factory, tiny_chat_model):
+def reward_run(tmp_path_factory, tiny_chat_model, precision):
     tmp_path = tmp_path_factory.mktemp("reward")
     config = write_stage_config(tmp_path, "reward", {
         "model_name_or_path": str(tiny_chat_model), "datasets": PAIRS, "test_split_size": 0.25,

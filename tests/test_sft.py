@@ -9,7 +9,7 @@ from posttrain.manifest import read_manifest
 from tiny import CONVERSATIONS, write_sft_config
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_base_model):
+def trained(tmp_path_factory, tiny_base_model, precision):
     tmp_path = tmp_path_factory.mktemp("sft")
     trainer = run_stage("sft", ["--config", str(write_sft_config(tmp_path, tiny_base_model))])
     return tmp_path / "out", trainer

@@ -14,7 +14,6 @@ one YAML file per run (``--config``), command-line flags override it. posttrain 
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -104,39 +103,31 @@ class PosttrainArguments:
         return Identity(name=self.assistant_name, creator=self.assistant_creator)
 
 
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """True when this CPU executes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def bf16_supported() -> bool:
-    import torch
+    """Whether stages train in bf16 when their config leaves ``bf16`` unset (see :mod:`posttrain.precision`)."""
+    from posttrain.precision import use_bf16
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
+    return use_bf16()
 
 
 @dataclass
 class HardwareDefaultsMixin:
     """Fills hardware-dependent defaults before the TRL config validates itself.
 
-    ``bf16`` left unset (TRL defaults it to True, which breaks fp32-only CPUs) becomes True exactly where the
-    hardware has bf16; ``use_cpu`` becomes True when no CUDA device exists. Explicit values are kept.
+    ``bf16`` left unset (TRL defaults it to True, which is emulated and slow on AVX2-only CPUs) becomes what
+    :func:`posttrain.precision.use_bf16` decides (``POSTTRAIN_PRECISION``, else the hardware); an explicit
+    ``bf16: true`` on a CPU that only emulates bf16 is kept with a warning. ``use_cpu`` becomes True when no CUDA
+    device exists.
     """
 
     def __post_init__(self) -> None:
         import torch
 
+        from posttrain.precision import resolve_training_precision
+
         if not torch.cuda.is_available():
             self.use_cpu = True
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = bf16_supported()
+        resolve_training_precision(self)
         check_training_values(self)
         super().__post_init__()
 
@@ -201,8 +192,9 @@ class ModelConfig(trl.ModelConfig):
     dtype: str | None = field(
         default="auto",
         metadata={
-            "help": "dtype to load the model in. `auto` (default): the training precision chosen for the hardware "
-            "(bf16 on GPUs with bf16 and AVX512-BF16 CPUs, else fp32), also used as the 4-bit compute dtype.",
+            "help": "dtype to load the model in. `auto` (default): the training precision (`bf16`, which follows "
+            "POSTTRAIN_PRECISION or the hardware: bf16 on GPUs with bf16 and AVX512-BF16 CPUs, else fp32), also used "
+            "as the 4-bit compute dtype.",
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )

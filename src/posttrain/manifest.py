@@ -89,13 +89,15 @@ def resolved_config(*configs) -> dict[str, Any]:
 def hardware() -> dict[str, Any]:
     import torch
 
-    from posttrain.configs import cpu_has_bf16
+    from posttrain.precision import cpu_has_bf16, hardware_class, requested
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_has_bf16(),
+        "hardware_class": hardware_class(),
+        "precision_switch": requested(),
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -12,16 +12,9 @@ import torch
 
 from posttrain.configs import ModelConfig
 from posttrain.models import resolve_model
+from posttrain.precision import compute_dtype
 
 logger = logging.getLogger(__name__)
-
-
-def compute_dtype(training_args) -> torch.dtype:
-    if getattr(training_args, "bf16", False):
-        return torch.bfloat16
-    if getattr(training_args, "fp16", False):
-        return torch.float16
-    return torch.float32
 
 
 def load_tokenizer(model_args: ModelConfig, *, trust_remote_code: bool = False):

@@ -44,6 +44,8 @@ from typing import Any
 import yaml
 
 from posttrain.configs import ConfigError
+from posttrain.precision import ENV as PRECISION_ENV
+from posttrain.precision import requested as requested_precision
 
 __all__ = ["Pipeline", "PipelineStage", "StageFailed", "load_pipeline", "main", "run_pipeline"]
 
@@ -164,16 +166,18 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: 'profiles' must map profile names to {{stage: {{key: value}}}}")
     profile = profile or data.get("profile")
+    variant = None
     if profile is not None:
         if profile not in profiles:
             raise ConfigError(f"{path}: unknown profile '{profile}' (profiles: {', '.join(profiles) or 'none'})")
-        for name, overrides in (profiles[profile] or {}).items():
-            if not isinstance(overrides, dict):
-                raise ConfigError(f"{path}: profiles.{profile}.{name} must be a mapping of config keys to values")
-            target = next((s for s in stages if s.name == name), None)
-            if target is None:
-                raise ConfigError(f"{path}: profiles.{profile} names stage '{name}', which is not in 'stages'")
-            target.overrides.update(overrides)
+        variant = fp32_variant(profile, profiles)
+        for name in (profile, variant) if variant else (profile,):
+            _apply_profile(path, name, profiles[name] or {}, stages)
+        if variant:
+            why = (f"{PRECISION_ENV}=fp32" if requested_precision() == "fp32" else
+                   "this CPU has no AVX512-BF16 (bf16 would be emulated)")
+            print(f"posttrain: {why}: training runs in fp32, about 3x slower per step than bf16 on an AVX512-BF16 "
+                  f"CPU, so profile '{profile}' is reduced by '{variant}' (fewer steps and samples)", flush=True)
 
     launcher = data.get("launcher") or ""
     launcher_argv = shlex.split(launcher) if isinstance(launcher, str) else [str(a) for a in launcher]
@@ -182,7 +186,30 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
     output_dir = Path(str(data.get("output_dir") or "outputs/pipeline"))
     for stage in stages:
         stage.output_dir  # noqa: B018 -- every stage must name its output folder before anything runs
-    return Pipeline(path, output_dir, launcher_argv, stages, profile)
+    return Pipeline(path, output_dir, launcher_argv, stages, variant or profile)
+
+
+def fp32_variant(profile: str, profiles: dict) -> str | None:
+    """``<profile>-fp32`` when the YAML has one and training will run in fp32 on a CPU (no AVX512-BF16, or
+    ``POSTTRAIN_PRECISION=fp32``): its overrides are applied on top of ``profile``'s."""
+    import torch
+
+    from posttrain.precision import use_bf16
+
+    name = f"{profile}-fp32"
+    if name not in profiles or profile.endswith("-fp32") or torch.cuda.is_available() or use_bf16():
+        return None
+    return name
+
+
+def _apply_profile(path: Path, profile: str, overrides_by_stage: dict, stages: list[PipelineStage]) -> None:
+    for name, overrides in overrides_by_stage.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: profiles.{profile}.{name} must be a mapping of config keys to values")
+        target = next((s for s in stages if s.name == name), None)
+        if target is None:
+            raise ConfigError(f"{path}: profiles.{profile} names stage '{name}', which is not in 'stages'")
+        target.overrides.update(overrides)
 
 
 def _executable(name: str, source: Path) -> str:

@@ -35,7 +35,9 @@ PIPELINE_KEYS = [
     ("stages", "list", "required", "In order: `{name, config, stage?, overrides?}`; `stage` defaults to `name` "
      "(e.g. `{name: eval, stage: evaluate, config: evaluate-stages.yaml}`); `config` is relative to the pipeline "
      "file."),
-    ("profiles", "dict", "{}", "`profile name -> {stage name -> overrides}`, applied on top of each stage's config."),
+    ("profiles", "dict", "{}", "`profile name -> {stage name -> overrides}`, applied on top of each stage's config. "
+     "`<name>-fp32`, if present, is applied on top of `<name>` when training runs in fp32 on a CPU (no AVX512-BF16, "
+     "or `POSTTRAIN_PRECISION=fp32`)."),
     ("profile", "str", "null", "The profile used when `--profile` is not given."),
 ]
 
@@ -86,9 +88,10 @@ def dataclass_section(cls) -> list[str]:
         lines += [f"Every key of TRL's `{base.__name__}` ({inherited} more, same names and meaning; see {TRL_DOCS}), "
                   "plus or overriding:", ""]  # fmt: skip
     if any(k.__name__ == "HardwareDefaultsMixin" for k in cls.__mro__):
-        lines += ["Left unset, `bf16` follows the hardware (bf16 GPUs and AVX512-BF16/AMX CPUs) and `use_cpu` is set "
-                  "where no CUDA device exists; impossible values (`learning_rate` <= 0, `lora_r` 0, ...) are "
-                  "refused before anything loads.", ""]  # fmt: skip
+        lines += ["Left unset, `bf16` follows `POSTTRAIN_PRECISION` (`bf16`, `fp32`; default `auto`: the hardware, "
+                  "bf16 on bf16 GPUs and AVX512-BF16/AMX CPUs, else fp32); an explicit `bf16: true` on a CPU that "
+                  "only emulates bf16 runs with a warning. `use_cpu` is set where no CUDA device exists; impossible "
+                  "values (`learning_rate` <= 0, `lora_r` 0, ...) are refused before anything loads.", ""]  # fmt: skip
     if not own:
         return lines
     lines += ["| key | type | default | what |", "|---|---|---|---|"]

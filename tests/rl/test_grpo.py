@@ -14,7 +14,6 @@ SETTINGS = {
     "test_split_size": 8,
     "rewards": [{"name": "has_number", "weight": 1.0}, {"name": "task", "weight": 0.5}],
     "load_in_4bit": False,
-    "bf16": False,
     "max_steps": 3,
     "per_device_train_batch_size": 8,
     "num_generations": 4,
@@ -25,7 +24,7 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("stage", ["grpo", "rloo"])
-def test_trl_trainer_with_posttrain_rewards(tmp_path, tiny_chat_model, stage):
+def test_trl_trainer_with_posttrain_rewards(tmp_path, tiny_chat_model, precision, stage):
     config = write_stage_config(tmp_path, stage, {"model_name_or_path": str(tiny_chat_model), **SETTINGS})
     trainer, metrics = run_stage(stage, ["--config", str(config)])
     assert trainer.reward_func_names == ["has_number", "task"]

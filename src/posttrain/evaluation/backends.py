@@ -128,16 +128,16 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_dtype(dtype: str) -> str:
-    """``auto`` follows the hardware as training does: bfloat16 on GPUs with bf16 and on CPUs with AVX512-BF16/AMX
-    (about twice as fast there), float32 elsewhere."""
+    """``auto`` follows the training precision (:mod:`posttrain.precision`: ``POSTTRAIN_PRECISION``, else bfloat16 on
+    GPUs with bf16 and on CPUs with AVX512-BF16/AMX, about twice as fast there, float32 elsewhere)."""
     if dtype not in DTYPES:
         from posttrain.configs import ConfigError
 
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     if dtype == "auto":
-        from posttrain.configs import bf16_supported
+        from posttrain.precision import torch_dtype_name
 
-        return "bfloat16" if bf16_supported() else "float32"
+        return torch_dtype_name()
     return dtype
 
 

@@ -112,8 +112,9 @@ class EvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Prompts per batch for local HF models."})
     dtype: str = field(
         default="auto",
-        metadata={"help": "Precision of local HF models (and the judge): `auto` follows the hardware (bfloat16 on GPUs "
-                  "with bf16 and on CPUs with AVX512-BF16/AMX, float32 elsewhere), or float32/bfloat16/float16."},
+        metadata={"help": "Precision of local HF models (and the judge): `auto` follows POSTTRAIN_PRECISION, else the "
+                  "hardware (bfloat16 on GPUs with bf16 and on CPUs with AVX512-BF16/AMX, float32 elsewhere), or "
+                  "float32/bfloat16/float16."},
     )
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with do_sample)."})

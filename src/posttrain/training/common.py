@@ -199,7 +199,11 @@ def run_interruptibly(run: Run, stopper: StopOnSignal, fit, current_step):
 
 def train(run: Run, trainer, training_args):
     """``trainer.train`` with resume and signal handling: an interrupted run saves a checkpoint and exits non-zero
-    without publishing anything."""
+    without publishing anything. The trainable weights are first put in the run's compute dtype (TRL leaves a
+    quantized model's in bf16 whatever the precision; see :mod:`posttrain.precision`), before the optimizer is built."""
+    from posttrain.precision import compute_dtype, match_trainable_dtype
+
+    match_trainable_dtype(trainer.model, compute_dtype(training_args))
     if training_args.resume_from_checkpoint:
         keep_trainable_dtypes_on_resume(trainer)
     stopper = StopOnSignal(trainer.accelerator)
