@@ -443,11 +443,9 @@ def _cpu_model() -> str:
 
 
 def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from posttrain.precision import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 def _versions() -> dict:
