@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from posttrain.cli import STAGES
-from posttrain.configs import ConfigError, DatasetSpec, bf16_supported, parse_args
+from posttrain.configs import ConfigError, DatasetSpec, parse_args
+from posttrain.precision import use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 # pipeline.yaml files are pipelines, not stage configs (tests/test_pipeline.py loads them); a stage config is named
@@ -79,7 +80,7 @@ def test_config_that_is_not_a_mapping(tmp_path):
 
 def test_precision_follows_hardware_unless_set(tmp_path):
     _, auto, _ = parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\n")])
-    assert auto.bf16 is bf16_supported()
+    assert auto.bf16 is use_bf16()
     assert auto.use_cpu is True  # no CUDA on CI
     _, explicit, _ = parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nbf16: false\n")])
     assert explicit.bf16 is False

@@ -103,13 +103,6 @@ class PosttrainArguments:
         return Identity(name=self.assistant_name, creator=self.assistant_creator)
 
 
-def bf16_supported() -> bool:
-    """Whether stages train in bf16 when their config leaves ``bf16`` unset (see :mod:`posttrain.precision`)."""
-    from posttrain.precision import use_bf16
-
-    return use_bf16()
-
-
 @dataclass
 class HardwareDefaultsMixin:
     """Fills hardware-dependent defaults before the TRL config validates itself.

@@ -197,7 +197,7 @@ def fp32_variant(profile: str, profiles: dict) -> str | None:
     from posttrain.precision import use_bf16
 
     name = f"{profile}-fp32"
-    if name not in profiles or profile.endswith("-fp32") or torch.cuda.is_available() or use_bf16():
+    if name not in profiles or torch.cuda.is_available() or use_bf16():
         return None
     return name
 
