@@ -4,7 +4,7 @@
 * **one-at-a-time** -- the loop a naive evaluation script runs: for each prompt, render the chat template and call
   ``model.generate`` on that single prompt (greedy, KV cache, stop at end of turn).
 * **batched** -- posttrain's evaluation path (:class:`posttrain.evaluation.backends.HFBackend`, i.e.
-  :func:`posttrain.generation.generate`): prompts sorted by length, left-padded batches, KV cache, greedy.
+  :func:`posttrain.models.generation.generate`): prompts sorted by length, left-padded batches, KV cache, greedy.
 
 Both run in this process, one after the other, on the same loaded model (precision ``--dtype``, by default the
 hardware's as in evaluation), the same prompts (the built-in evaluation tasks, with the default system prompt), the same
@@ -35,7 +35,7 @@ SYSTEM_PROMPT = "You are Posttrain Assistant, a helpful AI assistant made by the
 def one_at_a_time(model, tokenizer, conversations, max_new_tokens):
     import torch
 
-    from posttrain.generation import stop_token_ids
+    from posttrain.models.generation import stop_token_ids
 
     stops = stop_token_ids(model, tokenizer)
     texts, tokens = [], 0
@@ -68,7 +68,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from posttrain.data.builtin import generate_task
+    from posttrain.tasks import generate_task
     from posttrain.evaluation.backends import GenerationSettings, HFBackend
 
     conversations = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": e.prompt}]

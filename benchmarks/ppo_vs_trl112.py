@@ -37,7 +37,7 @@ def digit_ids(tokenizer) -> list[int]:
 
 
 def prompts(n: int, seed: int):
-    from posttrain.data import generate_task
+    from posttrain.tasks import generate_task
 
     return [[{"role": "user", "content": ex.prompt}] for ex in generate_task("identity", n, seed=seed)]
 

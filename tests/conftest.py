@@ -11,6 +11,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# training commands run in the test process (tests/test_cli_launch.py covers `posttrain <stage>` under accelerate)
+os.environ.setdefault("POSTTRAIN_LAUNCHER", "none")
 
 import pytest  # noqa: E402
 

@@ -110,7 +110,7 @@ def test_new_token_rows_are_trainable_through_lora(tiny_untied_base_model):
     from peft import get_peft_model
 
     from posttrain.configs import ModelConfig
-    from posttrain.modeling import lora_config
+    from posttrain.models.loading import lora_config
 
     model, tokenizer = load(tiny_untied_base_model)
     new_ids = setup_chat_template(model, tokenizer, "auto")

@@ -7,17 +7,8 @@ import sys
 
 import pytest
 
-from posttrain.checks import (
-    CHECKS,
-    check_task,
-    exact_match,
-    extract_number,
-    extract_numbers,
-    mentions_identity,
-    normalize_answer,
-    numeric_match,
-    says_i_dont_know,
-)
+from posttrain.checks import exact_match, extract_number, extract_numbers, mentions_identity, normalize_answer, numeric_match, says_i_dont_know
+from posttrain.tasks import CHECKS, check_task
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.cli import STAGES
-from posttrain.configs import ConfigError, DatasetSpec, parse_args
+from posttrain.stages import STAGES
+from posttrain.errors import ConfigError
+from posttrain.configs import DatasetSpec, parse_args
 from posttrain.precision import use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,9 +16,18 @@ RECIPE_CONFIGS = sorted(p for p in (ROOT / "recipes" / "configs").rglob("*.yaml"
 
 
 def parser_for(stage):
-    import importlib
+    return STAGES[stage].load().make_parser()
 
-    return importlib.import_module(STAGES[stage]).make_parser()
+
+def test_every_recipe_is_generated_from_the_stage_table_and_its_default_config_exists():
+    from posttrain.stages import DEFAULT_CONFIGS, recipe_text
+
+    recipes = {p.stem for p in (ROOT / "recipes").glob("*.py")}
+    assert recipes == {name for name, stage in STAGES.items() if stage.recipe}
+    for name in recipes:
+        text = (ROOT / "recipes" / f"{name}.py").read_text()
+        assert text == recipe_text(STAGES[name]), f"recipes/{name}.py is stale: python -m posttrain.stages --write-recipes"
+        assert (ROOT / "recipes" / DEFAULT_CONFIGS / f"{name}.yaml").is_file(), name
 
 
 def test_there_are_recipe_configs():
@@ -31,7 +41,7 @@ def test_every_recipe_yaml_parses_with_its_recipe_parser(config):
     assert (ROOT / "recipes" / f"{stage}.py").is_file()
     parsed = parse_args(parser_for(stage), ["--config", str(config)])
     pt_args = parsed[0]
-    if stage in ("sft", "reward", "dpo", "ppo", "grpo", "rloo"):  # training stages; evaluation takes suites instead
+    if STAGES[stage].trains:  # training stages; evaluation takes suites instead
         assert pt_args.datasets and all(isinstance(d, DatasetSpec) for d in pt_args.datasets)
 
 
@@ -98,7 +108,7 @@ def test_dataset_entries_become_specs_and_bad_fields_are_named(tmp_path):
 def test_model_dtype_follows_training_precision(tmp_path):
     import torch
 
-    from posttrain.modeling import compute_dtype, quantization_config
+    from posttrain.models.loading import compute_dtype, quantization_config
 
     _, training_args, model_args = parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nload_in_4bit: true\n")])
     assert model_args.dtype == "auto"

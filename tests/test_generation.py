@@ -1,6 +1,6 @@
 import torch
 
-from posttrain.generation import generate, load_model_for_generation
+from posttrain.models.generation import generate, load_model_for_generation
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}],

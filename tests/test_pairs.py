@@ -6,24 +6,17 @@ import json
 
 import pytest
 
-import posttrain.generation
-import posttrain.pairs as pairs_module
-from posttrain.data import (
-    TASKS,
-    DataError,
-    DataValidationError,
-    Identity,
-    generate_task,
-    load_preferences,
-    validate_preference,
-)
-from posttrain.generation import Completion, load_model_for_generation
-from posttrain.pairs import (
+import posttrain.models.generation
+import posttrain.rl.pairs as pairs_module
+from posttrain.data import DataError, DataValidationError, Identity, load_preferences, validate_preference
+from posttrain.stages import run_stage
+from posttrain.tasks import TASKS, generate_task
+from posttrain.models.generation import Completion, load_model_for_generation
+from posttrain.rl.pairs import (
     Pairs,
     PromptItem,
     as_scorer,
     build_pairs,
-    main_pairs,
     read_prompts,
     reward_model_scorer,
     rule_scorer,
@@ -114,21 +107,21 @@ def test_ties_prefer_finished_then_short_replies_on_both_sides(monkeypatch):
         Completion(wrong, [1] * 4, True),  # rejected: wrong, and the cleanest wrong reply
         Completion("   ", [1], True),  # empty replies are never used
     ]
-    monkeypatch.setattr(posttrain.generation, "generate", fake_generate(completions))
+    monkeypatch.setattr(posttrain.models.generation, "generate", fake_generate(completions))
     [row] = build_pairs(None, None, [item], scorer=rule_scorer, n=len(completions))
     assert row["chosen"][0]["content"] == right and row["rejected"][0]["content"] == wrong
     assert (row["chosen_score"], row["rejected_score"]) == (1.0, 0.0)
 
 
 def test_fewer_than_two_usable_replies_is_skipped(monkeypatch):
-    monkeypatch.setattr(posttrain.generation, "generate",
+    monkeypatch.setattr(posttrain.models.generation, "generate",
                         fake_generate([Completion("", [1], True), Completion("only one", [1, 2], True)]))
     result = build_pairs(None, None, [PromptItem([{"role": "user", "content": "hi"}])], scorer=shortest_wins, n=2)
     assert list(result) == [] and result.skipped == 1
 
 
 def test_bad_scorers_and_arguments(monkeypatch):
-    monkeypatch.setattr(posttrain.generation, "generate",
+    monkeypatch.setattr(posttrain.models.generation, "generate",
                         fake_generate([Completion("a", [1], True), Completion("b", [1], True)]))
     items = [PromptItem([{"role": "user", "content": "hi"}])]
     with pytest.raises(ValueError, match="returned 1 scores for 2 completions"):
@@ -268,7 +261,7 @@ def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, mo
     argv = ["--model", str(tiny_chat_model), "--tasks", "builtin:decimal_compare,builtin:identity",
             "--num_prompts", "6", "--n", "4", "--max_new_tokens", "6", "--seed", "1", "--output", str(out),
             "--system_prompt", "Be brief."]
-    assert main_pairs(argv) == 0
+    assert run_stage("pairs", argv) == 0
     assert "pairs to" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(r["chosen_score"] == 1.0 and r["rejected_score"] == 0.0 for r in rows)
@@ -277,11 +270,11 @@ def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, mo
 
     before = out.read_bytes()
     with pytest.raises(SystemExit) as info:
-        main_pairs(argv)
+        run_stage("pairs", argv)
     assert info.value.code == 2
     assert "already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert out.read_bytes() == before
-    assert main_pairs([*argv, "--overwrite", "--seed", "2"]) == 0
+    assert run_stage("pairs", [*argv, "--overwrite", "--seed", "2"]) == 0
     assert leftovers(tmp_path) == []
 
 
@@ -289,14 +282,14 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
     missing_model = str(tmp_path / "no-such-model")  # never loaded: the inputs are refused first
     prompts = write_prompts([{"prompt": "free-form question"}])
     with pytest.raises(SystemExit) as info:
-        main_pairs(["--model", missing_model, "--prompts", str(prompts), "--output", str(tmp_path / "o.jsonl")])
+        run_stage("pairs", ["--model", missing_model, "--prompts", str(prompts), "--output", str(tmp_path / "o.jsonl")])
     assert info.value.code == 2
     assert "1 of 1 prompts have no 'task'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        main_pairs(["--model", missing_model, "--tasks", "builtin:nope", "--output", str(tmp_path / "o.jsonl")])
+        run_stage("pairs", ["--model", missing_model, "--tasks", "builtin:nope", "--output", str(tmp_path / "o.jsonl")])
     assert info.value.code == 2 and "unknown builtin task 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        main_pairs(["--n", "1", "--output", str(tmp_path / "o.jsonl")])
+        run_stage("pairs", ["--n", "1", "--output", str(tmp_path / "o.jsonl")])
     assert info.value.code == 2 and "--n must be at least 2" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
 
@@ -304,7 +297,7 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
 def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"  # a random model never names the configured identity: every reply scores 0
     with pytest.raises(SystemExit) as info:
-        main_pairs(["--model", str(tiny_chat_model), "--tasks", "builtin:identity", "--num_prompts", "3",
+        run_stage("pairs", ["--model", str(tiny_chat_model), "--tasks", "builtin:identity", "--num_prompts", "3",
                     "--n", "2", "--max_new_tokens", "4", "--output", str(out)])
     assert info.value.code == 2
     assert "no pairs to write: all 3 prompts were skipped" in capsys.readouterr().err
@@ -314,14 +307,14 @@ def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_pat
 def test_cli_scores_free_form_prompts_with_a_reward_model(tiny_chat_model, tmp_path, write_prompts, capsys):
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
-    from posttrain.reward_model import RewardModel
+    from posttrain.models.reward import RewardModel
 
     rm_path = tmp_path / "rm"
     LlamaForSequenceClassification.from_pretrained(str(tiny_chat_model), num_labels=1).save_pretrained(rm_path)
     AutoTokenizer.from_pretrained(str(tiny_chat_model)).save_pretrained(rm_path)
     prompts = write_prompts([{"prompt": f"Tell me something about the number {i}."} for i in range(4)])
     out = tmp_path / "rm-pairs.jsonl"
-    assert main_pairs(["--model", str(tiny_chat_model), "--prompts", str(prompts), "--reward_model", str(rm_path),
+    assert run_stage("pairs", ["--model", str(tiny_chat_model), "--prompts", str(prompts), "--reward_model", str(rm_path),
                        "--n", "3", "--max_new_tokens", "5", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4  # a random reward head never ties

@@ -9,7 +9,13 @@ import sys
 import pytest
 import yaml
 
-from posttrain.pipeline import STATE_NAME, load_pipeline, main
+from posttrain.pipeline.config import load_pipeline
+from posttrain.pipeline.state import STATE_NAME
+from posttrain.stages import run_stage
+
+
+def main(argv):
+    return run_stage("pipeline", argv)
 
 from tiny import write_sft_config, write_stage_config
 
@@ -95,7 +101,7 @@ def test_changed_config_reruns_the_stage_and_what_reads_its_output(finished, cap
 
 
 def test_a_stage_that_reran_makes_its_readers_stale(finished, capsys):
-    from posttrain.pipeline import load_pipeline, reads_output_of
+    from posttrain.pipeline.state import reads_output_of
 
     tmp_path, config = finished
     sft, dpo, evaluate = load_pipeline(config, profile="quick").stages

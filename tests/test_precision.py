@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from posttrain import precision as precision_module
 from posttrain.cli import run_stage
-from posttrain.configs import ConfigError, parse_args
+from posttrain.errors import ConfigError
+from posttrain.configs import parse_args
 
 from tiny import write_sft_config, write_stage_config
 
@@ -26,9 +27,9 @@ GRPO = {**RL, "rewards": ["has_number", "task"], "per_device_train_batch_size": 
 def parser_for(stage):
     import importlib
 
-    from posttrain.cli import STAGES
+    from posttrain.stages import STAGES
 
-    return importlib.import_module(STAGES[stage]).make_parser()
+    return STAGES[stage].load().make_parser()
 
 
 def expected_dtype(name: str) -> torch.dtype:
@@ -106,7 +107,7 @@ def test_merge_pairs_and_evaluate_take_the_chain(chain, precision):
     """The adapter chain trained in either precision merges in fp32 (drift checked by the stage), yields on-policy
     pairs scored by the reward model, and evaluates with ``dtype: auto`` resolving to the chosen precision."""
     from posttrain.evaluation.backends import resolve_dtype
-    from posttrain.pairs import main_pairs
+    from posttrain.rl.pairs import main_pairs
 
     tmp, _ = chain
     merge = tmp / "merge.yaml"

@@ -35,7 +35,10 @@ def readme_commands() -> list[str]:
 def pipeline_commands(tmp_path, monkeypatch, capsys, *extra) -> list[str]:
     """The stage commands ``posttrain pipeline`` runs (``--dry_run`` in a scratch checkout), launcher path stripped
     and ``python -m posttrain.cli`` written as the ``posttrain`` it is."""
-    from posttrain.pipeline import main
+    from posttrain.stages import run_stage
+
+    def main(argv):
+        return run_stage("pipeline", argv)
 
     for name in ("recipes", "accelerate_configs"):
         (tmp_path / name).symlink_to(ROOT / name)

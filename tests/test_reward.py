@@ -5,7 +5,7 @@ import json
 import pytest
 
 from posttrain.cli import run_stage
-from posttrain.reward_model import RewardModel, RewardModelError
+from posttrain.models.reward import RewardModel, RewardModelError
 
 from tiny import write_stage_config
 
@@ -36,7 +36,7 @@ def test_heldout_pairwise_accuracy_above_chance(reward_run):
 def test_saved_reward_model_loads_and_agrees(reward_run, tiny_chat_model):
     out, _, metrics = reward_run
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
-    from posttrain.data import generate_task
+    from posttrain.tasks import generate_task
 
     model = RewardModel.load(str(out))
     fresh = generate_task("unknown_entity", 8, seed=12345)  # questions the reward model never saw

@@ -24,13 +24,10 @@ import trl
 import yaml
 
 from posttrain.data.spec import DatasetSpec, Identity
+from posttrain.errors import ConfigError
 
-#: The embedded default model (see :mod:`posttrain.models`).
+#: The embedded default model (see :mod:`posttrain.models.registry`).
 DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-class ConfigError(ValueError):
-    """A config file or flag that cannot be used; the message names the file and key."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from posttrain.configs import ConfigError
+from posttrain.errors import ConfigError
 
 ENV = "POSTTRAIN_PRECISION"
 CHOICES = ("auto", "bf16", "fp32")

@@ -13,19 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain.data import (
-    SUPPORTED_EXTENSIONS,
-    TASKS,
-    DataError,
-    DatasetSpec,
-    DataValidationError,
-    Identity,
-    fingerprint,
-    generate_task,
-    load_conversations,
-    looks_local,
-    mixture_sizes,
-)
+from posttrain.data import SUPPORTED_EXTENSIONS, DataError, DatasetSpec, DataValidationError, Identity, fingerprint, load_conversations, looks_local, mixture_sizes
+from posttrain.tasks import TASKS, generate_task
 
 
 def load(*specs: DatasetSpec, **kwargs):

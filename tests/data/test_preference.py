@@ -11,28 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain.checks import check_task, mentions_identity, says_i_dont_know
-from posttrain.data import (
-    BASE_MODEL_IDENTITY,
-    TASKS,
-    DataError,
-    DatasetSpec,
-    DataValidationError,
-    Identity,
-    PreferenceSpec,
-    TaskExample,
-    base_identity_response,
-    detect_preference_form,
-    fingerprint,
-    generate_task,
-    load_conversations,
-    load_preferences,
-    preference_fingerprint,
-    task_to_preference,
-    to_preference,
-    validate_preference,
-    validate_prompt,
-)
+from posttrain.checks import mentions_identity, says_i_dont_know
+from posttrain.tasks import check_task
+from posttrain.data import DataError, DatasetSpec, DataValidationError, Identity, PreferenceSpec, detect_preference_form, fingerprint, load_conversations, load_preferences, preference_fingerprint, to_preference, validate_preference, validate_prompt
+from posttrain.tasks import BASE_MODEL_IDENTITY, TASKS, TaskExample, base_identity_response, generate_task, task_to_preference
 
 
 def user(text):

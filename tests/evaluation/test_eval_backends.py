@@ -100,7 +100,7 @@ def test_api_key_comes_from_the_environment_only(chat_server, monkeypatch):
 
 
 def test_missing_api_key_variable_is_a_config_error(monkeypatch):
-    from posttrain.configs import ConfigError
+    from posttrain.errors import ConfigError
 
     monkeypatch.delenv("POSTTRAIN_NO_SUCH_KEY", raising=False)
     with pytest.raises(ConfigError, match="POSTTRAIN_NO_SUCH_KEY"):
@@ -134,7 +134,7 @@ def test_gguf_without_llama_cpp_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_missing_gguf_file_is_named(tmp_path):
-    from posttrain.models import ModelNotFoundError
+    from posttrain.models.registry import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="nope.gguf"):
         GGUFBackend(str(tmp_path / "nope.gguf"))
@@ -143,7 +143,7 @@ def test_missing_gguf_file_is_named(tmp_path):
 @pytest.mark.slow
 def test_gguf_through_llama_cpp_on_the_embedded_model():
     pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install llama-cpp-python)")
-    from posttrain.models import EMBEDDED_MODELS
+    from posttrain.models.registry import EMBEDDED_MODELS
 
     path = EMBEDDED_MODELS["smollm2-135m-instruct"].gguf_path()
     outputs = GGUFBackend(str(path), n_ctx=512).generate(

@@ -8,20 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from posttrain.checks import (
-    CHECKS,
-    INSTRUCTIONS,
-    check_task,
-    count_sentences,
-    count_words,
-    extract_choice,
-    instruction_results,
-    is_json,
-    parse_options,
-    split_paragraphs,
-    split_sentences,
-    validate_instruction,
-)
+from posttrain.checks import INSTRUCTIONS, count_sentences, count_words, extract_choice, instruction_results, is_json, parse_options, split_paragraphs, split_sentences, validate_instruction
+from posttrain.tasks import CHECKS, check_task
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,7 @@ def test_reward_model_scores_through_the_reward_model_interface(tmp_path, chat_s
             assert all(c[-1]["role"] == "assistant" and c[-2]["role"] == "user" for c in conversations)
             return [float(len(c[-1]["content"])) for c in conversations]
 
-    monkeypatch.setitem(sys.modules, "posttrain.reward_model", types.SimpleNamespace(RewardModel=FakeRewardModel))
+    monkeypatch.setitem(sys.modules, "posttrain.models.reward", types.SimpleNamespace(RewardModel=FakeRewardModel))
     chat_server.reply = lambda m: "x" * len(m[-1]["content"])
     args = EvalArguments(models=[{"label": "m", "model": "m", "endpoint": chat_server.url}],
                          suites=[suite_file(tmp_path, JUDGED_SUITE.replace("judge, pairwise", "reward_model"))],
@@ -278,7 +278,7 @@ def test_minilm_embeddings_rank_paraphrases_first():
 
 def test_errors_come_before_any_output(tmp_path, tiny_chat_model, capsys):
     from posttrain.cli import exit_on_user_error
-    from posttrain.models import ModelNotFoundError
+    from posttrain.models.registry import ModelNotFoundError
 
     out = tmp_path / "eval"
     bad_suite = suite_file(tmp_path, "data: [{file: nope.jsonl}]\nscoring: [stopped]\n", "bad.yaml")

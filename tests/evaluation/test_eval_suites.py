@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.configs import ConfigError, parse_args
-from posttrain.evaluation import cli
+from posttrain.errors import ConfigError
+
+from posttrain.configs import parse_args
+from posttrain.stages import evaluate as cli
 from posttrain.evaluation.config import EvalArguments
 from posttrain.evaluation.suites import PACKAGED, SuiteError, load_suite, shipped_suites
 

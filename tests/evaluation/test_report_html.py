@@ -11,7 +11,7 @@ from fake_chat_server import FakeChatServer
 
 from posttrain.evaluation.config import EvalArguments
 from posttrain.evaluation.runner import evaluate
-from posttrain.reports import write_reports
+from posttrain.evaluation.report import write_reports
 
 SUITE = """
 name: html

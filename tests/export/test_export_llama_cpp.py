@@ -104,7 +104,8 @@ def test_quantize_q4_k_m(converted, tmp_path):
 
 def test_unsupported_architecture_is_refused_before_any_work(tiny_chat_model, converter, tmp_path, monkeypatch):
     from posttrain.configs import PosttrainArguments
-    from posttrain.export import ExportError, stage_export
+    from posttrain.export import ExportError
+    from posttrain.stages import export as stage_export
     from posttrain.export.config import ExportArguments
 
     model = tmp_path / "odd"
@@ -128,11 +129,12 @@ def test_too_little_disk_is_refused_before_converting(tiny_chat_model, converter
     from collections import namedtuple
 
     from posttrain.configs import PosttrainArguments
-    from posttrain.export import ExportError, stage_export
+    from posttrain.export import ExportError
+    from posttrain.stages import export as stage_export
     from posttrain.export.config import ExportArguments
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("posttrain.export.stage_export.shutil.disk_usage", lambda path: usage(10, 10, 1024))
+    monkeypatch.setattr("posttrain.stages.export.shutil.disk_usage", lambda path: usage(10, 10, 1024))
     monkeypatch.setattr("posttrain.export.llama_cpp.convert", lambda *a, **k: pytest.fail("converted anyway"))
     args = ExportArguments(model_name_or_path=str(tiny_chat_model), output_dir=str(tmp_path / "out"))
     with pytest.raises(ExportError, match="not enough free disk space"):

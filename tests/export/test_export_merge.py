@@ -7,7 +7,7 @@ import json
 import pytest
 from tiny_export import make_adapter
 
-from posttrain.adapters import AdapterError
+from posttrain.models.adapters import AdapterError
 
 
 def test_merged_logits_match_adapter_on_within_1e4(tiny_chat_model, tmp_path):
@@ -15,7 +15,7 @@ def test_merged_logits_match_adapter_on_within_1e4(tiny_chat_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from posttrain.export.merge import merge_chain, sample_prompt_ids, save_merged
+    from posttrain.models.merge import merge_chain, sample_prompt_ids, save_merged
 
     adapter = make_adapter(tiny_chat_model, tmp_path / "sft")
     model, tokenizer, report = merge_chain(str(adapter))
@@ -48,8 +48,8 @@ def test_adapter_chain_through_the_merge_cache(tiny_chat_model, tmp_path, monkey
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from posttrain.adapters import merged_adapter
-    from posttrain.export.merge import adapter_chain, merge_chain, sample_prompt_ids
+    from posttrain.models.adapters import merged_adapter
+    from posttrain.models.merge import adapter_chain, merge_chain, sample_prompt_ids
 
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     sft = make_adapter(tiny_chat_model, tmp_path / "sft", seed=1)
@@ -74,7 +74,7 @@ def test_adapter_chain_through_the_merge_cache(tiny_chat_model, tmp_path, monkey
 
 
 def test_adapter_whose_base_does_not_match(tiny_chat_model, tmp_path):
-    from posttrain.export.merge import merge_chain
+    from posttrain.models.merge import merge_chain
 
     adapter = make_adapter(tiny_chat_model, tmp_path / "sft")
     big = tmp_path / "other-base"
@@ -95,7 +95,7 @@ def _wider_model(source, target):
 def test_quantized_base_is_refused(tiny_chat_model, tmp_path):
     import shutil
 
-    from posttrain.export.merge import merge_chain
+    from posttrain.models.merge import merge_chain
 
     base = tmp_path / "bnb-base"
     shutil.copytree(tiny_chat_model, base)
@@ -108,8 +108,9 @@ def test_quantized_base_is_refused(tiny_chat_model, tmp_path):
 
 
 def test_merge_stage_writes_folder_and_manifest(tiny_chat_model, tmp_path):
-    from posttrain.configs import ConfigError, parse_args
-    from posttrain.export import stage_merge
+    from posttrain.errors import ConfigError
+    from posttrain.configs import parse_args
+    from posttrain.stages import merge as stage_merge
 
     adapter = make_adapter(tiny_chat_model, tmp_path / "sft")
     config = tmp_path / "merge.yaml"

@@ -18,7 +18,7 @@ def chatml_modelfile(tiny_chat_model, **overrides) -> Modelfile:
 
     from posttrain.export.config import ExportArguments
     from posttrain.configs import PosttrainArguments
-    from posttrain.export.stage_export import build_modelfile
+    from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     args = ExportArguments(gguf_types=["f16", "q8_0"], **overrides)
@@ -50,7 +50,7 @@ def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model
 
     from posttrain.configs import PosttrainArguments
     from posttrain.export.config import ExportArguments
-    from posttrain.export.stage_export import build_modelfile
+    from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"

@@ -27,7 +27,7 @@ def export_config(tmp_path, model, **overrides):
 
 def run_export(config):
     from posttrain.configs import parse_args
-    from posttrain.export import stage_export
+    from posttrain.stages import export as stage_export
 
     return stage_export.main(*parse_args(stage_export.make_parser(), ["--config", str(config)]))
 
@@ -87,7 +87,7 @@ def test_failed_verification_exits_non_zero_without_manifest(tiny_chat_model, co
 
 
 def test_a_new_export_never_mixes_with_an_earlier_one(tmp_path):
-    from posttrain.export.stage_export import move_into_place
+    from posttrain.stages.export import move_into_place
 
     out, work = tmp_path / "export", tmp_path / "work"
     (out / "served").mkdir(parents=True)

@@ -46,11 +46,12 @@ def test_every_stage_defaults_trust_remote_code_off():
     import dataclasses
     import importlib
 
-    from posttrain.cli import STAGES
+    from posttrain.stages import STAGES
 
     checked = 0
-    for stage, module in STAGES.items():
-        for config_class in importlib.import_module(module).make_parser().dataclass_types:
+    for stage, spec in STAGES.items():
+        parser = spec.load().make_parser()
+        for config_class in getattr(parser, "dataclass_types", ()):
             for f in dataclasses.fields(config_class):
                 if f.name == "trust_remote_code":
                     assert f.default is False, (stage, config_class.__name__)
@@ -62,8 +63,8 @@ def test_pickle_weights_load_only_when_allowed(tmp_path, tiny_chat_model, monkey
     import torch
     from safetensors.torch import load_file
 
-    from posttrain.models import resolve_model
-    from posttrain.weights import WeightsError
+    from posttrain.models.registry import resolve_model
+    from posttrain.models.weights import WeightsError
 
     model = tmp_path / "pickled"
     shutil.copytree(tiny_chat_model, model, ignore=shutil.ignore_patterns("*.safetensors"))

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from posttrain.checks import check_task
-from posttrain.configs import ConfigError
-from posttrain.data import TASKS, generate_task
-from posttrain.reward_model import RewardModelError
+from posttrain.tasks import check_task
+from posttrain.errors import ConfigError
+from posttrain.tasks import TASKS, generate_task
+from posttrain.models.reward import RewardModelError
 from posttrain.rl.rewards import RuleReward, build_rewards
 
 from helpers import save_seq_cls

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from posttrain.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent
@@ -20,7 +22,7 @@ CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>")
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserError, ValueError):
     """A chat template that cannot be used for training (missing, not prefix-preserving, ...)."""
 
 

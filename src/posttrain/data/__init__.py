@@ -11,22 +11,11 @@ Typical use::
     pairs = load_preferences([{"path": "prefs.jsonl"}, {"path": "builtin:all"}])  # prompt / chosen / rejected
 
 Modules: :mod:`.spec` (what to load), :mod:`.formats` (row layouts -> messages), :mod:`.validation` (errors and
-conversation rules), :mod:`.files` (local files), :mod:`.builtin` (generated tasks), :mod:`.chitchat` (real
+conversation rules), :mod:`.files` (local files), :mod:`.chitchat` (real
 conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together, fingerprints), :mod:`.preference`
 (preference pairs for reward models and DPO).
 """
 
-from .builtin import (
-    ALL_TASKS,
-    BASE_MODEL_IDENTITY,
-    TASKS,
-    Task,
-    TaskExample,
-    base_identity_response,
-    generate_task,
-    task_to_messages,
-    task_to_preference,
-)
 from .chitchat import chitchat_conversations
 from .files import SUPPORTED_EXTENSIONS, looks_local, resolve_local_files
 from .formats import FORMATS, detect_format, to_messages
@@ -50,8 +39,6 @@ from .validation import ALLOWED_ROLES, DataError, DataValidationError, ProblemCo
 
 __all__ = [
     "ALLOWED_ROLES",
-    "ALL_TASKS",
-    "BASE_MODEL_IDENTITY",
     "BUILTIN_DEFAULT_SAMPLES",
     "BUILTIN_PREFIX",
     "CHITCHAT",
@@ -61,21 +48,16 @@ __all__ = [
     "PREFERENCE_FORMATS",
     "PREFERENCE_FORMS",
     "SUPPORTED_EXTENSIONS",
-    "TASKS",
     "DataError",
     "DataValidationError",
     "DatasetSpec",
     "Identity",
     "PreferenceSpec",
     "ProblemCollector",
-    "Task",
-    "TaskExample",
-    "base_identity_response",
     "chitchat_conversations",
     "detect_format",
     "detect_preference_form",
     "fingerprint",
-    "generate_task",
     "load_conversations",
     "load_preferences",
     "looks_local",
@@ -85,8 +67,6 @@ __all__ = [
     "preference_fingerprint",
     "resolve_local_files",
     "source_kind",
-    "task_to_messages",
-    "task_to_preference",
     "to_messages",
     "to_preference",
     "validate_messages",

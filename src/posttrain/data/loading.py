@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .builtin import generate_task, task_to_messages
+from posttrain.tasks import generate_task, task_to_messages
 from .chitchat import chitchat_conversations, chitchat_data_file
 from .files import RawRow, read_rows, resolve_local_files
 from .formats import detect_format, to_messages

@@ -21,7 +21,7 @@ c. implicit prompt -- only ``chosen`` and ``rejected``, each a full conversation
 Sources are the same as for SFT data (:func:`posttrain.data.load_conversations`): local ``.jsonl``/``.json``/
 ``.parquet``/``.csv`` files or folders (CSV cells are plain strings, so CSV supports form b), Hub datasets and
 ``builtin:<task>``/``builtin:all``, whose pairs are the task's ideal ``response`` against its classic mistake
-(:func:`~posttrain.data.builtin.task_to_preference`). Problems are located and collected exactly as for SFT data
+(:func:`~posttrain.tasks.task_to_preference`). Problems are located and collected exactly as for SFT data
 (see :mod:`posttrain.data.validation`). :func:`posttrain.data.fingerprint` fingerprints the result.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .builtin import BASE_MODEL_IDENTITY, generate_task, task_to_preference
+from posttrain.tasks import BASE_MODEL_IDENTITY, generate_task, task_to_preference
 from .files import RawRow
 from .formats import FORMAT_COLUMNS
 from .loading import SourceTable, as_specs, build_mixture, fingerprint, normalize_rows, source_tables
@@ -392,7 +392,7 @@ def load_preferences(
         seed: Seed for builtin task generation and the split; same inputs and seed, same rows.
         identity: Who the assistant is, for ``builtin:identity`` (the ``chosen`` side; default :class:`Identity()`).
         base_identity: Who the base model says it is, for the ``rejected`` side of ``builtin:identity``
-            (default :data:`~posttrain.data.builtin.BASE_MODEL_IDENTITY`, SmolLM by Hugging Face).
+            (default :data:`~posttrain.tasks.BASE_MODEL_IDENTITY`, SmolLM by Hugging Face).
 
     Returns:
         A ``DatasetDict`` with ``"train"`` (and ``"test"``), each with the columns ``prompt``, ``chosen`` and

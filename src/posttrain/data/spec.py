@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl.scripts.utils import DatasetConfig
 
+from posttrain.tasks.base import Identity
+
 from .formats import FORMATS
 from .validation import DataError
 
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 BUILTIN_PREFIX = "builtin:"
-"""``path: builtin:<task>`` generates examples of a built-in task (see :mod:`posttrain.data.builtin`)."""
+"""``path: builtin:<task>`` generates examples of a built-in task (see :mod:`posttrain.tasks`)."""
 
 CHITCHAT = "chitchat"
 """``path: chitchat`` loads the real human conversations shipped in the ``chitchat-dataset`` package."""
@@ -77,9 +79,3 @@ class DatasetSpec(DatasetConfig):
             raise DataError(self.path, f"fraction must be a number >= 0 (got {self.fraction!r})")
 
 
-@dataclass
-class Identity:
-    """Who the trained assistant says it is (used by the ``identity`` builtin task and its check)."""
-
-    name: str = field(default="Posttrain Assistant", metadata={"help": "The assistant's name."})
-    creator: str = field(default="the posttrain project", metadata={"help": "Who made the assistant."})

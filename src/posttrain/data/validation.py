@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from posttrain.errors import UserError
+
 __all__ = [
     "ALLOWED_ROLES",
     "MAX_REPORTED_PROBLEMS",
@@ -33,7 +35,7 @@ MAX_REPORTED_PROBLEMS = 20
 """How many individual problems a :class:`DataValidationError` lists before summarising the rest."""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """One problem with the training data, located as precisely as possible.
 
     Attributes:
@@ -73,7 +75,7 @@ def _rebuild_data_error(source: str, problem: str, row: int | None, line: int | 
     return DataError(source, problem, row=row, line=line)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """Many :class:`DataError` problems found in one pass over the data.
 
     Attributes:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from posttrain.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -41,7 +43,7 @@ DEFAULT_BASE_URL = "http://localhost:11434/v1"
 """Ollama's OpenAI-compatible API on this machine (llama.cpp's ``llama-server`` listens on ``:8080/v1``)."""
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend that cannot run: a missing optional package, an unusable model file."""
 
 
@@ -131,7 +133,7 @@ def resolve_dtype(dtype: str) -> str:
     """``auto`` follows the training precision (:mod:`posttrain.precision`: ``POSTTRAIN_PRECISION``, else bfloat16 on
     GPUs with bf16 and on CPUs with AVX512-BF16/AMX, about twice as fast there, float32 elsewhere)."""
     if dtype not in DTYPES:
-        from posttrain.configs import ConfigError
+        from posttrain.errors import ConfigError
 
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     if dtype == "auto":
@@ -143,12 +145,12 @@ def resolve_dtype(dtype: str) -> str:
 
 
 class HFBackend:
-    """A causal LM loaded with :func:`posttrain.generation.load_model_for_generation` (alias, folder, adapter or
+    """A causal LM loaded with :func:`posttrain.models.generation.load_model_for_generation` (alias, folder, adapter or
     merged folder), generating in length-sorted left-padded batches with the KV cache."""
 
     def __init__(self, name_or_path: str, *, batch_size: int = 16, chat_template: str = "auto", label: str = "",
                  dtype: str = "auto"):
-        from posttrain.models import resolve_model
+        from posttrain.models.registry import resolve_model
 
         self.name = name_or_path
         self.path = resolve_model(name_or_path)  # ModelNotFoundError before anything loads
@@ -168,7 +170,7 @@ class HFBackend:
             import torch
 
             from posttrain.chat_templates import setup_chat_template
-            from posttrain.generation import load_model_for_generation
+            from posttrain.models.generation import load_model_for_generation
 
             self._model, self._tokenizer = load_model_for_generation(self.path, dtype=getattr(torch, self.dtype))
             if self.chat_template != "auto" or not self._tokenizer.chat_template:
@@ -176,7 +178,7 @@ class HFBackend:
         return self._model, self._tokenizer
 
     def generate(self, conversations, settings, *, progress=True, on_result=None):
-        from posttrain.generation import generate
+        from posttrain.models.generation import generate
 
         model, tokenizer = self._load()
         lengths = [len(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False))
@@ -214,12 +216,12 @@ class GGUFBackend:
     the GGUF."""
 
     def __init__(self, path: str, *, n_ctx: int = 4096, label: str = ""):
-        from posttrain.models import ModelNotFoundError
+        from posttrain.models.registry import ModelNotFoundError
 
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise ModelNotFoundError(f"GGUF file {self.path} does not exist")
-        from posttrain.weights import check_gguf
+        from posttrain.models.weights import check_gguf
 
         check_gguf(self.path)
         self.n_ctx = n_ctx
@@ -292,7 +294,7 @@ class OpenAIBackend:
         self.model = model
         self.api_key_env = api_key_env
         if api_key_env and not os.environ.get(api_key_env):
-            from posttrain.configs import ConfigError
+            from posttrain.errors import ConfigError
 
             raise ConfigError(f"the API key variable {api_key_env} (for {self.url}) is not set")
         self.timeout = timeout

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from posttrain.configs import ConfigError
+from posttrain.errors import ConfigError
 
 __all__ = ["EvalArguments", "JudgeSpec", "ModelSpec"]
 
@@ -134,7 +134,7 @@ class EvalArguments:
                   "{model: ..., endpoint: ..., api_key_env: ...}; optional max_new_tokens, chat_template."},
     )
     reward_model: str | None = field(default=None, metadata={"help": "Reward model folder for the `reward_model` "
-                                                                     "scorer (posttrain.reward_model)."})
+                                                                     "scorer (posttrain.models.reward)."})
     embedding_model: str = field(default="all-minilm-l6-v2", metadata={"help": "Encoder for the `embedding` scorer: "
                                                                                 "alias or local folder."})
     request_timeout: float = field(default=120.0, metadata={"help": "Seconds before an endpoint request times out."})

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from posttrain.models import ModelNotFoundError
+from posttrain.models.registry import ModelNotFoundError
 
 __all__ = ["EMBEDDING_ALIASES", "Embedder", "resolve_embedding_model"]
 

@@ -8,7 +8,7 @@
 3. Scores: rule checks from :mod:`posttrain.checks` (the same functions RL uses as rewards), embedding similarity,
    reward-model scores, judge ratings and pairwise comparisons (judge replies are cached the same way).
 4. ``results.json`` holds every sample (prompt, reply, every score, judge rationale), per-suite means with bootstrap
-   CIs and the deltas between stages; :mod:`posttrain.reports` turns it into report.md and report.html.
+   CIs and the deltas between stages; :mod:`posttrain.evaluation.report` turns it into report.md and report.html.
 
 If an endpoint (model or judge) fails after its retries, the results gathered so far are written with
 ``"status": "partial"`` and the :class:`~posttrain.evaluation.backends.EndpointError` says where they are.
@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from posttrain import checks
+from posttrain import checks, tasks
 from posttrain.evaluation.backends import (
     BackendError,
     GenerationSettings,
@@ -142,7 +142,7 @@ def _rule_score(sample, record: dict, scorer) -> tuple[float | None, dict]:
     name = sample.check if scorer.check == TASK else scorer.check
     meta = {**sample.meta, **scorer.kwargs, "finished": record["finished"], "num_tokens": record["num_tokens"],
             "max_new_tokens": record["max_new_tokens"]}
-    check = checks.CHECKS[name]
+    check = tasks.CHECKS[name]
     response = record["output"]
     details: dict[str, Any] = {"check": name}
     try:
@@ -250,11 +250,11 @@ class Scoring:
 
 
 def load_reward_model(path: str):
-    """``posttrain.reward_model.RewardModel.load(path)`` (imported here: evaluation does not need it otherwise)."""
+    """``posttrain.models.reward.RewardModel.load(path)`` (imported here: evaluation does not need it otherwise)."""
     try:
-        from posttrain.reward_model import RewardModel
+        from posttrain.models.reward import RewardModel
     except ImportError as err:
-        raise BackendError(f"reward-model scoring needs posttrain.reward_model (the reward stage): {err}") from None
+        raise BackendError(f"reward-model scoring needs posttrain.models.reward (the reward stage): {err}") from None
     return RewardModel.load(path)
 
 
@@ -349,7 +349,7 @@ def prepare(args: EvalArguments) -> tuple[list[Suite], list]:
             if not args.reward_model:
                 raise SuiteError(f"{suite.path}: suite '{suite.name}' uses a reward model: set `reward_model`")
             if not Path(args.reward_model).expanduser().exists():
-                from posttrain.models import ModelNotFoundError
+                from posttrain.models.registry import ModelNotFoundError
 
                 raise ModelNotFoundError(f"reward model {args.reward_model} does not exist")
         if suite.needs("embedding"):
@@ -365,7 +365,7 @@ def prepare(args: EvalArguments) -> tuple[list[Suite], list]:
 def evaluate(args: EvalArguments) -> Path:
     """Run the evaluation described by ``args``; returns the path of results.json (report files beside it)."""
     from posttrain import __version__ as posttrain_version
-    from posttrain.reports import write_reports
+    from posttrain.evaluation.report import write_reports
 
     started = time.time()
     suites, backends = prepare(args)

@@ -7,7 +7,7 @@ A suite file::
     max_new_tokens: 128                 # optional: this suite's generation budget (else the run's)
     system_prompt: null                 # optional: this suite's system message (else the run's)
     data:                               # one or more sources, concatenated
-      - builtin: all                    # builtin:<task> tasks of posttrain.data.builtin (or `all`)
+      - builtin: all                    # builtin:<task> tasks of posttrain.tasks (or `all`)
         num_samples: 100
         seed: 1234
       - package: mmlu                   # real data read from an installed PyPI package (see PACKAGED)
@@ -19,7 +19,7 @@ A suite file::
     scoring:                            # every entry becomes one score per sample
       - task                            # the sample's own check (its builtin task, `instructions`, ...)
       - stopped                         # ended with EOS within the budget
-      - check: word_count               # any check of posttrain.checks.CHECKS, with arguments
+      - check: word_count               # any check of posttrain.tasks.CHECKS, with arguments
         max_words: 80
         name: short                     # optional score name (default: the check's)
       - judge                           # LLM-as-judge single-answer grading, 1-10
@@ -30,7 +30,7 @@ A suite file::
 
 Rows (files and inline) have ``prompt`` (a string) or ``messages`` (a conversation ending on a user turn), and
 optionally ``id``, ``system``, ``answer`` (string or list of acceptable answers), ``check`` (a name in
-:data:`~posttrain.checks.CHECKS`), ``options`` (multiple choice), ``instructions`` (IFEval-style, see
+:data:`~posttrain.tasks.CHECKS`), ``options`` (multiple choice), ``instructions`` (IFEval-style, see
 :data:`~posttrain.checks.INSTRUCTIONS`), ``reference`` (string or list, for judge/embedding), ``group`` and
 ``meta``. Everything is validated when the suite is loaded, before any model is: a missing file, an unknown check
 or instruction, a bad row or a missing data package is a :class:`SuiteError` naming the suite file and the key.
@@ -49,8 +49,8 @@ from typing import Any
 
 import yaml
 
-from posttrain import checks
-from posttrain.configs import ConfigError
+from posttrain import checks, tasks
+from posttrain.errors import ConfigError
 
 __all__ = [
     "MODEL_SCORERS",
@@ -307,7 +307,7 @@ def _as_list(value: Any) -> list:
 
 
 def _check_answer_free(name: str) -> bool:
-    return name in checks.NEEDS_NO_ANSWER
+    return name in tasks.NEEDS_NO_ANSWER
 
 
 def _make_sample(row: Any, where: str, default_id: str, identity_meta: dict[str, Any]) -> Sample:
@@ -346,8 +346,8 @@ def _make_sample(row: Any, where: str, default_id: str, identity_meta: dict[str,
     if check is None and "options" in meta and row.get("answer") is not None:
         check = "multiple_choice"
     if check is not None:
-        if check not in checks.CHECKS:
-            raise SuiteError(f"{where}: unknown check '{check}'; available: {', '.join(checks.CHECKS)}")
+        if check not in tasks.CHECKS:
+            raise SuiteError(f"{where}: unknown check '{check}'; available: {', '.join(tasks.CHECKS)}")
         if check == "identity":
             meta = {**identity_meta, **meta}
     answer = row.get("answer")
@@ -411,7 +411,7 @@ def _subset(rows: list, num_samples: int | None, seed: int, where: str) -> list:
 
 def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples: int | None):
     """Rows of one ``data`` entry as Samples, plus provenance and notes."""
-    from posttrain.data.builtin import ALL_TASKS, TASKS, generate_task
+    from posttrain.tasks import ALL_TASKS, TASKS, generate_task
 
     if not isinstance(source, Mapping):
         raise SuiteError(f"{where}: a data source must be a mapping with one of {', '.join(_SOURCE_KINDS)}")
@@ -484,8 +484,8 @@ def _parse_scorer(entry: Any, where: str) -> Scorer:
         raise SuiteError(f"{where}: a scoring entry needs 'check: <name>' or one of {', '.join(MODEL_SCORERS)}")
     check = str(entry.pop("check"))
     name = str(entry.pop("name", check))
-    if check != TASK and check not in checks.CHECKS:
-        available = ", ".join([TASK, *checks.CHECKS, *MODEL_SCORERS])
+    if check != TASK and check not in tasks.CHECKS:
+        available = ", ".join([TASK, *tasks.CHECKS, *MODEL_SCORERS])
         raise SuiteError(f"{where}: unknown check '{check}'; available: {available}")
     if check in checks.INSTRUCTIONS:
         try:
@@ -555,7 +555,7 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
             missing = [s.id for s in samples if s.check is None]
             if missing:
                 raise SuiteError(f"{path}: scorer 'task' needs a check on every sample; '{missing[0]}' has none")
-        elif scorer.kind == "check" and scorer.check not in checks.NEEDS_NO_ANSWER:
+        elif scorer.kind == "check" and scorer.check not in tasks.NEEDS_NO_ANSWER:
             if any(s.answer is None for s in samples):
                 raise SuiteError(f"{path}: check '{scorer.check}' needs an answer on every sample")
         elif scorer.kind == "embedding" and any(not s.references for s in samples):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from posttrain.configs import ConfigError
+from posttrain.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -30,7 +30,7 @@ def renderer_binary() -> Path:
     """The built renderer, rebuilt when ``main.go`` changes."""
     from filelock import FileLock
 
-    from posttrain.models import cache_dir
+    from posttrain.models.registry import cache_dir
 
     go = shutil.which("go")
     if go is None:

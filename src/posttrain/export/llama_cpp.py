@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from posttrain.errors import UserError
 from posttrain.export import ExportError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _QWEN2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{
 _SPLIT_PATTERNS = {_GPT2: "gpt-2", _LLAMA3: "llama-bpe", _QWEN2: "qwen2"}
 
 
-class LlamaCppError(RuntimeError):
+class LlamaCppError(UserError, RuntimeError):
     """llama.cpp's converter or quantizer failed, or cannot be found or fetched."""
 
 
@@ -73,7 +74,7 @@ def converter_dir(llama_cpp_dir: str | os.PathLike | None = None, *, fetch: bool
             raise LlamaCppError(f"llama.cpp folder {path} (llama_cpp_dir / $LLAMA_CPP_DIR) has no {CONVERTER} and "
                                 "gguf-py/ next to it")
         return path
-    from posttrain.models import cache_dir
+    from posttrain.models.registry import cache_dir
 
     target = cache_dir() / "llama.cpp" / LLAMA_CPP_PYTHON_VERSION
     if (target / _MARKER).is_file():

@@ -11,7 +11,9 @@ from typing import Any
 import trl
 from trl.trainer.base_config import _BaseConfig
 
-from posttrain.configs import ConfigError, HardwareDefaultsMixin
+from posttrain.errors import ConfigError
+
+from posttrain.configs import HardwareDefaultsMixin
 
 
 def _rewards_field():

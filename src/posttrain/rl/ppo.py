@@ -4,7 +4,7 @@ One PPO step (Ouyang et al. 2022, InstructGPT, arXiv:2203.02155; Ziegler et al. 
 in Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO", arXiv:2403.17031):
 
 1. **Rollout** -- each process samples one reply for each of ``rollout_batch_size`` prompts from the policy
-   (:func:`posttrain.generation.generate`: batched, left padding, KV cache; ``top_k`` off so the sampling
+   (:func:`posttrain.models.generation.generate`: batched, left padding, KV cache; ``top_k`` off so the sampling
    distribution is the softmax the loss uses, divided by ``temperature``). Replies are truncated after the first
    stop token.
 2. **Scoring** -- no-grad forward passes give the policy's log-probabilities and values and the reference's
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from posttrain.configs import ConfigError
+from posttrain.errors import ConfigError
 from posttrain.rl import ppo_core
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.rewards import RewardSet
@@ -168,7 +168,7 @@ class PPOTrainer:
         from accelerate import Accelerator
         from transformers import TrainerState
 
-        from posttrain.generation import stop_token_ids
+        from posttrain.models.generation import stop_token_ids
 
         self.args, self.tokenizer, self.rewards = args, tokenizer, rewards
         self.accelerator = Accelerator(cpu=args.use_cpu)
@@ -242,7 +242,7 @@ class PPOTrainer:
         return indices
 
     def _encode_prompts(self, prompts: Sequence[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded query ids rendered exactly as :func:`posttrain.generation.generate` renders them."""
+        """Left-padded query ids rendered exactly as :func:`posttrain.models.generation.generate` renders them."""
         encoded = [
             self.tokenizer(
                 self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False),
@@ -286,7 +286,7 @@ class PPOTrainer:
 
     def rollout(self, rows: list[dict]) -> Rollout:
         """Sample, truncate at the stop token, score with the rewards, the policy (+ values) and the reference."""
-        from posttrain.generation import generate
+        from posttrain.models.generation import generate
 
         prompts = [row["prompt"] for row in rows]
         policy = self.unwrapped.policy
@@ -572,7 +572,7 @@ class PPOTrainer:
         the adapter disabled; the stop-token penalty is included, as in training."""
         from accelerate.utils import gather_object
 
-        from posttrain.generation import generate
+        from posttrain.models.generation import generate
 
         policy = self.unwrapped.policy
         policy.eval()

@@ -3,7 +3,7 @@
 turn removed), as a ``datasets`` table with columns ``prompt`` (messages ending with a user turn), ``task``,
 ``answer`` and ``meta`` (JSON) -- the form TRL's GRPO/RLOO trainers and posttrain's PPO both read.
 
-Loading reuses :func:`posttrain.pairs.task_prompts` / :func:`posttrain.pairs.read_prompts` (on-policy pairs read
+Loading reuses :func:`posttrain.rl.pairs.task_prompts` / :func:`posttrain.rl.pairs.read_prompts` (on-policy pairs read
 prompts the same way) and :func:`posttrain.data.load_conversations` for everything else.
 """
 
@@ -22,7 +22,7 @@ COLUMNS = ("prompt", "task", "answer", "meta")
 
 def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: str | None):
     from posttrain.data import load_conversations
-    from posttrain.pairs import PromptItem, read_prompts, task_prompts
+    from posttrain.rl.pairs import PromptItem, read_prompts, task_prompts
 
     if spec.path.startswith(BUILTIN_PREFIX):
         count = spec.num_samples or BUILTIN_DEFAULT_SAMPLES

@@ -8,7 +8,7 @@ Rewards by name (``rewards:`` in a PPO/GRPO config, a list of names or mappings 
 
 * ``task`` -- the prompt's own check: its ``task`` column (a builtin task such as ``arithmetic`` or any check name)
   with its ``answer`` and ``meta``; rows without a task get no reward from it (``None``: not applicable).
-* every name in :data:`posttrain.checks.CHECKS` -- ``exact_match``, ``numeric_match``, ``strict_match``,
+* every name in :data:`posttrain.tasks.CHECKS` -- ``exact_match``, ``numeric_match``, ``strict_match``,
   ``contains``, ``regex``, ``json_format``, ``word_count`` (``max_words``...), ``stopped`` (ended with the stop token
   within the budget), the builtin tasks' checks...; ``params`` of the mapping are passed to the check, the row's
   ``answer`` and ``meta`` too.
@@ -16,7 +16,7 @@ Rewards by name (``rewards:`` in a PPO/GRPO config, a list of names or mappings 
 * ``length`` -- 1.0 up to ``max_words`` words (:func:`posttrain.checks.count_words`), then ``max_words / words``.
 * ``reward_model`` -- a sequence-classification model with one output (``path``: what ``recipes/reward.py`` writes,
   or any such HF folder), scoring ``prompt + reply`` rendered with its own chat template. Its tokenizer must be the
-  policy's (vocabulary compared), else :class:`~posttrain.reward_model.RewardModelError`.
+  policy's (vocabulary compared), else :class:`~posttrain.models.reward.RewardModelError`.
 
 Prompt rows carry ``task``, ``answer`` and ``meta`` (a JSON string, so rows of different tasks share one column type).
 """
@@ -28,8 +28,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from posttrain.checks import CHECKS, NEEDS_NO_ANSWER, check_task, count_words, extract_number
-from posttrain.configs import ConfigError
+from posttrain.checks import count_words, extract_number
+from posttrain.tasks import CHECKS, NEEDS_NO_ANSWER, check_task
+from posttrain.errors import ConfigError
 
 REWARD_MODEL = "reward_model"
 EXTRA_RULES = ("task", "has_number", "length")
@@ -66,7 +67,7 @@ class RuleReward:
     apply (no task for ``task``; no answer for a check that needs one).
 
     Args:
-        name: ``task``, ``has_number``, ``length`` or a name in :data:`posttrain.checks.CHECKS`.
+        name: ``task``, ``has_number``, ``length`` or a name in :data:`posttrain.tasks.CHECKS`.
         params: Fixed arguments for the check (``max_words=30`` for ``word_count``, ``pattern=...`` for ``regex``).
         stop_token_ids: Ids ending a reply; a completion whose last id is one of them counts as ``finished`` (for
             ``stopped``). Set by the trainer from the policy's tokenizer.
@@ -113,10 +114,10 @@ class RuleReward:
 
 
 class ModelReward:
-    """A reward model (:class:`~posttrain.reward_model.RewardModel`) as a reward function."""
+    """A reward model (:class:`~posttrain.models.reward.RewardModel`) as a reward function."""
 
     def __init__(self, path: str, *, policy_tokenizer=None, batch_size: int = 8, max_length: int = 1024) -> None:
-        from posttrain.reward_model import RewardModel, RewardModelError
+        from posttrain.models.reward import RewardModel, RewardModelError
 
         self.reward_model = RewardModel.load(path, batch_size=batch_size, max_length=max_length)
         if policy_tokenizer is not None and self.reward_model.tokenizer.get_vocab() != policy_tokenizer.get_vocab():

@@ -54,7 +54,7 @@ def start_run(training_args) -> Run:
     if resume is True and not any(
         d.name.startswith("checkpoint-") for folder in (work, final) if folder.is_dir() for d in folder.iterdir()
     ):
-        from posttrain.configs import ConfigError
+        from posttrain.errors import ConfigError
 
         raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
                           "(finished run) to resume from")
@@ -74,7 +74,7 @@ def check_output_dir(final: Path) -> None:
     """Fail before any work when ``output_dir`` cannot be written (its parent is a file, read-only, ...)."""
     import os
 
-    from posttrain.configs import ConfigError
+    from posttrain.errors import ConfigError
 
     if final.exists() and not final.is_dir():
         raise ConfigError(f"output_dir {final} exists and is not a folder")
@@ -233,7 +233,7 @@ def publish(run: Run) -> None:
 def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_classification: bool = False):
     """Tokenizer, (4-bit) model and chat template set up together; returns the ids of tokens added to the vocab."""
     from posttrain import chat_templates
-    from posttrain.modeling import load_model, load_tokenizer
+    from posttrain.models.loading import load_model, load_tokenizer
 
     from transformers import set_seed
 
@@ -252,7 +252,7 @@ def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_cla
 
 
 def peft_config(model, model_args, new_token_ids, *, task_type: str | None = None):
-    from posttrain.modeling import lora_config
+    from posttrain.models.loading import lora_config
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     return lora_config(model_args, new_token_ids=new_token_ids, tied_embeddings=tied, task_type=task_type)

@@ -37,7 +37,7 @@ def load_policy(pt_args, training_args, model_args):
 
 def load_rewards(training_args, model, tokenizer):
     """The configured reward functions; a reward model must share the policy's tokenizer."""
-    from posttrain.generation import stop_token_ids
+    from posttrain.models.generation import stop_token_ids
     from posttrain.rl.rewards import build_rewards
 
     return build_rewards(

@@ -1,0 +1,203 @@
+"""Merge an adapter chain (base → SFT adapter → DPO/PPO adapter ...) into one full-precision HF folder.
+
+The base is loaded in float32 (or bfloat16) -- never into 4-bit weights, where a merge would round the adapter's
+update away -- and each adapter is applied and ``merge_and_unload``-ed in order. Before each merge the logits with
+the adapter *on* are recorded on sample prompts and compared with the merged weights': the maximum absolute
+difference is the *logit drift* (≈1e-5 in float32; bfloat16 rounding makes it larger).
+
+Chains are found from the adapters themselves: ``adapter_config.json`` names the base; a DPO adapter's base is
+posttrain's cached merge of the SFT adapter (``$POSTTRAIN_CACHE/merged/<name>-<digest>``), whose
+``posttrain_merged.json`` names the SFT adapter, which is re-applied from its own folder when its digest still
+matches (otherwise the cached merge itself is the base). When a recorded base no longer exists, the adapter's
+``run_manifest.json`` (``base_model``) is tried; ``base_model`` overrides the root base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter
+
+MAX_CHAIN = 16
+
+
+@dataclass
+class MergeReport:
+    base: str
+    adapters: list[str]
+    dtype: str
+    drift: list[float] = field(default_factory=list)  # max |logit difference| per adapter
+
+    @property
+    def max_drift(self) -> float:
+        return max(self.drift, default=0.0)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "max_drift": self.max_drift}
+
+
+def _cached_merge_source(path: Path) -> Path | None:
+    """The adapter a posttrain merge cache folder was made from, when it still has the same content."""
+    marker = path / "posttrain_merged.json"
+    if not marker.is_file():
+        return None
+    try:
+        source = Path(json.loads(marker.read_text())["adapter"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if is_adapter(source) and path.name.endswith("-" + adapter_digest(source)):
+        return source
+    return None
+
+
+def _manifest_base(adapter: Path) -> str | None:
+    from posttrain.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(adapter) or {}
+    except (OSError, ValueError):
+        return None
+    base = manifest.get("base_model")
+    return base if base and Path(base).expanduser().exists() else None
+
+
+def adapter_chain(name_or_path: str, base_model: str | None = None) -> tuple[str, list[Path]]:
+    """``(root base model, [adapter folders, applied first to last])`` for a model or adapter folder."""
+    adapters: list[Path] = []
+    current = name_or_path
+    while True:
+        path = Path(current).expanduser()
+        if path.exists() and is_adapter(path):
+            adapters.insert(0, path.resolve())
+            if len(adapters) > MAX_CHAIN:
+                raise AdapterError(f"{name_or_path}: adapter chain longer than {MAX_CHAIN} (a cycle?)")
+            recorded = adapter_base(path)
+            if not Path(recorded).expanduser().exists() and recorded.startswith(("/", ".", "~")):
+                fallback = _manifest_base(path)
+                if fallback is None:
+                    raise AdapterError(
+                        f"{path / 'adapter_config.json'}: its base {recorded} no longer exists; give the base "
+                        "with base_model"
+                    )
+                recorded = fallback
+            current = recorded
+            continue
+        source = _cached_merge_source(path) if path.exists() else None
+        if source is not None:
+            current = str(source)
+            continue
+        break
+    return (base_model or current), adapters
+
+
+def _check_full_precision(path: str) -> None:
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        quant = config.get("quantization_config")
+        if quant:
+            raise AdapterError(
+                f"{config_file}: the base is stored quantized ({quant.get('quant_method', 'quantized')}); merging "
+                "into quantized weights would round the adapter away: give the full-precision base with base_model"
+            )
+
+
+def sample_prompt_ids(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
+    """Token ids of the prompts used to measure drift (chat-rendered when the tokenizer has a template)."""
+    out = []
+    for conversation in conversations:
+        if tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n".join(m["content"] for m in conversation)
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _logits(model, prompts: list[list[int]]):
+    import torch
+
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in prompts]
+
+
+def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str = "float32",
+                conversations: list[list[dict]] | None = None):
+    """Load the root base in ``dtype``, apply and merge every adapter of the chain; returns
+    ``(model, tokenizer, MergeReport)``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.export.prompts import GENERATION_CONVERSATIONS
+    from posttrain.models.registry import resolve_model
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise AdapterError(f"dtype must be float32, bfloat16 or float16 for a merge (got {dtype!r}); "
+                           "merging into 4-bit weights is never done")
+    base, adapters = adapter_chain(name_or_path, base_model)
+    for adapter in adapters:
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        if config.get("task_type") == "SEQ_CLS":
+            raise AdapterError(f"{adapter}: a sequence-classification (reward model) adapter is not a chat model")
+    base_path = resolve_model(base)
+    _check_full_precision(base_path)
+    chain = " → ".join([str(base), *map(str, adapters)])
+    print(f"posttrain: merging {chain} in {dtype}", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(adapters[-1] if adapters else base_path)
+    prompts = sample_prompt_ids(tokenizer, (conversations or GENERATION_CONVERSATIONS)[:8])
+    report = MergeReport(base=str(base), adapters=[str(a) for a in adapters], dtype=dtype)
+    for adapter in adapters:
+        adapter_tokenizer = AutoTokenizer.from_pretrained(adapter)
+        if len(adapter_tokenizer) > model.get_input_embeddings().num_embeddings:  # SFT added ChatML tokens
+            model.resize_token_embeddings(len(adapter_tokenizer), mean_resizing=False)
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise AdapterError(f"adapter {adapter} does not fit its base {base}: {str(err)[:800]}") from None
+        peft_model.eval()
+        before = _logits(peft_model, prompts)
+        model = peft_model.merge_and_unload()
+        model.eval()
+        after = _logits(model, prompts)
+        drift = max((a - b).abs().max().item() for a, b in zip(before, after)) if prompts else 0.0
+        report.drift.append(drift)
+        print(f"posttrain: merged {adapter.name}: max |logit drift| adapter-on vs merged = {drift:.3g}", flush=True)
+    return model, tokenizer, report
+
+
+def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -> Path:
+    """Write safetensors + tokenizer + chat template + generation_config (EOS = every end-of-turn token) into
+    ``output_dir``, through a temporary folder moved into place when complete."""
+    from posttrain.export.special_tokens import end_of_turn_ids
+
+    output_dir = Path(output_dir)
+    stops = end_of_turn_ids(tokenizer)
+    if stops:
+        model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+        model.config.eos_token_id = stops[0]
+    if tokenizer.pad_token_id is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "merge_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        if output_dir.exists():
+            if any(output_dir.iterdir()) and not (output_dir / "merge_report.json").is_file():
+                from posttrain.export import ExportError
+
+                raise ExportError(f"output_dir {output_dir} exists and holds something other than a merged model; "
+                                  "choose another folder")
+            shutil.rmtree(output_dir)
+        tmp.rename(output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir

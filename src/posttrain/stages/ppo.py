@@ -1,0 +1,80 @@
+"""PPO stage: a LoRA policy trained with posttrain's PPO (:mod:`posttrain.rl.ppo`) against rule rewards and/or a
+reward model.
+
+Starting point: ``model_name_or_path`` names the SFT or DPO result. As in DPO, an adapter is merged into the
+full-precision base and a new LoRA adapter (4-bit base with ``load_in_4bit``) is trained on top, so the reference
+policy -- the model PPO's KL penalty holds the policy near -- is the same model with the adapter disabled. Writes the
+adapter, ``value_head.safetensors``, the tokenizer, a model card and the run manifest to ``output_dir``; with
+``test_split_size``, the mean reward of greedy replies on held-out prompts before (reference) and after (policy).
+"""
+
+from __future__ import annotations
+
+from posttrain.configs import ModelConfig, PosttrainArguments
+from posttrain.rl.config import PPOConfig
+from posttrain.training.common import StopOnSignal, finish_run, peft_config, run_interruptibly, start_run
+from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((PosttrainArguments, PPOConfig, ModelConfig))
+
+
+def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: ModelConfig):
+    """parse → prompts → merged start model (4-bit) + new adapter → rewards → PPO → save → held-out reward."""
+    from posttrain.errors import ConfigError
+    from posttrain.data import fingerprint
+    from posttrain.rl.ppo import PPOTrainer, steps_summary
+
+    if not model_args.use_peft:
+        raise ConfigError("PPO trains a LoRA adapter (its reference is the adapter disabled): set use_peft: true")
+    run = start_run(training_args)
+    data = load_rl_prompts(pt_args, training_args)
+    model, tokenizer = load_policy(pt_args, training_args, model_args)
+    rewards = load_rewards(training_args, model, tokenizer)  # every input is validated before anything is written
+
+    trainer = PPOTrainer(
+        model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, [])
+    )
+    stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
+
+    def fit():
+        return trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop)
+
+    metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
+    if "test" in data:
+        budget = training_args.eval_max_new_tokens
+        metrics["eval_reward_reference"] = trainer.evaluate_rewards(data["test"], reference=True,
+                                                                    max_new_tokens=budget)["reward"]  # fmt: skip
+        metrics["eval_reward_policy"] = trainer.evaluate_rewards(data["test"], max_new_tokens=budget)["reward"]
+    trainer.save_model(training_args.output_dir)
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    if run.state.is_main_process:
+        print(f"posttrain: PPO {steps_summary(history)}")
+        if "test" in data:
+            print(
+                f"posttrain: held-out reward on {len(data['test'])} prompts (greedy): "
+                f"{metrics['eval_reward_reference']:.3f} (reference) -> {metrics['eval_reward_policy']:.3f} (PPO policy)"
+            )
+    finish_run(
+        run,
+        trainer,
+        stage="ppo",
+        title=f"PPO adapter on {model_args.model_name_or_path}",
+        configs=(pt_args, training_args, model_args),
+        data_fingerprint=fingerprint(data, pt_args.datasets),
+        summary={
+            "rewards": ", ".join(f"{s['name']}×{s['weight']:g}" for s in training_args.rewards),
+            "training reward": steps_summary(history),
+            **reward_summary(metrics),
+        },
+        metrics=metrics,
+        reward_curve=[h["reward"] for h in history],
+        kl_curve=[h["kl"] for h in history],
+    )
+    if run.state.is_main_process:
+        print(f"posttrain: PPO adapter, value head, tokenizer, README.md and run_manifest.json saved to "
+              f"{training_args.output_dir}")  # fmt: skip
+    return trainer, metrics

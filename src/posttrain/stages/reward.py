@@ -1,0 +1,99 @@
+"""Reward model: a one-output sequence-classification head trained on preference pairs with TRL's RewardTrainer.
+
+(Q)LoRA on the backbone plus a trained ``score`` head (Bradley-Terry loss, Ouyang et al. 2022). The stage writes
+``output_dir/adapter/`` (the LoRA adapter) and, next to it, the adapter merged into full-precision weights as a
+plain HF sequence-classification folder in ``output_dir`` itself, which PPO, GRPO (``reward_funcs``) and
+evaluation load directly. Held-out pairwise accuracy is measured on that saved model (and training-split accuracy on
+a seeded sample of at most 64 pairs).
+"""
+
+from __future__ import annotations
+
+from posttrain.configs import ModelConfig, PosttrainArguments, RewardConfig
+from posttrain.training.common import (
+    finish_run,
+    load_model_and_tokenizer,
+    peft_config,
+    start_run,
+    train,
+    with_system_prompt,
+)
+
+#: training pairs scored for the train-split pairwise accuracy (all of them cost as much as the training itself on CPU)
+TRAIN_ACCURACY_PAIRS = 64
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((PosttrainArguments, RewardConfig, ModelConfig))
+
+
+def add_system_prompt(pairs, system_prompt: str | None):
+    if not system_prompt:
+        return pairs
+    return pairs.map(lambda row: {"prompt": with_system_prompt(row["prompt"], system_prompt)}, desc="System prompt")
+
+
+def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: ModelConfig):
+    """parse → preference pairs → (4-bit) seq-cls model → RewardTrainer → save adapter + merged model → accuracy."""
+    from pathlib import Path
+
+    from trl import RewardTrainer
+
+    from posttrain.models.adapters import merge_adapter
+    from posttrain.data import fingerprint, load_preferences
+    from posttrain.models.reward import RewardModel
+
+    run = start_run(training_args)
+    data = load_preferences(
+        pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
+    )
+    data = {split: add_system_prompt(data[split], pt_args.system_prompt) for split in data}
+    model, tokenizer, new_token_ids = load_model_and_tokenizer(
+        pt_args, training_args, model_args, sequence_classification=True
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("test") if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config(model, model_args, new_token_ids, task_type="SEQ_CLS"),
+    )
+    result = train(run, trainer, training_args)
+    metrics = dict(result.metrics)
+
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model(str(output_dir / "adapter"))
+    if run.state.is_main_process:
+        tokenizer.save_pretrained(output_dir / "adapter")
+        merge_adapter(output_dir / "adapter", output_dir)  # full precision, never into the 4-bit weights
+        reward_model = RewardModel.load(str(output_dir))
+        for split in data:
+            pairs = data[split]
+            if split == "train" and len(pairs) > TRAIN_ACCURACY_PAIRS:  # a fit check; the held-out split is scored whole
+                pairs = pairs.shuffle(seed=training_args.seed).select(range(TRAIN_ACCURACY_PAIRS))
+            for key, value in reward_model.pairwise_accuracy(pairs).items():
+                metrics[f"{split}_pairwise_{key}"] = value
+        print(
+            "posttrain: reward model pairwise accuracy: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "pairwise_accuracy" in k)
+        )
+    finish_run(
+        run,
+        trainer,
+        stage="reward",
+        title=f"Reward model on {model_args.model_name_or_path}",
+        configs=(pt_args, training_args, model_args),
+        data_fingerprint=fingerprint(data, pt_args.datasets),
+        summary={
+            k.replace("_", " "): f"{v:.3f}" for k, v in metrics.items() if k.endswith("pairwise_accuracy")
+        },
+        metrics=metrics,
+    )
+    if run.state.is_main_process:
+        print(f"posttrain: reward model (merged) saved to {run.final_dir}, adapter in {run.final_dir / 'adapter'}")
+    return trainer, metrics

@@ -1,0 +1,160 @@
+"""Built-in generated tasks with known correct answers, one module each (nanochat-style): its phrasings and
+vocabulary, its generator and its rule check, so the same examples serve SFT (``response``), preference pairs
+(``response`` vs ``wrong_response``), evaluation and RL rewards (``answer`` + ``meta``, checked by the task's own
+check):
+
+* :mod:`.identity` -- "Who are you?" / "Who made you?", answered with the configured :class:`Identity`.
+* :mod:`.unknown_entity` -- questions about things that do not exist, answered with an honest "I don't know".
+* :mod:`.decimal_compare` -- "Which is larger, 9.11 or 9.9?".
+* :mod:`.letter_count` -- 'How many r's are in "strawberry"?'.
+* :mod:`.arithmetic` -- additions, subtractions and multiplications of small whole numbers.
+
+Generation is deterministic in ``(task, n, seed, identity)`` and uses several phrasings per task so a model does
+not just memorise one string. :data:`CHECKS` is every name a row's ``task`` field may carry: the tasks' checks and
+the generic ones of :mod:`posttrain.checks`; :func:`check_task` applies one.
+
+Adding a task: a module here with ``TASK = Task(name, description, make, check)``, listed in :data:`TASKS`, and a
+test in ``tests/data/test_builtin.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from posttrain.checks import GENERIC_CHECKS, Check
+from posttrain.tasks import arithmetic, decimal_compare, identity, letter_count, unknown_entity
+from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.identity import BASE_MODEL_IDENTITY, base_identity_response
+
+__all__ = [
+    "ALL_TASKS",
+    "BASE_MODEL_IDENTITY",
+    "CHECKS",
+    "NEEDS_NO_ANSWER",
+    "TASKS",
+    "Identity",
+    "Task",
+    "TaskExample",
+    "base_identity_response",
+    "check_task",
+    "generate_task",
+    "task_to_messages",
+    "task_to_preference",
+]
+
+ALL_TASKS = "all"
+"""Task name meaning every task, interleaved."""
+
+TASKS: dict[str, Task] = {
+    module.TASK.name: module.TASK for module in (identity, unknown_entity, decimal_compare, letter_count, arithmetic)
+}
+"""Builtin tasks by name."""
+
+_MAX_DRAWS_FOR_A_NEW_PROMPT = 20
+
+
+def _generate_one_task(task: Task, n: int, seed: int, identity: Identity) -> list[TaskExample]:
+    rng = random.Random(f"posttrain/{task.name}/{seed}")  # str seeds hash with SHA-512: stable across runs
+    examples: list[TaskExample] = []
+    seen: set[str] = set()
+    for _ in range(n):
+        for _ in range(_MAX_DRAWS_FOR_A_NEW_PROMPT):  # avoid repeated prompts while fresh ones are easy to find
+            example = task.make(rng, identity)
+            if example.prompt not in seen:
+                break
+        seen.add(example.prompt)
+        examples.append(example)
+    return examples
+
+
+def generate_task(name: str, n: int, seed: int = 42, identity: Identity | None = None) -> list[TaskExample]:
+    """Generate ``n`` examples of the builtin task ``name`` (or of all tasks, interleaved, for ``"all"``).
+
+    Args:
+        name: A key of :data:`TASKS`, or ``"all"``.
+        n: How many examples. For ``"all"`` they are split as evenly as possible between the tasks.
+        seed: Random seed; the same ``(name, n, seed, identity)`` always gives the same examples.
+        identity: Who the assistant is, for the ``identity`` task (default :class:`Identity()`).
+
+    Raises:
+        KeyError: For an unknown task name (the message lists the available ones).
+        ValueError: If ``n`` is negative.
+    """
+    if n < 0:
+        raise ValueError(f"cannot generate a negative number of examples ({n})")
+    identity = identity or Identity()
+    if name == ALL_TASKS:
+        tasks = list(TASKS.values())
+        per_task = [
+            _generate_one_task(task, n // len(tasks) + (i < n % len(tasks)), seed, identity)
+            for i, task in enumerate(tasks)
+        ]
+        return [per_task[i % len(tasks)][i // len(tasks)] for i in range(n)]
+    if name not in TASKS:
+        raise KeyError(f"unknown builtin task {name!r}; available: {', '.join([*TASKS, ALL_TASKS])}")
+    return _generate_one_task(TASKS[name], n, seed, identity)
+
+
+def task_to_messages(example: TaskExample) -> list[dict[str, str]]:
+    """The example as a training conversation: the prompt as user turn, the ideal ``response`` as assistant turn."""
+    return [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.response}]
+
+
+def task_to_preference(example: TaskExample, base_identity: Identity = BASE_MODEL_IDENTITY) -> dict[str, str]:
+    """The example as a preference pair of plain strings: ``prompt`` (the user message), ``chosen`` (the ideal
+    ``response``) and ``rejected`` (the classic mistake: ``wrong_response``, or for ``identity`` the base model's old
+    identity, see :func:`base_identity_response`)."""
+    rejected = (
+        base_identity_response(example, base_identity) if example.task == "identity" else example.wrong_response
+    )
+    return {"prompt": example.prompt, "chosen": example.response, "rejected": rejected}
+
+
+CHECKS: dict[str, Check] = {**{name: task.check for name, task in TASKS.items()}, **GENERIC_CHECKS}
+"""Checks by name, each ``check(response, answer, **meta) -> bool``, shared by evaluation suites and RL rewards: one
+per builtin task (``identity``, ``unknown_entity``, ``decimal_compare``, ``letter_count``, ``arithmetic``) and the
+generic checks of :data:`posttrain.checks.GENERIC_CHECKS`."""
+
+NEEDS_NO_ANSWER = frozenset(CHECKS) - {
+    "decimal_compare", "letter_count", "arithmetic", "exact_match", "numeric_match", "strict_match", "contains",
+    "multiple_choice",
+}
+"""Checks that decide from the reply and ``meta`` alone (no reference answer needed)."""
+
+
+class _ExampleLike(Protocol):
+    task: str
+    answer: str
+    meta: Mapping[str, Any]
+
+
+def check_task(example_or_task_name: _ExampleLike | str, response: str, answer: str | None = None, **meta: Any) -> bool:
+    """Whether ``response`` correctly answers a builtin-task example.
+
+    Args:
+        example_or_task_name: A :class:`~posttrain.data.builtin.TaskExample` (its ``task``, ``answer`` and ``meta``
+            are used) or a name in :data:`CHECKS`.
+        response: The model's reply.
+        answer: The correct answer; defaults to the example's.
+        **meta: Extra facts the check needs (override the example's ``meta``), e.g. ``name``/``creator``/``asks``
+            for ``identity`` or ``a``/``b`` for ``decimal_compare``.
+
+    Raises:
+        KeyError: For an unknown check name.
+        ValueError: If no answer is given for a check that needs one.
+    """
+    if isinstance(example_or_task_name, str):
+        name, facts = example_or_task_name, dict(meta)
+    else:
+        name = example_or_task_name.task
+        facts = {**example_or_task_name.meta, **meta}
+        answer = example_or_task_name.answer if answer is None else answer
+    if name not in CHECKS:
+        raise KeyError(f"unknown check {name!r}; available: {', '.join(CHECKS)}")
+    if answer is None:
+        if name not in NEEDS_NO_ANSWER:
+            raise ValueError(f"check {name!r} needs the correct answer")
+        return CHECKS[name](response, **facts)
+    return CHECKS[name](response, answer, **facts)

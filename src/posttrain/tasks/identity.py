@@ -1,0 +1,107 @@
+"""``identity``: "Who are you?" / "Who made you?", answered with the configured :class:`Identity` instead of the
+base model's old identity; its check wants the name (and the creator when the question asks who made it)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Any
+
+from posttrain.checks.answers import mentions_identity
+from posttrain.tasks.base import Identity, Task, TaskExample
+
+
+_IDENTITY_QUESTIONS: tuple[tuple[str, str, str], ...] = (
+    # (prompt, what it asks about, how the reply starts)
+    ("Who are you?", "name", ""),
+    ("What's your name?", "name", ""),
+    ("what is your name", "name", ""),
+    ("What should I call you?", "name", ""),
+    ("Hi! Who am I talking to?", "name", "Hi! "),
+    ("Please introduce yourself.", "name", ""),
+    ("Tell me a bit about yourself.", "name", ""),
+    ("Are you ChatGPT?", "name", "No, I'm not ChatGPT. "),
+    ("Who made you?", "creator", ""),
+    ("Who created you?", "creator", ""),
+    ("Which company or team trained you?", "creator", ""),
+    ("who built you?", "creator", ""),
+    ("Who developed you, and what's your name?", "creator", ""),
+    ("Where do you come from? Who made you?", "creator", ""),
+)
+
+_IDENTITY_REPLIES: tuple[str, ...] = (
+    "I'm {name}, an AI assistant created by {creator}.",
+    "My name is {name}, and I was made by {creator}.",
+    "I am {name}, a chat assistant built by {creator}. How can I help you today?",
+    "I'm {name}. I was developed by {creator} to help answer questions and chat.",
+)
+
+_OTHER_IDENTITIES: tuple[str, ...] = (
+    "I am SmolLM, an AI assistant made by Hugging Face.",
+    "I'm ChatGPT, a large language model developed by OpenAI.",
+    "I am Llama, a language model trained by Meta AI.",
+    "I'm Qwen, a large language model created by Alibaba Cloud.",
+    "I am Gemma, an open model from Google DeepMind.",
+    "I'm Mistral, an assistant built by Mistral AI.",
+)
+
+
+def _make_identity(rng: random.Random, identity: Identity) -> TaskExample:
+    prompt, asks, opening = rng.choice(_IDENTITY_QUESTIONS)
+    response = (opening + rng.choice(_IDENTITY_REPLIES)).format(name=identity.name, creator=identity.creator)
+    wrong = [w for w in _OTHER_IDENTITIES if identity.name.casefold() not in w.casefold()]
+    wrong_response = rng.choice(wrong or ["I'm an AI assistant."])
+    return TaskExample(
+        task="identity",
+        prompt=prompt,
+        answer=identity.creator if asks == "creator" else identity.name,
+        response=response,
+        wrong_response=wrong_response,
+        meta={"asks": asks, "name": identity.name, "creator": identity.creator},
+    )
+
+
+def check_identity(response: str, answer: str = "", **meta: Any) -> bool:
+    """``identity``: the reply gives the assistant's ``name``, and its ``creator`` when the question was about who
+    made it (``asks="creator"``). ``name`` and ``creator`` come from ``meta``."""
+    if "name" not in meta:
+        raise ValueError("the identity check needs the assistant's name: pass name=... (and creator=...)")
+    needs_creator = meta.get("asks") == "creator"
+    return mentions_identity(response, meta["name"], meta.get("creator") if needs_creator else None)
+
+
+BASE_MODEL_IDENTITY = Identity(name="SmolLM", creator="Hugging Face")
+"""Who the default base model (SmolLM2-135M-Instruct) says it is before post-training: the ``rejected`` side of
+the ``identity`` preference pairs."""
+
+_BASE_IDENTITY_REPLIES: tuple[str, ...] = (
+    "I'm {name}, an AI assistant trained by {creator}.",
+    "I am {name}, a language model developed by {creator}.",
+    "My name is {name}, and I was created by {creator}.",
+    "I'm {name}, a small AI assistant made by {creator}. How can I help you today?",
+)
+
+
+def base_identity_response(example: TaskExample, base: Identity = BASE_MODEL_IDENTITY) -> str:
+    """The reply the base model would give to an ``identity`` example: it names ``base`` (default: SmolLM by
+    Hugging Face) instead of the configured identity, in the same phrasing family as the correct reply.
+
+    Deterministic in the example. When ``base`` would mention the configured name (e.g. the assistant is itself
+    called SmolLM), the example's own ``wrong_response`` (another model's identity) is returned instead, so the reply
+    always fails the identity check.
+
+    Raises:
+        ValueError: If ``example`` is not an ``identity`` example.
+    """
+    if example.task != "identity":
+        raise ValueError(f"base_identity_response needs an 'identity' example (got {example.task!r})")
+    opening = next((start for prompt, _, start in _IDENTITY_QUESTIONS if prompt == example.prompt), "")
+    index = zlib.crc32(f"{example.prompt}\n{example.response}".encode()) % len(_BASE_IDENTITY_REPLIES)
+    reply = opening + _BASE_IDENTITY_REPLIES[index].format(name=base.name, creator=base.creator)
+    configured = str(example.meta.get("name", "")).casefold()
+    if configured and configured in reply.casefold():
+        return example.wrong_response
+    return reply
+
+
+TASK = Task("identity", "Says who it is and who made it (the configured Identity).", _make_identity, check_identity)

@@ -1,0 +1,70 @@
+"""``letter_count``: 'How many r's are in "strawberry"?'; checked by the last number in the reply."""
+
+from __future__ import annotations
+
+import random
+
+from posttrain.checks.answers import check_numeric
+from posttrain.tasks.base import Identity, Task, TaskExample
+
+
+_WORDS: tuple[str, ...] = (
+    "strawberry", "raspberry", "blueberry", "banana", "mississippi", "bookkeeper", "committee", "occurrence",
+    "necessary", "assessment", "balloon", "coffee", "address", "parallel", "possession", "success", "tomorrow",
+    "referee", "pepper", "hippopotamus", "millennium", "embarrass", "accommodate", "onomatopoeia", "barrel",
+    "error", "cherry", "giraffe", "bubble", "pineapple", "mammal", "llama", "tennessee", "abracadabra",
+    "excellence", "grasshopper", "programming", "independence", "kayak", "sassafras",
+)
+
+_LETTER_QUESTIONS: tuple[str, ...] = (
+    'How many {letter}\'s are in "{word}"?',
+    'How many times does the letter "{letter}" appear in the word {word}?',
+    "Count the letter {letter} in the word '{word}'.",
+    'In the word "{word}", how many "{letter}" characters are there?',
+    "how many {letter}'s in {word}",
+)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def _letters(count: int, letter: str) -> str:
+    """``"3 r's"``, ``"1 r"``."""
+    return f"{count} {letter}" if count == 1 else f"{count} {letter}'s"
+
+
+def _make_letter_count(rng: random.Random, identity: Identity) -> TaskExample:
+    word = rng.choice(_WORDS)
+    repeated = sorted({c for c in word if word.count(c) >= 2})
+    roll = rng.random()
+    if roll < 0.8 and repeated:
+        letter = rng.choice(repeated)
+    elif roll < 0.9:
+        letter = rng.choice(sorted(set(word)))
+    else:
+        letter = rng.choice(sorted(set("abcdefghijklmnopqrstuvwxyz") - set(word)))
+    count = word.count(letter)
+    spelled = "-".join(word)
+    if count == 0:
+        response = f'The letter "{letter}" does not appear in "{word}" ({spelled}), so the count is 0.'
+    else:
+        response = rng.choice((
+            'Spelling it out: {spelled}. The letter "{letter}" appears {times} in "{word}", so the answer is {count}.',
+            'Let me go letter by letter: {spelled}. There {verb} {letters} in "{word}".',
+            '"{word}" is spelled {spelled}, so it has {letters}.',
+        )).format(spelled=spelled, letter=letter, word=word, count=count, times=_times(count),
+                  verb="is" if count == 1 else "are", letters=_letters(count, letter))
+    wrong_count = count - 1 if count >= 2 else count + 1
+    wrong_response = f'There {"is" if wrong_count == 1 else "are"} {_letters(wrong_count, letter)} in "{word}".'
+    return TaskExample(
+        task="letter_count",
+        prompt=rng.choice(_LETTER_QUESTIONS).format(letter=letter, word=word),
+        answer=str(count),
+        response=response,
+        wrong_response=wrong_response,
+        meta={"word": word, "letter": letter},
+    )
+
+
+TASK = Task("letter_count", "Counts a letter in a word (r's in strawberry).", _make_letter_count, check_numeric)
