@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from posttrain.models.registry import EMBEDDED_MODELS, ModelNotFoundError, materialize, resolve_model
+from posttrain.models.registry import EMBEDDED_MODELS, ModelNotFoundError, materialize
+from posttrain.models.resolve import resolve_model
 
 
 def test_missing_local_path_is_named(tmp_path):

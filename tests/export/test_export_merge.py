@@ -48,7 +48,7 @@ def test_adapter_chain_through_the_merge_cache(tiny_chat_model, tmp_path, monkey
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from posttrain.models.adapters import merged_adapter
+    from posttrain.models.merge import merged_adapter
     from posttrain.models.merge import adapter_chain, merge_chain, sample_prompt_ids
 
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))

@@ -63,7 +63,7 @@ def test_pickle_weights_load_only_when_allowed(tmp_path, tiny_chat_model, monkey
     import torch
     from safetensors.torch import load_file
 
-    from posttrain.models.registry import resolve_model
+    from posttrain.models.resolve import resolve_model
     from posttrain.models.weights import WeightsError
 
     model = tmp_path / "pickled"

@@ -150,7 +150,7 @@ class HFBackend:
 
     def __init__(self, name_or_path: str, *, batch_size: int = 16, chat_template: str = "auto", label: str = "",
                  dtype: str = "auto"):
-        from posttrain.models.registry import resolve_model
+        from posttrain.models.resolve import resolve_model
 
         self.name = name_or_path
         self.path = resolve_model(name_or_path)  # ModelNotFoundError before anything loads

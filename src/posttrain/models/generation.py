@@ -37,7 +37,7 @@ def load_model_for_generation(name_or_path: str, *, dtype: torch.dtype = torch.f
     """A causal LM and its tokenizer from an embedded alias, HF folder, hub id or LoRA adapter folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from posttrain.models.registry import resolve_model
+    from posttrain.models.resolve import resolve_model
 
     path = resolve_model(name_or_path)
     if (Path(path) / "adapter_config.json").is_file():

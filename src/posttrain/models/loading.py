@@ -11,7 +11,7 @@ import logging
 import torch
 
 from posttrain.configs import ModelConfig
-from posttrain.models.registry import resolve_model
+from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,9 @@
-"""Merge an adapter chain (base → SFT adapter → DPO/PPO adapter ...) into one full-precision HF folder.
+"""Merging LoRA adapters into full-precision weights: the one merge implementation.
+
+:func:`merge_chain` (``posttrain merge``) merges an adapter chain (base → SFT adapter → DPO/PPO adapter ...) into one
+full-precision HF folder and measures the logit drift; :func:`merge_adapter` merges one adapter (a causal LM or a
+reward model) into a folder, and :func:`merged_adapter` caches that merge under ``$POSTTRAIN_CACHE/merged/<name>-<content
+hash>`` so a stage can start from an earlier stage's adapter. Both apply adapters through :func:`_apply_adapter`.
 
 The base is loaded in float32 (or bfloat16) -- never into 4-bit weights, where a merge would round the adapter's
 update away -- and each adapter is applied and ``merge_and_unload``-ed in order. Before each merge the logits with
@@ -20,7 +25,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter
+from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter, task_model_class
+from posttrain.models.registry import cache_dir, resolve_base
 
 MAX_CHAIN = 16
 
@@ -125,17 +131,29 @@ def _logits(model, prompts: list[list[int]]):
         return [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in prompts]
 
 
+def _apply_adapter(model, adapter: Path, base_label):
+    """``model`` with the LoRA ``adapter`` applied (a PeftModel, not yet merged); the embeddings grow first when the
+    adapter's stage added tokens (ChatML). The one place an adapter meets its base, for every merge."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise AdapterError(f"adapter {adapter} does not fit its base {base_label}: {str(err)[:800]}") from None
+
+
 def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str = "float32",
                 conversations: list[list[dict]] | None = None):
     """Load the root base in ``dtype``, apply and merge every adapter of the chain; returns
     ``(model, tokenizer, MergeReport)``."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.export.prompts import GENERATION_CONVERSATIONS
-    from posttrain.models.registry import resolve_model
-
     if dtype not in ("float32", "bfloat16", "float16"):
         raise AdapterError(f"dtype must be float32, bfloat16 or float16 for a merge (got {dtype!r}); "
                            "merging into 4-bit weights is never done")
@@ -144,7 +162,7 @@ def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str 
         config = json.loads((adapter / "adapter_config.json").read_text())
         if config.get("task_type") == "SEQ_CLS":
             raise AdapterError(f"{adapter}: a sequence-classification (reward model) adapter is not a chat model")
-    base_path = resolve_model(base)
+    base_path = resolve_base(base)
     _check_full_precision(base_path)
     chain = " → ".join([str(base), *map(str, adapters)])
     print(f"posttrain: merging {chain} in {dtype}", flush=True)
@@ -154,13 +172,7 @@ def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str 
     prompts = sample_prompt_ids(tokenizer, (conversations or GENERATION_CONVERSATIONS)[:8])
     report = MergeReport(base=str(base), adapters=[str(a) for a in adapters], dtype=dtype)
     for adapter in adapters:
-        adapter_tokenizer = AutoTokenizer.from_pretrained(adapter)
-        if len(adapter_tokenizer) > model.get_input_embeddings().num_embeddings:  # SFT added ChatML tokens
-            model.resize_token_embeddings(len(adapter_tokenizer), mean_resizing=False)
-        try:
-            peft_model = PeftModel.from_pretrained(model, adapter)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise AdapterError(f"adapter {adapter} does not fit its base {base}: {str(err)[:800]}") from None
+        peft_model = _apply_adapter(model, adapter, base)
         peft_model.eval()
         before = _logits(peft_model, prompts)
         model = peft_model.merge_and_unload()
@@ -201,3 +213,55 @@ def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None) -> Path:
+    """Merge ``adapter_dir`` into its full-precision base and save model + tokenizer + chat template to
+    ``output_dir`` (written to a temporary folder first; files are moved into place only when all are written, so
+    an existing ``output_dir`` -- e.g. a stage's folder holding ``adapter/`` -- keeps its other contents)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    dtype = dtype or torch.float32
+    adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
+    base = adapter_base(adapter_dir)
+    base_path = str(merged_adapter(base)) if is_adapter(base) else resolve_base(base)
+    model_class = task_model_class(adapter_dir)
+    kwargs = {"num_labels": 1} if model_class.__name__.endswith("SequenceClassification") else {}
+    base = model_class.from_pretrained(base_path, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    model = _apply_adapter(base, adapter_dir, base_path).merge_and_unload()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        adapter = adapter_dir.resolve()
+        if adapter.parent == output_dir.resolve():  # the adapter ships inside the merged folder (reward model)
+            adapter = Path(adapter.name)
+        (tmp / "posttrain_merged.json").write_text(
+            json.dumps({"adapter": str(adapter), "base": adapter_base(adapter_dir)}, indent=2)
+        )
+        if not output_dir.exists():
+            tmp.rename(output_dir)
+        else:
+            for file in tmp.iterdir():
+                file.replace(output_dir / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+def merged_adapter(adapter_dir: str | Path) -> Path:
+    """Cached full-precision merge of an adapter folder (rebuilt when the adapter's files change)."""
+    from filelock import FileLock
+
+    target = cache_dir() / "merged" / f"{Path(adapter_dir).resolve().name}-{adapter_digest(adapter_dir)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").is_file():
+            print(f"posttrain: merging adapter {adapter_dir} into its full-precision base -> {target}", flush=True)
+            merge_adapter(adapter_dir, target)
+    return target

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from posttrain.errors import UserError
+from posttrain.models.weights import check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -100,27 +101,17 @@ def materialize(alias: str) -> Path:
     return target
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Map a model name from a config to a path or hub id that ``from_pretrained`` accepts.
+def resolve_base(name_or_path: str) -> str:
+    """Map a model name that is not an adapter to a path or hub id that ``from_pretrained`` accepts.
 
-    Embedded aliases are materialized on first use; a LoRA adapter folder resolves to its cached merge into the
-    full-precision base (:mod:`posttrain.models.adapters`); an existing local folder must contain ``config.json``; a name
-    that looks like a path but does not exist is an error naming it; anything else is a hub id.
+    Embedded aliases are materialized on first use; an existing local folder must contain ``config.json`` (its
+    weights are checked: safetensors only); a name that looks like a path but does not exist is an error naming it;
+    anything else is a hub id. Adapter folders are :func:`posttrain.models.resolve.resolve_model`'s business.
     """
     if name_or_path in EMBEDDED_MODELS:
         return str(materialize(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.exists():
-        from posttrain.models.adapters import is_adapter, merged_adapter
-
-        from posttrain.models.weights import check_weights
-
-        if is_adapter(path):  # an earlier stage's LoRA adapter: its merged full-precision model
-            check_weights(path, adapter=True)
-            try:
-                return str(merged_adapter(path))
-            except ModelNotFoundError as err:
-                raise ModelNotFoundError(f"adapter {path} names a base model that cannot be found: {err}") from None
         if path.is_dir() and not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json)")
         if path.is_dir():

@@ -30,7 +30,7 @@ class RewardModel:
     def load(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32, **kwargs) -> RewardModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from posttrain.models.registry import resolve_model
+        from posttrain.models.resolve import resolve_model
 
         path = Path(resolve_model(name_or_path))
         config_file = path / "config.json"

@@ -68,7 +68,7 @@ def check_disk(target: Path, needed: int) -> None:
 def resolve_source(args: ExportArguments, work: Path) -> Path:
     """The HF folder to convert: a merged/plain folder or alias as is; an adapter chain merged first."""
     from posttrain.models.adapters import is_adapter
-    from posttrain.models.registry import resolve_model
+    from posttrain.models.resolve import resolve_model
 
     path = Path(args.model_name_or_path).expanduser()
     if path.exists() and is_adapter(path):
@@ -209,7 +209,7 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
     source = Path(args.model_name_or_path).expanduser()
     from posttrain.models.adapters import is_adapter
 
-    from posttrain.models.registry import resolve_model
+    from posttrain.models.resolve import resolve_model
 
     if source.exists() and is_adapter(source):  # the chain's root base decides the architecture
         from posttrain.models.merge import adapter_chain

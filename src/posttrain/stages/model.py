@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from posttrain.models.registry import EMBEDDED_MODELS, resolve_model
+from posttrain.models.registry import EMBEDDED_MODELS
+from posttrain.models.resolve import resolve_model
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
 
     from trl import RewardTrainer
 
-    from posttrain.models.adapters import merge_adapter
+    from posttrain.models.merge import merge_adapter
     from posttrain.data import fingerprint, load_preferences
     from posttrain.models.reward import RewardModel
 
