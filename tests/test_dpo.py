@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from posttrain.cli import run_stage
+from posttrain.stages import run_stage
 
 from tiny import write_sft_config, write_stage_config
 

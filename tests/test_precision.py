@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from posttrain import precision as precision_module
-from posttrain.cli import run_stage
+from posttrain.stages import run_stage
 from posttrain.errors import ConfigError
 from posttrain.configs import parse_args
 

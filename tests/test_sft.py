@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from posttrain.cli import run_stage
+from posttrain.stages import run_stage
 from posttrain.manifest import read_manifest
 
 from tiny import CONVERSATIONS, write_sft_config

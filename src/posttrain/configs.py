@@ -9,21 +9,27 @@ one YAML file per run (``--config``), command-line flags override it. posttrain 
   bf16 where the hardware has it (GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32; ``use_cpu`` without CUDA.
 * :func:`parse_args` -- rejects unknown YAML keys with the key's name (TRL's scripts silently ignore them) and runs
   the recipe's default config when no ``--config`` is given.
+
+TRL's command-line conventions work too: ``--dataset_name D`` (with ``--dataset_config``/``--dataset_train_split``)
+is one source, ``datasets: [{path: D, ...}]``, and ``--datasets`` takes paths or JSON/YAML mappings. A data source
+given on the command line replaces the config file's (the default config's built-in tasks, say) as a whole.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trl
 import yaml
 
-from posttrain.data.spec import DatasetSpec, Identity
+from posttrain.data.spec import DatasetSpec, Identity, spec_from_text
+from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
 
 #: The embedded default model (see :mod:`posttrain.models.registry`).
@@ -38,8 +44,29 @@ class PosttrainArguments:
         default_factory=list,
         metadata={
             "help": "Data sources, each a mapping with `path` (hub name, local .json/.jsonl/.parquet/.csv file or "
-            "folder, `builtin:<task>` or `chitchat`) and optional `split`, `format`, `num_samples`, `fraction`."
+            "folder, `builtin:<task>` or `chitchat`) and optional `name` (the Hub dataset's config), `split`, "
+            "`format`, `num_samples`, `fraction`. On the command line one value per source, a path or a JSON/YAML "
+            "mapping: `--datasets builtin:identity data/train.jsonl '{path: chitchat, num_samples: 8}'`."
         },
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path or name of the dataset to load (TRL's `--dataset_name`): one source, short for `datasets: "
+            "[{path: <dataset_name>, name: <dataset_config>, split: <dataset_train_split>}]`, any `path` above. "
+            "Giving `datasets` as well is an error."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset configuration name of `dataset_name`. Corresponds to the `name` argument of the "
+            "`datasets.load_dataset` function."
+        },
+    )
+    dataset_train_split: str = field(
+        default="train",
+        metadata={"help": "Dataset split of `dataset_name` to use for training (local files have no splits)."},
     )
     test_split_size: float | None = field(
         default=None,
@@ -79,21 +106,56 @@ class PosttrainArguments:
     )
 
     def __post_init__(self) -> None:
-        specs = []
-        for i, spec in enumerate(self.datasets):
-            if isinstance(spec, dict):
-                try:
-                    spec = DatasetSpec(**spec)
-                except TypeError as err:
-                    raise ConfigError(f"datasets[{i}]: {err}") from None
-            specs.append(spec)
-        self.datasets = specs
+        self.datasets = self._data_sources()
         if self.overlong_samples not in ("error", "drop", "truncate"):
             raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
             from posttrain.chat_templates import load_template
 
             load_template(self.chat_template)  # fail at parse time, before any model is loaded
+
+    def _data_sources(self) -> list[DatasetSpec]:
+        """``datasets`` as specs, with the ``dataset_name`` shorthand folded in and reset to its defaults, so that
+        ``datasets`` alone says where the data comes from (in the run manifest too)."""
+        sources = self.datasets
+        if isinstance(sources, (str, Mapping, DatasetSpec)):  # one source: `datasets: builtin:identity`
+            sources = [sources]
+        sources = list(sources or [])
+        if self.dataset_name is not None:
+            if sources:
+                raise ConfigError(
+                    "'datasets' and 'dataset_name' both name the training data; give one of them "
+                    f"(dataset_name: {self.dataset_name} is short for datasets: [{{path: {self.dataset_name}}}])"
+                )
+            try:
+                spec = DatasetSpec(path=self.dataset_name, name=self.dataset_config, split=self.dataset_train_split)
+            except DataError as err:
+                raise ConfigError(f"dataset_name {self.dataset_name!r}: {err.problem}") from None
+            self.dataset_name, self.dataset_config, self.dataset_train_split = None, None, "train"
+            return [spec]
+        for key, default, entry_key in (("dataset_config", None, "name"), ("dataset_train_split", "train", "split")):
+            if getattr(self, key) != default:
+                raise ConfigError(
+                    f"{key} ({getattr(self, key)!r}) applies to dataset_name only, which is not given; "
+                    f"with 'datasets', set '{entry_key}' on the entry"
+                )
+        specs = []
+        for i, spec in enumerate(sources):
+            try:
+                if isinstance(spec, str):
+                    spec = spec_from_text(spec)
+                elif isinstance(spec, Mapping):
+                    spec = DatasetSpec(**spec)
+                elif not isinstance(spec, DatasetSpec):
+                    raise TypeError(f"expected a path or a mapping with 'path', got {type(spec).__name__}")
+            except TypeError as err:
+                raise ConfigError(f"datasets[{i}]: {err}") from None
+            except DataError as err:
+                if not isinstance(sources[i], str):
+                    raise
+                raise ConfigError(f"datasets[{i}]: {err}") from None
+            specs.append(spec)
+        return specs
 
     @property
     def identity(self) -> Identity:
@@ -220,6 +282,31 @@ def check_config_keys(parser: trl.TrlParser, config_path: str | os.PathLike) -> 
     return config
 
 
+#: the keys of :class:`PosttrainArguments` that name the training data: ``datasets`` or its one-source shorthand
+DATA_SOURCE_KEYS = ("datasets", "dataset_name")
+#: everything a data source is made of; a source on the command line replaces all of these from the config file
+_DATA_KEYS = ("datasets", "dataset_name", "dataset_config", "dataset_train_split")
+
+
+def dataset_value(text: str) -> DatasetSpec:
+    """The argparse ``type`` of ``--datasets``: one source per value, a path or a JSON/YAML mapping."""
+    try:
+        return spec_from_text(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(f"cannot use {text!r} as a data source: {err.problem}") from None
+
+
+def _flags_given(parser: trl.TrlParser, argv: Sequence[str], dests: Sequence[str]) -> dict[str, str]:
+    """``{dest: flag as typed}`` for the options of ``dests`` that ``argv`` gives (``--flag v`` or ``--flag=v``)."""
+    given = {}
+    for action in parser._actions:
+        if action.dest in dests:
+            for token in argv:
+                if any(token == flag or token.startswith(flag + "=") for flag in action.option_strings):
+                    given[action.dest] = token.split("=", 1)[0]
+    return given
+
+
 def parse_args(
     parser: trl.TrlParser, argv: Sequence[str] | None = None, default_config: str | os.PathLike | None = None
 ) -> tuple:
@@ -227,30 +314,55 @@ def parse_args(
 
     Without ``--config`` the recipe's ``default_config`` is used, so a bare ``accelerate launch recipes/sft.py``
     trains the default model. Unknown YAML keys raise :class:`ConfigError`; unknown flags exit via argparse.
+    A data source on the command line (``--datasets`` or ``--dataset_name``) replaces the config file's data keys
+    as a whole; ``datasets`` and ``dataset_name`` together, in the file or on the command line, are an error.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv and default_config is not None:
         argv = ["--config", str(default_config), *argv]
     source = "command line"
+    config: dict = {}
     if "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):
             raise ConfigError("--config needs a path to a YAML file")
-        check_config_keys(parser, argv[index + 1])
+        config = check_config_keys(parser, argv[index + 1])
         source = argv[index + 1]
 
+    cli_data = _flags_given(parser, argv, DATA_SOURCE_KEYS)
+    if len(cli_data) > 1:
+        raise ConfigError(f"command line: {cli_data['datasets']} and {cli_data['dataset_name']} both name the "
+                          "training data; give one of them")  # fmt: skip
+    if cli_data:  # the command line's source replaces the file's: drop its data keys before they become defaults
+        parser.set_defaults_with_config = lambda **kwargs: type(parser).set_defaults_with_config(
+            parser, **{key: value for key, value in kwargs.items() if key not in _DATA_KEYS}
+        )
+    elif config.get("datasets") and config.get("dataset_name") is not None:
+        raise ConfigError(f"{source}: 'datasets' and 'dataset_name' both name the training data; give one of them")
+    for action in parser._actions:
+        if action.dest == "datasets" and action.type is DatasetSpec:
+            action.type = dataset_value
+
     def error(message: str):  # argparse would print the whole usage and exit; name the value and its file instead
-        raise ConfigError(f"{source}: {message.replace('argument ', '', 1)}")
+        message = message.replace("argument ", "", 1)
+        flags = [f for f in message.split(": ", 1)[0].split("/") if f.startswith("--")]
+        # a bad value of a flag that is on the command line comes from there, not from the config file
+        where = "command line" if any(t == f or t.startswith(f + "=") for t in argv for f in flags) else source
+        raise ConfigError(f"{where}: {message}")
 
     parser.error = error
     try:
         return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
-            if str(err).startswith(source):
+            if str(err).startswith((source, "command line")):
                 raise
-            raise ConfigError(f"{source}: {err}") from None
+            key = str(err).split(" ", 1)[0].strip("'`:")  # the messages start with the key they are about
+            where = "command line" if _flags_given(parser, argv, [key]) else source
+            raise ConfigError(f"{where}: {err}") from None
         message = str(err)
         if "not used by the HfArgumentParser" in message:
             message = "unknown command-line arguments: " + message.split(":", 1)[1].strip()
         raise ConfigError(message) from err
+    finally:
+        vars(parser).pop("set_defaults_with_config", None)  # the next parse decides for itself

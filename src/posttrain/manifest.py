@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import posttrain
+from posttrain.storage import atomic_write_text
 
 MANIFEST_NAME = "run_manifest.json"
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
@@ -116,11 +117,7 @@ def write_manifest(output_dir: str | os.PathLike, *, stage: str, configs: tuple 
         **redact(_jsonable(fields)),
         "config": resolved_config(*configs),
     }
-    path = Path(output_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(Path(output_dir) / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any] | None:

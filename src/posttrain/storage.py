@@ -8,22 +8,34 @@ which then replaces the target in one ``os.replace``. Folders are built under ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; returns the path."""
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; returns the path. The file gets a new
+    file's usual permissions (not ``mkstemp``'s private ones). With ``overwrite=False`` a ``path`` that exists when
+    the new file is ready (another writer got there first) is left alone and FileExistsError raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if not overwrite and path.exists():
+            raise FileExistsError(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,6 +46,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
     """:func:`atomic_write_text` of ``data`` as JSON (non-JSON values through ``str``), ending with a newline."""
     return atomic_write_text(path, json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside ``final`` to write into; when the block ends without an error it replaces
+    ``final`` as a whole (:func:`publish_dir`), otherwise it is removed and ``final`` is left as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".partial", dir=final.parent))
+    try:
+        yield work
+        publish_dir(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def publish_dir(work: str | os.PathLike, final: str | os.PathLike, *, replace: bool = True) -> Path:
@@ -51,3 +77,13 @@ def publish_dir(work: str | os.PathLike, final: str | os.PathLike, *, replace: b
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(*folders: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-<step>`` folders in ``folders``, oldest step first (the last one is the one to resume)."""
+    found = [(int(m.group(1)), path) for folder in folders if Path(folder).is_dir()
+             for path in Path(folder).iterdir() if path.is_dir() and (m := CHECKPOINT_RE.match(path.name))]
+    return [path for _, path in sorted(found)]

@@ -51,6 +51,30 @@ def test_retries_with_exponential_backoff_then_succeeds(chat_server):
     assert output.text == "ok" and sleeps == [0.5, 1.0] and len(chat_server.requests) == 3
 
 
+def test_a_500_then_success_is_retried(chat_server):
+    chat_server.fail_first, chat_server.fail_status = 1, 500
+    [output] = backend(chat_server.url).generate(CONVERSATIONS[:1], GenerationSettings(), progress=False)
+    assert output.text == "ok" and len(chat_server.requests) == 2
+
+
+def test_retry_after_is_honoured(chat_server):
+    chat_server.fail_first, chat_server.fail_status, chat_server.fail_headers = 1, 429, {"Retry-After": "3"}
+    sleeps = []
+    [output] = backend(chat_server.url, backoff=0.5, sleep=sleeps.append).generate(
+        CONVERSATIONS[:1], GenerationSettings(), progress=False)
+    assert output.text == "ok" and sleeps == [3.0]
+
+
+def test_a_permanent_500_names_the_url_and_status(chat_server):
+    chat_server.reply = lambda messages: (500, {"error": "boom"})
+    with pytest.raises(EndpointError) as caught:
+        backend(chat_server.url, max_retries=1).generate(CONVERSATIONS[:1], GenerationSettings(), progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and len(chat_server.requests) == 2
+    assert message.startswith(f"{chat_server.url}/chat/completions failed after 2 attempts: HTTP 500")
+    assert "boom" in message
+
+
 def test_gives_up_after_retries_naming_the_url(chat_server):
     chat_server.fail_first = 100
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:\d+/v1/chat/completions failed after 3 attempts: HTTP 503"):
@@ -64,9 +88,10 @@ def test_refused_connection(closed_port_url):
 
 def test_timeout(chat_server):
     chat_server.delay = 1.0
-    with pytest.raises(EndpointError, match="timed out"):
+    with pytest.raises(EndpointError, match=r"127\.0\.0\.1:\d+/v1/chat/completions failed after 2 attempts: timed out"):
         backend(chat_server.url, timeout=0.2, max_retries=1).generate(CONVERSATIONS[:1], GenerationSettings(),
                                                                      progress=False)
+    assert len(chat_server.requests) == 2  # the timeout was retried
 
 
 def test_client_errors_are_not_retried(chat_server):
@@ -97,6 +122,28 @@ def test_api_key_comes_from_the_environment_only(chat_server, monkeypatch):
     b.generate(CONVERSATIONS[:1], GenerationSettings(), progress=False)
     assert chat_server.requests[0]["headers"]["Authorization"] == "Bearer sk-secret-123"
     assert "sk-secret" not in b.fingerprint() and "sk-secret" not in json.dumps(vars(b), default=str)
+
+
+def test_without_api_key_env_no_credentials_are_sent(chat_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-456")  # the SDK's own variables are not picked up
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-ambient")
+    backend(chat_server.url).generate(CONVERSATIONS[:1], GenerationSettings(), progress=False)
+    headers = chat_server.requests[0]["headers"]
+    assert "Authorization" not in headers and "OpenAI-Organization" not in headers
+    assert "ambient" not in json.dumps(headers)
+
+
+def test_missing_openai_package_says_what_to_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_openai(name, *args, **kwargs):
+        if name == "openai":
+            raise ImportError("No module named 'openai'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openai)
+    with pytest.raises(BackendError, match="pip install"):
+        OpenAIBackend(None, "m").generate(CONVERSATIONS[:1], GenerationSettings(), progress=False)
 
 
 def test_missing_api_key_variable_is_a_config_error(monkeypatch):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from posttrain.cli import run_stage
+from posttrain.stages import run_stage
 
 from helpers import PROMPTS
 from tiny import write_stage_config

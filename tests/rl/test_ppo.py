@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from posttrain.cli import run_stage
+from posttrain.stages import run_stage
 
 from helpers import ppo_config
 

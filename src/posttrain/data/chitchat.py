@@ -15,10 +15,11 @@ importing it.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
+
+from posttrain.assets import package_file
 
 from .spec import CHITCHAT
 from .validation import DataError
@@ -26,7 +27,6 @@ from .validation import DataError
 __all__ = ["chitchat_conversations", "chitchat_data_file"]
 
 _PACKAGE = "chitchat_dataset"
-_INSTALL_HINT = "pip install chitchat-dataset==0.9.0 (or posttrain[embedded])"
 
 
 def chitchat_data_file() -> Path:
@@ -35,13 +35,8 @@ def chitchat_data_file() -> Path:
     Raises:
         DataError: If the ``chitchat-dataset`` package (or its data file) is not installed.
     """
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise DataError(CHITCHAT, f"the chitchat-dataset package is not installed; {_INSTALL_HINT}")
-    path = Path(spec.origin).with_name("dataset.json")
-    if not path.is_file():
-        raise DataError(CHITCHAT, f"the chitchat-dataset package has no data file at {path}; {_INSTALL_HINT}")
-    return path
+    return package_file("chitchat-dataset", f"{_PACKAGE}/dataset.json", install="chitchat-dataset==0.9.0",
+                        error=lambda message: DataError(CHITCHAT, f"the chitchat data {message}"))
 
 
 def _to_turns(conversation: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -172,3 +172,12 @@ def to_messages(
         return _field(row, key, fmt, source=source, row_number=row_number, line=line)
 
     return _CONVERTERS[fmt](row, get)
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """``messages`` with a leading system message ``system_prompt`` when it has none (a new list; the same messages
+    when ``system_prompt`` is empty). Every stage adds the configured system prompt through this one function, the
+    way the exported Ollama Modelfile's SYSTEM does."""
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return list(messages)

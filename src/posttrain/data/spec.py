@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import yaml
 from trl.scripts.utils import DatasetConfig
 
 from posttrain.tasks.base import Identity
@@ -17,6 +20,7 @@ __all__ = [
     "CHITCHAT",
     "DatasetSpec",
     "Identity",
+    "spec_from_text",
 ]
 
 BUILTIN_PREFIX = "builtin:"
@@ -79,3 +83,42 @@ class DatasetSpec(DatasetConfig):
             raise DataError(self.path, f"fraction must be a number >= 0 (got {self.fraction!r})")
 
 
+
+
+def spec_from_text(text: str, factory: Callable[..., DatasetSpec] = DatasetSpec) -> DatasetSpec:
+    """One data source written as a single string (a ``--datasets`` value, or a string item of ``datasets:``).
+
+    Either a path -- ``builtin:identity``, ``chitchat``, ``data/train.jsonl``, a folder, ``org/name`` on the Hub --
+    or a JSON/YAML mapping of :class:`DatasetSpec` fields, which starts with ``{``:
+    ``{"path": "builtin:identity", "num_samples": 8}`` or ``{path: org/name, name: subset, split: train}``.
+
+    Raises:
+        DataError: naming ``text``, when the mapping is not valid JSON/YAML, has unknown keys or no ``path``, or a
+            field has a bad value.
+    """
+    if not isinstance(text, str):
+        raise DataError(repr(text), f"a data source must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return factory(path=text)  # DatasetSpec refuses an empty path
+    if stripped.startswith("["):
+        raise DataError(text, "give one source per value (a path or a {...} mapping), not a list")
+    try:
+        mapping = yaml.safe_load(stripped)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        why = getattr(err, "problem", None) or " ".join(str(err).split())
+        where = f" at character {mark.index + 1}" if mark is not None else ""
+        raise DataError(text, f"not a valid JSON/YAML mapping: {why}{where}") from None
+    if not isinstance(mapping, dict):
+        raise DataError(text, f"must be a mapping of data source fields, got {type(mapping).__name__}")
+    fields = [f.name for f in dataclasses.fields(factory) if f.init] if dataclasses.is_dataclass(factory) else []
+    unknown = [key for key in mapping if fields and key not in fields]
+    if unknown:
+        raise DataError(text, f"unknown key {unknown[0]!r}; a data source has {', '.join(fields)}")
+    if "path" not in mapping:
+        raise DataError(text, "the mapping needs a 'path'")
+    try:
+        return factory(**mapping)
+    except TypeError as err:  # a value of the wrong type (fraction: many)
+        raise DataError(text, str(err)) from None

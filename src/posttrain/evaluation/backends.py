@@ -12,9 +12,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -273,15 +272,24 @@ class GGUFBackend:
 # ------------------------------------------------------------------------------------------- OpenAI-compatible
 
 
-_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+def _is_retried_status(status: int) -> bool:
+    """The statuses the ``openai`` SDK retries (connection errors and timeouts are retried too)."""
+    return status in (408, 409, 429) or status >= 500
 
 
 class OpenAIBackend:
-    """``POST {base_url}/chat/completions`` with the standard library: timeouts, retries with exponential backoff
-    on connection errors, timeouts and 408/429/5xx, then :class:`EndpointError` naming the URL.
+    """``POST {base_url}/chat/completions`` through the official ``openai`` SDK, which retries connection errors,
+    timeouts, 408/409/429 and 5xx (honouring ``Retry-After``); after the last retry :class:`EndpointError` names
+    the URL.
 
-    The API key is read from the environment variable ``api_key_env`` (if any) when a request is sent, and is
-    never stored in results or fingerprints.
+    ``max_retries`` and ``timeout`` (seconds, for connecting and for each read) go to the SDK. The wait between
+    retries is ``backoff * 2**n`` seconds (n = 0, 1, ...) unless the server sends ``Retry-After``, and is spent in
+    ``sleep``: posttrain keeps its own schedule instead of the SDK's (0.5 s doubling, capped at 8 s, with jitter).
+
+    The API key is read from the environment variable ``api_key_env`` (if any) when the first request is sent and
+    is handed only to the SDK client; it is never stored in results or fingerprints. Without ``api_key_env`` no
+    ``Authorization`` header is sent, and ``OPENAI_API_KEY``/``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID`` from the
+    environment are not sent either: the endpoint gets only what the config names.
     """
 
     def __init__(
@@ -298,46 +306,94 @@ class OpenAIBackend:
 
             raise ConfigError(f"the API key variable {api_key_env} (for {self.url}) is not set")
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.max_retries = max(0, int(max_retries))
         self.backoff = backoff
         self.concurrency = max(1, concurrency)
         self.label = label or f"{model}@{self.base_url}"
         self._sleep = sleep
+        self._client = None  # the SDK client, made at the first request
+        self._client_lock = threading.Lock()
+        self._attempts = threading.local()  # retries taken by the request running in this thread
 
     def fingerprint(self) -> str:
         return f"openai:{self.base_url}:{self.model}"
 
+    def _sdk_client(self):
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self):
+        try:
+            import openai
+        except ImportError:
+            raise BackendError("endpoint models and judges need the openai package: pip install 'openai==3.57.*'") \
+                from None
+        backend = self
+
+        class Client(openai.OpenAI):
+            def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None):
+                # called by the SDK before each retry: wait here (through `sleep`) and have the SDK wait no more
+                taken = getattr(backend._attempts, "retries", 0)
+                backend._attempts.retries = taken + 1
+                try:
+                    retry_after = self._parse_retry_after_header(response_headers)
+                except Exception:  # noqa: BLE001 - a malformed header means "no advice"
+                    retry_after = None
+                if retry_after is not None and 0 < retry_after <= 120:
+                    delay = float(retry_after)
+                else:
+                    delay = backend.backoff * 2 ** taken
+                logger.debug("retrying %s in %.2f s (retry %d of %d)", backend.url, delay, taken + 1,
+                             backend.max_retries)
+                backend._sleep(delay)
+                return 0.0
+
+        api_key = os.environ[self.api_key_env] if self.api_key_env else "unused"  # placeholder: never sent
+        return Client(base_url=self.base_url, api_key=api_key, timeout=self.timeout, max_retries=self.max_retries)
+
+    def _extra_headers(self) -> dict[str, Any]:
+        from openai import Omit
+
+        headers: dict[str, Any] = {"OpenAI-Organization": Omit(), "OpenAI-Project": Omit()}
+        if not self.api_key_env:
+            headers["Authorization"] = Omit()
+        return headers
+
     def _request(self, payload: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        data = json.dumps(payload).encode()
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    body = response.read()
-            except urllib.error.HTTPError as err:
-                detail = err.read()[:300].decode(errors="replace")
-                last = f"HTTP {err.code} {err.reason}: {detail}".strip()
-                if err.code not in _RETRY_STATUS:
-                    raise EndpointError(f"{self.url} answered {last}") from None
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                reason = getattr(err, "reason", err)
-                last = "timed out" if isinstance(reason, TimeoutError) else f"{reason}"
-                continue
-            try:
-                reply = json.loads(body)
-                reply["choices"][0]["message"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise EndpointError(f"{self.url} answered something that is not a chat completion: "
-                                    f"{body[:200]!r}") from None
-            return reply
-        raise EndpointError(f"{self.url} failed after {self.max_retries + 1} attempts: {last}")
+        client = self._sdk_client()  # BackendError first if the SDK is missing
+        import openai
+
+        self._attempts.retries = 0
+        try:
+            raw = client.chat.completions.with_raw_response.create(**payload, extra_headers=self._extra_headers())
+            body = raw.http_response.content
+        except openai.APIStatusError as err:
+            attempts = self._attempts.retries + 1
+            response = err.response
+            detail = " ".join(response.text[:300].split()) if response is not None else ""  # one line
+            last = f"HTTP {err.status_code} {getattr(response, 'reason_phrase', '')}: {detail}".strip()
+            if attempts > 1 or _is_retried_status(err.status_code):
+                raise EndpointError(f"{self.url} failed after {attempts} attempts: {last}") from None
+            raise EndpointError(f"{self.url} answered {last}") from None
+        except openai.APITimeoutError:
+            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: timed out") \
+                from None
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            reason = " ".join(str(cause).split()) or type(cause).__name__
+            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: {reason}") \
+                from None
+        except openai.OpenAIError as err:
+            raise EndpointError(f"{self.url} failed: {' '.join(str(err).split())}") from None
+        try:
+            reply = json.loads(body)
+            reply["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EndpointError(f"{self.url} answered something that is not a chat completion: "
+                                f"{body[:200]!r}") from None
+        return reply
 
     def complete(self, conversation: list[dict], settings: GenerationSettings) -> Output:
         payload: dict[str, Any] = {"model": self.model, "messages": list(conversation),
@@ -386,4 +442,7 @@ class OpenAIBackend:
                 on_result(index, output)
 
     def close(self) -> None:
-        pass
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

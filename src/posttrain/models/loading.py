@@ -6,7 +6,6 @@ hardware has it. On CPU, bitsandbytes' 4-bit kernels run too (bf16 compute is th
 
 from __future__ import annotations
 
-import logging
 
 import torch
 
@@ -14,7 +13,6 @@ from posttrain.configs import ModelConfig
 from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype
 
-logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(model_args: ModelConfig, *, trust_remote_code: bool = False):

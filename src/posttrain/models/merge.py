@@ -27,6 +27,7 @@ from pathlib import Path
 
 from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter, task_model_class
 from posttrain.models.registry import cache_dir, resolve_base
+from posttrain.storage import atomic_write_json, staged_dir
 
 MAX_CHAIN = 16
 
@@ -196,22 +197,13 @@ def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -
         model.config.eos_token_id = stops[0]
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "merge_report.json").is_file():
+        raise AdapterError(f"output_dir {output_dir} exists and holds something other than a merged model; choose "
+                           "another folder")
+    with staged_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "merge_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        if output_dir.exists():
-            if any(output_dir.iterdir()) and not (output_dir / "merge_report.json").is_file():
-                from posttrain.export import ExportError
-
-                raise ExportError(f"output_dir {output_dir} exists and holds something other than a merged model; "
-                                  "choose another folder")
-            shutil.rmtree(output_dir)
-        tmp.rename(output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_json(tmp / "merge_report.json", report.to_dict())
     return output_dir
 
 

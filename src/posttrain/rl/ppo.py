@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import time
 import warnings
@@ -50,8 +49,8 @@ from posttrain.errors import ConfigError
 from posttrain.rl import ppo_core
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.rewards import RewardSet
+from posttrain.storage import checkpoints
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 VALUE_HEAD_FILE = "value_head.safetensors"
 STATE_FILE = "trainer_state.json"
 
@@ -138,12 +137,10 @@ def resolve_checkpoint(resume: str | bool | None, output_dir: str | Path) -> Pat
     if resume in (None, False, "", "false", "False"):
         return None
     if resume in (True, "true", "True", "latest"):
-        found = sorted(
-            (int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
-        )
+        found = checkpoints(output_dir)
         if not found:
             raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
-        return found[-1][1]
+        return found[-1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"resume_from_checkpoint: {path} is not a PPO checkpoint (no {STATE_FILE})")
@@ -519,12 +516,7 @@ class PPOTrainer:
         limit = self.args.save_total_limit
         if not limit:
             return
-        found = sorted(
-            (int(m.group(1)), p)
-            for p in Path(self.args.output_dir).glob("checkpoint-*")
-            if (m := CHECKPOINT_RE.match(p.name))
-        )
-        for _, path in found[:-limit]:
+        for path in checkpoints(self.args.output_dir)[:-limit]:
             shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:

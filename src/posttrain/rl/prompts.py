@@ -13,6 +13,7 @@ import json
 import random
 from collections.abc import Sequence
 
+from posttrain.data.formats import with_system_prompt
 from posttrain.data.files import looks_local
 from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError
@@ -32,10 +33,8 @@ def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: s
     conversations = load_conversations([spec], seed=seed, identity=identity)["train"]
     items = []
     for row in conversations:
-        messages = row["messages"][:-1]  # everything before the last assistant reply
-        if system_prompt and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-        items.append(PromptItem(messages))
+        # everything before the last assistant reply
+        items.append(PromptItem(with_system_prompt(row["messages"][:-1], system_prompt)))
     return items
 
 

@@ -49,7 +49,7 @@ def preference_margins(model, tokenizer, pairs) -> list[float]:
 
 
 def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: ModelConfig):
-    """parse → pairs → merged SFT model (4-bit) + new adapter → DPOTrainer (ref = adapter off) → save."""
+    """Preference pairs → merged SFT model (4-bit) + new adapter → DPOTrainer (ref = adapter off) → save."""
     from trl import DPOTrainer
 
     from posttrain.chat_templates import ChatTemplateError

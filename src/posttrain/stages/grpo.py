@@ -43,7 +43,7 @@ def heldout_reward(model, tokenizer, rewards, prompts, *, max_new_tokens: int, r
 
 
 def main(pt_args: PosttrainArguments, training_args: GRPOConfig, model_args: ModelConfig, *, trainer_name: str = "grpo"):
-    """parse → prompts → merged start model (4-bit) + new adapter → reward_funcs → GRPO/RLOO → save → held-out."""
+    """Prompts → merged start model (4-bit) + new adapter → reward_funcs → GRPO/RLOO → save → held-out."""
     import trl
 
     from posttrain.data import fingerprint

@@ -23,7 +23,7 @@ def make_parser():
 
 
 def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: ModelConfig):
-    """parse → prompts → merged start model (4-bit) + new adapter → rewards → PPO → save → held-out reward."""
+    """Prompts → merged start model (4-bit) + new adapter → rewards → PPO → save → held-out reward."""
     from posttrain.errors import ConfigError
     from posttrain.data import fingerprint
     from posttrain.rl.ppo import PPOTrainer, steps_summary

@@ -9,6 +9,7 @@ a seeded sample of at most 64 pairs).
 
 from __future__ import annotations
 
+from posttrain.data.formats import with_system_prompt
 from posttrain.configs import ModelConfig, PosttrainArguments, RewardConfig
 from posttrain.training.common import (
     finish_run,
@@ -16,7 +17,6 @@ from posttrain.training.common import (
     peft_config,
     start_run,
     train,
-    with_system_prompt,
 )
 
 #: training pairs scored for the train-split pairwise accuracy (all of them cost as much as the training itself on CPU)
@@ -36,7 +36,7 @@ def add_system_prompt(pairs, system_prompt: str | None):
 
 
 def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: ModelConfig):
-    """parse → preference pairs → (4-bit) seq-cls model → RewardTrainer → save adapter + merged model → accuracy."""
+    """Preference pairs → (4-bit) seq-cls model → RewardTrainer → save adapter + merged model → accuracy."""
     from pathlib import Path
 
     from trl import RewardTrainer

@@ -6,8 +6,8 @@ Conversations are rendered with the tokenizer's chat template and tokenized here
 
 from __future__ import annotations
 
-import logging
 
+from posttrain.data.formats import with_system_prompt
 from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
 from posttrain.training.common import (
     finish_run,
@@ -15,10 +15,8 @@ from posttrain.training.common import (
     peft_config,
     start_run,
     train,
-    with_system_prompt,
 )
 
-logger = logging.getLogger(__name__)
 
 
 def trainer_class():
@@ -78,7 +76,7 @@ def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = No
 
 
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
-    """parse → data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
+    """Data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
     from posttrain import chat_templates
     from posttrain.data import fingerprint, load_conversations
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from posttrain.errors import ConfigError
+from posttrain.storage import checkpoints, publish_dir
+
 
 @dataclass
 class Run:
@@ -51,11 +54,7 @@ def start_run(training_args) -> Run:
     if isinstance(resume, str) and resume.strip().lower() in ("true", "false", "none", "null", ""):
         resume = resume.strip().lower() == "true" or None  # from the command line these arrive as strings
         training_args.resume_from_checkpoint = resume
-    if resume is True and not any(
-        d.name.startswith("checkpoint-") for folder in (work, final) if folder.is_dir() for d in folder.iterdir()
-    ):
-        from posttrain.errors import ConfigError
-
+    if resume is True and not checkpoints(work, final):
         raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
                           "(finished run) to resume from")
     if state.is_main_process:
@@ -218,14 +217,7 @@ def train(run: Run, trainer, training_args):
 
 def publish(run: Run) -> None:
     """Move the finished work folder into ``output_dir`` (replacing a previous result as a whole)."""
-    final, work = run.final_dir, run.work_dir
-    old = final.parent / f".{final.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    work.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_dir(run.work_dir, run.final_dir)
     if run in _RUNS:
         _RUNS.remove(run)
 
@@ -256,12 +248,6 @@ def peft_config(model, model_args, new_token_ids, *, task_type: str | None = Non
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     return lora_config(model_args, new_token_ids=new_token_ids, tied_embeddings=tied, task_type=task_type)
-
-
-def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    if system_prompt and messages and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system_prompt}, *messages]
-    return messages
 
 
 def rank_summary(trainer, state) -> dict:
