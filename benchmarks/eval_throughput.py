@@ -41,11 +41,18 @@ def one_at_a_time(model, tokenizer, conversations, max_new_tokens):
     texts, tokens = [], 0
     with torch.no_grad():
         for conversation in conversations:
-            ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True)
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id or stops[0], use_cache=True)
-            new = out[0, ids["input_ids"].shape[1]:].tolist()
+            ids = tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id or stops[0],
+                use_cache=True,
+            )
+            new = out[0, ids["input_ids"].shape[1] :].tolist()
             cut = next((j for j, t in enumerate(new) if t in stops), None)
             new = new if cut is None else new[: cut + 1]
             tokens += len(new)
@@ -68,17 +75,21 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from posttrain.tasks import generate_task
     from posttrain.evaluation.backends import GenerationSettings, HFBackend
+    from posttrain.tasks import generate_task
 
-    conversations = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": e.prompt}]
-                     for e in generate_task("all", args.prompts, seed=1234)]
+    conversations = [
+        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": e.prompt}]
+        for e in generate_task("all", args.prompts, seed=1234)
+    ]
     backend = HFBackend(args.model, batch_size=args.batch_size, dtype=args.dtype)
     model, tokenizer = backend._load()
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
     cpu = platform.processor() or platform.machine()
-    print(f"model {backend.path}\n{len(conversations)} prompts, max_new_tokens {args.max_new_tokens}, "
-          f"batch size {args.batch_size}, {backend.dtype}, {torch.get_num_threads()} threads, {cpu}")
+    print(
+        f"model {backend.path}\n{len(conversations)} prompts, max_new_tokens {args.max_new_tokens}, "
+        f"batch size {args.batch_size}, {backend.dtype}, {torch.get_num_threads()} threads, {cpu}"
+    )
 
     one_at_a_time(model, tokenizer, conversations[:2], 8)  # warm-up
     backend.generate(conversations[:2], GenerationSettings(max_new_tokens=8), progress=False)
@@ -95,13 +106,26 @@ def main() -> None:
     same = sum(a == o.text for a, o in zip(single_texts, outputs))
     ratio = single_s / batched_s
     figures = {
-        "model": str(backend.path), "prompts": len(conversations), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "dtype": backend.dtype, "threads": torch.get_num_threads(),
-        "one_at_a_time": {"seconds": round(single_s, 2), "prompts_per_s": round(len(conversations) / single_s, 3),
-                          "tokens_per_s": round(single_tokens / single_s, 1), "tokens": single_tokens},
-        "batched": {"seconds": round(batched_s, 2), "prompts_per_s": round(len(conversations) / batched_s, 3),
-                    "tokens_per_s": round(batched_tokens / batched_s, 1), "tokens": batched_tokens},
-        "identical_replies": same, "speedup": round(ratio, 2),
+        "model": str(backend.path),
+        "prompts": len(conversations),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "dtype": backend.dtype,
+        "threads": torch.get_num_threads(),
+        "one_at_a_time": {
+            "seconds": round(single_s, 2),
+            "prompts_per_s": round(len(conversations) / single_s, 3),
+            "tokens_per_s": round(single_tokens / single_s, 1),
+            "tokens": single_tokens,
+        },
+        "batched": {
+            "seconds": round(batched_s, 2),
+            "prompts_per_s": round(len(conversations) / batched_s, 3),
+            "tokens_per_s": round(batched_tokens / batched_s, 1),
+            "tokens": batched_tokens,
+        },
+        "identical_replies": same,
+        "speedup": round(ratio, 2),
     }
     print(f"\n{'':<16}{'seconds':>10}{'prompts/s':>12}{'tokens/s':>11}{'tokens':>9}")
     for name in ("one_at_a_time", "batched"):

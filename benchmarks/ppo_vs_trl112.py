@@ -72,16 +72,31 @@ def run_posttrain(model_path: str, steps: int, seed: int) -> dict:
     def digit_token(prompts, completions, completion_ids=None, **_):
         return [float(any(i in digits for i in ids)) for ids in completion_ids]
 
-    data = datasets.Dataset.from_list([{"prompt": p, "task": "", "answer": "", "meta": "{}"} for p in prompts(64, seed)])
+    data = datasets.Dataset.from_list(
+        [{"prompt": p, "task": "", "answer": "", "meta": "{}"} for p in prompts(64, seed)]
+    )
     s = SETTINGS
     args = PPOConfig(
-        output_dir=tempfile.mkdtemp(), rewards=["has_number"], bf16=False, report_to="none", seed=seed,
-        max_steps=steps, rollout_batch_size=s["rollout"], num_mini_batches=s["mini_batches"],
-        per_device_train_batch_size=s["micro"], generation_batch_size=s["rollout"], forward_batch_size=s["rollout"],
-        num_ppo_epochs=s["epochs"], max_completion_length=s["new_tokens"], kl_coef=s["kl_coef"],
-        learning_rate=s["lr"], lr_scheduler_type="constant", missing_eos_penalty=None, logging_steps=1000,
+        output_dir=tempfile.mkdtemp(),
+        rewards=["has_number"],
+        bf16=False,
+        report_to="none",
+        seed=seed,
+        max_steps=steps,
+        rollout_batch_size=s["rollout"],
+        num_mini_batches=s["mini_batches"],
+        per_device_train_batch_size=s["micro"],
+        generation_batch_size=s["rollout"],
+        forward_batch_size=s["rollout"],
+        num_ppo_epochs=s["epochs"],
+        max_completion_length=s["new_tokens"],
+        kl_coef=s["kl_coef"],
+        learning_rate=s["lr"],
+        lr_scheduler_type="constant",
+        missing_eos_penalty=None,
+        logging_steps=1000,
         save_strategy="no",
-    )  # fmt: skip
+    )
     lora = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear")
     trainer = PPOTrainer(model, tokenizer, RewardSet([digit_token], [1.0], ["digit"]), args, data, peft_config=lora)
     started = time.time()
@@ -132,24 +147,48 @@ def run_trl112(model_path: str, steps: int, seed: int, trl_path: str) -> dict:
     value_model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1)
     value_model.config.pad_token_id = tokenizer.pad_token_id
     texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts(64, seed)]
-    data = datasets.Dataset.from_dict({"input_ids": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]})
+    data = datasets.Dataset.from_dict(
+        {"input_ids": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]}
+    )
     args = PPOConfig(
-        output_dir=tempfile.mkdtemp(), bf16=False, use_cpu=True, report_to="none", seed=seed,
-        total_episodes=steps * s["rollout"], gradient_accumulation_steps=1,
+        output_dir=tempfile.mkdtemp(),
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        seed=seed,
+        total_episodes=steps * s["rollout"],
+        gradient_accumulation_steps=1,
         # TRL: rollout batch = per_device_train_batch_size x grad. accumulation; its minibatches of rollout /
         # num_mini_batches are one micro-batch each here, as posttrain's (micro = rollout / mini_batches)
         per_device_train_batch_size=s["rollout"],
-        num_mini_batches=s["mini_batches"], num_ppo_epochs=s["epochs"], response_length=s["new_tokens"],
-        temperature=1.0, stop_token="eos", kl_coef=s["kl_coef"], learning_rate=s["lr"], lr_scheduler_type="constant",
-        local_rollout_forward_batch_size=s["rollout"], num_sample_generations=0, logging_steps=1, save_strategy="no",
-        gradient_checkpointing=False, missing_eos_penalty=None,
-    )  # fmt: skip
-    lora = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")  # fmt: skip
+        num_mini_batches=s["mini_batches"],
+        num_ppo_epochs=s["epochs"],
+        response_length=s["new_tokens"],
+        temperature=1.0,
+        stop_token="eos",
+        kl_coef=s["kl_coef"],
+        learning_rate=s["lr"],
+        lr_scheduler_type="constant",
+        local_rollout_forward_batch_size=s["rollout"],
+        num_sample_generations=0,
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        missing_eos_penalty=None,
+    )
+    lora = LoraConfig(
+        r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     trainer = PPOTrainer(
-        args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=DigitReward(),
-        value_model=value_model, train_dataset=data, peft_config=lora,
-    )  # fmt: skip
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=None,
+        reward_model=DigitReward(),
+        value_model=value_model,
+        train_dataset=data,
+        peft_config=lora,
+    )
     started = time.time()
     trainer.train()
     elapsed = time.time() - started
@@ -167,8 +206,22 @@ def child(args) -> None:
 
 def run_child(impl: str, model: str, args) -> tuple[dict | None, str]:
     result = Path(tempfile.mkdtemp()) / f"{impl}.json"
-    command = [sys.executable, __file__, "--impl", impl, "--model", model, "--steps", str(args.steps),
-               "--seed", str(args.seed), "--trl-path", str(args.trl_path), "--result", str(result)]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--impl",
+        impl,
+        "--model",
+        model,
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--trl-path",
+        str(args.trl_path),
+        "--result",
+        str(result),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.setdefault("OMP_NUM_THREADS", "2")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
@@ -195,14 +248,20 @@ def main() -> int:
     from tiny import build_tiny_model
 
     model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny-chat", chat=True))
-    print(f"task: tiny chat Llama, builtin:identity prompts, reward = reply has a digit token; {args.steps} PPO steps, "
-          f"seed {args.seed}; settings {SETTINGS}", flush=True)  # fmt: skip
+    print(
+        f"task: tiny chat Llama, builtin:identity prompts, reward = reply has a digit token; {args.steps} PPO steps, "
+        f"seed {args.seed}; settings {SETTINGS}",
+        flush=True,
+    )
     ours, error = run_child("posttrain", model, args)
     if ours is None:
         print(f"posttrain PPO failed:\n{error}")
         return 1
-    print(f"posttrain: {ours['steps_per_s']:.3f} steps/s, reward {ours['reward_first']:.3f} -> "
-          f"{ours['reward_last']:.3f} (gain {ours['reward_gain']:+.3f})", flush=True)  # fmt: skip
+    print(
+        f"posttrain: {ours['steps_per_s']:.3f} steps/s, reward {ours['reward_first']:.3f} -> "
+        f"{ours['reward_last']:.3f} (gain {ours['reward_gain']:+.3f})",
+        flush=True,
+    )
     if not Path(args.trl_path, "trl").is_dir():
         print(f"trl 1.12.0 not found in {args.trl_path}: pip install --no-deps --target {args.trl_path} trl==1.12.0")
         return 0
@@ -210,14 +269,18 @@ def main() -> int:
     if theirs is None:
         print(f"TRL 1.12.0 PPOTrainer could not run with the installed libraries; no comparison:\n{error}")
         return 0
-    print(f"trl 1.12.0: {theirs['steps_per_s']:.3f} steps/s, reward {theirs['reward_first']:.3f} -> "
-          f"{theirs['reward_last']:.3f} (gain {theirs['reward_gain']:+.3f})")  # fmt: skip
+    print(
+        f"trl 1.12.0: {theirs['steps_per_s']:.3f} steps/s, reward {theirs['reward_first']:.3f} -> "
+        f"{theirs['reward_last']:.3f} (gain {theirs['reward_gain']:+.3f})"
+    )
     speed = ours["steps_per_s"] / theirs["steps_per_s"]
     gain = ours["reward_gain"] / theirs["reward_gain"] if theirs["reward_gain"] > 0 else None
     gain_text = f"{gain:.2f}x" if gain is not None else f"n/a (trl 1.12.0 gained {theirs['reward_gain']:+.3f})"
     met = speed >= 1 and (ours["reward_gain"] >= theirs["reward_gain"])
-    print(f"ratios posttrain / trl 1.12.0: speed {speed:.2f}x, reward gain {gain_text} "
-          f"(target: at least as fast and at least as much gain: {'met' if met else 'NOT met'})")  # fmt: skip
+    print(
+        f"ratios posttrain / trl 1.12.0: speed {speed:.2f}x, reward gain {gain_text} "
+        f"(target: at least as fast and at least as much gain: {'met' if met else 'NOT met'})"
+    )
     print(json.dumps({"posttrain": ours, "trl112": theirs, "speed_ratio": speed, "gain_ratio": gain}))
     return 0
 

@@ -79,20 +79,30 @@ COMMON = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--builtin-samples", type=int, default=None,
-                        help="conversations from builtin:all (default 64; 16 with --quick)")
-    parser.add_argument("--chitchat-samples", type=int, default=None,
-                        help="chit-chat conversations (default 8; 4 with --quick)")
+    parser.add_argument(
+        "--builtin-samples", type=int, default=None, help="conversations from builtin:all (default 64; 16 with --quick)"
+    )
+    parser.add_argument(
+        "--chitchat-samples", type=int, default=None, help="chit-chat conversations (default 8; 4 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data set: a smoke run of both pipelines")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--stock-batch", type=int, default=4, help="stock TRL rows per step (padded)")
-    parser.add_argument("--posttrain-batch", type=int, default=2,
-                        help="posttrain packed rows of max_length tokens per step (see posttrain_config)")
+    parser.add_argument(
+        "--posttrain-batch",
+        type=int,
+        default=2,
+        help="posttrain packed rows of max_length tokens per step (see posttrain_config)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS/MKL_NUM_THREADS for both runs")
     parser.add_argument("--only", choices=["stock", "posttrain"], help="run just one of the two")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "sft_throughput.json")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep data, configs, logs and outputs here (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep data, configs, logs and outputs here (default: a temporary folder, removed)",
+    )
     # internal: data preparation runs in its own subprocess, so this process stays small (a child's ru_maxrss
     # starts from the RSS of the process that spawned it)
     parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
@@ -123,8 +133,9 @@ def child_env(threads: int) -> dict[str, str]:
 
 def model_folder(env: dict[str, str]) -> str:
     """The local HF folder of the embedded default model (materialized on first use)."""
-    out = subprocess.run([PYTHON, "-m", "posttrain.cli", "model", MODEL_ALIAS], env=env, cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [PYTHON, "-m", "posttrain.cli", "model", MODEL_ALIAS], env=env, cwd=REPO, capture_output=True, text=True
+    )
     if out.returncode != 0:
         sys.exit(f"cannot materialize {MODEL_ALIAS}:\n{out.stderr[-4000:]}")
     return out.stdout.strip().splitlines()[-1]
@@ -176,9 +187,20 @@ def prepare(args) -> int:
 
 
 def prepare_data(data: Path, model: str, args, env: dict) -> dict:
-    cmd = [PYTHON, str(Path(__file__).resolve()), "--prepare", str(data), "--model-folder", model,
-           "--builtin-samples", str(args.builtin_samples), "--chitchat-samples", str(args.chitchat_samples),
-           "--max-length", str(args.max_length)]
+    cmd = [
+        PYTHON,
+        str(Path(__file__).resolve()),
+        "--prepare",
+        str(data),
+        "--model-folder",
+        model,
+        "--builtin-samples",
+        str(args.builtin_samples),
+        "--chitchat-samples",
+        str(args.chitchat_samples),
+        "--max-length",
+        str(args.max_length),
+    ]
     out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"data preparation failed:\n{out.stderr[-4000:]}")
@@ -276,8 +298,11 @@ def logged(key: str) -> re.Pattern:
     return re.compile(rf"""['"]{key}['"]\s*:\s*['"]?([0-9.]+(?:[eE][+-]?[0-9]+)?)""")
 
 
-TRAIN_RUNTIME, TRAIN_STEPS_PER_S, TRAIN_LOSS = logged("train_runtime"), logged("train_steps_per_second"), logged(
-    "train_loss")
+TRAIN_RUNTIME, TRAIN_STEPS_PER_S, TRAIN_LOSS = (
+    logged("train_runtime"),
+    logged("train_steps_per_second"),
+    logged("train_loss"),
+)
 NUM_TOKENS = logged("num_tokens")  # TRL's own count of the non-padding tokens it trained on (stock logs it)
 
 
@@ -324,8 +349,11 @@ def run_training(name: str, cmd: list[str], env: dict, workdir: Path) -> dict:
     num_tokens = NUM_TOKENS.findall(text)
     if num_tokens:
         result["trainer_num_tokens"] = float(num_tokens[-1])  # cross-check of the token count (4 digits)
-    print(f"[{name}] done: wall {result['wall_s']} s, train_runtime {result['train_runtime_s']} s, "
-          f"peak RSS {result['peak_rss_mib']} MiB", flush=True)
+    print(
+        f"[{name}] done: wall {result['wall_s']} s, train_runtime {result['train_runtime_s']} s, "
+        f"peak RSS {result['peak_rss_mib']} MiB",
+        flush=True,
+    )
     return result
 
 
@@ -342,9 +370,12 @@ def main(argv=None) -> int:
         model = model_folder(env)
         data = workdir / "train.jsonl"
         tokens = prepare_data(data, model, args, env)
-        print(f"model: {model}\ndata: {data} ({tokens['rows']} conversations: {args.builtin_samples} builtin:all + "
-              f"{args.chitchat_samples} chitchat; {tokens['tokens']} tokens after truncation to {args.max_length}, "
-              f"{tokens['rows_over_max_length']} rows truncated)\nthreads: {args.threads}", flush=True)
+        print(
+            f"model: {model}\ndata: {data} ({tokens['rows']} conversations: {args.builtin_samples} builtin:all + "
+            f"{args.chitchat_samples} chitchat; {tokens['tokens']} tokens after truncation to {args.max_length}, "
+            f"{tokens['rows_over_max_length']} rows truncated)\nthreads: {args.threads}",
+            flush=True,
+        )
 
         configs = {
             "stock-trl": stock_config(model, data, workdir / "stock-out", args),
@@ -398,18 +429,22 @@ def main(argv=None) -> int:
         nan = float("nan")
         print("\nrun        tokens  steps  train_s  wall_s  tokens/s  peak_RSS_MiB  tree_RSS_MiB  tokens/cpu_s  load")
         for name, r in results.items():
-            print(f"{name:<10} {r['tokens']:>6}  {r.get('steps', '?'):>5}  {r['train_runtime_s'] or nan:>7.1f}  "
-                  f"{r['wall_s']:>6.1f}  {r['tokens_per_s'] or nan:>8.1f}  {r['peak_rss_mib']:>12.1f}  "
-                  f"{r['peak_tree_rss_mib'] or nan:>12.1f}  {r['tokens_per_cpu_s'] or nan:>12.1f}  "
-                  f"{r['loadavg_before']:.1f}->{r['loadavg_after']:.1f}")
+            print(
+                f"{name:<10} {r['tokens']:>6}  {r.get('steps', '?'):>5}  {r['train_runtime_s'] or nan:>7.1f}  "
+                f"{r['wall_s']:>6.1f}  {r['tokens_per_s'] or nan:>8.1f}  {r['peak_rss_mib']:>12.1f}  "
+                f"{r['peak_tree_rss_mib'] or nan:>12.1f}  {r['tokens_per_cpu_s'] or nan:>12.1f}  "
+                f"{r['loadavg_before']:.1f}->{r['loadavg_after']:.1f}"
+            )
         if ratios:
-            print(f"ratio posttrain/stock: tokens/s {ratios.get('tokens_per_s', nan):.2f}x, "
-                  f"peak RSS {ratios['peak_rss']:.2f}x (tree {ratios.get('peak_tree_rss', nan):.2f}x), "
-                  f"tokens/cpu_s {ratios.get('tokens_per_cpu_s', nan):.2f}x, wall time {ratios['wall']:.2f}x")
+            print(
+                f"ratio posttrain/stock: tokens/s {ratios.get('tokens_per_s', nan):.2f}x, "
+                f"peak RSS {ratios['peak_rss']:.2f}x (tree {ratios.get('peak_tree_rss', nan):.2f}x), "
+                f"tokens/cpu_s {ratios.get('tokens_per_cpu_s', nan):.2f}x, wall time {ratios['wall']:.2f}x"
+            )
 
         report = {
             "benchmark": "sft_throughput",
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": {
                 "platform": platform.platform(),
                 "processor": _cpu_model(),
@@ -418,8 +453,13 @@ def main(argv=None) -> int:
                 "threads": args.threads,
             },
             "versions": _versions(),
-            "data": {"builtin_samples": args.builtin_samples, "chitchat_samples": args.chitchat_samples,
-                     "system_prompt": SYSTEM_PROMPT, "max_length": args.max_length, **tokens},
+            "data": {
+                "builtin_samples": args.builtin_samples,
+                "chitchat_samples": args.chitchat_samples,
+                "system_prompt": SYSTEM_PROMPT,
+                "max_length": args.max_length,
+                **tokens,
+            },
             "results": results,
             "ratios_posttrain_over_stock": ratios,
         }

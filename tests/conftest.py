@@ -14,9 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # training commands run in the test process (tests/test_cli_launch.py covers `posttrain <stage>` under accelerate)
 os.environ.setdefault("POSTTRAIN_LAUNCHER", "none")
 
-import pytest  # noqa: E402
+import pytest
 
-from tiny import build_tiny_model  # noqa: E402
+from tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

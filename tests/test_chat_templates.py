@@ -115,7 +115,9 @@ def test_new_token_rows_are_trainable_through_lora(tiny_untied_base_model):
     model, tokenizer = load(tiny_untied_base_model)
     new_ids = setup_chat_template(model, tokenizer, "auto")
     config = lora_config(
-        ModelConfig(model_name_or_path=str(tiny_untied_base_model), use_peft=True, lora_target_modules=["q_proj", "v_proj"]),
+        ModelConfig(
+            model_name_or_path=str(tiny_untied_base_model), use_peft=True, lora_target_modules=["q_proj", "v_proj"]
+        ),
         new_token_ids=new_ids,
         tied_embeddings=False,
     )
@@ -132,7 +134,9 @@ def test_overlong_conversations_error_drop_or_pass_through():
 
     from posttrain.chat_templates import ChatTemplateError, check_lengths
 
-    data = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 12, [1] * 8], "assistant_masks": [[1] * 5, [1] * 12, [1] * 8]})
+    data = Dataset.from_dict(
+        {"input_ids": [[1] * 5, [1] * 12, [1] * 8], "assistant_masks": [[1] * 5, [1] * 12, [1] * 8]}
+    )
     with pytest.raises(ChatTemplateError, match=r"1 of 3 conversations are longer than max_length 10 tokens: row 1"):
         check_lengths(data, 10, "error")
     assert [len(r) for r in check_lengths(data, 10, "drop")["input_ids"]] == [5, 8]

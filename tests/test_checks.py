@@ -7,7 +7,15 @@ import sys
 
 import pytest
 
-from posttrain.checks import exact_match, extract_number, extract_numbers, mentions_identity, normalize_answer, numeric_match, says_i_dont_know
+from posttrain.checks import (
+    exact_match,
+    extract_number,
+    extract_numbers,
+    mentions_identity,
+    normalize_answer,
+    numeric_match,
+    says_i_dont_know,
+)
 from posttrain.tasks import CHECKS, check_task
 
 
@@ -155,8 +163,12 @@ def test_does_not_say_i_dont_know(response):
 @pytest.mark.parametrize(
     ("response", "name", "creator", "expected"),
     [
-        ("I'm Posttrain Assistant, made by the posttrain project.", "Posttrain Assistant", "the posttrain project",
-         True),
+        (
+            "I'm Posttrain Assistant, made by the posttrain project.",
+            "Posttrain Assistant",
+            "the posttrain project",
+            True,
+        ),
         ("i am posttrain   assistant from Posttrain Project", "Posttrain Assistant", "the posttrain project", True),
         ("I'm Posttrain Assistant.", "Posttrain Assistant", None, True),
         ("I'm Posttrain Assistant.", "Posttrain Assistant", "the posttrain project", False),

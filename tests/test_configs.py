@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.stages import STAGES
-from posttrain.errors import ConfigError
 from posttrain.configs import DatasetSpec, parse_args
+from posttrain.errors import ConfigError
 from posttrain.precision import use_bf16
+from posttrain.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 # pipeline.yaml files are pipelines, not stage configs (tests/test_pipeline.py loads them); a stage config is named
@@ -26,7 +26,9 @@ def test_every_recipe_is_generated_from_the_stage_table_and_its_default_config_e
     assert recipes == {name for name, stage in STAGES.items() if stage.recipe}
     for name in recipes:
         text = (ROOT / "recipes" / f"{name}.py").read_text()
-        assert text == recipe_text(STAGES[name]), f"recipes/{name}.py is stale: python -m posttrain.stages --write-recipes"
+        assert text == recipe_text(STAGES[name]), (
+            f"recipes/{name}.py is stale: python -m posttrain.stages --write-recipes"
+        )
         assert (ROOT / "recipes" / DEFAULT_CONFIGS / f"{name}.yaml").is_file(), name
 
 
@@ -110,7 +112,9 @@ def test_model_dtype_follows_training_precision(tmp_path):
 
     from posttrain.models.loading import compute_dtype, quantization_config
 
-    _, training_args, model_args = parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nload_in_4bit: true\n")])
+    _, training_args, model_args = parse_args(
+        parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nload_in_4bit: true\n")]
+    )
     assert model_args.dtype == "auto"
     expected = torch.bfloat16 if training_args.bf16 else torch.float32
     assert compute_dtype(training_args) == expected

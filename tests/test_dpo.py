@@ -15,11 +15,19 @@ PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 32}, {"path": "built
 def dpo_run(tmp_path_factory, tiny_base_model, precision):
     tmp_path = tmp_path_factory.mktemp("dpo")
     run_stage("sft", ["--config", str(write_sft_config(tmp_path, tiny_base_model, max_steps=4))])
-    config = write_stage_config(tmp_path, "dpo", {
-        "model_name_or_path": str(tmp_path / "out"),  # the SFT adapter folder
-        "datasets": PAIRS, "max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
-        "beta": 0.1, "max_length": 128,
-    })  # fmt: skip
+    config = write_stage_config(
+        tmp_path,
+        "dpo",
+        {
+            "model_name_or_path": str(tmp_path / "out"),  # the SFT adapter folder
+            "datasets": PAIRS,
+            "max_steps": 20,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 5e-3,
+            "beta": 0.1,
+            "max_length": 128,
+        },
+    )
     trainer, metrics = run_stage("dpo", ["--config", str(config)])
     return tmp_path / "dpo", trainer, metrics
 

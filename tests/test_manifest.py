@@ -4,8 +4,15 @@ from posttrain.manifest import read_manifest, redact, write_manifest
 
 
 def test_secrets_are_redacted_but_token_settings_are_not():
-    config = {"hub_token": "hf_abc", "api_key": "sk-1", "nested": {"OPENAI_API_KEY": "sk-2", "password": "x"},
-              "pad_token": "<pad>", "eos_token": "<|im_end|>", "new_special_tokens": ["<|im_end|>"], "token": None}
+    config = {
+        "hub_token": "hf_abc",
+        "api_key": "sk-1",
+        "nested": {"OPENAI_API_KEY": "sk-2", "password": "x"},
+        "pad_token": "<pad>",
+        "eos_token": "<|im_end|>",
+        "new_special_tokens": ["<|im_end|>"],
+        "token": None,
+    }
     out = redact(config)
     assert out["hub_token"] == out["api_key"] == out["nested"]["OPENAI_API_KEY"] == out["nested"]["password"]
     assert out["hub_token"] == "<redacted>"
@@ -16,8 +23,13 @@ def test_secrets_are_redacted_but_token_settings_are_not():
 def test_manifest_round_trips_without_secrets(tmp_path):
     from posttrain.configs import ModelConfig
 
-    write_manifest(tmp_path, stage="sft", configs=(ModelConfig(model_name_or_path="m"),), seed=3,
-                   extra={"hub_token": "hf_secret_value"})
+    write_manifest(
+        tmp_path,
+        stage="sft",
+        configs=(ModelConfig(model_name_or_path="m"),),
+        seed=3,
+        extra={"hub_token": "hf_secret_value"},
+    )
     text = (tmp_path / "run_manifest.json").read_text()
     assert "hf_secret_value" not in text
     manifest = read_manifest(tmp_path)

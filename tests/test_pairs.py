@@ -9,8 +9,6 @@ import pytest
 import posttrain.models.generation
 import posttrain.rl.pairs as pairs_module
 from posttrain.data import DataError, DataValidationError, Identity, load_preferences, validate_preference
-from posttrain.stages import run_stage
-from posttrain.tasks import TASKS, generate_task
 from posttrain.models.generation import Completion, load_model_for_generation
 from posttrain.rl.pairs import (
     Pairs,
@@ -23,6 +21,8 @@ from posttrain.rl.pairs import (
     task_prompts,
     write_pairs,
 )
+from posttrain.stages import run_stage
+from posttrain.tasks import TASKS, generate_task
 
 
 def shortest_wins(prompt, texts):
@@ -58,6 +58,7 @@ def leftovers(folder):
 
 # ----------------------------------------------------------------------------------------------- build_pairs
 
+
 def test_pairs_from_the_tiny_model_are_valid_and_ordered(chat_model, prompts):
     model, tokenizer = chat_model
     rows = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0)
@@ -79,12 +80,14 @@ def test_pairs_from_the_tiny_model_are_valid_and_ordered(chat_model, prompts):
 
 def test_prompts_whose_scores_tie_are_skipped(chat_model, prompts):
     model, tokenizer = chat_model
-    flat = build_pairs(model, tokenizer, prompts, scorer=lambda p, texts: [0.5] * len(texts), n=3,
-                       max_new_tokens=4, seed=0)
+    flat = build_pairs(
+        model, tokenizer, prompts, scorer=lambda p, texts: [0.5] * len(texts), n=3, max_new_tokens=4, seed=0
+    )
     assert list(flat) == [] and flat.skipped == 6
     # a margin larger than any length difference of 6-token replies skips everything too
-    wide = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=3, max_new_tokens=4, seed=0,
-                       min_margin=1000.0)
+    wide = build_pairs(
+        model, tokenizer, prompts, scorer=shortest_wins, n=3, max_new_tokens=4, seed=0, min_margin=1000.0
+    )
     assert list(wide) == [] and wide.skipped == 6
 
 
@@ -114,15 +117,19 @@ def test_ties_prefer_finished_then_short_replies_on_both_sides(monkeypatch):
 
 
 def test_fewer_than_two_usable_replies_is_skipped(monkeypatch):
-    monkeypatch.setattr(posttrain.models.generation, "generate",
-                        fake_generate([Completion("", [1], True), Completion("only one", [1, 2], True)]))
+    monkeypatch.setattr(
+        posttrain.models.generation,
+        "generate",
+        fake_generate([Completion("", [1], True), Completion("only one", [1, 2], True)]),
+    )
     result = build_pairs(None, None, [PromptItem([{"role": "user", "content": "hi"}])], scorer=shortest_wins, n=2)
     assert list(result) == [] and result.skipped == 1
 
 
 def test_bad_scorers_and_arguments(monkeypatch):
-    monkeypatch.setattr(posttrain.models.generation, "generate",
-                        fake_generate([Completion("a", [1], True), Completion("b", [1], True)]))
+    monkeypatch.setattr(
+        posttrain.models.generation, "generate", fake_generate([Completion("a", [1], True), Completion("b", [1], True)])
+    )
     items = [PromptItem([{"role": "user", "content": "hi"}])]
     with pytest.raises(ValueError, match="returned 1 scores for 2 completions"):
         build_pairs(None, None, items, scorer=lambda p, c: [1.0], n=2)
@@ -135,6 +142,7 @@ def test_bad_scorers_and_arguments(monkeypatch):
 
 
 # -------------------------------------------------------------------------------------------------- scorers
+
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_rule_scorer_rewards_the_right_answer(task):
@@ -149,7 +157,7 @@ def test_scorer_signatures():
     item = PromptItem([{"role": "user", "content": "q"}])
     two = as_scorer(lambda prompt, texts: [len(texts)] * len(texts))
     assert two(item.messages, ["a", "b"], item) == [2, 2]
-    three = lambda prompt, texts, it: [1.0 if it is item else 0.0] * len(texts)  # noqa: E731
+    three = lambda prompt, texts, it: [1.0 if it is item else 0.0] * len(texts)
     assert as_scorer(three) is three
     with pytest.raises(TypeError, match="a scorer must accept"):
         as_scorer(lambda: [])
@@ -176,6 +184,7 @@ def test_task_prompts_split_and_interleave():
 
 # ----------------------------------------------------------------------------------------------------- output
 
+
 def test_written_pairs_load_back_and_files_are_never_clobbered(chat_model, prompts, tmp_path):
     model, tokenizer = chat_model
     rows = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0)
@@ -196,8 +205,13 @@ def test_written_pairs_load_back_and_files_are_never_clobbered(chat_model, promp
 
 
 def test_invalid_rows_are_refused_with_their_line_and_nothing_is_written(tmp_path):
-    good = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
-            "rejected": [{"role": "assistant", "content": "b"}], "chosen_score": 1.0, "rejected_score": 0.0}
+    good = {
+        "prompt": [{"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}],
+        "chosen_score": 1.0,
+        "rejected_score": 0.0,
+    }
     same = {**good, "rejected": good["chosen"]}
     out = tmp_path / "pairs.jsonl"
     with pytest.raises(DataValidationError) as info:
@@ -211,11 +225,13 @@ def test_invalid_rows_are_refused_with_their_line_and_nothing_is_written(tmp_pat
 
 
 def test_read_prompts(write_prompts):
-    path = write_prompts([
-        {"prompt": "What is 2 + 2?", "task": "arithmetic", "answer": 4},
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-        {"prompt": [{"role": "system", "content": "own"}, {"role": "user", "content": "q"}]},
-    ])
+    path = write_prompts(
+        [
+            {"prompt": "What is 2 + 2?", "task": "arithmetic", "answer": 4},
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            {"prompt": [{"role": "system", "content": "own"}, {"role": "user", "content": "q"}]},
+        ]
+    )
     items = read_prompts(path, system_prompt="S")
     assert [i.messages for i in items] == [
         [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 2 + 2?"}],
@@ -228,12 +244,14 @@ def test_read_prompts(write_prompts):
 
 
 def test_read_prompts_reports_bad_rows(write_prompts):
-    path = write_prompts([
-        {"prompt": "fine"},
-        {"question": "no prompt"},
-        {"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user"}]},
-        {"prompt": "x", "task": "nope"},
-    ])
+    path = write_prompts(
+        [
+            {"prompt": "fine"},
+            {"question": "no prompt"},
+            {"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user"}]},
+            {"prompt": "x", "task": "nope"},
+        ]
+    )
     with pytest.raises(DataValidationError) as info:
         read_prompts(path)
     assert [e.line for e in info.value.errors] == [2, 3, 4]
@@ -254,13 +272,29 @@ def write_prompts(tmp_path):
 
 # -------------------------------------------------------------------------------------------------------- CLI
 
+
 def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, monkeypatch, capsys):
     # Random tiny-model text never passes a real check: make "correct" mean an even number of characters.
     monkeypatch.setattr(pairs_module, "check_task", lambda task, text, answer=None, **meta: len(text) % 2 == 0)
     out = tmp_path / "pairs.jsonl"
-    argv = ["--model", str(tiny_chat_model), "--tasks", "builtin:decimal_compare,builtin:identity",
-            "--num_prompts", "6", "--n", "4", "--max_new_tokens", "6", "--seed", "1", "--output", str(out),
-            "--system_prompt", "Be brief."]
+    argv = [
+        "--model",
+        str(tiny_chat_model),
+        "--tasks",
+        "builtin:decimal_compare,builtin:identity",
+        "--num_prompts",
+        "6",
+        "--n",
+        "4",
+        "--max_new_tokens",
+        "6",
+        "--seed",
+        "1",
+        "--output",
+        str(out),
+        "--system_prompt",
+        "Be brief.",
+    ]
     assert run_stage("pairs", argv) == 0
     assert "pairs to" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -297,8 +331,23 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
 def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"  # a random model never names the configured identity: every reply scores 0
     with pytest.raises(SystemExit) as info:
-        run_stage("pairs", ["--model", str(tiny_chat_model), "--tasks", "builtin:identity", "--num_prompts", "3",
-                    "--n", "2", "--max_new_tokens", "4", "--output", str(out)])
+        run_stage(
+            "pairs",
+            [
+                "--model",
+                str(tiny_chat_model),
+                "--tasks",
+                "builtin:identity",
+                "--num_prompts",
+                "3",
+                "--n",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--output",
+                str(out),
+            ],
+        )
     assert info.value.code == 2
     assert "no pairs to write: all 3 prompts were skipped" in capsys.readouterr().err
     assert not out.exists() and leftovers(tmp_path) == []
@@ -314,8 +363,26 @@ def test_cli_scores_free_form_prompts_with_a_reward_model(tiny_chat_model, tmp_p
     AutoTokenizer.from_pretrained(str(tiny_chat_model)).save_pretrained(rm_path)
     prompts = write_prompts([{"prompt": f"Tell me something about the number {i}."} for i in range(4)])
     out = tmp_path / "rm-pairs.jsonl"
-    assert run_stage("pairs", ["--model", str(tiny_chat_model), "--prompts", str(prompts), "--reward_model", str(rm_path),
-                       "--n", "3", "--max_new_tokens", "5", "--output", str(out)]) == 0
+    assert (
+        run_stage(
+            "pairs",
+            [
+                "--model",
+                str(tiny_chat_model),
+                "--prompts",
+                str(prompts),
+                "--reward_model",
+                str(rm_path),
+                "--n",
+                "3",
+                "--max_new_tokens",
+                "5",
+                "--output",
+                str(out),
+            ],
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4  # a random reward head never ties
     rm = RewardModel.load(str(rm_path))

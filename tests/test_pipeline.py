@@ -13,27 +13,47 @@ from posttrain.pipeline.config import load_pipeline
 from posttrain.pipeline.state import STATE_NAME
 from posttrain.stages import run_stage
 
+from tiny import write_sft_config, write_stage_config
+
 
 def main(argv):
     return run_stage("pipeline", argv)
 
-from tiny import write_sft_config, write_stage_config
 
 PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 16}, {"path": "builtin:unknown_entity", "num_samples": 16}]
 
 
 def write_pipeline(tmp_path, tiny_base_model, *, dpo_overrides=None):
     sft = write_sft_config(tmp_path, tiny_base_model, max_steps=3, output_dir=str(tmp_path / "sft"))
-    dpo = write_stage_config(tmp_path, "dpo", {
-        "model_name_or_path": str(tmp_path / "sft"), "datasets": PAIRS, "max_steps": 3,
-        "per_device_train_batch_size": 4, "learning_rate": 5e-3, "max_length": 128,
-    })  # fmt: skip
+    dpo = write_stage_config(
+        tmp_path,
+        "dpo",
+        {
+            "model_name_or_path": str(tmp_path / "sft"),
+            "datasets": PAIRS,
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 5e-3,
+            "max_length": 128,
+        },
+    )
     evaluate = tmp_path / "evaluate.yaml"
-    evaluate.write_text(yaml.safe_dump({
-        "models": [{"label": "sft", "path": str(tmp_path / "sft")}, {"label": "dpo", "path": str(tmp_path / "dpo")}],
-        "suites": ["builtin"], "max_samples": 2, "max_new_tokens": 8, "bootstrap_samples": 50, "progress": False,
-        "output_dir": str(tmp_path / "eval"),
-    }))  # fmt: skip
+    evaluate.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"label": "sft", "path": str(tmp_path / "sft")},
+                    {"label": "dpo", "path": str(tmp_path / "dpo")},
+                ],
+                "suites": ["builtin"],
+                "max_samples": 2,
+                "max_new_tokens": 8,
+                "bootstrap_samples": 50,
+                "progress": False,
+                "output_dir": str(tmp_path / "eval"),
+            }
+        )
+    )
     pipeline = {
         "launcher": sys.executable,
         "output_dir": str(tmp_path / "pipeline"),
@@ -132,12 +152,16 @@ def test_a_failing_stage_stops_the_pipeline_and_keeps_earlier_outputs(tmp_path, 
     [
         ({"stages": [{"name": "sft", "config": "nope.yaml"}]}, "stage config not found: nope.yaml"),
         ({"stages": [{"name": "sftt", "config": "CONFIG"}]}, "unknown stage 'sftt'"),
-        ({"stages": [{"name": "sft", "config": "CONFIG"}], "profiles": {"quick": {"dpo": {}}}, "profile": "quick"},
-         "names stage 'dpo'"),
+        (
+            {"stages": [{"name": "sft", "config": "CONFIG"}], "profiles": {"quick": {"dpo": {}}}, "profile": "quick"},
+            "names stage 'dpo'",
+        ),
         ({"stages": [{"name": "sft", "config": "CONFIG"}], "stagse": []}, "unknown key(s) stagse"),
         ({"stages": []}, "non-empty list"),
-        ({"stages": [{"name": "sft", "config": "CONFIG"}], "launcher": "no-such-launcher --x"},
-         "launcher 'no-such-launcher' is neither next to"),
+        (
+            {"stages": [{"name": "sft", "config": "CONFIG"}], "launcher": "no-such-launcher --x"},
+            "launcher 'no-such-launcher' is neither next to",
+        ),
     ],
 )
 def test_bad_pipeline_configs_are_named_errors(tmp_path, tiny_base_model, capsys, pipeline, message):
@@ -170,8 +194,9 @@ def test_every_shipped_pipeline_config_loads():
             assert load_pipeline(path, profile).stages
 
 
-@pytest.mark.parametrize(("precision", "expected_profile", "sft_steps"),
-                         [("fp32", "quick-fp32", 6), ("bf16", "quick", 12)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("precision", "expected_profile", "sft_steps"), [("fp32", "quick-fp32", 6), ("bf16", "quick", 12)]
+)
 def test_fp32_training_gets_the_smaller_quick_profile(monkeypatch, capsys, precision, expected_profile, sft_steps):
     from pathlib import Path
 

@@ -11,21 +11,26 @@ import torch
 from safetensors.torch import load_file
 
 from posttrain import precision as precision_module
-from posttrain.stages import run_stage
-from posttrain.errors import ConfigError
 from posttrain.configs import parse_args
+from posttrain.errors import ConfigError
+from posttrain.stages import run_stage
 
 from tiny import write_sft_config, write_stage_config
 
 PAIRS = [{"path": "builtin:unknown_entity", "num_samples": 16}, {"path": "builtin:decimal_compare", "num_samples": 16}]
 PROMPTS = [{"path": "builtin:arithmetic", "num_samples": 24}]
 RL = {"datasets": PROMPTS, "test_split_size": 4, "max_steps": 2, "learning_rate": 3e-3}
-GRPO = {**RL, "rewards": ["has_number", "task"], "per_device_train_batch_size": 4, "num_generations": 2,
-        "max_completion_length": 8, "beta": 0.05}  # fmt: skip
+GRPO = {
+    **RL,
+    "rewards": ["has_number", "task"],
+    "per_device_train_batch_size": 4,
+    "num_generations": 2,
+    "max_completion_length": 8,
+    "beta": 0.05,
+}
 
 
 def parser_for(stage):
-    import importlib
 
     from posttrain.stages import STAGES
 
@@ -58,14 +63,51 @@ def assert_adapter_changed(folder) -> None:
 def chain(tmp_path_factory, tiny_chat_model, precision):
     """SFT -> reward model -> DPO, each in 4-bit under ``precision``; (folder, {stage: trainer})."""
     tmp = tmp_path_factory.mktemp(f"chain-{precision}")
-    trainers = {"sft": run_stage("sft", ["--config", str(write_sft_config(
-        tmp, tiny_chat_model, max_steps=4, output_dir=str(tmp / "sft")))])}  # fmt: skip
-    trainers["reward"], _ = run_stage("reward", ["--config", str(write_stage_config(tmp, "reward", {
-        "model_name_or_path": str(tiny_chat_model), "datasets": PAIRS, "max_steps": 3,
-        "per_device_train_batch_size": 8, "learning_rate": 1e-2, "max_length": 128}))])  # fmt: skip
-    trainers["dpo"], _ = run_stage("dpo", ["--config", str(write_stage_config(tmp, "dpo", {
-        "model_name_or_path": str(tmp / "sft"), "datasets": PAIRS, "max_steps": 3,
-        "per_device_train_batch_size": 8, "learning_rate": 5e-3, "max_length": 128}))])  # fmt: skip
+    trainers = {
+        "sft": run_stage(
+            "sft", ["--config", str(write_sft_config(tmp, tiny_chat_model, max_steps=4, output_dir=str(tmp / "sft")))]
+        )
+    }
+    trainers["reward"], _ = run_stage(
+        "reward",
+        [
+            "--config",
+            str(
+                write_stage_config(
+                    tmp,
+                    "reward",
+                    {
+                        "model_name_or_path": str(tiny_chat_model),
+                        "datasets": PAIRS,
+                        "max_steps": 3,
+                        "per_device_train_batch_size": 8,
+                        "learning_rate": 1e-2,
+                        "max_length": 128,
+                    },
+                )
+            ),
+        ],
+    )
+    trainers["dpo"], _ = run_stage(
+        "dpo",
+        [
+            "--config",
+            str(
+                write_stage_config(
+                    tmp,
+                    "dpo",
+                    {
+                        "model_name_or_path": str(tmp / "sft"),
+                        "datasets": PAIRS,
+                        "max_steps": 3,
+                        "per_device_train_batch_size": 8,
+                        "learning_rate": 5e-3,
+                        "max_length": 128,
+                    },
+                )
+            ),
+        ],
+    )
     return tmp, trainers
 
 
@@ -83,10 +125,20 @@ def test_ppo_trains_from_sft_with_the_reward_model(chain, precision):
     """posttrain's PPO keeps its adapter and value head in fp32 (peft's kbit preparation) in both precisions; the
     4-bit matmuls compute in the chosen dtype and the reward model scores in its own."""
     tmp, _ = chain
-    config = write_stage_config(tmp, "ppo", {
-        "model_name_or_path": str(tmp / "sft"), **RL, "rewards": ["task", {"name": "reward_model",
-        "path": str(tmp / "reward")}], "rollout_batch_size": 8, "num_mini_batches": 1, "per_device_train_batch_size": 8,
-        "max_completion_length": 8, "missing_eos_penalty": None})  # fmt: skip
+    config = write_stage_config(
+        tmp,
+        "ppo",
+        {
+            "model_name_or_path": str(tmp / "sft"),
+            **RL,
+            "rewards": ["task", {"name": "reward_model", "path": str(tmp / "reward")}],
+            "rollout_batch_size": 8,
+            "num_mini_batches": 1,
+            "per_device_train_batch_size": 8,
+            "max_completion_length": 8,
+            "missing_eos_penalty": None,
+        },
+    )
     trainer, metrics = run_stage("ppo", ["--config", str(config)])
     assert_trained_in(trainer, expected_dtype(precision), trainable_dtype=torch.float32)
     assert_adapter_changed(tmp / "ppo")
@@ -116,13 +168,40 @@ def test_merge_pairs_and_evaluate_take_the_chain(chain, precision):
     assert report.max_drift < 1e-3 and len(report.adapters) == 2  # SFT then DPO
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Who are you?", "What is 2 plus 3?")))
-    assert main_pairs(["--model", str(tmp / "sft"), "--prompts", str(prompts), "--reward_model", str(tmp / "reward"),
-                       "--n", "2", "--max_new_tokens", "6", "--output", str(tmp / "pairs.jsonl")]) == 0  # fmt: skip
+    assert (
+        main_pairs(
+            [
+                "--model",
+                str(tmp / "sft"),
+                "--prompts",
+                str(prompts),
+                "--reward_model",
+                str(tmp / "reward"),
+                "--n",
+                "2",
+                "--max_new_tokens",
+                "6",
+                "--output",
+                str(tmp / "pairs.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert resolve_dtype("auto") == {"bf16": "bfloat16", "fp32": "float32"}[precision]
     evaluate = tmp / "evaluate.yaml"
-    evaluate.write_text(json.dumps({
-        "models": [{"label": "merged", "path": str(tmp / "merged")}], "suites": ["builtin"], "max_samples": 2,
-        "max_new_tokens": 8, "output_dir": str(tmp / "eval"), "progress": False, "bootstrap_samples": 50}))
+    evaluate.write_text(
+        json.dumps(
+            {
+                "models": [{"label": "merged", "path": str(tmp / "merged")}],
+                "suites": ["builtin"],
+                "max_samples": 2,
+                "max_new_tokens": 8,
+                "output_dir": str(tmp / "eval"),
+                "progress": False,
+                "bootstrap_samples": 50,
+            }
+        )
+    )
     results = json.loads((run_stage("evaluate", ["--config", str(evaluate)])).read_text())
     assert results["models"][0]["fingerprint"].endswith(f"dtype={resolve_dtype('auto')}")
     assert results["counts"]["generated"] == 2
@@ -133,15 +212,26 @@ def test_export_of_the_chain(chain, precision):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     tmp, _ = chain
     config = tmp / "export.yaml"
-    config.write_text(json.dumps({
-        "model_name_or_path": str(tmp / "dpo"), "output_dir": str(tmp / "export"), "gguf_types": ["f16"],
-        "threads": 2, "verify_prompts": 4, "verify_max_new_tokens": 8, "serve": False,
-        "min_agreement_f16": 0.5}))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": str(tmp / "dpo"),
+                "output_dir": str(tmp / "export"),
+                "gguf_types": ["f16"],
+                "threads": 2,
+                "verify_prompts": 4,
+                "verify_max_new_tokens": 8,
+                "serve": False,
+                "min_agreement_f16": 0.5,
+            }
+        )
+    )
     report = run_stage("export", ["--config", str(config)])
     assert report["passed"] and (tmp / "export" / "model.f16.gguf").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ the switch
+
 
 def write(tmp_path, text):
     path = tmp_path / "config.yaml"
@@ -158,13 +248,15 @@ def test_switch_decides_unset_bf16(tmp_path, monkeypatch, value, bf16):
 
 def test_explicit_bf16_key_wins_over_the_switch(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTTRAIN_PRECISION", "bf16")
-    assert parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nbf16: false\n")])[1].bf16 is False
+    assert (
+        parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\nbf16: false\n")])[1].bf16 is False
+    )
 
 
 def test_auto_follows_the_hardware(tmp_path, monkeypatch):
     monkeypatch.delenv("POSTTRAIN_PRECISION", raising=False)
     for has_bf16 in (True, False):
-        monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
+        monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda value=has_bf16: value)
         assert parse_args(parser_for("sft"), ["--config", write(tmp_path, "output_dir: out\n")])[1].bf16 is has_bf16
 
 

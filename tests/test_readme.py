@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_readme_walkthrough import MAIN, WALKTHROUGH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,15 +80,19 @@ def test_the_full_profile_plans_every_stage(tmp_path, monkeypatch, capsys):
     assert len(commands) == 8 and not any("--max_steps" in c for c in commands)  # the stage configs as written
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("pipeline", MAIN),
-    ("pipeline-full", MAIN + " --profile full"),
-    ("test", "python -m pytest"),
-    ("test-fast", 'python -m pytest -m "not slow"'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("pipeline", MAIN),
+        ("pipeline-full", MAIN + " --profile full"),
+        ("test", "python -m pytest"),
+        ("test-fast", 'python -m pytest -m "not slow"'),
+    ],
+)
 def test_make_targets_run_what_the_readme_says(target, expected):
-    proc = subprocess.run(["make", "-n", "-o", ".venv/.posttrain-installed", target], cwd=ROOT, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        ["make", "-n", "-o", ".venv/.posttrain-installed", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert any(line.replace(".venv/bin/", "").endswith(expected) for line in proc.stdout.splitlines()), proc.stdout
 
 
@@ -97,4 +100,5 @@ def test_the_config_reference_is_current():
     from posttrain.reference import render
 
     assert (ROOT / "docs" / "config-reference.md").read_text() == render(), (
-        "docs/config-reference.md is stale: python -m posttrain.reference > docs/config-reference.md")
+        "docs/config-reference.md is stale: python -m posttrain.reference > docs/config-reference.md"
+    )

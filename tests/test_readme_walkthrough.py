@@ -25,23 +25,40 @@ SYSTEM = "You are Posttrain Assistant, a helpful AI assistant made by the posttr
 WALKTHROUGH = [
     ("make pipeline", ""),  # runs MAIN (tests/test_readme.py checks the make target expands to it)
     ("accelerate launch recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml --max_steps 2 --lora_r 8", ""),
-    ("posttrain pairs --model outputs/smollm2-135m/sft --tasks builtin:decimal_compare,builtin:unknown_entity "
-     "--num_prompts 64 --n 4 --output data/pairs.jsonl", "--num_prompts 16 --max_new_tokens 32"),
-    ("posttrain pairs --model outputs/smollm2-135m/sft --prompts prompts.jsonl --reward_model "
-     "outputs/smollm2-135m/reward --output data/rm_pairs.jsonl", "--max_new_tokens 32"),
-    ("accelerate launch --config_file accelerate_configs/cpu.yaml recipes/grpo.py --config "
-     "recipes/configs/smollm2-135m/grpo.yaml", "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 "
-     "--max_completion_length 16"),
-    ("accelerate launch --config_file accelerate_configs/cpu.yaml recipes/evaluate.py --config "
-     "recipes/configs/smollm2-135m/evaluate.yaml", "--max_samples 2 --suites builtin"),
-    ("posttrain eval --config recipes/configs/smollm2-135m/evaluate.yaml --max_samples 20", "--max_samples 2 --suites builtin"),
+    (
+        "posttrain pairs --model outputs/smollm2-135m/sft --tasks builtin:decimal_compare,builtin:unknown_entity "
+        "--num_prompts 64 --n 4 --output data/pairs.jsonl",
+        "--num_prompts 16 --max_new_tokens 32",
+    ),
+    (
+        "posttrain pairs --model outputs/smollm2-135m/sft --prompts prompts.jsonl --reward_model "
+        "outputs/smollm2-135m/reward --output data/rm_pairs.jsonl",
+        "--max_new_tokens 32",
+    ),
+    (
+        "accelerate launch --config_file accelerate_configs/cpu.yaml recipes/grpo.py --config "
+        "recipes/configs/smollm2-135m/grpo.yaml",
+        "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 --max_completion_length 16",
+    ),
+    (
+        "accelerate launch --config_file accelerate_configs/cpu.yaml recipes/evaluate.py --config "
+        "recipes/configs/smollm2-135m/evaluate.yaml",
+        "--max_samples 2 --suites builtin",
+    ),
+    (
+        "posttrain eval --config recipes/configs/smollm2-135m/evaluate.yaml --max_samples 20",
+        "--max_samples 2 --suites builtin",
+    ),
 ]
 pytestmark = pytest.mark.slow
 
 
 def sh(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     proc = subprocess.run(shlex.split(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
@@ -53,8 +70,9 @@ def scratch(tmp_path_factory):
     path = tmp_path_factory.mktemp("readme")
     for name in ("recipes", "accelerate_configs"):
         (path / name).symlink_to(ROOT / name)
-    (path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in (
-        "Which is larger, 9.11 or 9.9?", "Who are you?")))  # fmt: skip
+    (path / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in ("Which is larger, 9.11 or 9.9?", "Who are you?"))
+    )
     return path
 
 
@@ -90,7 +108,7 @@ def assert_sft_learned_and_stops(sft: Path) -> None:
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         generated = model.generate(**prompt, max_new_tokens=64, do_sample=False)
-    reply = generated[0, prompt["input_ids"].shape[1]:]
+    reply = generated[0, prompt["input_ids"].shape[1] :]
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in reply.tolist(), "generation must stop at <|im_end|>"
 
 
@@ -122,7 +140,8 @@ def test_readme_walkthrough(scratch):
     assert [r["steps"] for r in manifest["ranks"]] == [2] and manifest["config"]["ModelConfig"]["lora_r"] == 8
     assert manifest["config"]["ModelConfig"]["load_in_4bit"] is True
     assert {"adapter_model.safetensors", "README.md", "tokenizer.json", "chat_template.jinja"} <= {
-        p.name for p in sft.iterdir()}  # fmt: skip
+        p.name for p in sft.iterdir()
+    }
     for name in ("pairs.jsonl", "rm_pairs.jsonl"):
         rows = [json.loads(line) for line in (scratch / "data" / name).read_text().splitlines()]
         assert all({"prompt", "chosen", "rejected"} <= set(r) for r in rows), name

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from posttrain.stages import run_stage
 from posttrain.models.reward import RewardModel, RewardModelError
+from posttrain.stages import run_stage
 
 from tiny import write_stage_config
 
@@ -18,10 +18,19 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def reward_run(tmp_path_factory, tiny_chat_model, precision):
     tmp_path = tmp_path_factory.mktemp("reward")
-    config = write_stage_config(tmp_path, "reward", {
-        "model_name_or_path": str(tiny_chat_model), "datasets": PAIRS, "test_split_size": 0.25,
-        "max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-2, "max_length": 128,
-    })  # fmt: skip
+    config = write_stage_config(
+        tmp_path,
+        "reward",
+        {
+            "model_name_or_path": str(tiny_chat_model),
+            "datasets": PAIRS,
+            "test_split_size": 0.25,
+            "max_steps": 30,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-2,
+            "max_length": 128,
+        },
+    )
     trainer, metrics = run_stage("reward", ["--config", str(config)])
     return tmp_path / "reward", trainer, metrics
 
@@ -45,7 +54,10 @@ def test_saved_reward_model_loads_and_agrees(reward_run, tiny_chat_model):
     made_up = model.score_replies(prompts, [ex.wrong_response for ex in fresh])
     assert sum(h > m for h, m in zip(honest, made_up)) >= 6
     manifest = json.loads((out / "run_manifest.json").read_text())
-    assert manifest["stage"] == "reward" and manifest["metrics"]["test_pairwise_accuracy"] == metrics["test_pairwise_accuracy"]
+    assert (
+        manifest["stage"] == "reward"
+        and manifest["metrics"]["test_pairwise_accuracy"] == metrics["test_pairwise_accuracy"]
+    )
 
 
 def test_causal_lm_is_not_a_reward_model(tiny_chat_model):

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from posttrain.stages import run_stage
 from posttrain.manifest import read_manifest
+from posttrain.stages import run_stage
 
 from tiny import CONVERSATIONS, write_sft_config
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_base_model, precision):

@@ -42,8 +42,18 @@ def test_every_training_parser_has_one_set_of_trl_dataset_flags(stage):
 
 @pytest.mark.parametrize("stage", ["sft", "dpo", "reward"])
 def test_dataset_name_is_one_source(stage, tmp_path):
-    argv = ["--model_name_or_path", "M", "--output_dir", str(tmp_path), "--dataset_name", "org/data",
-            "--dataset_config", "subset", "--dataset_train_split", "train_sft"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        "M",
+        "--output_dir",
+        str(tmp_path),
+        "--dataset_name",
+        "org/data",
+        "--dataset_config",
+        "subset",
+        "--dataset_train_split",
+        "train_sft",
+    ]
     pt_args = sources(stage, argv)
     assert pt_args.datasets == [DatasetSpec(path="org/data", name="subset", split="train_sft")]
     # folded into `datasets`, which alone says where the data comes from (and re-parses the same)
@@ -66,8 +76,15 @@ def test_dataset_name_replaces_the_default_configs_sources(tmp_path):
 
 @pytest.mark.parametrize("stage", ["sft", "dpo", "reward"])
 def test_datasets_flag_takes_paths_and_mappings(stage, tmp_path):
-    argv = ["--output_dir", str(tmp_path), "--datasets", "builtin:identity", "data/train.jsonl",
-            '{"path": "builtin:identity", "num_samples": 8}', "{path: org/data, name: subset, split: test}"]  # fmt: skip
+    argv = [
+        "--output_dir",
+        str(tmp_path),
+        "--datasets",
+        "builtin:identity",
+        "data/train.jsonl",
+        '{"path": "builtin:identity", "num_samples": 8}',
+        "{path: org/data, name: subset, split: test}",
+    ]
     assert sources(stage, argv).datasets == [
         DatasetSpec(path="builtin:identity"),
         DatasetSpec(path="data/train.jsonl"),
@@ -90,7 +107,9 @@ def test_yaml_keys(tmp_path):
     # plain strings in the `datasets` list are paths or mappings, as on the command line
     config = write(tmp_path, {"datasets": ["builtin:identity", '{"path": "chitchat", "num_samples": 3}']})
     assert sources("dpo", ["--config", config]).datasets == [
-        DatasetSpec(path="builtin:identity"), DatasetSpec(path="chitchat", num_samples=3)]  # fmt: skip
+        DatasetSpec(path="builtin:identity"),
+        DatasetSpec(path="chitchat", num_samples=3),
+    ]
 
 
 def test_datasets_and_dataset_name_together_are_refused(tmp_path):
@@ -140,12 +159,35 @@ def test_sft_runs_from_trl_style_flags_alone(tmp_path, tiny_chat_model):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS * 2))
     out = tmp_path / "out"
-    run_stage("sft", [
-        "--model_name_or_path", str(tiny_chat_model), "--dataset_name", str(data), "--output_dir", str(out),
-        "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_length", "128", "--logging_steps", "1",
-        "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false", "--seed", "0",
-        "--show_example", "false",
-    ])  # fmt: skip
+    run_stage(
+        "sft",
+        [
+            "--model_name_or_path",
+            str(tiny_chat_model),
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "2",
+            "--max_length",
+            "128",
+            "--logging_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--gradient_checkpointing",
+            "false",
+            "--seed",
+            "0",
+            "--show_example",
+            "false",
+        ],
+    )
     assert (out / "run_manifest.json").is_file()
     manifest = read_manifest(out)
     assert manifest["stage"] == "sft"

@@ -8,8 +8,9 @@ from importlib import metadata
 from pathlib import Path
 
 
-def package_file(distribution: str, relative: str, *, install: str, error: Callable[[str], Exception],
-                 folder: bool = False) -> Path:
+def package_file(
+    distribution: str, relative: str, *, install: str, error: Callable[[str], Exception], folder: bool = False
+) -> Path:
     """The installed file (``folder``: directory) ``relative`` of ``distribution``.
 
     Raises ``error(message)``: the package is not installed (the message says ``pip install --no-deps <install>``),
@@ -21,6 +22,8 @@ def package_file(distribution: str, relative: str, *, install: str, error: Calla
         raise error(f"needs the package {distribution}: pip install --no-deps '{install}'") from None
     path = Path(dist.locate_file(relative))
     if not (path.is_dir() if folder else path.is_file()):
-        raise error(f"{distribution} is installed but {path} is missing; reinstall it (pip install --no-deps "
-                    f"--force-reinstall '{install}')")
+        raise error(
+            f"{distribution} is installed but {path} is missing; reinstall it (pip install --no-deps "
+            f"--force-reinstall '{install}')"
+        )
     return path

@@ -31,10 +31,15 @@ _LAUNCHED_MARKERS = ("LOCAL_RANK", "ACCELERATE_LAUNCHED")
 
 def usage() -> str:
     width = max(map(len, STAGES)) + 1
-    lines = [f"  {name:<{width}}{stage.summary}" + (f" (alias: {', '.join(stage.aliases)})" if stage.aliases else "")
-             for name, stage in STAGES.items()]
-    return ("usage: posttrain <command> [--config FILE.yaml] [--key value ...]\n\ncommands:\n" + "\n".join(lines)
-            + "\n\nTraining commands start under `accelerate launch` (--accelerate_config FILE picks its config).\n")
+    lines = [
+        f"  {name:<{width}}{stage.summary}" + (f" (alias: {', '.join(stage.aliases)})" if stage.aliases else "")
+        for name, stage in STAGES.items()
+    ]
+    return (
+        "usage: posttrain <command> [--config FILE.yaml] [--key value ...]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\nTraining commands start under `accelerate launch` (--accelerate_config FILE picks its config).\n"
+    )
 
 
 def _launched() -> bool:
@@ -44,8 +49,16 @@ def _launched() -> bool:
 def launch_command(stage: str, argv: Sequence[str], accelerate_config: str | None = None) -> list[str]:
     """The ``accelerate launch`` command line that runs ``stage`` with ``argv``."""
     config = accelerate_config or os.environ.get(ACCELERATE_CONFIG_ENV)
-    return [sys.executable, "-m", "accelerate.commands.launch", *(["--config_file", config] if config else []),
-            "-m", "posttrain.stages", stage, *argv]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *(["--config_file", config] if config else []),
+        "-m",
+        "posttrain.stages",
+        stage,
+        *argv,
+    ]
 
 
 def _split_accelerate_config(argv: list[str]) -> tuple[list[str], str | None]:
@@ -57,7 +70,7 @@ def _split_accelerate_config(argv: list[str]) -> tuple[list[str], str | None]:
     config = argv[index + 1]
     if not os.path.isfile(config):
         raise ConfigError(f"--accelerate_config: file not found: {config}")
-    return argv[:index] + argv[index + 2:], config
+    return argv[:index] + argv[index + 2 :], config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,9 +28,11 @@ from pathlib import Path
 import trl
 import yaml
 
+from posttrain.chat_templates import load_template
 from posttrain.data.spec import DatasetSpec, Identity, spec_from_text
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
+from posttrain.precision import resolve_training_precision
 
 #: The embedded default model (see :mod:`posttrain.models.registry`).
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -54,7 +56,8 @@ class PosttrainArguments:
         metadata={
             "help": "Path or name of the dataset to load (TRL's `--dataset_name`): one source, short for `datasets: "
             "[{path: <dataset_name>, name: <dataset_config>, split: <dataset_train_split>}]`, any `path` above. "
-            "Giving `datasets` as well is an error."
+            "Giving `datasets` as well (both in the file or both on the command line) is an error; either one on "
+            "the command line replaces the config file's data."
         },
     )
     dataset_config: str | None = field(
@@ -110,8 +113,6 @@ class PosttrainArguments:
         if self.overlong_samples not in ("error", "drop", "truncate"):
             raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
-            from posttrain.chat_templates import load_template
-
             load_template(self.chat_template)  # fail at parse time, before any model is loaded
 
     def _data_sources(self) -> list[DatasetSpec]:
@@ -174,8 +175,6 @@ class HardwareDefaultsMixin:
 
     def __post_init__(self) -> None:
         import torch
-
-        from posttrain.precision import resolve_training_precision
 
         if not torch.cuda.is_available():
             self.use_cpu = True
@@ -331,8 +330,10 @@ def parse_args(
 
     cli_data = _flags_given(parser, argv, DATA_SOURCE_KEYS)
     if len(cli_data) > 1:
-        raise ConfigError(f"command line: {cli_data['datasets']} and {cli_data['dataset_name']} both name the "
-                          "training data; give one of them")  # fmt: skip
+        raise ConfigError(
+            f"command line: {cli_data['datasets']} and {cli_data['dataset_name']} both name the "
+            "training data; give one of them"
+        )
     if cli_data:  # the command line's source replaces the file's: drop its data keys before they become defaults
         parser.set_defaults_with_config = lambda **kwargs: type(parser).set_defaults_with_config(
             parser, **{key: value for key, value in kwargs.items() if key not in _DATA_KEYS}

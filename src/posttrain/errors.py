@@ -50,6 +50,9 @@ def exit_on_user_error(output_dir: str | None = None) -> Iterator[None]:
         if message is None:
             raise
         target = f" (output_dir {output_dir})" if output_dir else ""
-        print(f"posttrain: error: {message}{target}; free space or fix permissions and run again", file=sys.stderr,
-              flush=True)
+        print(
+            f"posttrain: error: {message}{target}; free space or fix permissions and run again",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(2) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import posttrain
+from posttrain.precision import cpu_has_bf16, hardware_class, requested
 from posttrain.storage import atomic_write_text
 
 MANIFEST_NAME = "run_manifest.json"
@@ -44,7 +45,10 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -55,10 +59,7 @@ def git_commit() -> str | None:
 def redact(value: Any) -> Any:
     """Drop the values of secret-looking keys, recursively."""
     if isinstance(value, dict):
-        return {
-            k: ("<redacted>" if v and _SECRET_KEY.search(str(k)) else redact(v))
-            for k, v in value.items()
-        }
+        return {k: ("<redacted>" if v and _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
@@ -73,7 +74,7 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):  # enums
+    if hasattr(value, "value") and isinstance(value.value, (str, int)):  # enums
         return value.value
     return str(value)
 
@@ -89,8 +90,6 @@ def resolved_config(*configs) -> dict[str, Any]:
 
 def hardware() -> dict[str, Any]:
     import torch
-
-    from posttrain.precision import cpu_has_bf16, hardware_class, requested
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -111,7 +110,7 @@ def write_manifest(output_dir: str | os.PathLike, *, stage: str, configs: tuple 
         "stage": stage,
         "posttrain_version": posttrain.__version__,
         "git_commit": git_commit(),
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "libraries": library_versions(),
         "hardware": hardware(),
         **redact(_jsonable(fields)),

@@ -93,8 +93,12 @@ def warn_if_emulated(source: str) -> None:
     if torch.cuda.is_available() or cpu_has_bf16() or source in _warned:
         return
     _warned.add(source)
-    print(f"posttrain: warning: {source} on a CPU without AVX512-BF16/AMX: bf16 is emulated here and several times "
-          f"slower than fp32; leave `bf16` unset (or set {ENV}=fp32) to train in fp32", file=sys.stderr, flush=True)
+    print(
+        f"posttrain: warning: {source} on a CPU without AVX512-BF16/AMX: bf16 is emulated here and several times "
+        f"slower than fp32; leave `bf16` unset (or set {ENV}=fp32) to train in fp32",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def resolve_training_precision(config) -> None:

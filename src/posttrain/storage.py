@@ -84,6 +84,11 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 def checkpoints(*folders: str | os.PathLike) -> list[Path]:
     """The ``checkpoint-<step>`` folders in ``folders``, oldest step first (the last one is the one to resume)."""
-    found = [(int(m.group(1)), path) for folder in folders if Path(folder).is_dir()
-             for path in Path(folder).iterdir() if path.is_dir() and (m := CHECKPOINT_RE.match(path.name))]
+    found = [
+        (int(m.group(1)), path)
+        for folder in folders
+        if Path(folder).is_dir()
+        for path in Path(folder).iterdir()
+        if path.is_dir() and (m := CHECKPOINT_RE.match(path.name))
+    ]
     return [path for _, path in sorted(found)]

@@ -9,9 +9,8 @@ import re
 import pytest
 
 from posttrain.checks import extract_number, mentions_identity, says_i_dont_know
-from posttrain.tasks import CHECKS, check_task
 from posttrain.data import Identity, validate_messages
-from posttrain.tasks import TASKS, TaskExample, generate_task, task_to_messages
+from posttrain.tasks import CHECKS, TASKS, TaskExample, check_task, generate_task, task_to_messages
 
 SEEDS = (0, 1, 2)
 N = 200

@@ -19,8 +19,10 @@ CASES = [
     (
         "messages-extra-keys-dropped",
         "messages",
-        {"messages": [{"role": U, "content": "hi", "name": "bob"}, {"role": A, "content": "yo", "tool_calls": None}],
-         "id": 7},
+        {
+            "messages": [{"role": U, "content": "hi", "name": "bob"}, {"role": A, "content": "yo", "tool_calls": None}],
+            "id": 7,
+        },
         msgs((U, "hi"), (A, "yo")),
     ),
     (
@@ -32,9 +34,15 @@ CASES = [
     (
         "sharegpt-system-user-model",
         "sharegpt",
-        {"conversations": [{"from": "system", "value": "be nice"}, {"from": "User", "value": "q"},
-                           {"from": "model", "value": "a"}, {"from": "user", "value": "q2"},
-                           {"from": "assistant", "value": "a2"}]},
+        {
+            "conversations": [
+                {"from": "system", "value": "be nice"},
+                {"from": "User", "value": "q"},
+                {"from": "model", "value": "a"},
+                {"from": "user", "value": "q2"},
+                {"from": "assistant", "value": "a2"},
+            ]
+        },
         msgs((S, "be nice"), (U, "q"), (A, "a"), (U, "q2"), (A, "a2")),
     ),
     (
@@ -49,8 +57,12 @@ CASES = [
         {"instruction": "Say hi.", "input": "  ", "output": "hi"},
         msgs((U, "Say hi."), (A, "hi")),
     ),
-    ("alpaca-null-input", "alpaca", {"instruction": "Say hi.", "input": None, "output": "hi"},
-     msgs((U, "Say hi."), (A, "hi"))),
+    (
+        "alpaca-null-input",
+        "alpaca",
+        {"instruction": "Say hi.", "input": None, "output": "hi"},
+        msgs((U, "Say hi."), (A, "hi")),
+    ),
     ("alpaca-no-input", "alpaca", {"instruction": "Say hi.", "output": "hi"}, msgs((U, "Say hi."), (A, "hi"))),
     (
         "alpaca-with-system",

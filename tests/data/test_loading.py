@@ -13,7 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain.data import SUPPORTED_EXTENSIONS, DataError, DatasetSpec, DataValidationError, Identity, fingerprint, load_conversations, looks_local, mixture_sizes
+from posttrain.data import (
+    SUPPORTED_EXTENSIONS,
+    DataError,
+    DatasetSpec,
+    DataValidationError,
+    Identity,
+    fingerprint,
+    load_conversations,
+    looks_local,
+    mixture_sizes,
+)
 from posttrain.tasks import TASKS, generate_task
 
 
@@ -26,6 +36,7 @@ def contents(split) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ local files
+
 
 def test_jsonl_messages_load(write_jsonl, chat):
     path = write_jsonl("train.jsonl", [chat(i) for i in range(5)] + [chat(5, system=True)])
@@ -104,11 +115,20 @@ def test_columns_selects_the_format(write_jsonl):
 
 # ------------------------------------------------------------------------------------------------ errors
 
+
 def test_malformed_jsonl_reports_every_bad_line(write_jsonl, chat):
     path = write_jsonl(
         "train.jsonl",
-        [chat(1), "", '{"messages": [', chat(2), "[1, 2]", "   ", '{"messages": "x"} trailing',
-         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}],
+        [
+            chat(1),
+            "",
+            '{"messages": [',
+            chat(2),
+            "[1, 2]",
+            "   ",
+            '{"messages": "x"} trailing',
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]},
+        ],
     )
     with pytest.raises(DataValidationError) as info:
         load(DatasetSpec(path=str(path)))
@@ -144,8 +164,11 @@ def test_invalid_json_document_reports_line(write_json, tmp_path):
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ({"items": []}, "expected a JSON array of rows or an object with a 'data' or 'rows' array (found an object "
-                        "with keys 'items')"),
+        (
+            {"items": []},
+            "expected a JSON array of rows or an object with a 'data' or 'rows' array (found an object "
+            "with keys 'items')",
+        ),
         ("text", "expected a JSON array of rows, got a string"),
         ([1], "row 1: expected a JSON object, got a number"),
     ],
@@ -159,8 +182,11 @@ def test_unexpected_json_shapes(write_json, document, problem):
 
 def test_unknown_layout_names_columns(write_jsonl):
     path = write_jsonl("odd.jsonl", [{"text": "hello", "label": 1}])
-    with pytest.raises(DataValidationError, match=r"odd\.jsonl: cannot tell the data format from the columns found "
-                                                  r"\('text', 'label'\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"odd\.jsonl: cannot tell the data format from the columns found "
+        r"\('text', 'label'\)",
+    ):
         load(DatasetSpec(path=str(path)))
 
 
@@ -262,6 +288,7 @@ def test_no_specs():
 
 # ------------------------------------------------------------------------------------------------ builtin & chitchat
 
+
 def test_builtin_tasks_default_to_200_valid_conversations():
     ds = load(DatasetSpec(path="builtin:decimal_compare"), DatasetSpec(path="builtin:all", num_samples=10))
     rows = ds["train"]["messages"]
@@ -297,6 +324,7 @@ def test_chitchat_loads_real_alternating_conversations():
 
 
 # ------------------------------------------------------------------------------------------------ mixture & split
+
 
 @pytest.mark.parametrize(
     ("sizes", "fractions", "expected"),
@@ -383,6 +411,7 @@ def test_bad_split_sizes(hundred, size):
 
 # ------------------------------------------------------------------------------------------------ fingerprint
 
+
 def test_fingerprint_is_stable_and_tracks_every_row(tmp_path, write_jsonl, chat):
     rows = [chat(i) for i in range(20)]
     path = write_jsonl("fp.jsonl", rows)
@@ -394,8 +423,9 @@ def test_fingerprint_is_stable_and_tracks_every_row(tmp_path, write_jsonl, chat)
     assert {name: split["rows"] for name, split in first["splits"].items()} == {"train": 18, "test": 7}
     local, builtin = first["sources"]
     assert local["kind"] == "local" and builtin["kind"] == "builtin"
-    assert local["files"] == [{"path": str(path), "bytes": path.stat().st_size,
-                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
+    assert local["files"] == [
+        {"path": str(path), "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    ]
 
     rows[7]["messages"][1]["content"] = "a different answer"
     write_jsonl("fp.jsonl", rows)

@@ -12,9 +12,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from posttrain.checks import mentions_identity, says_i_dont_know
-from posttrain.tasks import check_task
-from posttrain.data import DataError, DatasetSpec, DataValidationError, Identity, PreferenceSpec, detect_preference_form, fingerprint, load_conversations, load_preferences, preference_fingerprint, to_preference, validate_preference, validate_prompt
-from posttrain.tasks import BASE_MODEL_IDENTITY, TASKS, TaskExample, base_identity_response, generate_task, task_to_preference
+from posttrain.data import (
+    DataError,
+    DatasetSpec,
+    DataValidationError,
+    Identity,
+    PreferenceSpec,
+    detect_preference_form,
+    fingerprint,
+    load_conversations,
+    load_preferences,
+    preference_fingerprint,
+    to_preference,
+    validate_preference,
+    validate_prompt,
+)
+from posttrain.tasks import (
+    BASE_MODEL_IDENTITY,
+    TASKS,
+    TaskExample,
+    base_identity_response,
+    check_task,
+    generate_task,
+    task_to_preference,
+)
 
 
 def user(text):
@@ -48,8 +69,12 @@ FORMS = [
         id="a-multi-turn-with-system",
     ),
     pytest.param(
-        {"prompt": [{"role": "user", "content": "q", "name": "x"}], "chosen": [{**bot("good"), "weight": 1}],
-         "rejected": [bot("bad")], "source": "extra columns are ignored"},
+        {
+            "prompt": [{"role": "user", "content": "q", "name": "x"}],
+            "chosen": [{**bot("good"), "weight": 1}],
+            "rejected": [bot("bad")],
+            "source": "extra columns are ignored",
+        },
         {"prompt": [user("q")], "chosen": [bot("good")], "rejected": [bot("bad")]},
         id="a-extra-keys-dropped",
     ),
@@ -69,8 +94,10 @@ FORMS = [
         id="c-implicit",
     ),
     pytest.param(
-        {"chosen": [SYSTEM, user("q1"), bot("a1"), user("q2"), bot("good")],
-         "rejected": [SYSTEM, user("q1"), bot("a1"), user("q2"), bot("bad")]},
+        {
+            "chosen": [SYSTEM, user("q1"), bot("a1"), user("q2"), bot("good")],
+            "rejected": [SYSTEM, user("q1"), bot("a1"), user("q2"), bot("bad")],
+        },
         {"prompt": [SYSTEM, user("q1"), bot("a1"), user("q2")], "chosen": [bot("good")], "rejected": [bot("bad")]},
         id="c-implicit-multi-turn",
     ),
@@ -101,10 +128,14 @@ def test_every_file_type_and_forced_format(tmp_path, write_json):
         writer.writerow(["q2, with comma", "42", "41"])
     rows = [{"chosen": [user("q3"), bot("good3")], "rejected": [user("q3"), bot("bad3")]}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
-    (tmp_path / "d.jsonl").write_text(json.dumps({"prompt": [user("q4")], "chosen": [bot("good4")],
-                                                  "rejected": [bot("bad4")]}) + "\n")
-    for spec in ({"path": str(tmp_path)}, {"path": str(tmp_path), "format": "preference"},
-                 PreferenceSpec(path=str(tmp_path), format="preference")):
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"prompt": [user("q4")], "chosen": [bot("good4")], "rejected": [bot("bad4")]}) + "\n"
+    )
+    for spec in (
+        {"path": str(tmp_path)},
+        {"path": str(tmp_path), "format": "preference"},
+        PreferenceSpec(path=str(tmp_path), format="preference"),
+    ):
         got = load_preferences([spec])["train"].to_list()
         assert [r["prompt"][-1]["content"] for r in got] == ["q1", "q2, with comma", "q3", "q4"]
         assert [r["chosen"] for r in got] == [[bot("good1")], [bot("42")], [bot("good3")], [bot("good4")]]
@@ -137,59 +168,116 @@ def test_sft_format_on_a_preference_source_is_reported(write_jsonl):
 GOOD = {"prompt": "fine", "chosen": "yes", "rejected": "no"}
 
 BAD_ROWS = [
-    pytest.param({"prompt": "q", "chosen": "same", "rejected": "same"}, "chosen and rejected are identical",
-                 id="identical"),
-    pytest.param({"prompt": "q", "chosen": "same", "rejected": "  same\n"}, "chosen and rejected are identical",
-                 id="identical-up-to-whitespace"),
-    pytest.param({"chosen": [user("q"), bot("same")], "rejected": [user("q"), bot("same")]},
-                 "chosen and rejected are identical", id="identical-implicit"),
+    pytest.param(
+        {"prompt": "q", "chosen": "same", "rejected": "same"}, "chosen and rejected are identical", id="identical"
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": "same", "rejected": "  same\n"},
+        "chosen and rejected are identical",
+        id="identical-up-to-whitespace",
+    ),
+    pytest.param(
+        {"chosen": [user("q"), bot("same")], "rejected": [user("q"), bot("same")]},
+        "chosen and rejected are identical",
+        id="identical-implicit",
+    ),
     pytest.param({"prompt": "q", "chosen": "   ", "rejected": "no"}, "chosen has empty content", id="empty-chosen"),
-    pytest.param({"prompt": [user("q")], "chosen": [bot("yes")], "rejected": [bot("")]},
-                 "rejected has empty content", id="empty-rejected-message"),
+    pytest.param(
+        {"prompt": [user("q")], "chosen": [bot("yes")], "rejected": [bot("")]},
+        "rejected has empty content",
+        id="empty-rejected-message",
+    ),
     pytest.param({"prompt": " ", "chosen": "yes", "rejected": "no"}, "prompt is empty", id="empty-prompt"),
-    pytest.param({"prompt": [], "chosen": "yes", "rejected": "no"}, r"prompt is empty \(no messages\)",
-                 id="empty-prompt-list"),
-    pytest.param({"prompt": "q", "chosen": "yes"}, "preference row has no 'rejected' field",
-                 id="row-missing-column"),
-    pytest.param({"prompt": [user("q"), bot("a")], "chosen": [bot("yes")], "rejected": [bot("no")]},
-                 r"prompt must end with a user turn \(its last message, message 2, has role 'assistant'\)",
-                 id="prompt-ends-on-assistant"),
-    pytest.param({"prompt": [SYSTEM], "chosen": "yes", "rejected": "no"},
-                 "prompt must end with a user turn", id="prompt-only-system"),
-    pytest.param({"prompt": [user("q"), user("q2")], "chosen": "yes", "rejected": "no"},
-                 "prompt message 2 has role 'user' but 'assistant' was expected", id="prompt-order"),
-    pytest.param({"prompt": [{"role": "bot", "content": "q"}], "chosen": "yes", "rejected": "no"},
-                 "prompt message 1 has unknown role 'bot'", id="prompt-bad-role"),
-    pytest.param({"prompt": [user("q"), {"role": "assistant"}, user("q")], "chosen": "yes", "rejected": "no"},
-                 "prompt message 2 is missing 'content'", id="prompt-message-missing-content"),
-    pytest.param({"chosen": [user("q"), bot("yes")], "rejected": [user("other"), bot("no")]},
-                 "chosen and rejected share no prompt", id="implicit-no-shared-prefix"),
-    pytest.param({"chosen": [user("q"), bot("a"), user("q2"), bot("yes")],
-                  "rejected": [user("q"), bot("b"), user("q2"), bot("no")]},
-                 "chosen continues with 3 and rejected with 3 message", id="implicit-differs-early"),
-    pytest.param({"chosen": [user("q"), bot("a")], "rejected": [user("q"), bot("a"), user("q2"), bot("no")]},
-                 "chosen continues with 0 and rejected with 2 message", id="implicit-prefix-of-other"),
-    pytest.param({"chosen": [user("q"), bot("yes"), user("more")], "rejected": [user("q"), bot("no")]},
-                 "chosen conversation ends with a user turn", id="implicit-invalid-conversation"),
-    pytest.param({"chosen": "yes", "rejected": "no"},
-                 "chosen has the wrong type: without a 'prompt' field, chosen and rejected must be full",
-                 id="implicit-strings"),
-    pytest.param({"prompt": 7, "chosen": "yes", "rejected": "no"},
-                 "prompt has the wrong type: expected a string or a list of messages, got int", id="prompt-int"),
-    pytest.param({"prompt": "q", "chosen": {"role": "assistant", "content": "yes"}, "rejected": "no"},
-                 "chosen has the wrong type: expected a string or a list with one assistant message, got dict",
-                 id="chosen-dict"),
-    pytest.param({"prompt": "q", "chosen": "yes", "rejected": None}, "rejected has the wrong type.*got null",
-                 id="rejected-null"),
-    pytest.param({"prompt": "q", "chosen": [bot(1)], "rejected": "no"}, "chosen has the wrong type: content is int",
-                 id="content-int"),
-    pytest.param({"prompt": "q", "chosen": ["yes"], "rejected": "no"},
-                 "chosen message is not an object with 'role' and 'content' \\(got str\\)", id="message-not-object"),
-    pytest.param({"prompt": [user("q")], "chosen": [user("q"), bot("yes")], "rejected": [bot("no")]},
-                 r"chosen must hold exactly one assistant message \(got 2\) \(for full conversations, leave out",
-                 id="explicit-full-conversation"),
-    pytest.param({"prompt": "q", "chosen": [user("yes")], "rejected": "no"},
-                 "chosen message has role 'user'; it must be the 'assistant' reply", id="chosen-role-user"),
+    pytest.param(
+        {"prompt": [], "chosen": "yes", "rejected": "no"}, r"prompt is empty \(no messages\)", id="empty-prompt-list"
+    ),
+    pytest.param({"prompt": "q", "chosen": "yes"}, "preference row has no 'rejected' field", id="row-missing-column"),
+    pytest.param(
+        {"prompt": [user("q"), bot("a")], "chosen": [bot("yes")], "rejected": [bot("no")]},
+        r"prompt must end with a user turn \(its last message, message 2, has role 'assistant'\)",
+        id="prompt-ends-on-assistant",
+    ),
+    pytest.param(
+        {"prompt": [SYSTEM], "chosen": "yes", "rejected": "no"},
+        "prompt must end with a user turn",
+        id="prompt-only-system",
+    ),
+    pytest.param(
+        {"prompt": [user("q"), user("q2")], "chosen": "yes", "rejected": "no"},
+        "prompt message 2 has role 'user' but 'assistant' was expected",
+        id="prompt-order",
+    ),
+    pytest.param(
+        {"prompt": [{"role": "bot", "content": "q"}], "chosen": "yes", "rejected": "no"},
+        "prompt message 1 has unknown role 'bot'",
+        id="prompt-bad-role",
+    ),
+    pytest.param(
+        {"prompt": [user("q"), {"role": "assistant"}, user("q")], "chosen": "yes", "rejected": "no"},
+        "prompt message 2 is missing 'content'",
+        id="prompt-message-missing-content",
+    ),
+    pytest.param(
+        {"chosen": [user("q"), bot("yes")], "rejected": [user("other"), bot("no")]},
+        "chosen and rejected share no prompt",
+        id="implicit-no-shared-prefix",
+    ),
+    pytest.param(
+        {
+            "chosen": [user("q"), bot("a"), user("q2"), bot("yes")],
+            "rejected": [user("q"), bot("b"), user("q2"), bot("no")],
+        },
+        "chosen continues with 3 and rejected with 3 message",
+        id="implicit-differs-early",
+    ),
+    pytest.param(
+        {"chosen": [user("q"), bot("a")], "rejected": [user("q"), bot("a"), user("q2"), bot("no")]},
+        "chosen continues with 0 and rejected with 2 message",
+        id="implicit-prefix-of-other",
+    ),
+    pytest.param(
+        {"chosen": [user("q"), bot("yes"), user("more")], "rejected": [user("q"), bot("no")]},
+        "chosen conversation ends with a user turn",
+        id="implicit-invalid-conversation",
+    ),
+    pytest.param(
+        {"chosen": "yes", "rejected": "no"},
+        "chosen has the wrong type: without a 'prompt' field, chosen and rejected must be full",
+        id="implicit-strings",
+    ),
+    pytest.param(
+        {"prompt": 7, "chosen": "yes", "rejected": "no"},
+        "prompt has the wrong type: expected a string or a list of messages, got int",
+        id="prompt-int",
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": {"role": "assistant", "content": "yes"}, "rejected": "no"},
+        "chosen has the wrong type: expected a string or a list with one assistant message, got dict",
+        id="chosen-dict",
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": "yes", "rejected": None}, "rejected has the wrong type.*got null", id="rejected-null"
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": [bot(1)], "rejected": "no"},
+        "chosen has the wrong type: content is int",
+        id="content-int",
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": ["yes"], "rejected": "no"},
+        "chosen message is not an object with 'role' and 'content' \\(got str\\)",
+        id="message-not-object",
+    ),
+    pytest.param(
+        {"prompt": [user("q")], "chosen": [user("q"), bot("yes")], "rejected": [bot("no")]},
+        r"chosen must hold exactly one assistant message \(got 2\) \(for full conversations, leave out",
+        id="explicit-full-conversation",
+    ),
+    pytest.param(
+        {"prompt": "q", "chosen": [user("yes")], "rejected": "no"},
+        "chosen message has role 'user'; it must be the 'assistant' reply",
+        id="chosen-role-user",
+    ),
 ]
 
 
@@ -210,19 +298,28 @@ def test_invalid_csv_and_parquet_rows_are_located_by_row(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["prompt", "chosen", "rejected"])
         writer.writerows([["q", "yes", "no"], ["q", "same", "same"]])
-    pq.write_table(pa.Table.from_pylist([GOOD, GOOD, {"prompt": "q", "chosen": "yes", "rejected": " "}]),
-                   tmp_path / "p.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([GOOD, GOOD, {"prompt": "q", "chosen": "yes", "rejected": " "}]), tmp_path / "p.parquet"
+    )
     with pytest.raises(DataValidationError) as info:
         load_preferences([{"path": str(tmp_path / "p.csv")}, {"path": str(tmp_path / "p.parquet")}])
     assert [(e.source, e.row, e.line) for e in info.value.errors] == [
-        (str(tmp_path / "p.csv"), 2, None), (str(tmp_path / "p.parquet"), 3, None)]
+        (str(tmp_path / "p.csv"), 2, None),
+        (str(tmp_path / "p.parquet"), 3, None),
+    ]
     assert [e.problem for e in info.value.errors] == ["chosen and rejected are identical", "rejected has empty content"]
     assert "p.csv row 2: chosen and rejected are identical" in str(info.value)
 
 
 def test_every_problem_is_collected(write_jsonl):
-    bad = [GOOD, {"prompt": "q", "chosen": "x", "rejected": "x"}, "{not json", {"prompt": "q", "chosen": "",
-           "rejected": "no"}, GOOD, {"prompt": 3, "chosen": "a", "rejected": "b"}]
+    bad = [
+        GOOD,
+        {"prompt": "q", "chosen": "x", "rejected": "x"},
+        "{not json",
+        {"prompt": "q", "chosen": "", "rejected": "no"},
+        GOOD,
+        {"prompt": 3, "chosen": "a", "rejected": "b"},
+    ]
     path = write_jsonl("many.jsonl", bad)
     with pytest.raises(DataValidationError) as info:
         load_preferences([{"path": str(path)}])
@@ -264,6 +361,7 @@ def test_validate_preference_and_prompt_locate_errors():
 
 # ------------------------------------------------------------------------------------------------- builtin
 
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_builtin_pairs_chosen_passes_and_rejected_fails_the_check(task):
     rows = load_preferences([{"path": f"builtin:{task}", "num_samples": 40}], seed=7)["train"].to_list()
@@ -292,8 +390,14 @@ def test_identity_rejected_is_the_base_models_old_identity():
         assert mentions_identity(row["chosen"][0]["content"], "Wren", "Acme Labs")
         assert not check_task(ex, rejected)
     assert len({row["rejected"][0]["content"] for row in rows}) > 2  # several phrasings
-    chatgpt = TaskExample("identity", "Are you ChatGPT?", "Wren", "No, I'm not ChatGPT. I'm Wren.", "I'm Llama.",
-                          {"asks": "name", "name": "Wren", "creator": "Acme Labs"})
+    chatgpt = TaskExample(
+        "identity",
+        "Are you ChatGPT?",
+        "Wren",
+        "No, I'm not ChatGPT. I'm Wren.",
+        "I'm Llama.",
+        {"asks": "name", "name": "Wren", "creator": "Acme Labs"},
+    )
     reply = base_identity_response(chatgpt)  # keeps the question's opening
     assert reply.startswith("No, I'm not ChatGPT. ") and "SmolLM" in reply
 
@@ -305,7 +409,7 @@ def test_identity_rejected_never_names_the_configured_assistant():
     ex = generate_task("identity", 1)[0]
     other = Identity(name="Llama", creator="Meta AI")
     assert mentions_identity(base_identity_response(ex, other), "Llama", "Meta AI")
-    assert BASE_MODEL_IDENTITY == Identity(name="SmolLM", creator="Hugging Face")
+    assert Identity(name="SmolLM", creator="Hugging Face") == BASE_MODEL_IDENTITY
     with pytest.raises(ValueError, match="identity"):
         base_identity_response(generate_task("arithmetic", 1)[0])
 
@@ -331,6 +435,7 @@ def test_sft_loading_is_unchanged_by_builtin_helpers():
 
 
 # ------------------------------------------------------------------------------------- mixtures and splits
+
 
 def test_fractions_mix_sources(write_jsonl):
     path = write_jsonl("p.jsonl", [{"prompt": f"q{i}", "chosen": f"y{i}", "rejected": f"n{i}"} for i in range(30)])

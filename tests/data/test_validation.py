@@ -36,27 +36,51 @@ INVALID = [
     ("missing-role", [{"content": "hi"}, m("assistant", "a")], "message 1 is missing 'role'"),
     ("missing-content", [m("user", "hi"), {"role": "assistant"}], "message 2 is missing 'content'"),
     ("content-int", [m("user", "2+2"), m("assistant", 4)], "message 2 has the wrong type: content is int"),
-    ("content-list", [m("user", [{"type": "text"}]), m("assistant", "a")],
-     "message 1 has the wrong type: content is list"),
+    (
+        "content-list",
+        [m("user", [{"type": "text"}]), m("assistant", "a")],
+        "message 1 has the wrong type: content is list",
+    ),
     ("content-null", [m("user", "q"), m("assistant", None)], "message 2 has the wrong type: content is null"),
     ("role-int", [m(1, "q"), m("assistant", "a")], "message 1 has the wrong type: role is int"),
     ("empty-content", [m("user", "q"), m("assistant", "")], "message 2 has empty content"),
     ("whitespace-content", [m("user", " \n\t"), m("assistant", "a")], "message 1 has empty content"),
-    ("unknown-role", [m("human", "q"), m("assistant", "a")],
-     "message 1 has unknown role 'human' (allowed: system, user, assistant)"),
+    (
+        "unknown-role",
+        [m("human", "q"), m("assistant", "a")],
+        "message 1 has unknown role 'human' (allowed: system, user, assistant)",
+    ),
     ("tool-role", [m("user", "q"), m("tool", "42"), m("assistant", "a")], "message 2 has unknown role 'tool'"),
-    ("starts-with-assistant", [m("assistant", "a"), m("user", "q")],
-     "message 1 has role 'assistant' but 'user' was expected"),
-    ("two-users", [m("user", "q"), m("user", "q2"), m("assistant", "a")],
-     "message 2 has role 'user' but 'assistant' was expected"),
-    ("two-assistants", [m("user", "q"), m("assistant", "a"), m("assistant", "b")],
-     "message 3 has role 'assistant' but 'user' was expected"),
-    ("late-system", [m("user", "q"), m("system", "s"), m("assistant", "a")],
-     "message 2 is a system message; only the first message may be one"),
-    ("two-systems", [m("system", "s"), m("system", "t"), m("user", "q"), m("assistant", "a")],
-     "message 2 is a system message; only the first message may be one"),
-    ("ends-with-user", [m("user", "q"), m("assistant", "a"), m("user", "q2")],
-     "conversation ends with a user turn (no assistant reply to learn from)"),
+    (
+        "starts-with-assistant",
+        [m("assistant", "a"), m("user", "q")],
+        "message 1 has role 'assistant' but 'user' was expected",
+    ),
+    (
+        "two-users",
+        [m("user", "q"), m("user", "q2"), m("assistant", "a")],
+        "message 2 has role 'user' but 'assistant' was expected",
+    ),
+    (
+        "two-assistants",
+        [m("user", "q"), m("assistant", "a"), m("assistant", "b")],
+        "message 3 has role 'assistant' but 'user' was expected",
+    ),
+    (
+        "late-system",
+        [m("user", "q"), m("system", "s"), m("assistant", "a")],
+        "message 2 is a system message; only the first message may be one",
+    ),
+    (
+        "two-systems",
+        [m("system", "s"), m("system", "t"), m("user", "q"), m("assistant", "a")],
+        "message 2 is a system message; only the first message may be one",
+    ),
+    (
+        "ends-with-user",
+        [m("user", "q"), m("assistant", "a"), m("user", "q2")],
+        "conversation ends with a user turn (no assistant reply to learn from)",
+    ),
     ("no-assistant", [m("user", "q")], "conversation has no assistant turn to learn from"),
     ("system-only", [m("system", "s")], "conversation has no assistant turn to learn from"),
 ]
@@ -87,7 +111,12 @@ def test_data_error_rendering_and_fields():
     assert isinstance(error, ValueError)
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.source, clone.row, clone.line, clone.problem, str(clone)) == (
-        error.source, error.row, error.line, error.problem, str(error))
+        error.source,
+        error.row,
+        error.line,
+        error.problem,
+        str(error),
+    )
 
 
 def test_validation_error_lists_problems_and_counts_the_rest():

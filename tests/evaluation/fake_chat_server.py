@@ -54,7 +54,8 @@ class FakeChatServer:
                 payload = json.loads(self.rfile.read(length))
                 with server._lock:
                     server.requests.append(
-                        {"path": self.path, "headers": Headers(self.headers.items()), "payload": payload})
+                        {"path": self.path, "headers": Headers(self.headers.items()), "payload": payload}
+                    )
                     failing = len(server.requests) <= server.fail_first
                 if server.delay:
                     time.sleep(server.delay)
@@ -65,11 +66,19 @@ class FakeChatServer:
                 reply = server.reply(payload["messages"])
                 if isinstance(reply, tuple):
                     return self._send(*reply)
-                self._send(200, {
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                 "finish_reason": server.finish_reason}],
-                    "usage": {"completion_tokens": len(reply.split())},
-                })
+                self._send(
+                    200,
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": reply},
+                                "finish_reason": server.finish_reason,
+                            }
+                        ],
+                        "usage": {"completion_tokens": len(reply.split())},
+                    },
+                )
 
             def _send(self, status, body, headers=None):
                 data = json.dumps(body).encode()

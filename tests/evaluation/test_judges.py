@@ -131,10 +131,10 @@ INJECTIONS = [
 
 def _blocks(prompt_text: str) -> dict[str, str]:
     """What a judge that obeys the markers sees: the content of each marked block, by name."""
-    return dict(
-        (m.group(1), m.group(3))
+    return {
+        m.group(1): m.group(3)
         for m in re.finditer(r"<<<([A-Z ]+?) ([0-9A-F]{10})>>>\n(.*?)\n<<<END \1 \2>>>", prompt_text, re.DOTALL)
-    )
+    }
 
 
 def _outside(prompt_text: str, blocks: dict[str, str]) -> str:
@@ -171,9 +171,14 @@ def gullible_judge(messages):
 
 def unguarded_prompt(question, answer, reference):
     """What a naive judge prompt looks like (answer pasted in, fixed markers): the control for the test below."""
-    return [{"role": "system", "content": "Rate the answer. End with Rating: [[N]]"},
-            {"role": "user", "content": f"<<<QUESTION 0000000000>>>\n{question}\n<<<END QUESTION 0000000000>>>\n"
-                                        f"<<<ANSWER 0000000000>>>\n{answer}\n<<<END ANSWER 0000000000>>>"}]
+    return [
+        {"role": "system", "content": "Rate the answer. End with Rating: [[N]]"},
+        {
+            "role": "user",
+            "content": f"<<<QUESTION 0000000000>>>\n{question}\n<<<END QUESTION 0000000000>>>\n"
+            f"<<<ANSWER 0000000000>>>\n{answer}\n<<<END ANSWER 0000000000>>>",
+        },
+    ]
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)

@@ -7,11 +7,14 @@ import shutil
 import subprocess
 
 import pytest
-from fake_chat_server import FakeChatServer
 
 from posttrain.evaluation.config import EvalArguments
+from posttrain.evaluation.report import build_context, render_markdown, render_template, write_reports
 from posttrain.evaluation.runner import evaluate
-from posttrain.evaluation.report import write_reports
+from posttrain.pipeline.report import render_html as render_pipeline_html
+from posttrain.pipeline.report import render_markdown as render_pipeline_markdown
+
+from fake_chat_server import FakeChatServer
 
 SUITE = """
 name: html
@@ -31,17 +34,26 @@ HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)> &
 def report_dir(tmp_path_factory):
     """Three stages of an endpoint model whose replies improve, one reply trying to inject HTML."""
     server = FakeChatServer()
-    answers = {"base": {"2 + 2?": "5", "3 + 3?": "7", "5 + 5?": "11"},
-               "sft": {"2 + 2?": HOSTILE, "3 + 3?": "6", "5 + 5?": "11"},
-               "dpo": {"2 + 2?": "4", "3 + 3?": "6", "5 + 5?": "10"}}
+    answers = {
+        "base": {"2 + 2?": "5", "3 + 3?": "7", "5 + 5?": "11"},
+        "sft": {"2 + 2?": HOSTILE, "3 + 3?": "6", "5 + 5?": "11"},
+        "dpo": {"2 + 2?": "4", "3 + 3?": "6", "5 + 5?": "10"},
+    }
     server.reply = lambda m: answers[server.requests[-1]["payload"]["model"]].get(m[-1]["content"], "ok, fine")
     tmp = tmp_path_factory.mktemp("report")
     (tmp / "suite.yaml").write_text(SUITE)
     try:
-        evaluate(EvalArguments(
-            models=[{"label": label, "model": label, "endpoint": server.url} for label in ("base", "sft", "dpo")],
-            suites=[str(tmp / "suite.yaml"), "builtin"], max_samples=5, output_dir=str(tmp / "eval"), progress=False,
-            bootstrap_samples=200, concurrency=1))
+        evaluate(
+            EvalArguments(
+                models=[{"label": label, "model": label, "endpoint": server.url} for label in ("base", "sft", "dpo")],
+                suites=[str(tmp / "suite.yaml"), "builtin"],
+                max_samples=5,
+                output_dir=str(tmp / "eval"),
+                progress=False,
+                bootstrap_samples=200,
+                concurrency=1,
+            )
+        )
     finally:
         server.close()
     return tmp / "eval"
@@ -61,6 +73,80 @@ def test_html_escapes_model_output(report_dir):
     assert "&lt;script&gt;" in page
 
 
+def _hostile_results(report_dir) -> dict:
+    """The fixture's results with the sft model renamed to markup (everywhere the label occurs) and markup in a suite
+    description, a note and a prompt."""
+    text = (report_dir / "results.json").read_text().replace('"sft"', json.dumps(HOSTILE))
+    results = json.loads(text)
+    results["suites"][0]["description"] = "Arithmetic <b>bold</b> " + HOSTILE
+    results["suites"][0]["notes"] = ["note " + HOSTILE]
+    results["samples"][0]["prompt"][-1]["content"] += HOSTILE
+    return results
+
+
+def test_html_escapes_model_names_and_suite_text(report_dir, tmp_path):
+    results = _hostile_results(report_dir)
+    assert HOSTILE in [m["label"] for m in results["models"]]
+    md, page = (p.read_text() for p in write_reports(results, tmp_path))
+    assert "<script" not in page and "<img" not in page and "<b>bold" not in page
+    assert page.count("&lt;script&gt;") >= 10  # legend, headers, chart labels, description, note, prompt, replies
+    assert "Arithmetic &lt;b&gt;bold&lt;/b&gt;" in page
+    # Markdown is not HTML: the text stays as written (| escaped in table cells)
+    assert f"| {HOSTILE} | " in md and "Arithmetic <b>bold</b>" in md
+
+
+def test_pipeline_report_escapes_user_text(report_dir):
+    results = _hostile_results(report_dir)
+    report = {
+        "config": "pipe<script>.yaml",
+        "profile": "<i>quick</i>",
+        "stages": [
+            {
+                "name": HOSTILE,
+                "stage": "sft",
+                "output_dir": "out/<sft>",
+                "wall_time_s": 1.5,
+                "done": True,
+                "curves": {"loss": [2.0, 1.0]},
+                "metrics": {},
+            }
+        ],
+        "evaluations": [{"name": "eval<x>", "results": results}],
+        "exports": [
+            {
+                "name": "gguf",
+                "verification": {"checks": [{"name": "load <x>", "status": "pass"}]},
+                "commands": ["ollama run m '<hi>' && echo ok"],
+                "files": {},
+            }
+        ],
+    }
+    page, md = render_pipeline_html(report), render_pipeline_markdown(report)
+    assert "<script" not in page and "<img" not in page and "<i>quick" not in page and "<sft>" not in page
+    assert "ollama run m &#39;&lt;hi&gt;&#39; &amp;&amp; echo ok</pre>" in page
+    assert page.count("<svg") == 3  # a bar chart per suite (html, builtin) and the loss curve
+    assert "| loss | 2 | 1 | 1 | 2 | 2 |" in md and "ollama run m '<hi>' && echo ok\n```" in md
+
+
+def test_html_and_markdown_show_the_same_figures_from_one_context(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    context = build_context(results)
+    md, page = render_template("report.md.j2", context), render_template("report.html.j2", context)
+    assert md == render_markdown(results)
+    assert (report_dir / "report.md").read_text() == md and (report_dir / "report.html").read_text() == page
+    figures = [cell for row in context["summary"] for cell in row["cells"]]
+    figures += [d["text"] for row in context["summary"] for d in row["deltas"]]
+    figures += [cell for suite in context["suites"] for score in suite["scores"] for cell in score["cells"]]
+    figures += [d["text"] for suite in context["suites"] for score in suite["scores"] for d in score["deltas"]]
+    figures += [t for suite in context["suites"] for t in suite["mean_tokens"] if t]
+    assert len(figures) > 20 and any("[" in f for f in figures)  # with CIs
+    for figure in figures:
+        assert figure in md and figure in page, figure
+    html_row = next(row for row in context["summary"] if row["name"] == "html")
+    assert html_row["cells"][0] == "0.0%" and f'<td class="num">{html_row["cells"][2]}</td>' in page
+    assert "| html | task | " + " | ".join(html_row["cells"]) + " |" in md
+
+
 def test_reports_can_be_rerendered_from_results_json(report_dir, tmp_path):
     copy = tmp_path / "results.json"
     shutil.copy(report_dir / "results.json", copy)
@@ -73,13 +159,20 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "the HTML report test needs Debian's chromium: apt-get install -y chromium"
     url = (report_dir / "report.html").resolve().as_uri()
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert "<title>Evaluation report</title>" in dom and dom.count("<svg") >= 3
     assert "Change between stages" in dom and "pwned" not in dom.split("<title>")[1].split("</title>")[0]
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True,
-                   timeout=120, check=True)
+    subprocess.run(
+        [*flags, "--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real page, not a blank one

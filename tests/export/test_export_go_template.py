@@ -67,8 +67,9 @@ def jinja_render(template: str, messages: list[dict]) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
     generation = messages[-1]["role"] != "assistant"
-    rendered, _ = render_jinja_template([messages], chat_template=template, add_generation_prompt=generation,
-                                        **CONSTANTS)
+    rendered, _ = render_jinja_template(
+        [messages], chat_template=template, add_generation_prompt=generation, **CONSTANTS
+    )
     return rendered[0]
 
 
@@ -93,8 +94,10 @@ def test_chatml_translation_is_readable():
 
 
 def test_raise_exception_is_dropped_with_a_note():
-    template = ("{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}"
-                "{{ m.content }}{% endfor %}")
+    template = (
+        "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}"
+        "{{ m.content }}{% endfor %}"
+    )
     assert any("raise_exception" in note for note in translate(template).notes)
     # unreachable for chat requests (tool_calls is undefined): dropped without a note
     assert not translate(LLAMA3, constants=CONSTANTS).notes
@@ -126,7 +129,8 @@ def test_untranslatable_constructs_are_named(template, construct):
 
 
 def test_ollama_values_collate_like_ollama():
-    values = ollama_values([{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
-                            {"role": "user", "content": "b"}])
+    values = ollama_values(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    )
     assert values["System"] == "S"
     assert values["Messages"] == [{"Role": "system", "Content": "S"}, {"Role": "user", "Content": "a\n\nb"}]

@@ -51,8 +51,10 @@ def test_llama_cpp_loads_and_tokenizes_like_hf(converted, name):
         assert check.passed, check.details["mismatches"]
         assert check.details["texts"] >= len(TOKENIZER_TEXTS)
         text = tokenizer.apply_chat_template(TEMPLATE_CONVERSATIONS[3], tokenize=False, add_generation_prompt=True)
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(
-            text, add_special_tokens=False)["input_ids"]
+        assert (
+            llm.tokenize(text.encode(), add_bos=False, special=True)
+            == tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
     finally:
         llm.close()
 
@@ -105,8 +107,8 @@ def test_quantize_q4_k_m(converted, tmp_path):
 def test_unsupported_architecture_is_refused_before_any_work(tiny_chat_model, converter, tmp_path, monkeypatch):
     from posttrain.configs import PosttrainArguments
     from posttrain.export import ExportError
-    from posttrain.stages import export as stage_export
     from posttrain.export.config import ExportArguments
+    from posttrain.stages import export as stage_export
 
     model = tmp_path / "odd"
     shutil.copytree(tiny_chat_model, model)
@@ -130,8 +132,8 @@ def test_too_little_disk_is_refused_before_converting(tiny_chat_model, converter
 
     from posttrain.configs import PosttrainArguments
     from posttrain.export import ExportError
-    from posttrain.stages import export as stage_export
     from posttrain.export.config import ExportArguments
+    from posttrain.stages import export as stage_export
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("posttrain.stages.export.shutil.disk_usage", lambda path: usage(10, 10, 1024))
@@ -150,8 +152,25 @@ def test_fallback_pre_tokenizer_types(tmp_path, monkeypatch):
         return fallback_pre_tokenizer(tmp_path)
 
     assert with_pre({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}) == "gpt-2"
-    assert with_pre({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": _LLAMA3}}, {"type": "ByteLevel", "use_regex": False}]}) == "llama-bpe"
-    assert with_pre({"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}]}) == "smollm"
+    assert (
+        with_pre(
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": _LLAMA3}},
+                    {"type": "ByteLevel", "use_regex": False},
+                ],
+            }
+        )
+        == "llama-bpe"
+    )
+    assert (
+        with_pre(
+            {
+                "type": "Sequence",
+                "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}],
+            }
+        )
+        == "smollm"
+    )
     assert with_pre({"type": "Whitespace"}) == "default"

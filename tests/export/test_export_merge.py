@@ -21,8 +21,13 @@ def test_merged_logits_match_adapter_on_within_1e4(tiny_chat_model, tmp_path):
     model, tokenizer, report = merge_chain(str(adapter))
     assert report.adapters == [str(adapter.resolve())] and report.max_drift < 1e-4
     out = save_merged(model, tokenizer, tmp_path / "merged", report)
-    for name in ("model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json",
-                 "merge_report.json"):
+    for name in (
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "merge_report.json",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob("adapter_*"))
 
@@ -48,8 +53,7 @@ def test_adapter_chain_through_the_merge_cache(tiny_chat_model, tmp_path, monkey
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from posttrain.models.merge import merged_adapter
-    from posttrain.models.merge import adapter_chain, merge_chain, sample_prompt_ids
+    from posttrain.models.merge import adapter_chain, merge_chain, merged_adapter, sample_prompt_ids
 
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     sft = make_adapter(tiny_chat_model, tmp_path / "sft", seed=1)
@@ -108,8 +112,8 @@ def test_quantized_base_is_refused(tiny_chat_model, tmp_path):
 
 
 def test_merge_stage_writes_folder_and_manifest(tiny_chat_model, tmp_path):
-    from posttrain.errors import ConfigError
     from posttrain.configs import parse_args
+    from posttrain.errors import ConfigError
     from posttrain.stages import merge as stage_merge
 
     adapter = make_adapter(tiny_chat_model, tmp_path / "sft")

@@ -16,8 +16,8 @@ GOLDEN = Path(__file__).parent / "golden" / "chatml.Modelfile"
 def chatml_modelfile(tiny_chat_model, **overrides) -> Modelfile:
     from transformers import AutoTokenizer
 
-    from posttrain.export.config import ExportArguments
     from posttrain.configs import PosttrainArguments
+    from posttrain.export.config import ExportArguments
     from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
@@ -53,8 +53,10 @@ def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model
     from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
-    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     modelfile, note = build_modelfile(tokenizer, {}, ExportArguments(gguf_types=["f16"]), PosttrainArguments())
     assert modelfile.template is None and "| trim" in note
     text = modelfile.render()

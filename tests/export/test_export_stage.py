@@ -14,11 +14,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"
 
 def export_config(tmp_path, model, **overrides):
     settings = {
-        "model_name_or_path": str(model), "output_dir": str(tmp_path / "export"),
-        "gguf_types": ["f16", "q8_0", "Q4_K_M"], "system_prompt": "Answer briefly.", "threads": 2,
-        "verify_prompts": 10, "verify_max_new_tokens": 16, "serve_max_samples": 2, "serve_max_new_tokens": 16,
+        "model_name_or_path": str(model),
+        "output_dir": str(tmp_path / "export"),
+        "gguf_types": ["f16", "q8_0", "Q4_K_M"],
+        "system_prompt": "Answer briefly.",
+        "threads": 2,
+        "verify_prompts": 10,
+        "verify_max_new_tokens": 16,
+        "serve_max_samples": 2,
+        "serve_max_new_tokens": 16,
         # a random tiny model has flat logits: f16 rounding flips some late tokens (real models reach >= 98%)
-        "min_agreement_f16": 0.5, "min_agreement_q8_0": 0.0, **overrides,
+        "min_agreement_f16": 0.5,
+        "min_agreement_q8_0": 0.0,
+        **overrides,
     }
     path = tmp_path / "export.yaml"
     path.write_text(json.dumps(settings))
@@ -37,8 +45,14 @@ def test_export_ships_verified_gguf_and_modelfile(tiny_chat_model, converter, go
 
     report = run_export(export_config(tmp_path, tiny_chat_model))
     out = tmp_path / "export"
-    for name in ("model.f16.gguf", "model.q8_0.gguf", "model.Q4_K_M.gguf", "Modelfile", "verification.md",
-                 "run_manifest.json"):
+    for name in (
+        "model.f16.gguf",
+        "model.q8_0.gguf",
+        "model.Q4_K_M.gguf",
+        "Modelfile",
+        "verification.md",
+        "run_manifest.json",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in tmp_path.iterdir() if "-export-" in p.name]  # the temporary folder is gone
     checks = {c["name"]: c for c in report["checks"]}
@@ -76,8 +90,11 @@ def test_export_of_an_adapter_with_a_jinja_only_template(tiny_chat_model, conver
 def test_failed_verification_exits_non_zero_without_manifest(tiny_chat_model, converter, tmp_path, monkeypatch):
     from posttrain.export import verify
 
-    monkeypatch.setattr(verify, "check_go_template",
-                        lambda *a, **k: verify.Check("go_template", False, "0/12 conversations render identically"))
+    monkeypatch.setattr(
+        verify,
+        "check_go_template",
+        lambda *a, **k: verify.Check("go_template", False, "0/12 conversations render identically"),
+    )
     with pytest.raises(SystemExit) as exit_info:
         run_export(export_config(tmp_path, tiny_chat_model, gguf_types=["f16"], serve=False))
     assert exit_info.value.code == 1

@@ -18,8 +18,9 @@ def make_adapter(base_path, adapter_path, *, seed: int = 0, base_name: str | Non
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights=False,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+    )
     peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(adapter_path)
     AutoTokenizer.from_pretrained(base_path).save_pretrained(adapter_path)

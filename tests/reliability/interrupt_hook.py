@@ -1,7 +1,7 @@
 """Run ``posttrain <stage> ...`` and interrupt it from inside, deterministically (test helper, not a test).
 
-    python interrupt_hook.py SIGKILL 3 sft --config run.yaml   # SIGKILL right after the checkpoint of step 3 is saved
-    python interrupt_hook.py SIGTERM 3 sft --config run.yaml   # SIGTERM at the end of step 3 (as a scheduler would)
+python interrupt_hook.py SIGKILL 3 sft --config run.yaml   # SIGKILL right after the checkpoint of step 3 is saved
+python interrupt_hook.py SIGTERM 3 sft --config run.yaml   # SIGTERM at the end of step 3 (as a scheduler would)
 """
 
 import os

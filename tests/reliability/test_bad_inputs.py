@@ -14,22 +14,25 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from posttrain.cli import main
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "rl"))
-from helpers import PPO_SETTINGS, save_seq_cls  # noqa: E402
+from helpers import PPO_SETTINGS, save_seq_cls
 from tiny import CONVERSATIONS, train_tokenizer
 
 DOCS = Path(__file__).parents[2] / "docs" / "bad-inputs.md"
 GOOD_ROW = {"messages": CONVERSATIONS[0]}
-PAIR = {"prompt": [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}],
-        "chosen": [{"role": "assistant", "content": "9.9"}], "rejected": [{"role": "assistant", "content": "9.11"}]}
+PAIR = {
+    "prompt": [{"role": "user", "content": "Which is larger, 9.11 or 9.9?"}],
+    "chosen": [{"role": "assistant", "content": "9.9"}],
+    "rejected": [{"role": "assistant", "content": "9.11"}],
+}
 
 
 @dataclass
@@ -60,9 +63,18 @@ class Inputs:
     def sft(self, **settings) -> dict:
         if "datasets" not in settings:
             settings["datasets"] = [{"path": self.jsonl("ok.jsonl", [GOOD_ROW] * 4)}]
-        base = {"model_name_or_path": str(self.chat_model),
-                "max_steps": 1, "per_device_train_batch_size": 2, "load_in_4bit": False, "use_peft": True,
-                "lora_r": 4, "lora_alpha": 8, "report_to": "none", "save_strategy": "no", "max_length": 128}
+        base = {
+            "model_name_or_path": str(self.chat_model),
+            "max_steps": 1,
+            "per_device_train_batch_size": 2,
+            "load_in_4bit": False,
+            "use_peft": True,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "report_to": "none",
+            "save_strategy": "no",
+            "max_length": 128,
+        }
         return {**base, **settings}
 
     def pairs(self, **settings) -> dict:
@@ -80,15 +92,21 @@ class Inputs:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(self.chat_model),
-                               LoraConfig(r=2, target_modules=["q_proj"]))  # fmt: skip
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(self.chat_model), LoraConfig(r=2, target_modules=["q_proj"])
+        )
         model.save_pretrained(self.tmp / "adapter")
         AutoTokenizer.from_pretrained(self.chat_model).save_pretrained(self.tmp / "adapter")
         return self.tmp / "adapter"
 
     def eval(self, **settings) -> dict:
-        return {"models": [{"label": "m", "path": str(self.chat_model)}], "suites": ["builtin"], "max_samples": 2,
-                "progress": False, **settings}
+        return {
+            "models": [{"label": "m", "path": str(self.chat_model)}],
+            "suites": ["builtin"],
+            "max_samples": 2,
+            "progress": False,
+            **settings,
+        }
 
 
 def _pickle_only(i: Inputs):
@@ -132,8 +150,14 @@ def _reward_model_other_tokenizer(i: Inputs):
 
 
 def _ppo(i: Inputs, **settings):
-    return {**PPO_SETTINGS, "model_name_or_path": str(i.chat_model), "use_peft": True, "report_to": "none",
-            "test_split_size": None, **settings}
+    return {
+        **PPO_SETTINGS,
+        "model_name_or_path": str(i.chat_model),
+        "use_peft": True,
+        "report_to": "none",
+        "test_split_size": None,
+        **settings,
+    }
 
 
 def _unwritable_output(i: Inputs):
@@ -147,8 +171,13 @@ def _truncated_gguf(i: Inputs):
 
 
 def _pipeline_unknown_stage(i: Inputs):
-    return {"output_dir": str(i.out), "stages": [{"name": "sft", "config": i.file("sft.yaml", json.dumps(i.sft()))},
-                                                 {"name": "distill", "config": "distill.yaml"}]}  # fmt: skip
+    return {
+        "output_dir": str(i.out),
+        "stages": [
+            {"name": "sft", "config": i.file("sft.yaml", json.dumps(i.sft()))},
+            {"name": "distill", "config": "distill.yaml"},
+        ],
+    }
 
 
 def _merge_full_disk(i: Inputs):
@@ -163,6 +192,7 @@ CASES = [
     Case("config-not-a-mapping", "sft", lambda i: ("- learning_rate\n- 1e-4\n",), ("run.yaml", "mapping")),
     Case("unknown-config-key", "sft", lambda i: i.sft(lerning_rate=0.1), ("lerning_rate", "learning_rate", "run.yaml")),
     Case("unknown-cli-flag", "sft", lambda i: (i.sft(), ["--lerning_rate", "0.1"]), ("--lerning_rate",)),
+    Case("datasets-and-dataset-name", "sft", lambda i: i.sft(dataset_name="org/chats"), ("datasets", "dataset_name")),
     Case("wrong-type", "sft", lambda i: i.sft(learning_rate="fast"), ("learning_rate", "fast")),
     Case("lora-r-zero", "sft", lambda i: i.sft(lora_r=0), ("lora_r", "run.yaml")),
     Case("negative-learning-rate", "sft", lambda i: i.sft(learning_rate=-1e-4), ("learning_rate", "run.yaml")),
@@ -225,7 +255,7 @@ CASES = [
 
 def write_config(i: Inputs, built) -> list[str]:
     """The case's config file (JSON is YAML) + extra argv; a 1-tuple holds raw config text."""
-    config, extra = (built if isinstance(built, tuple) and len(built) == 2 else (built, []))
+    config, extra = built if isinstance(built, tuple) and len(built) == 2 else (built, [])
     if isinstance(config, tuple):
         config = config[0]
     path = i.tmp / "run.yaml"
@@ -253,8 +283,13 @@ def test_bad_input_is_refused_clearly(case, tmp_path, capsys, tiny_chat_model, t
     argv = [case.command, *write_config(i, case.settings(i))]
     capsys.readouterr()
     if case.subprocess:
-        result = subprocess.run([sys.executable, "-m", "posttrain.cli", *argv], capture_output=True, text=True,
-                                preexec_fn=limited(case.subprocess["fsize"]), timeout=600)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "posttrain.cli", *argv],
+            capture_output=True,
+            text=True,
+            preexec_fn=limited(case.subprocess["fsize"]),
+            timeout=600,
+        )
         code, err = result.returncode, result.stderr
     else:
         with pytest.raises(SystemExit) as exit_info:
@@ -266,7 +301,7 @@ def test_bad_input_is_refused_clearly(case, tmp_path, capsys, tiny_chat_model, t
     lines = err.replace("\r", "\n").splitlines()
     message = next((line for line in lines if line.startswith("posttrain: error: ")), None)
     assert message is not None, err[-2000:]
-    tail = "\n".join(lines[lines.index(message):])  # a data error lists its rows on the following lines
+    tail = "\n".join(lines[lines.index(message) :])  # a data error lists its rows on the following lines
     print(f"{case.id}: exit {code}: {tail}")  # shown with pytest -rP
     for word in case.names:
         assert word.replace("{tmp}", str(tmp_path)) in tail, (word, tail)

@@ -15,7 +15,7 @@ import pytest
 from tiny import write_sft_config, write_stage_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "rl"))
-from helpers import ppo_config  # noqa: E402
+from helpers import ppo_config
 
 HOOK = Path(__file__).with_name("interrupt_hook.py")
 PAIRS = [{"path": "builtin:decimal_compare", "num_samples": 24}, {"path": "builtin:unknown_entity", "num_samples": 24}]
@@ -37,8 +37,14 @@ def stage_config(tmp_path, stage, tiny_base_model, sft_dir=None):
         return write_sft_config(tmp_path, tiny_base_model, per_device_train_batch_size=4, **common)
     if stage == "ppo":  # RL starts from a model with its chat template: the SFT result
         return ppo_config(tmp_path, sft_dir, **common, test_split_size=None)
-    settings = {"model_name_or_path": str(sft_dir), "datasets": PAIRS, "per_device_train_batch_size": 4,
-                "learning_rate": 2e-3, "max_length": 128, **common}
+    settings = {
+        "model_name_or_path": str(sft_dir),
+        "datasets": PAIRS,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 2e-3,
+        "max_length": 128,
+        **common,
+    }
     return write_stage_config(tmp_path, stage, settings)
 
 
@@ -51,8 +57,9 @@ def sft_dir(tmp_path_factory, tiny_base_model):
     return tmp_path / "out"
 
 
-@pytest.mark.parametrize("stage", ["sft", "ppo", pytest.param("reward", marks=pytest.mark.slow),
-                                   pytest.param("dpo", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "stage", ["sft", "ppo", pytest.param("reward", marks=pytest.mark.slow), pytest.param("dpo", marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, tiny_base_model, sft_dir, stage, how):
     config = stage_config(tmp_path, stage, tiny_base_model, sft_dir)
@@ -77,7 +84,7 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, tiny_base_mode
     per_step = len(expected) // 6  # loss (and PPO's reward and KL) per step
     assert len(got) == len(expected) == 6 * per_step
     for i in range(per_step):  # the steps before the interruption are the same run
-        assert got[6 * i:6 * i + 3] == expected[6 * i:6 * i + 3]
+        assert got[6 * i : 6 * i + 3] == expected[6 * i : 6 * i + 3]
     # The tolerance; measured: identical for SFT (the adapter resumes in the bf16 it was trained in, see
     # posttrain.training.common.keep_trainable_dtypes_on_resume; before that fix the drift was 8e-4 SFT, 8e-3 reward).
     assert got == pytest.approx(expected, rel=1e-4)

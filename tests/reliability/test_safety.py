@@ -13,7 +13,7 @@ import pytest
 from posttrain.cli import main
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
-from fake_chat_server import FakeChatServer  # noqa: E402
+from fake_chat_server import FakeChatServer
 
 EVIL = """from pathlib import Path
 Path(__file__).with_name("EXECUTED").write_text("remote code ran")
@@ -26,15 +26,29 @@ def test_a_model_folders_own_code_is_never_imported(tmp_path, tiny_chat_model):
     (model / "modeling_evil.py").write_text(EVIL)
     (model / "configuration_evil.py").write_text(EVIL)
     config = json.loads((model / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
-                          "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}  # fmt: skip
+    config["auto_map"] = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+    }
     (model / "config.json").write_text(json.dumps(config))
     run = tmp_path / "run.yaml"
-    run.write_text(json.dumps({
-        "model_name_or_path": str(model), "datasets": [{"path": "builtin:identity", "num_samples": 4}],
-        "output_dir": str(tmp_path / "out"), "max_steps": 1, "per_device_train_batch_size": 2, "load_in_4bit": False,
-        "use_peft": True, "lora_r": 4, "report_to": "none", "save_strategy": "no", "max_length": 256,
-    }))  # fmt: skip
+    run.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": str(model),
+                "datasets": [{"path": "builtin:identity", "num_samples": 4}],
+                "output_dir": str(tmp_path / "out"),
+                "max_steps": 1,
+                "per_device_train_batch_size": 2,
+                "load_in_4bit": False,
+                "use_peft": True,
+                "lora_r": 4,
+                "report_to": "none",
+                "save_strategy": "no",
+                "max_length": 256,
+            }
+        )
+    )
     assert main(["sft", "--config", str(run)]) == 0
     assert (tmp_path / "out" / "run_manifest.json").is_file()
     assert not (model / "EXECUTED").exists(), "the model folder's Python code was imported"
@@ -44,7 +58,6 @@ def test_a_model_folders_own_code_is_never_imported(tmp_path, tiny_chat_model):
 
 def test_every_stage_defaults_trust_remote_code_off():
     import dataclasses
-    import importlib
 
     from posttrain.stages import STAGES
 
@@ -88,14 +101,25 @@ def test_api_keys_are_sent_but_never_written(tmp_path, capsys, caplog, monkeypat
     server.reply = lambda messages: "[[7]]" if "judge" in messages[0]["content"] else "Paris."
     try:
         suite = tmp_path / "suite.yaml"
-        suite.write_text("name: s\ndata:\n  - samples:\n      - {id: q1, prompt: 'Capital of France?', reference: Paris}"
-                         "\nscoring: [judge, stopped]\n")  # fmt: skip
+        suite.write_text(
+            "name: s\ndata:\n  - samples:\n      - {id: q1, prompt: 'Capital of France?', reference: Paris}"
+            "\nscoring: [judge, stopped]\n"
+        )
         config = tmp_path / "eval.yaml"
-        config.write_text(json.dumps({
-            "models": [{"label": "m", "model": "m", "endpoint": server.url, "api_key_env": "POSTTRAIN_TEST_KEY"}],
-            "judge": {"model": "judge", "endpoint": server.url, "api_key_env": "POSTTRAIN_TEST_KEY"},
-            "suites": [str(suite)], "output_dir": str(tmp_path / "eval"), "progress": False, "bootstrap_samples": 50,
-        }))  # fmt: skip
+        config.write_text(
+            json.dumps(
+                {
+                    "models": [
+                        {"label": "m", "model": "m", "endpoint": server.url, "api_key_env": "POSTTRAIN_TEST_KEY"}
+                    ],
+                    "judge": {"model": "judge", "endpoint": server.url, "api_key_env": "POSTTRAIN_TEST_KEY"},
+                    "suites": [str(suite)],
+                    "output_dir": str(tmp_path / "eval"),
+                    "progress": False,
+                    "bootstrap_samples": 50,
+                }
+            )
+        )
         assert main(["eval", "--config", str(config)]) == 0
     finally:
         server.close()

@@ -53,8 +53,9 @@ def test_resume_continues_where_it_stopped(ppo_run, tmp_path):
     run_dir, config, trainer, _ = ppo_run
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(run_dir / "ppo" / "checkpoint-6", resumed_dir / "checkpoint-6")
-    resumed, _ = run_stage("ppo", ["--config", str(config), "--output_dir", str(resumed_dir),
-                                   "--resume_from_checkpoint", "true"])  # fmt: skip
+    resumed, _ = run_stage(
+        "ppo", ["--config", str(config), "--output_dir", str(resumed_dir), "--resume_from_checkpoint", "true"]
+    )
     history = resumed.state.log_history
     assert [h["step"] for h in history] == list(range(1, 13))  # steps 1-6 restored, 7-12 trained now
     original = {h["step"]: h for h in trainer.state.log_history}

@@ -75,8 +75,9 @@ def test_clipped_policy_loss_by_hand():
 
 def test_clipped_policy_loss_ignores_padding_and_has_gradient():
     new = torch.zeros(1, 3, requires_grad=True)
-    out = ppo_core.clipped_policy_loss(new, torch.zeros(1, 3), torch.tensor([[1.0, 1.0, 100.0]]),
-                                       torch.tensor([[1, 1, 0]]), clip=0.2)  # fmt: skip
+    out = ppo_core.clipped_policy_loss(
+        new, torch.zeros(1, 3), torch.tensor([[1.0, 1.0, 100.0]]), torch.tensor([[1, 1, 0]]), clip=0.2
+    )
     out.loss.backward()
     assert out.loss.item() == pytest.approx(-1.0)
     assert torch.allclose(new.grad, torch.tensor([[-0.5, -0.5, 0.0]]))

@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from posttrain.tasks import check_task
 from posttrain.errors import ConfigError
-from posttrain.tasks import TASKS, generate_task
 from posttrain.models.reward import RewardModelError
 from posttrain.rl.rewards import RuleReward, build_rewards
+from posttrain.tasks import TASKS, check_task, generate_task
 
 from helpers import save_seq_cls
 
@@ -22,8 +21,10 @@ def test_task_reward_is_the_evaluation_check(task):
     scores = reward(
         [[{"role": "user", "content": ex.prompt}] for ex in rows],
         [[{"role": "assistant", "content": r}] for r in replies],  # TRL's conversational completions
-        task=[ex.task for ex in rows], answer=[ex.answer for ex in rows], meta=[json.dumps(ex.meta) for ex in rows],
-    )  # fmt: skip
+        task=[ex.task for ex in rows],
+        answer=[ex.answer for ex in rows],
+        meta=[json.dumps(ex.meta) for ex in rows],
+    )
     assert scores == [float(check_task(ex, r)) for ex, r in zip(rows, replies)]
     assert scores[:12] == [1.0] * 12 and sum(scores[12:]) == 0
 
@@ -49,13 +50,16 @@ def test_weighted_combination_skips_not_applicable():
     assert per_func == {"has_number": [1.0, 0.0], "exact_match": [1.0, None]}
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("nope", "unknown reward 'nope'"),
-    ({"weight": 1}, "mapping with 'name'"),
-    ({"name": "reward_model"}, "needs path"),
-    ({"name": "has_number", "weight": "heavy"}, "weight must be a number"),
-    ({"name": "length"}, "max_words"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("nope", "unknown reward 'nope'"),
+        ({"weight": 1}, "mapping with 'name'"),
+        ({"name": "reward_model"}, "needs path"),
+        ({"name": "has_number", "weight": "heavy"}, "weight must be a number"),
+        ({"name": "length"}, "max_words"),
+    ],
+)
 def test_bad_reward_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         build_rewards([spec])

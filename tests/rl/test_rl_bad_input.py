@@ -13,8 +13,9 @@ def run(tmp_path, capsys, stage, settings):
     capsys.readouterr()  # drop what fixtures printed (progress bars of saving the tiny models)
     config = tmp_path / "run.yaml"
     base = PPO_SETTINGS if stage == "ppo" else {"datasets": PPO_SETTINGS["datasets"]}
-    config.write_text(json.dumps({**base, "output_dir": str(tmp_path / "out"), "report_to": "none",
-                                  "use_peft": True, **settings}))  # fmt: skip
+    config.write_text(
+        json.dumps({**base, "output_dir": str(tmp_path / "out"), "report_to": "none", "use_peft": True, **settings})
+    )
     with pytest.raises(SystemExit) as exit_info:
         main([stage, "--config", str(config)])
     assert exit_info.value.code == 2
@@ -22,15 +23,13 @@ def run(tmp_path, capsys, stage, settings):
     err = capsys.readouterr().err
     # model-loading progress bars may come first; then the error (a data error lists its rows on further lines)
     assert "\nposttrain: error: " in "\n" + err.replace("\r", "\n") and "Traceback" not in err
-    return err[err.index("posttrain: error: "):]
+    return err[err.index("posttrain: error: ") :]
 
 
 @pytest.mark.parametrize("stage", ["grpo"])  # ppo: tests/reliability/test_bad_inputs.py
 def test_unknown_rule_reward(tmp_path, capsys, tiny_chat_model, stage):
     err = run(tmp_path, capsys, stage, {"model_name_or_path": str(tiny_chat_model), "rewards": ["exact_mach"]})
     assert "unknown reward 'exact_mach'" in err and "exact_match" in err
-
-
 
 
 def test_dataset_without_prompts(tmp_path, capsys, tiny_chat_model):
@@ -45,8 +44,11 @@ def test_no_datasets(tmp_path, capsys, tiny_chat_model):
     assert "no prompt sources" in err
 
 
-
 def test_indivisible_batch(tmp_path, capsys, tiny_chat_model):
-    err = run(tmp_path, capsys, "ppo", {"model_name_or_path": str(tiny_chat_model), "rollout_batch_size": 30,
-                                        "num_mini_batches": 4})  # fmt: skip
+    err = run(
+        tmp_path,
+        capsys,
+        "ppo",
+        {"model_name_or_path": str(tiny_chat_model), "rollout_batch_size": 30, "num_mini_batches": 4},
+    )
     assert "divisible" in err

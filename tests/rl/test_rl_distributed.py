@@ -11,8 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_cpu_ranks_train_in_sync_and_save_once(tmp_path, tiny_chat_model):
-    config = ppo_config(tmp_path, tiny_chat_model, max_steps=2, rollout_batch_size=8, per_device_train_batch_size=4,
-                        load_in_4bit=True, test_split_size=4)  # fmt: skip
+    config = ppo_config(
+        tmp_path,
+        tiny_chat_model,
+        max_steps=2,
+        rollout_batch_size=8,
+        per_device_train_batch_size=4,
+        load_in_4bit=True,
+        test_split_size=4,
+    )
     proc = run_torchrun(ROOT / "recipes" / "ppo.py", "--config", config, cwd=tmp_path)
 
     out = tmp_path / "ppo"

@@ -159,10 +159,17 @@ def check_lengths(dataset, max_length: int | None, policy: str, *, name: str = "
             f"tokens: {listed}. Raise max_length, or set overlong_samples: drop (skip them) or truncate (cut them)"
         )
     if len(over) == len(lengths):
-        raise ChatTemplateError(f"{name} data: every conversation is longer than max_length {max_length} tokens "
-                                "(overlong_samples: drop would leave nothing)")  # fmt: skip
-    logger.warning("%s data: dropping %d of %d conversations longer than max_length %d tokens",
-                   name, len(over), len(lengths), max_length)  # fmt: skip
+        raise ChatTemplateError(
+            f"{name} data: every conversation is longer than max_length {max_length} tokens "
+            "(overlong_samples: drop would leave nothing)"
+        )
+    logger.warning(
+        "%s data: dropping %d of %d conversations longer than max_length %d tokens",
+        name,
+        len(over),
+        len(lengths),
+        max_length,
+    )
     return dataset.select([i for i, n in enumerate(lengths) if n <= max_length])
 
 

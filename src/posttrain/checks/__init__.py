@@ -106,4 +106,3 @@ GENERIC_CHECKS: dict[str, Check] = {
   :data:`INSTRUCTIONS` on its own (its arguments in ``meta``: ``word_count`` with ``max_words=50``...);
 * ``stopped``: the generation ended with EOS within its budget (``finished`` in ``meta``).
 """
-

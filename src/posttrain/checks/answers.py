@@ -81,7 +81,6 @@ def mentions_identity(response: str, name: str, creator: str | None = None) -> b
     return contains_phrase(response, name) and (creator is None or contains_phrase(response, creator))
 
 
-
 def check_exact(response: str, answer: str, **meta: Any) -> bool:
     return exact_match(response, answer, normalize=meta.get("normalize", True))
 
@@ -158,7 +157,6 @@ def check_json(response: str, answer: str = "", **meta: Any) -> bool:
     return all(k in parse_json_reply(response) for k in keys)
 
 
-
 # ---------------------------------------------------------------------------------------------- stopping
 
 
@@ -171,4 +169,3 @@ def check_stopped(response: str, answer: str = "", **meta: Any) -> bool:
 
 
 Check = Callable[..., bool]
-

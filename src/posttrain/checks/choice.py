@@ -8,7 +8,6 @@ from typing import Any
 from posttrain.checks.answers import contains_phrase
 from posttrain.checks.text import clean_text, normalize_answer
 
-
 # ------------------------------------------------------------------------------------------ multiple choice
 
 _LETTERS = "ABCDEFGHIJ"
@@ -48,7 +47,7 @@ def extract_choice(response: str, letters: str = "ABCD", options: dict[str, str]
         return None  # the reply lists several options ("A. ...\nB. ..."): it picks none
     lead = re.match(rf"^[*_\s]*[(\[]?({allowed})[)\]]?[*_]*(?:[.):]|\s*$)", text)
     if lead:
-        others = set(re.findall(rf"\(({allowed})\)", text[lead.end():])) - {lead.group(1)}
+        others = set(re.findall(rf"\(({allowed})\)", text[lead.end() :])) - {lead.group(1)}
         return None if others else lead.group(1)
     if options:
         found = [letter for letter, option in options.items() if letter in letters and contains_phrase(text, option)]
@@ -80,5 +79,3 @@ def check_multiple_choice(response: str, answer: str, **meta: Any) -> bool:
             )
         correct = matches[0]
     return extract_choice(response, letters, options) == correct
-
-

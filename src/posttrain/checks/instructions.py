@@ -12,13 +12,24 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from posttrain.checks.answers import is_json
-from posttrain.checks.text import clean_text, count_sentences, count_words, extract_numbers, split_paragraphs, normalize_answer, split_sentences
+from posttrain.checks.text import (
+    clean_text,
+    count_sentences,
+    count_words,
+    extract_numbers,
+    normalize_answer,
+    split_paragraphs,
+    split_sentences,
+)
 
 
 def _compare(value: int, n: int, relation: str) -> bool:
     relations = {
-        "at least": value >= n, "at most": value <= n, "exactly": value == n,
-        "less than": value < n, "more than": value > n,
+        "at least": value >= n,
+        "at most": value <= n,
+        "exactly": value == n,
+        "less than": value < n,
+        "more than": value > n,
     }
     if relation not in relations:
         raise ValueError(f"unknown relation {relation!r}; expected one of {', '.join(relations)}")
@@ -38,9 +49,7 @@ def follows_word_count(response: str, min_words: int | None = None, max_words: i
     return (min_words is None or n >= min_words) and (max_words is None or n <= max_words)
 
 
-def follows_sentence_count(
-    response: str, min_sentences: int | None = None, max_sentences: int | None = None
-) -> bool:
+def follows_sentence_count(response: str, min_sentences: int | None = None, max_sentences: int | None = None) -> bool:
     """Between ``min_sentences`` and ``max_sentences`` sentences (:func:`split_sentences`; bounds inclusive)."""
     n = count_sentences(response)
     return (min_sentences is None or n >= min_sentences) and (max_sentences is None or n <= max_sentences)
@@ -240,5 +249,3 @@ def instruction_check(name: str) -> Callable[..., bool]:
     check.__name__ = check.__qualname__ = f"check_{name}"
     check.__doc__ = f"``{name}``: {instruction.__doc__}"
     return check
-
-

@@ -142,5 +142,3 @@ def split_paragraphs(text: str, separator: str | None = None) -> list[str]:
     else:
         blocks = re.split(r"\n\s*\n", text)
     return [b.strip() for b in blocks if b.strip()]
-
-

@@ -35,8 +35,12 @@ def chitchat_data_file() -> Path:
     Raises:
         DataError: If the ``chitchat-dataset`` package (or its data file) is not installed.
     """
-    return package_file("chitchat-dataset", f"{_PACKAGE}/dataset.json", install="chitchat-dataset==0.9.0",
-                        error=lambda message: DataError(CHITCHAT, f"the chitchat data {message}"))
+    return package_file(
+        "chitchat-dataset",
+        f"{_PACKAGE}/dataset.json",
+        install="chitchat-dataset==0.9.0",
+        error=lambda message: DataError(CHITCHAT, f"the chitchat data {message}"),
+    )
 
 
 def _to_turns(conversation: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -70,7 +74,4 @@ def _all_conversations(path: str) -> tuple[tuple[tuple[str, str], ...], ...]:
 def chitchat_conversations(limit: int | None = None) -> list[list[dict[str, str]]]:
     """The chit-chat conversations as message lists (the first ``limit`` of them when given)."""
     conversations = _all_conversations(str(chitchat_data_file()))
-    return [
-        [{"role": role, "content": text} for role, text in turns]
-        for turns in conversations[:limit]
-    ]
+    return [[{"role": role, "content": text} for role, text in turns] for turns in conversations[:limit]]

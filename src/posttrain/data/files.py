@@ -34,8 +34,22 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")
 
 # Extensions that mark a path as local (so a missing file is reported as such, not looked up on the Hub).
 _DATA_LIKE_EXTENSIONS = SUPPORTED_EXTENSIONS + (
-    ".ndjson", ".tsv", ".txt", ".arrow", ".feather", ".xlsx", ".xls", ".gz", ".zip", ".bz2", ".xz", ".zst",
-    ".yaml", ".yml", ".pkl", ".pickle",
+    ".ndjson",
+    ".tsv",
+    ".txt",
+    ".arrow",
+    ".feather",
+    ".xlsx",
+    ".xls",
+    ".gz",
+    ".zip",
+    ".bz2",
+    ".xz",
+    ".zst",
+    ".yaml",
+    ".yml",
+    ".pkl",
+    ".pickle",
 )
 _BUILDER_NAMES = ("json", "csv", "parquet")  # `path: json` + `data_files: ...`, as with datasets.load_dataset
 _JSON_LIST_KEYS = ("data", "rows")  # a .json file may hold {"data": [...]} or {"rows": [...]}
@@ -128,8 +142,9 @@ def resolve_local_files(spec: DatasetSpec) -> list[Path] | None:
         files = [p for p in entries if p.suffix.lower() in SUPPORTED_EXTENSIONS]
         if not files:
             found = ", ".join(p.name for p in entries[:10]) or "nothing"
-            raise DataError(path, f"folder has no data files with a supported extension ({_supported_list()}); "
-                                  f"found: {found}")
+            raise DataError(
+                path, f"folder has no data files with a supported extension ({_supported_list()}); found: {found}"
+            )
         return files
     if looks_local(path):
         raise DataError(
@@ -143,8 +158,10 @@ def resolve_local_files(spec: DatasetSpec) -> list[Path] | None:
 
 # --------------------------------------------------------------------------------------------------- readers
 
-def _json_rows(items: Iterable[tuple[Any, int, int | None]], display: str, problems: ProblemCollector,
-               limit: int | None) -> list[RawRow]:
+
+def _json_rows(
+    items: Iterable[tuple[Any, int, int | None]], display: str, problems: ProblemCollector, limit: int | None
+) -> list[RawRow]:
     """Keep the JSON objects among ``(value, row, line)``, recording a problem for anything else."""
     rows: list[RawRow] = []
     for value, row, line in items:
@@ -192,8 +209,13 @@ def _read_json(path: Path, display: str, problems: ProblemCollector, limit: int 
         key = next((k for k in _JSON_LIST_KEYS if isinstance(document.get(k), list)), None)
         if key is None:
             keys = ", ".join(repr(k) for k in list(document)[:10]) or "none"
-            problems.add(DataError(display, "expected a JSON array of rows or an object with a 'data' or 'rows' "
-                                            f"array (found an object with keys {keys})"))
+            problems.add(
+                DataError(
+                    display,
+                    "expected a JSON array of rows or an object with a 'data' or 'rows' "
+                    f"array (found an object with keys {keys})",
+                )
+            )
             return []
         document = document[key]
     if not isinstance(document, list):

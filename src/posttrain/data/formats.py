@@ -140,9 +140,7 @@ _CONVERTERS: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], Any]]
 }
 
 
-def to_messages(
-    row: Mapping[str, Any], fmt: str, *, source: str, row_index: int, line: int | None = None
-) -> Messages:
+def to_messages(row: Mapping[str, Any], fmt: str, *, source: str, row_index: int, line: int | None = None) -> Messages:
     """Convert one dataset row to a list of ``{"role", "content"}`` messages.
 
     Args:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import generate_task, task_to_messages
+
 from .chitchat import chitchat_conversations, chitchat_data_file
 from .files import RawRow, read_rows, resolve_local_files
 from .formats import detect_format, to_messages
@@ -52,6 +53,7 @@ __all__ = [
 MESSAGES_COLUMN = "messages"
 """The single column of every dataset :func:`load_conversations` returns."""
 
+
 def messages_features() -> datasets.Features:
     """The Arrow schema of the returned datasets: ``messages: list[{role: string, content: string}]``."""
     import datasets
@@ -71,7 +73,6 @@ def as_specs(specs: Sequence[SpecLike], factory: Callable[..., DatasetSpec] = Da
     return [spec if isinstance(spec, DatasetSpec) else factory(**spec) for spec in specs]
 
 
-
 def source_kind(spec: DatasetSpec) -> str:
     """``"builtin"``, ``"chitchat"``, ``"local"`` or ``"hub"``: where ``spec``'s rows come from.
 
@@ -87,8 +88,9 @@ def source_kind(spec: DatasetSpec) -> str:
 
 # ------------------------------------------------------------------------------------------------- sources
 
+
 def _builtin_rows(spec: DatasetSpec, seed: int, identity: Identity) -> list[RawRow]:
-    task = spec.path[len(BUILTIN_PREFIX):]
+    task = spec.path[len(BUILTIN_PREFIX) :]
     try:
         examples = generate_task(task, spec.num_samples or BUILTIN_DEFAULT_SAMPLES, seed=seed, identity=identity)
     except KeyError as error:  # unknown task: the message lists the available ones
@@ -126,7 +128,7 @@ def _hub_rows(spec: DatasetSpec) -> list[RawRow]:
         dataset = datasets.load_dataset(
             spec.path, name=spec.name, data_dir=spec.data_dir, data_files=spec.data_files, split=spec.split
         )
-    except Exception as error:  # noqa: BLE001 -- the boundary with `datasets`: turn anything into one clear error
+    except Exception as error:
         raise DataError(spec.path, _hub_problem(error)) from error
     if not isinstance(dataset, datasets.Dataset):
         raise DataError(spec.path, f"split must name one split of the dataset (got {spec.split!r})")
@@ -207,8 +209,12 @@ def normalize_rows(
     if columns:
         missing = [c for c in columns if c not in present]
         if missing:
-            problems.add(DataError(source, f"column(s) {', '.join(map(repr, missing))} not found; available: "
-                                           f"{', '.join(map(repr, present))}"))
+            problems.add(
+                DataError(
+                    source,
+                    f"column(s) {', '.join(map(repr, missing))} not found; available: {', '.join(map(repr, present))}",
+                )
+            )
             return []
         present = list(columns)
     try:
@@ -251,6 +257,7 @@ def _load_spec(spec: DatasetSpec, *, seed: int, identity: Identity, problems: Pr
 
 
 # ------------------------------------------------------------------------------------------------- mixture
+
 
 def _test_split_size(test_split_size: float | int, total: int) -> float | int:
     """``test_split_size`` as ``train_test_split`` wants it, or a :class:`DataError` when it is not a fraction in
@@ -354,6 +361,7 @@ def build_mixture(
 
 
 # ----------------------------------------------------------------------------------------------- fingerprint
+
 
 def _split_sha256(split: datasets.Dataset) -> str:
     """One canonical JSON line per row: the value itself for a one-column split (``messages``), else the row."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import BASE_MODEL_IDENTITY, generate_task, task_to_preference
+
 from .files import RawRow
 from .formats import FORMAT_COLUMNS
 from .loading import SourceTable, as_specs, build_mixture, fingerprint, normalize_rows, source_tables
@@ -94,8 +95,9 @@ class PreferenceSpec(DatasetSpec):
         finally:
             self.format = fmt
         if fmt not in PREFERENCE_FORMATS:
-            raise DataError(self.path, f"unknown preference format {fmt!r}; expected one of "
-                                       f"{', '.join(PREFERENCE_FORMATS)}")
+            raise DataError(
+                self.path, f"unknown preference format {fmt!r}; expected one of {', '.join(PREFERENCE_FORMATS)}"
+            )
 
 
 def preference_features() -> datasets.Features:
@@ -108,6 +110,7 @@ def preference_features() -> datasets.Features:
 
 
 # ------------------------------------------------------------------------------------------------ row forms
+
 
 def detect_preference_form(columns: Sequence[str], *, source: str = "dataset", fmt: str = "auto") -> str:
     """The pair form of a dataset from its column names: ``"explicit"`` or ``"implicit"``.
@@ -131,8 +134,9 @@ def detect_preference_form(columns: Sequence[str], *, source: str = "dataset", f
     found = ", ".join(repr(c) for c in present) or "none"
     sft = next((name for name, cols in FORMAT_COLUMNS.items() if all(c in present for c in cols)), None)
     hint = f" (this looks like SFT data in the {sft!r} format, which has no rejected replies)" if sft else ""
-    raise DataError(source, f"missing column(s) {missing} for preference pairs{hint}; found: {found}; "
-                            f"{_ACCEPTED_FORMS}")
+    raise DataError(
+        source, f"missing column(s) {missing} for preference pairs{hint}; found: {found}; {_ACCEPTED_FORMS}"
+    )
 
 
 def _type_name(value: object) -> str:
@@ -177,8 +181,11 @@ def _completion(value: Any, side: str, at: _Row, *, prompt_is_list: bool) -> dic
         message: Any = {"role": "assistant", "content": value}
     elif isinstance(value, list):
         if len(value) != 1:
-            hint = (" (for full conversations, leave out the 'prompt' field: the shared start becomes the prompt)"
-                    if len(value) > 1 and prompt_is_list else "")
+            hint = (
+                " (for full conversations, leave out the 'prompt' field: the shared start becomes the prompt)"
+                if len(value) > 1 and prompt_is_list
+                else ""
+            )
             raise at.error(f"{side} must hold exactly one assistant message (got {len(value)}){hint}")
         message = value[0]
         if not isinstance(message, dict):
@@ -189,8 +196,10 @@ def _completion(value: Any, side: str, at: _Row, *, prompt_is_list: bool) -> dic
         if message["role"] != "assistant":
             raise at.error(f"{side} message has role {message['role']!r}; it must be the 'assistant' reply")
     else:
-        raise at.error(f"{side} has the wrong type: expected a string or a list with one assistant message, got "
-                       f"{_type_name(value)}")
+        raise at.error(
+            f"{side} has the wrong type: expected a string or a list with one assistant message, got "
+            f"{_type_name(value)}"
+        )
     content = message["content"]
     if not isinstance(content, str):
         raise at.error(f"{side} has the wrong type: content is {_type_name(content)}")
@@ -202,8 +211,9 @@ def _completion(value: Any, side: str, at: _Row, *, prompt_is_list: bool) -> dic
 def _check_prompt(prompt: list[Any], reply: dict[str, str], at: _Row) -> None:
     last = prompt[-1]
     if isinstance(last, dict) and last.get("role") in ALLOWED_ROLES and last["role"] != "user":
-        raise at.error(f"prompt must end with a user turn (its last message, message {len(prompt)}, has role "
-                       f"{last['role']!r})")
+        raise at.error(
+            f"prompt must end with a user turn (its last message, message {len(prompt)}, has role {last['role']!r})"
+        )
     at.validate(prompt + [reply], "prompt")  # the reply is valid, so any problem is the prompt's
 
 
@@ -250,8 +260,10 @@ def _implicit(row: Mapping[str, Any], at: _Row) -> tuple[list[Any], dict[str, st
             raise at.error(f"preference row has no {side!r} field (fields: {keys})")
         value = row[side]
         if not isinstance(value, list):
-            raise at.error(f"{side} has the wrong type: without a 'prompt' field, chosen and rejected must be full "
-                           f"conversations (lists of messages), got {_type_name(value)}")
+            raise at.error(
+                f"{side} has the wrong type: without a 'prompt' field, chosen and rejected must be full "
+                f"conversations (lists of messages), got {_type_name(value)}"
+            )
         messages = _role_content(value)
         at.validate(messages, side)
         sides[side] = messages
@@ -260,8 +272,10 @@ def _implicit(row: Mapping[str, Any], at: _Row) -> tuple[list[Any], dict[str, st
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
     if shared == 0:
-        raise at.error("chosen and rejected share no prompt: their first messages differ (without a 'prompt' "
-                       "field, both must be the same conversation up to their final assistant reply)")
+        raise at.error(
+            "chosen and rejected share no prompt: their first messages differ (without a 'prompt' "
+            "field, both must be the same conversation up to their final assistant reply)"
+        )
     tail_chosen, tail_rejected = chosen[shared:], rejected[shared:]
     if not tail_chosen and not tail_rejected:
         raise at.error("chosen and rejected are identical")
@@ -277,9 +291,7 @@ def _implicit(row: Mapping[str, Any], at: _Row) -> tuple[list[Any], dict[str, st
 _FORMS = {"explicit": _explicit, "implicit": _implicit}
 
 
-def to_preference(
-    row: Mapping[str, Any], form: str, *, source: str, row_index: int, line: int | None = None
-) -> Pair:
+def to_preference(row: Mapping[str, Any], form: str, *, source: str, row_index: int, line: int | None = None) -> Pair:
     """Normalise and validate one preference row.
 
     Args:
@@ -339,8 +351,9 @@ def _normalize_pair(row: Any, form: str, at: _Row) -> Pair:
 
 # --------------------------------------------------------------------------------------------------- loading
 
+
 def _builtin_pairs(spec: DatasetSpec, seed: int, identity: Identity, base_identity: Identity) -> list[RawRow]:
-    task = spec.path[len(BUILTIN_PREFIX):]
+    task = spec.path[len(BUILTIN_PREFIX) :]
     try:
         examples = generate_task(task, spec.num_samples or BUILTIN_DEFAULT_SAMPLES, seed=seed, identity=identity)
     except KeyError as error:  # unknown task: the message lists the available ones
@@ -407,9 +420,7 @@ def load_preferences(
     base_identity = base_identity or BASE_MODEL_IDENTITY
     return build_mixture(
         as_specs(specs, PreferenceSpec),
-        lambda spec, problems: _load_pairs(
-            spec, problems, seed=seed, identity=identity, base_identity=base_identity
-        ),
+        lambda spec, problems: _load_pairs(spec, problems, seed=seed, identity=identity, base_identity=base_identity),
         preference_features(),
         test_split_size=test_split_size,
         seed=seed,

@@ -83,8 +83,6 @@ class DatasetSpec(DatasetConfig):
             raise DataError(self.path, f"fraction must be a number >= 0 (got {self.fraction!r})")
 
 
-
-
 def spec_from_text(text: str, factory: Callable[..., DatasetSpec] = DatasetSpec) -> DatasetSpec:
     """One data source written as a single string (a ``--datasets`` value, or a string item of ``datasets:``).
 

@@ -20,7 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from posttrain.errors import UserError
+from posttrain.chat_templates import setup_chat_template
+from posttrain.errors import ConfigError, UserError
+from posttrain.models.generation import generate, load_model_for_generation
+from posttrain.models.registry import ModelNotFoundError
+from posttrain.models.resolve import resolve_model
+from posttrain.models.weights import check_gguf
+from posttrain.precision import torch_dtype_name
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +85,11 @@ class Backend(Protocol):
     def fingerprint(self) -> str: ...
 
     def generate(
-        self, conversations: Sequence[list[dict]], settings: GenerationSettings, *, progress: bool = True,
+        self,
+        conversations: Sequence[list[dict]],
+        settings: GenerationSettings,
+        *,
+        progress: bool = True,
         on_result: OnResult | None = None,
     ) -> list[Output]: ...
 
@@ -132,24 +142,25 @@ def resolve_dtype(dtype: str) -> str:
     """``auto`` follows the training precision (:mod:`posttrain.precision`: ``POSTTRAIN_PRECISION``, else bfloat16 on
     GPUs with bf16 and on CPUs with AVX512-BF16/AMX, about twice as fast there, float32 elsewhere)."""
     if dtype not in DTYPES:
-        from posttrain.errors import ConfigError
-
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     if dtype == "auto":
-        from posttrain.precision import torch_dtype_name
-
         return torch_dtype_name()
     return dtype
-
 
 
 class HFBackend:
     """A causal LM loaded with :func:`posttrain.models.generation.load_model_for_generation` (alias, folder, adapter or
     merged folder), generating in length-sorted left-padded batches with the KV cache."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 16, chat_template: str = "auto", label: str = "",
-                 dtype: str = "auto"):
-        from posttrain.models.resolve import resolve_model
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        batch_size: int = 16,
+        chat_template: str = "auto",
+        label: str = "",
+        dtype: str = "auto",
+    ):
 
         self.name = name_or_path
         self.path = resolve_model(name_or_path)  # ModelNotFoundError before anything loads
@@ -168,20 +179,18 @@ class HFBackend:
         if self._model is None:
             import torch
 
-            from posttrain.chat_templates import setup_chat_template
-            from posttrain.models.generation import load_model_for_generation
-
             self._model, self._tokenizer = load_model_for_generation(self.path, dtype=getattr(torch, self.dtype))
             if self.chat_template != "auto" or not self._tokenizer.chat_template:
                 setup_chat_template(self._model, self._tokenizer, self.chat_template)
         return self._model, self._tokenizer
 
     def generate(self, conversations, settings, *, progress=True, on_result=None):
-        from posttrain.models.generation import generate
 
         model, tokenizer = self._load()
-        lengths = [len(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False))
-                   for c in conversations]
+        lengths = [
+            len(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False))
+            for c in conversations
+        ]
         order = sorted(range(len(conversations)), key=lambda i: lengths[i])
         chunk = self.batch_size * 4  # a few batches per call: progress and the cache advance as they finish
         outputs: list[Output | None] = [None] * len(conversations)
@@ -189,9 +198,16 @@ class HFBackend:
             for start in range(0, len(order), chunk):
                 indices = order[start : start + chunk]
                 completions = generate(
-                    model, tokenizer, [conversations[i] for i in indices], max_new_tokens=settings.max_new_tokens,
-                    do_sample=settings.do_sample, temperature=settings.temperature, top_p=settings.top_p,
-                    batch_size=self.batch_size, seed=settings.seed if settings.do_sample else None, progress=False,
+                    model,
+                    tokenizer,
+                    [conversations[i] for i in indices],
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=settings.do_sample,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    batch_size=self.batch_size,
+                    seed=settings.seed if settings.do_sample else None,
+                    progress=False,
                 )
                 for i, [completion] in zip(indices, completions):
                     outputs[i] = Output(completion.text, completion.finished, completion.num_tokens)
@@ -215,12 +231,10 @@ class GGUFBackend:
     the GGUF."""
 
     def __init__(self, path: str, *, n_ctx: int = 4096, label: str = ""):
-        from posttrain.models.registry import ModelNotFoundError
 
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise ModelNotFoundError(f"GGUF file {self.path} does not exist")
-        from posttrain.models.weights import check_gguf
 
         check_gguf(self.path)
         self.n_ctx = n_ctx
@@ -240,8 +254,9 @@ class GGUFBackend:
                     "pip install llama-cpp-python"
                 ) from None
             try:
-                self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False,
-                                  n_threads=max(1, os.cpu_count() or 1))
+                self._llm = Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, verbose=False, n_threads=max(1, os.cpu_count() or 1)
+                )
             except ValueError as err:  # llama.cpp could not load it
                 raise BackendError(f"llama.cpp could not load {self.path}: {err}") from None
         return self._llm
@@ -251,14 +266,20 @@ class GGUFBackend:
         outputs = []
         with _progress(len(conversations), f"Generating ({self.label}, llama.cpp)", progress) as bar:
             for i, conversation in enumerate(conversations):
-                sampling = (dict(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
-                            if settings.do_sample else dict(temperature=0.0, top_k=1))
-                reply = llm.create_chat_completion(messages=list(conversation), max_tokens=settings.max_new_tokens,
-                                                   **sampling)
+                sampling = (
+                    dict(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+                    if settings.do_sample
+                    else dict(temperature=0.0, top_k=1)
+                )
+                reply = llm.create_chat_completion(
+                    messages=list(conversation), max_tokens=settings.max_new_tokens, **sampling
+                )
                 choice = reply["choices"][0]
-                output = Output(text=(choice["message"].get("content") or "").strip(),
-                                finished=choice.get("finish_reason") == "stop",
-                                num_tokens=int(reply.get("usage", {}).get("completion_tokens", 0)))
+                output = Output(
+                    text=(choice["message"].get("content") or "").strip(),
+                    finished=choice.get("finish_reason") == "stop",
+                    num_tokens=int(reply.get("usage", {}).get("completion_tokens", 0)),
+                )
                 outputs.append(output)
                 if on_result:
                     on_result(i, output)
@@ -293,8 +314,16 @@ class OpenAIBackend:
     """
 
     def __init__(
-        self, base_url: str | None = None, model: str = "default", *, api_key_env: str | None = None,
-        timeout: float = 120.0, max_retries: int = 4, backoff: float = 1.0, concurrency: int = 4, label: str = "",
+        self,
+        base_url: str | None = None,
+        model: str = "default",
+        *,
+        api_key_env: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        concurrency: int = 4,
+        label: str = "",
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -302,8 +331,6 @@ class OpenAIBackend:
         self.model = model
         self.api_key_env = api_key_env
         if api_key_env and not os.environ.get(api_key_env):
-            from posttrain.errors import ConfigError
-
             raise ConfigError(f"the API key variable {api_key_env} (for {self.url}) is not set")
         self.timeout = timeout
         self.max_retries = max(0, int(max_retries))
@@ -328,8 +355,9 @@ class OpenAIBackend:
         try:
             import openai
         except ImportError:
-            raise BackendError("endpoint models and judges need the openai package: pip install 'openai==3.57.*'") \
-                from None
+            raise BackendError(
+                "endpoint models and judges need the openai package: pip install 'openai==3.57.*'"
+            ) from None
         backend = self
 
         class Client(openai.OpenAI):
@@ -339,14 +367,15 @@ class OpenAIBackend:
                 backend._attempts.retries = taken + 1
                 try:
                     retry_after = self._parse_retry_after_header(response_headers)
-                except Exception:  # noqa: BLE001 - a malformed header means "no advice"
+                except Exception:
                     retry_after = None
                 if retry_after is not None and 0 < retry_after <= 120:
                     delay = float(retry_after)
                 else:
-                    delay = backend.backoff * 2 ** taken
-                logger.debug("retrying %s in %.2f s (retry %d of %d)", backend.url, delay, taken + 1,
-                             backend.max_retries)
+                    delay = backend.backoff * 2**taken
+                logger.debug(
+                    "retrying %s in %.2f s (retry %d of %d)", backend.url, delay, taken + 1, backend.max_retries
+                )
                 backend._sleep(delay)
                 return 0.0
 
@@ -378,26 +407,29 @@ class OpenAIBackend:
                 raise EndpointError(f"{self.url} failed after {attempts} attempts: {last}") from None
             raise EndpointError(f"{self.url} answered {last}") from None
         except openai.APITimeoutError:
-            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: timed out") \
-                from None
+            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: timed out") from None
         except openai.APIConnectionError as err:
             cause = err.__cause__ or err
             reason = " ".join(str(cause).split()) or type(cause).__name__
-            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: {reason}") \
-                from None
+            raise EndpointError(f"{self.url} failed after {self._attempts.retries + 1} attempts: {reason}") from None
         except openai.OpenAIError as err:
             raise EndpointError(f"{self.url} failed: {' '.join(str(err).split())}") from None
         try:
             reply = json.loads(body)
             reply["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise EndpointError(f"{self.url} answered something that is not a chat completion: "
-                                f"{body[:200]!r}") from None
+            raise EndpointError(
+                f"{self.url} answered something that is not a chat completion: {body[:200]!r}"
+            ) from None
         return reply
 
     def complete(self, conversation: list[dict], settings: GenerationSettings) -> Output:
-        payload: dict[str, Any] = {"model": self.model, "messages": list(conversation),
-                                   "max_tokens": settings.max_new_tokens, "stream": False}
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(conversation),
+            "max_tokens": settings.max_new_tokens,
+            "stream": False,
+        }
         if settings.do_sample:
             payload.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
         else:
@@ -406,13 +438,18 @@ class OpenAIBackend:
         choice = reply["choices"][0]
         text = choice["message"].get("content") or ""
         tokens = (reply.get("usage") or {}).get("completion_tokens")
-        return Output(text=text.strip(), finished=choice.get("finish_reason") == "stop",
-                      num_tokens=int(tokens) if tokens is not None else len(text.split()))
+        return Output(
+            text=text.strip(),
+            finished=choice.get("finish_reason") == "stop",
+            num_tokens=int(tokens) if tokens is not None else len(text.split()),
+        )
 
     def generate(self, conversations, settings, *, progress=True, on_result=None):
         outputs: list[Output | None] = [None] * len(conversations)
-        with _progress(len(conversations), f"Requesting ({self.label})", progress) as bar, \
-                ThreadPoolExecutor(self.concurrency) as pool:
+        with (
+            _progress(len(conversations), f"Requesting ({self.label})", progress) as bar,
+            ThreadPoolExecutor(self.concurrency) as pool,
+        ):
             futures = {pool.submit(self.complete, c, settings): i for i, c in enumerate(conversations)}
             pending = set(futures)
             while pending:

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from posttrain.data.spec import Identity
 from posttrain.errors import ConfigError
+from posttrain.evaluation.backends import resolve_dtype
 
 __all__ = ["EvalArguments", "JudgeSpec", "ModelSpec"]
 
@@ -48,8 +50,13 @@ class ModelSpec:
     def describe(self) -> dict[str, Any]:
         """What results.json records about the model (never an API key: only the variable's name)."""
         source = {"hf": self.path, "gguf": self.path, "endpoint": f"{self.model} @ {self.endpoint or 'default'}"}
-        return {"label": self.label, "stage": self.stage or self.label, "kind": self.kind, "source": source[self.kind],
-                "api_key_env": self.api_key_env}
+        return {
+            "label": self.label,
+            "stage": self.stage or self.label,
+            "kind": self.kind,
+            "source": source[self.kind],
+            "api_key_env": self.api_key_env,
+        }
 
     @classmethod
     def parse(cls, value: Any, where: str, *, needs_label: bool = True):
@@ -60,14 +67,17 @@ class ModelSpec:
         known = {f.name for f in fields(cls)} - (set() if needs_label else {"label", "stage"})
         unknown = set(value) - known
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                              f"expected {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected {', '.join(sorted(known))}"
+            )
         spec = cls(**value)
         if needs_label and not (isinstance(spec.label, str) and spec.label.strip()):
             raise ConfigError(f"{where}: needs a 'label' (the stage name shown in reports, e.g. base, sft, dpo)")
         if (spec.path is None) == (spec.model is None):
-            raise ConfigError(f"{where}: needs exactly one of 'path' (model folder, adapter, alias or .gguf file) "
-                              "or 'model' (the name an OpenAI-compatible endpoint serves)")
+            raise ConfigError(
+                f"{where}: needs exactly one of 'path' (model folder, adapter, alias or .gguf file) "
+                "or 'model' (the name an OpenAI-compatible endpoint serves)"
+            )
         if spec.endpoint is not None and spec.path is not None:
             raise ConfigError(f"{where}: 'endpoint' goes with 'model', not with 'path'")
         if spec.endpoint is not None and not str(spec.endpoint).startswith(("http://", "https://")):
@@ -89,21 +99,28 @@ class EvalArguments:
 
     models: list[dict] = field(
         default_factory=list,
-        metadata={"help": "Models to evaluate, in stage order: mappings with `label` and `path` (alias, HF folder, "
-                  "adapter, merged folder or .gguf) or `model` (+ `endpoint`, `api_key_env`) for an OpenAI-compatible "
-                  "server."},
+        metadata={
+            "help": "Models to evaluate, in stage order: mappings with `label` and `path` (alias, HF folder, "
+            "adapter, merged folder or .gguf) or `model` (+ `endpoint`, `api_key_env`) for an OpenAI-compatible "
+            "server."
+        },
     )
     suites: list[str] = field(
         default_factory=lambda: ["builtin"],
-        metadata={"help": "Suite YAML files, or names of shipped suites (builtin, ifeval, ifbench, mmlu, "
-                  "truthfulqa, mtbench, reward)."},
+        metadata={
+            "help": "Suite YAML files, or names of shipped suites (builtin, ifeval, ifbench, mmlu, "
+            "truthfulqa, mtbench, reward)."
+        },
     )
-    output_dir: str = field(default="outputs/eval", metadata={"help": "Where results.json, report.md and "
-                                                                      "report.html are written."})
+    output_dir: str = field(
+        default="outputs/eval", metadata={"help": "Where results.json, report.md and report.html are written."}
+    )
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Generation cache (default: <output_dir>/cache). Outputs are keyed by model fingerprint, "
-                  "prompt and generation settings, so re-scoring never regenerates."},
+        metadata={
+            "help": "Generation cache (default: <output_dir>/cache). Outputs are keyed by model fingerprint, "
+            "prompt and generation settings, so re-scoring never regenerates."
+        },
     )
     max_new_tokens: int | None = field(
         default=None,
@@ -112,9 +129,11 @@ class EvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Prompts per batch for local HF models."})
     dtype: str = field(
         default="auto",
-        metadata={"help": "Precision of local HF models (and the judge): `auto` follows POSTTRAIN_PRECISION, else the "
-                  "hardware (bfloat16 on GPUs with bf16 and on CPUs with AVX512-BF16/AMX, float32 elsewhere), or "
-                  "float32/bfloat16/float16."},
+        metadata={
+            "help": "Precision of local HF models (and the judge): `auto` follows POSTTRAIN_PRECISION, else the "
+            "hardware (bfloat16 on GPUs with bf16 and on CPUs with AVX512-BF16/AMX, float32 elsewhere), or "
+            "float32/bfloat16/float16."
+        },
     )
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with do_sample)."})
@@ -122,21 +141,27 @@ class EvalArguments:
     seed: int = field(default=42, metadata={"help": "Sampling seed (and bootstrap seed)."})
     max_samples: int | None = field(default=None, metadata={"help": "At most this many samples per data source."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message for suites that set none."})
-    assistant_name: str = field(default="Posttrain Assistant", metadata={"help": "Name expected by the identity "
-                                                                                 "task."})
-    assistant_creator: str = field(default="the posttrain project", metadata={"help": "Creator expected by the "
-                                                                                      "identity task."})
-    baseline: str | None = field(default=None, metadata={"help": "Label of the model the `pairwise` scorer compares "
-                                                                 "against (default: the first model)."})
+    assistant_name: str = field(default="Posttrain Assistant", metadata={"help": "Name expected by the identity task."})
+    assistant_creator: str = field(
+        default="the posttrain project", metadata={"help": "Creator expected by the identity task."}
+    )
+    baseline: str | None = field(
+        default=None,
+        metadata={"help": "Label of the model the `pairwise` scorer compares against (default: the first model)."},
+    )
     judge: dict | None = field(
         default=None,
-        metadata={"help": "Judge model for the `judge` and `pairwise` scorers: {path: ...} (local HF model) or "
-                  "{model: ..., endpoint: ..., api_key_env: ...}; optional max_new_tokens, chat_template."},
+        metadata={
+            "help": "Judge model for the `judge` and `pairwise` scorers: {path: ...} (local HF model) or "
+            "{model: ..., endpoint: ..., api_key_env: ...}; optional max_new_tokens, chat_template."
+        },
     )
-    reward_model: str | None = field(default=None, metadata={"help": "Reward model folder for the `reward_model` "
-                                                                     "scorer (posttrain.models.reward)."})
-    embedding_model: str = field(default="all-minilm-l6-v2", metadata={"help": "Encoder for the `embedding` scorer: "
-                                                                                "alias or local folder."})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Reward model folder for the `reward_model` scorer (posttrain.models.reward)."}
+    )
+    embedding_model: str = field(
+        default="all-minilm-l6-v2", metadata={"help": "Encoder for the `embedding` scorer: alias or local folder."}
+    )
     request_timeout: float = field(default=120.0, metadata={"help": "Seconds before an endpoint request times out."})
     max_retries: int = field(default=4, metadata={"help": "Endpoint retries (exponential backoff) before failing."})
     retry_backoff: float = field(default=1.0, metadata={"help": "First backoff delay in seconds (doubles each time)."})
@@ -147,8 +172,9 @@ class EvalArguments:
     def __post_init__(self) -> None:
         if not isinstance(self.models, list) or not self.models:
             raise ConfigError("models: list at least one model, e.g. [{label: base, path: smollm2-135m-instruct}]")
-        self.models = [m if isinstance(m, ModelSpec) else ModelSpec.parse(m, f"models[{i}]")
-                       for i, m in enumerate(self.models)]
+        self.models = [
+            m if isinstance(m, ModelSpec) else ModelSpec.parse(m, f"models[{i}]") for i, m in enumerate(self.models)
+        ]
         labels = [m.label for m in self.models]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
@@ -163,7 +189,6 @@ class EvalArguments:
         for name in ("max_new_tokens", "batch_size", "bootstrap_samples", "concurrency"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        from posttrain.evaluation.backends import resolve_dtype
 
         resolve_dtype(self.dtype)  # a ConfigError naming the choices
         if self.max_samples is not None and self.max_samples < 1:
@@ -175,6 +200,5 @@ class EvalArguments:
 
     @property
     def identity(self):
-        from posttrain.data.spec import Identity
 
         return Identity(name=self.assistant_name, creator=self.assistant_creator)

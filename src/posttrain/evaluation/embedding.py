@@ -30,8 +30,12 @@ def resolve_embedding_model(name_or_path: str) -> Path:
     """
     if name_or_path in EMBEDDING_ALIASES:
         distribution, folder, pip = EMBEDDING_ALIASES[name_or_path]
-        config = package_file(distribution, f"{folder}/config.json", install=pip,
-                              error=lambda message: ModelNotFoundError(f"the embedding model '{name_or_path}' {message}"))
+        config = package_file(
+            distribution,
+            f"{folder}/config.json",
+            install=pip,
+            error=lambda message: ModelNotFoundError(f"the embedding model '{name_or_path}' {message}"),
+        )
         return config.parent
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
@@ -61,8 +65,13 @@ class Embedder:
         chunks = []
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                batch = self._tokenizer(list(texts[start : start + self.batch_size]), padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt")
+                batch = self._tokenizer(
+                    list(texts[start : start + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

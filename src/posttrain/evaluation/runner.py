@@ -26,9 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from posttrain import __version__ as posttrain_version
 from posttrain import checks, tasks
 from posttrain.data.formats import with_system_prompt
-from posttrain.storage import atomic_write_text
 from posttrain.evaluation.backends import (
     BackendError,
     GenerationSettings,
@@ -38,10 +38,13 @@ from posttrain.evaluation.backends import (
     Output,
 )
 from posttrain.evaluation.config import EvalArguments, ModelSpec
+from posttrain.evaluation.embedding import Embedder, resolve_embedding_model
 from posttrain.evaluation.judges import combine_pairwise, pairwise_prompt, parse_pairwise, parse_rating, single_prompt
+from posttrain.evaluation.report import write_reports
 from posttrain.evaluation.stats import delta_ci, mean_ci
 from posttrain.evaluation.suites import TASK, Suite, SuiteError, load_suite
-
+from posttrain.models.registry import ModelNotFoundError
+from posttrain.storage import atomic_write_text
 
 __all__ = ["GenerationCache", "evaluate", "make_backend", "score_kind_info", "summarize"]
 
@@ -86,14 +89,21 @@ class GenerationCache:
         return len(self._entries)
 
 
-def cached_generate(backend, conversations: list[list[dict]], settings: GenerationSettings, cache: GenerationCache,
-                    *, progress: bool = True) -> tuple[list[Output | None], int]:
+def cached_generate(
+    backend,
+    conversations: list[list[dict]],
+    settings: GenerationSettings,
+    cache: GenerationCache,
+    *,
+    progress: bool = True,
+) -> tuple[list[Output | None], int]:
     """Replies for every conversation, from the cache when possible; returns them and how many were generated."""
     fingerprint, key_settings = backend.fingerprint(), settings.key()
     keys = [GenerationCache.key(fingerprint, c, key_settings) for c in conversations]
     outputs: list[Output | None] = [cache.get(k) for k in keys]
     missing = [i for i, o in enumerate(outputs) if o is None]
     if missing:
+
         def on_result(j: int, output: Output) -> None:
             outputs[missing[j]] = output
             cache.put(keys[missing[j]], output)
@@ -108,13 +118,21 @@ def cached_generate(backend, conversations: list[list[dict]], settings: Generati
 def make_backend(spec: ModelSpec, args: EvalArguments):
     """The backend for a model spec; paths are checked here (ModelNotFoundError) but nothing is loaded."""
     if spec.kind == "endpoint":
-        return OpenAIBackend(spec.endpoint, spec.model, api_key_env=spec.api_key_env, timeout=args.request_timeout,
-                             max_retries=args.max_retries, backoff=args.retry_backoff, concurrency=args.concurrency,
-                             label=spec.label)
+        return OpenAIBackend(
+            spec.endpoint,
+            spec.model,
+            api_key_env=spec.api_key_env,
+            timeout=args.request_timeout,
+            max_retries=args.max_retries,
+            backoff=args.retry_backoff,
+            concurrency=args.concurrency,
+            label=spec.label,
+        )
     if spec.kind == "gguf":
         return GGUFBackend(spec.path, label=spec.label)
-    return HFBackend(spec.path, batch_size=args.batch_size, chat_template=spec.chat_template, label=spec.label,
-                     dtype=args.dtype)
+    return HFBackend(
+        spec.path, batch_size=args.batch_size, chat_template=spec.chat_template, label=spec.label, dtype=args.dtype
+    )
 
 
 def score_kind_info(kind: str) -> dict[str, Any]:
@@ -134,8 +152,13 @@ def score_kind_info(kind: str) -> dict[str, Any]:
 
 def _rule_score(sample, record: dict, scorer) -> tuple[float | None, dict]:
     name = sample.check if scorer.check == TASK else scorer.check
-    meta = {**sample.meta, **scorer.kwargs, "finished": record["finished"], "num_tokens": record["num_tokens"],
-            "max_new_tokens": record["max_new_tokens"]}
+    meta = {
+        **sample.meta,
+        **scorer.kwargs,
+        "finished": record["finished"],
+        "num_tokens": record["num_tokens"],
+        "max_new_tokens": record["max_new_tokens"],
+    }
     check = tasks.CHECKS[name]
     response = record["output"]
     details: dict[str, Any] = {"check": name}
@@ -184,7 +207,6 @@ class Scoring:
         return GenerationSettings(max_new_tokens=self.args.judge.max_new_tokens, do_sample=False, seed=self.args.seed)
 
     def embedding(self, suite: Suite, records: dict, scorer) -> None:
-        from posttrain.evaluation.embedding import Embedder
 
         if self._embedder is None:
             self._embedder = Embedder(self.args.embedding_model)
@@ -202,19 +224,24 @@ class Scoring:
             record["scores"][scorer.name] = float(score)
 
     def _judge_replies(self, conversations: list[list[dict]]) -> list[str]:
-        outputs, _ = cached_generate(self.judge, conversations, self.judge_settings(), self.cache,
-                                     progress=self.args.progress)
+        outputs, _ = cached_generate(
+            self.judge, conversations, self.judge_settings(), self.cache, progress=self.args.progress
+        )
         return [o.text if o is not None else "" for o in outputs]
 
     def single(self, jobs: list[tuple[Any, dict, Any]]) -> None:
         """``jobs``: (sample, record, scorer) triples, judged in one batch."""
-        prompts = [single_prompt(s.question, r["output"], s.references[0] if s.references else None)
-                   for s, r, _ in jobs]
+        prompts = [
+            single_prompt(s.question, r["output"], s.references[0] if s.references else None) for s, r, _ in jobs
+        ]
         for (_, record, scorer), reply in zip(jobs, self._judge_replies(prompts)):
             verdict = parse_rating(reply, exclude=[record["output"]])
             record["scores"][scorer.name] = verdict.value
-            record["details"][scorer.name] = {"rating": verdict.value, "rationale": verdict.rationale,
-                                              "error": verdict.error}
+            record["details"][scorer.name] = {
+                "rating": verdict.value,
+                "rationale": verdict.rationale,
+                "error": verdict.error,
+            }
 
     def pairwise(self, jobs: list[tuple[Any, dict, dict, Any]]) -> None:
         """``jobs``: (sample, model record, baseline record, scorer); each judged in both orders."""
@@ -226,15 +253,24 @@ class Scoring:
         replies = self._judge_replies(prompts)
         for k, (_, record, base, scorer) in enumerate(jobs):
             exclude = [record["output"], base["output"]]
-            result = combine_pairwise(parse_pairwise(replies[2 * k], exclude=exclude),
-                                      parse_pairwise(replies[2 * k + 1], exclude=exclude))
+            result = combine_pairwise(
+                parse_pairwise(replies[2 * k], exclude=exclude), parse_pairwise(replies[2 * k + 1], exclude=exclude)
+            )
             record["scores"][scorer.name] = result.score
             record["details"][scorer.name] = {
-                "baseline": base["model"], "outcome": result.outcome, "error": result.error,
-                "model_first": {"verdict": result.first.value, "rationale": result.first.rationale,
-                                "error": result.first.error},
-                "baseline_first": {"verdict": result.second.value, "rationale": result.second.rationale,
-                                   "error": result.second.error},
+                "baseline": base["model"],
+                "outcome": result.outcome,
+                "error": result.error,
+                "model_first": {
+                    "verdict": result.first.value,
+                    "rationale": result.first.rationale,
+                    "error": result.first.error,
+                },
+                "baseline_first": {
+                    "verdict": result.second.value,
+                    "rationale": result.second.rationale,
+                    "error": result.second.error,
+                },
             }
 
     def close(self) -> None:
@@ -283,8 +319,12 @@ def summarize(results: dict, *, n_resamples: int = 2000, seed: int = 0) -> None:
                     "mean_tokens": sum(r["num_tokens"] for r in records) / len(records),
                     "stop_rate": sum(bool(r["finished"]) for r in records) / len(records),
                 }
-                outcomes = [r["details"].get(s["name"], {}).get("outcome") for r in records for s in suite["scores"]
-                            if s["kind"] == "pairwise" and s["name"] in r["details"]]
+                outcomes = [
+                    r["details"].get(s["name"], {}).get("outcome")
+                    for r in records
+                    for s in suite["scores"]
+                    if s["kind"] == "pairwise" and s["name"] in r["details"]
+                ]
                 if outcomes:
                     stats["_pairwise_outcomes"] = {o: outcomes.count(o) for o in ("win", "tie", "loss", "inconsistent")}
                     stats["_pairwise_outcomes"]["invalid"] = outcomes.count(None)
@@ -331,20 +371,18 @@ def prepare(args: EvalArguments) -> tuple[list[Suite], list]:
         raise SuiteError(f"suites: two suites share a name ({', '.join(names)})")
     for suite in suites:
         if (suite.needs("judge") or suite.needs("pairwise")) and args.judge is None:
-            raise SuiteError(f"{suite.path}: suite '{suite.name}' is scored by an LLM judge: set `judge` in the config "
-                             "({path: <local model>} or {model: <name>, endpoint: <url>})")
+            raise SuiteError(
+                f"{suite.path}: suite '{suite.name}' is scored by an LLM judge: set `judge` in the config "
+                "({path: <local model>} or {model: <name>, endpoint: <url>})"
+            )
         if suite.needs("pairwise") and len(args.models) < 2:
             raise SuiteError(f"{suite.path}: the pairwise scorer needs at least two models (one is the baseline)")
         if suite.needs("reward_model"):
             if not args.reward_model:
                 raise SuiteError(f"{suite.path}: suite '{suite.name}' uses a reward model: set `reward_model`")
             if not Path(args.reward_model).expanduser().exists():
-                from posttrain.models.registry import ModelNotFoundError
-
                 raise ModelNotFoundError(f"reward model {args.reward_model} does not exist")
         if suite.needs("embedding"):
-            from posttrain.evaluation.embedding import resolve_embedding_model
-
             resolve_embedding_model(args.embedding_model)
     backends = [make_backend(spec, args) for spec in args.models]
     if args.judge is not None and any(s.needs("judge") or s.needs("pairwise") for s in suites):
@@ -354,8 +392,6 @@ def prepare(args: EvalArguments) -> tuple[list[Suite], list]:
 
 def evaluate(args: EvalArguments) -> Path:
     """Run the evaluation described by ``args``; returns the path of results.json (report files beside it)."""
-    from posttrain import __version__ as posttrain_version
-    from posttrain.evaluation.report import write_reports
 
     started = time.time()
     suites, backends = prepare(args)
@@ -371,23 +407,43 @@ def evaluate(args: EvalArguments) -> Path:
     baseline = args.baseline_label
     results: dict[str, Any] = {
         "posttrain_version": posttrain_version,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "status": "running",
         "error": None,
         "models": [{**m.describe(), "fingerprint": b.fingerprint()} for m, b in zip(args.models, backends)],
         "baseline": baseline,
         "judge": args.judge.describe() if args.judge else None,
-        "generation": {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
-                       "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-                       "batch_size": args.batch_size, "dtype": args.dtype},
-        "run": {"suites": list(args.suites), "max_samples": args.max_samples, "system_prompt": args.system_prompt,
-                "assistant_name": args.assistant_name, "assistant_creator": args.assistant_creator,
-                "reward_model": args.reward_model, "embedding_model": args.embedding_model},
+        "generation": {
+            "max_new_tokens": args.max_new_tokens,
+            "do_sample": args.do_sample,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "seed": args.seed,
+            "batch_size": args.batch_size,
+            "dtype": args.dtype,
+        },
+        "run": {
+            "suites": list(args.suites),
+            "max_samples": args.max_samples,
+            "system_prompt": args.system_prompt,
+            "assistant_name": args.assistant_name,
+            "assistant_creator": args.assistant_creator,
+            "reward_model": args.reward_model,
+            "embedding_model": args.embedding_model,
+        },
         "suites": [
-            {"name": s.name, "description": s.description, "path": s.path, "primary": s.primary,
-             "num_samples": len(s.samples), "fingerprint": s.fingerprint(), "sources": s.sources, "notes": s.notes,
-             "max_new_tokens": budget(s),
-             "scores": [{"name": sc.name, **score_kind_info(sc.kind)} for sc in s.scorers]}
+            {
+                "name": s.name,
+                "description": s.description,
+                "path": s.path,
+                "primary": s.primary,
+                "num_samples": len(s.samples),
+                "fingerprint": s.fingerprint(),
+                "sources": s.sources,
+                "notes": s.notes,
+                "max_new_tokens": budget(s),
+                "scores": [{"name": sc.name, **score_kind_info(sc.kind)} for sc in s.scorers],
+            }
             for s in suites
         ],
         "samples": [],
@@ -401,10 +457,19 @@ def evaluate(args: EvalArguments) -> Path:
         for sample, prompt, output in zip(suite.samples, prompts, outputs):
             if output is not None:
                 records[(label, suite.name)][sample.id] = {
-                    "model": label, "suite": suite.name, "id": sample.id, "group": sample.group,
-                    "prompt": prompt, "answer": sample.answer, "reference": sample.reference,
-                    "output": output.text, "finished": output.finished, "num_tokens": output.num_tokens,
-                    "max_new_tokens": settings.max_new_tokens, "scores": {}, "details": {},
+                    "model": label,
+                    "suite": suite.name,
+                    "id": sample.id,
+                    "group": sample.group,
+                    "prompt": prompt,
+                    "answer": sample.answer,
+                    "reference": sample.reference,
+                    "output": output.text,
+                    "finished": output.finished,
+                    "num_tokens": output.num_tokens,
+                    "max_new_tokens": settings.max_new_tokens,
+                    "scores": {},
+                    "details": {},
                 }
 
     def finish(status: str, error: str | None = None) -> Path:
@@ -423,10 +488,15 @@ def evaluate(args: EvalArguments) -> Path:
         for spec, backend in zip(args.models, backends):
             for suite in suites:
                 settings = GenerationSettings(
-                    max_new_tokens=budget(suite), do_sample=args.do_sample,
-                    temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                    max_new_tokens=budget(suite),
+                    do_sample=args.do_sample,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    seed=args.seed,
                 )
-                prompts = [with_system_prompt(s.messages, suite.system_prompt or args.system_prompt) for s in suite.samples]
+                prompts = [
+                    with_system_prompt(s.messages, suite.system_prompt or args.system_prompt) for s in suite.samples
+                ]
                 try:
                     outputs, generated = cached_generate(backend, prompts, settings, cache, progress=args.progress)
                 except BackendError:
@@ -469,6 +539,7 @@ def evaluate(args: EvalArguments) -> Path:
         scoring.close()
     except BackendError as err:
         path = finish("partial", str(err))
-        raise type(err)(f"{err}\n  partial results kept in {path} (re-run the same command to resume: finished "
-                        "replies are cached)") from None
+        raise type(err)(
+            f"{err}\n  partial results kept in {path} (re-run the same command to resume: finished replies are cached)"
+        ) from None
     return finish("complete")

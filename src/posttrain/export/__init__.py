@@ -8,7 +8,6 @@ Modules, one concern each: :mod:`~posttrain.export.config` (the stage's settings
 commands are :mod:`posttrain.stages.merge` and :mod:`posttrain.stages.export`.
 """
 
-
 from posttrain.errors import UserError
 
 

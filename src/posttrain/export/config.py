@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from posttrain.errors import ConfigError
+from posttrain.export.llama_cpp import CONVERTER_TYPES, quantize_types
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -15,25 +16,38 @@ class MergeArguments:
 
     model_name_or_path: str = field(
         default="outputs/smollm2-135m/dpo",
-        metadata={"help": "The last adapter of the chain (e.g. the DPO or PPO output); earlier adapters (SFT) and the "
-                  "base are found from it. A plain model folder is re-saved unchanged."},
+        metadata={
+            "help": "The last adapter of the chain (e.g. the DPO or PPO output); earlier adapters (SFT) and the "
+            "base are found from it. A plain model folder is re-saved unchanged."
+        },
     )
-    base_model: str | None = field(default=None, metadata={"help": "Override the chain's root base model (alias, "
-                                                                   "folder or hub id)."})
-    output_dir: str = field(default="outputs/smollm2-135m/merged", metadata={"help": "Where the merged HF folder "
-                                                                                    "is written."})
-    dtype: str = field(default="float32", metadata={"help": "Precision of the merge and of the saved weights: "
-                                                           "float32 (default) or bfloat16/float16; never 4-bit."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "Override the chain's root base model (alias, folder or hub id)."}
+    )
+    output_dir: str = field(
+        default="outputs/smollm2-135m/merged", metadata={"help": "Where the merged HF folder is written."}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Precision of the merge and of the saved weights: "
+            "float32 (default) or bfloat16/float16; never 4-bit."
+        },
+    )
     max_logit_drift: float | None = field(
         default=None,
-        metadata={"help": "Fail when adapter-on vs merged logits differ by more (default: 1e-3 in float32, 1.0 in "
-                  "bfloat16/float16)."},
+        metadata={
+            "help": "Fail when adapter-on vs merged logits differ by more (default: 1e-3 in float32, 1.0 in "
+            "bfloat16/float16)."
+        },
     )
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}); a merge is never "
-                              "done into 4-bit weights")
+            raise ConfigError(
+                f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}); a merge is never "
+                "done into 4-bit weights"
+            )
 
     @property
     def drift_limit(self) -> float:
@@ -48,43 +62,71 @@ class ExportArguments:
 
     model_name_or_path: str = field(
         default="outputs/smollm2-135m/merged",
-        metadata={"help": "Merged HF folder (posttrain merge), embedded alias, or an adapter folder (merged first into "
-                  "<output_dir>/hf)."},
+        metadata={
+            "help": "Merged HF folder (posttrain merge), embedded alias, or an adapter folder (merged first into "
+            "<output_dir>/hf)."
+        },
     )
-    base_model: str | None = field(default=None, metadata={"help": "Root base override when model_name_or_path is "
-                                                                   "an adapter."})
-    output_dir: str = field(default="outputs/smollm2-135m/export", metadata={"help": "Where the GGUF files, "
-                                                                                    "Modelfile and reports go."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "Root base override when model_name_or_path is an adapter."}
+    )
+    output_dir: str = field(
+        default="outputs/smollm2-135m/export", metadata={"help": "Where the GGUF files, Modelfile and reports go."}
+    )
     gguf_types: list[str] = field(
         default_factory=lambda: ["f16", "q8_0", "Q4_K_M"],
-        metadata={"help": "f32/f16/bf16/q8_0 (llama.cpp's converter) and quantized types such as Q4_K_M, Q5_K_M, Q6_K "
-                  "(llama.cpp's quantizer, from the f16 file)."},
+        metadata={
+            "help": "f32/f16/bf16/q8_0 (llama.cpp's converter) and quantized types such as Q4_K_M, Q5_K_M, Q6_K "
+            "(llama.cpp's quantizer, from the f16 file)."
+        },
     )
-    modelfile_type: str | None = field(default=None, metadata={"help": "The GGUF the Modelfile's FROM names "
-                                                                      "(default: the last of gguf_types)."})
+    modelfile_type: str | None = field(
+        default=None, metadata={"help": "The GGUF the Modelfile's FROM names (default: the last of gguf_types)."}
+    )
     ollama_name: str = field(default="posttrain", metadata={"help": "Model name for `ollama create`."})
-    num_ctx: int | None = field(default=None, metadata={"help": "Modelfile num_ctx (default: the model's context "
-                                                               "length, at most 4096)."})
+    num_ctx: int | None = field(
+        default=None, metadata={"help": "Modelfile num_ctx (default: the model's context length, at most 4096)."}
+    )
     ollama_create: bool = field(default=True, metadata={"help": "Run `ollama create` when `ollama` is on PATH."})
     llama_cpp_dir: str | None = field(
         default=None,
-        metadata={"help": "A llama.cpp checkout with convert_hf_to_gguf.py (also $LLAMA_CPP_DIR); default: the "
-                  "converter vendored by the pinned llama-cpp-python sdist, fetched once with pip."},
+        metadata={
+            "help": "A llama.cpp checkout with convert_hf_to_gguf.py (also $LLAMA_CPP_DIR); default: the "
+            "converter vendored by the pinned llama-cpp-python sdist, fetched once with pip."
+        },
     )
-    verify: bool = field(default=True, metadata={"help": "Verify tokenization, greedy generations, the Go template "
-                                                        "and end-of-turn tokens; a failure exits non-zero."})
-    verify_prompts: int | None = field(default=None, metadata={"help": "Number of generation prompts (default all "
-                                                                      "20)."})
+    verify: bool = field(
+        default=True,
+        metadata={
+            "help": "Verify tokenization, greedy generations, the Go template "
+            "and end-of-turn tokens; a failure exits non-zero."
+        },
+    )
+    verify_prompts: int | None = field(
+        default=None, metadata={"help": "Number of generation prompts (default all 20)."}
+    )
     verify_max_new_tokens: int = field(default=32, metadata={"help": "Greedy reply length compared per prompt."})
-    verify_tie_margin: float = field(default=0.1, metadata={"help": "Replies that part where the HF model prefers "
-                                     "its token by at most this many nats (a near tie that 16-bit rounding can flip) "
-                                     "count as agreeing."})  # fmt: skip
-    min_agreement_f16: float = field(default=0.98, metadata={"help": "Least share of prompts whose f16/bf16/f32 "
-                                                                    "greedy reply equals HF's."})
-    min_agreement_q8_0: float = field(default=0.5, metadata={"help": "Least share for q8_0 (other quantized types "
-                                                                     "are reported only)."})
-    serve: bool = field(default=True, metadata={"help": "Serve the Modelfile's GGUF with llama.cpp's "
-                                                       "OpenAI-compatible server and run serve_suite against it."})
+    verify_tie_margin: float = field(
+        default=0.1,
+        metadata={
+            "help": "Replies that part where the HF model prefers "
+            "its token by at most this many nats (a near tie that 16-bit rounding can flip) "
+            "count as agreeing."
+        },
+    )
+    min_agreement_f16: float = field(
+        default=0.98, metadata={"help": "Least share of prompts whose f16/bf16/f32 greedy reply equals HF's."}
+    )
+    min_agreement_q8_0: float = field(
+        default=0.5, metadata={"help": "Least share for q8_0 (other quantized types are reported only)."}
+    )
+    serve: bool = field(
+        default=True,
+        metadata={
+            "help": "Serve the Modelfile's GGUF with llama.cpp's "
+            "OpenAI-compatible server and run serve_suite against it."
+        },
+    )
     serve_suite: str = field(default="builtin", metadata={"help": "Evaluation suite run against the server."})
     serve_max_samples: int = field(default=4, metadata={"help": "Samples per suite source for the served check."})
     serve_max_new_tokens: int | None = field(default=64, metadata={"help": "Reply budget for the served check."})
@@ -93,7 +135,6 @@ class ExportArguments:
     def __post_init__(self) -> None:
         if not self.gguf_types:
             raise ConfigError("gguf_types: list at least one type, e.g. [f16, q8_0, Q4_K_M]")
-        from posttrain.export.llama_cpp import CONVERTER_TYPES, quantize_types
 
         quantized = quantize_types()
         known = {t.lower(): t for t in quantized} | {t.lower(): t for t in CONVERTER_TYPES}
@@ -101,8 +142,10 @@ class ExportArguments:
         for gtype in self.gguf_types:
             if str(gtype).lower() not in known:
                 hint = "" if quantized else " (quantized types need llama-cpp-python)"
-                raise ConfigError(f"gguf_types: unknown GGUF type {gtype!r}; use {', '.join(CONVERTER_TYPES)} or a "
-                                  f"llama.cpp quantization such as Q4_K_M, Q5_K_M, Q6_K{hint}")
+                raise ConfigError(
+                    f"gguf_types: unknown GGUF type {gtype!r}; use {', '.join(CONVERTER_TYPES)} or a "
+                    f"llama.cpp quantization such as Q4_K_M, Q5_K_M, Q6_K{hint}"
+                )
             normalized.append(known[str(gtype).lower()])
         self.gguf_types = list(dict.fromkeys(normalized))
         if self.modelfile_type is None:

@@ -190,10 +190,19 @@ class _Translator:
         if isinstance(node, nodes.Continue):
             return "{{ continue }}"
         kind = type(node).__name__
-        names = {"Macro": "{% macro %}", "CallBlock": "{% call %}", "FilterBlock": "{% filter %}",
-                 "AssignBlock": "{% set %}...{% endset %} block", "With": "{% with %}", "Include": "{% include %}",
-                 "Extends": "{% extends %}", "Block": "{% block %}", "Scope": "a scoped block",
-                 "ExprStmt": "{% do %}", "OverlayScope": "an overlay scope"}
+        names = {
+            "Macro": "{% macro %}",
+            "CallBlock": "{% call %}",
+            "FilterBlock": "{% filter %}",
+            "AssignBlock": "{% set %}...{% endset %} block",
+            "With": "{% with %}",
+            "Include": "{% include %}",
+            "Extends": "{% extends %}",
+            "Block": "{% block %}",
+            "Scope": "a scoped block",
+            "ExprStmt": "{% do %}",
+            "OverlayScope": "an overlay scope",
+        }
         raise self.fail(node, names.get(kind, f"the statement {kind}"))
 
     def scopes_set_kind(self, name: str, kind: str) -> None:
@@ -270,8 +279,10 @@ class _Translator:
                     return self.output(node.expr1)
                 return self.output(node.expr2) if node.expr2 is not None else ""
             else_ = self.output(node.expr2) if node.expr2 is not None else ""
-            return (f"{{{{ if {self.pipeline(condition, node.test)} }}}}{self.output(node.expr1)}"
-                    f"{{{{ else }}}}{else_}{{{{ end }}}}")
+            return (
+                f"{{{{ if {self.pipeline(condition, node.test)} }}}}{self.output(node.expr1)}"
+                f"{{{{ else }}}}{else_}{{{{ end }}}}"
+            )
         if isinstance(node, (nodes.Add, nodes.Concat)):  # string concatenation: output the parts in order
             parts = [node.left, node.right] if isinstance(node, nodes.Add) else node.nodes
             return "".join(self.output(part) for part in parts)
@@ -398,8 +409,9 @@ class _Translator:
             else:
                 if (left.is_static and left.static is UNDEFINED) or (right.is_static and right.static is UNDEFINED):
                     raise self.fail(node, "comparing with an undefined variable")
-                parts.append(_Expr(go=f"({operators[operand.op]} {self.pipeline(left, node)} "
-                                      f"{self.pipeline(right, node)})"))
+                parts.append(
+                    _Expr(go=f"({operators[operand.op]} {self.pipeline(left, node)} {self.pipeline(right, node)})")
+                )
             left = right
         return self._and(parts, node)
 
@@ -441,8 +453,11 @@ class _Translator:
         if node.name in ("defined", "undefined"):
             if value.is_static:
                 defined = value.static is not UNDEFINED
-            elif isinstance(node.node, nodes.Name) and self.lookup(node.node.name) is not None and \
-                    not self._is_loop_var(node.node.name):
+            elif (
+                isinstance(node.node, nodes.Name)
+                and self.lookup(node.node.name) is not None
+                and not self._is_loop_var(node.node.name)
+            ):
                 raise self.fail(node, f"`{node.node.name} is defined` on a variable set in the template")
             else:
                 defined = True
@@ -452,8 +467,11 @@ class _Translator:
                 return _Expr(static=value.static is None)
             return _Expr(static=False)  # roles and contents of chat messages are strings
         if node.name in ("string", "true", "false") and value.is_static:
-            checks = {"string": isinstance(value.static, str), "true": value.static is True,
-                      "false": value.static is False}
+            checks = {
+                "string": isinstance(value.static, str),
+                "true": value.static is True,
+                "false": value.static is False,
+            }
             return _Expr(static=checks[node.name])
         raise self.fail(node, f"the test 'is {node.name}'")
 
@@ -494,8 +512,14 @@ def _compare(op: str, left: Any, right: Any) -> bool | None:
     if left is UNDEFINED or right is UNDEFINED:
         return (left is right) if op == "eq" else (left is not right) if op == "ne" else None
     try:
-        return {"eq": left == right, "ne": left != right, "lt": left < right, "lteq": left <= right,
-                "gt": left > right, "gteq": left >= right}[op]
+        return {
+            "eq": left == right,
+            "ne": left != right,
+            "lt": left < right,
+            "lteq": left <= right,
+            "gt": left > right,
+            "gteq": left >= right,
+        }[op]
     except TypeError:
         return None
 
@@ -508,10 +532,21 @@ def _describe(node: nodes.Node) -> str:
         if isinstance(target, nodes.Name):
             return f"the function call {target.name}()"
         return "a function call"
-    names = {"List": "a list literal", "Dict": "a dict literal", "Tuple": "a tuple", "Sub": "arithmetic (-)",
-             "Mul": "arithmetic (*)", "Div": "arithmetic (/)", "FloorDiv": "arithmetic (//)", "Mod": "arithmetic (%)",
-             "Pow": "arithmetic (**)", "Neg": "a negative number", "CondExpr": "an inline if/else inside an "
-             "expression", "NSRef": "a namespace attribute", "Slice": "a slice"}
+    names = {
+        "List": "a list literal",
+        "Dict": "a dict literal",
+        "Tuple": "a tuple",
+        "Sub": "arithmetic (-)",
+        "Mul": "arithmetic (*)",
+        "Div": "arithmetic (/)",
+        "FloorDiv": "arithmetic (//)",
+        "Mod": "arithmetic (%)",
+        "Pow": "arithmetic (**)",
+        "Neg": "a negative number",
+        "CondExpr": "an inline if/else inside an expression",
+        "NSRef": "a namespace attribute",
+        "Slice": "a slice",
+    }
     return names.get(type(node).__name__, f"the expression {type(node).__name__}")
 
 

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from posttrain.models.registry import cache_dir
+
 SOURCE_DIR = Path(__file__).parent / "gotemplate"
 GO_PACKAGE_HINT = "golang-go (Debian/Ubuntu: apt-get install -y golang-go; or https://go.dev/dl)"
 
@@ -30,8 +32,6 @@ def renderer_binary() -> Path:
     """The built renderer, rebuilt when ``main.go`` changes."""
     from filelock import FileLock
 
-    from posttrain.models.registry import cache_dir
-
     go = shutil.which("go")
     if go is None:
         raise GoUnavailableError(f"checking the Modelfile's Go template needs the `go` tool: install {GO_PACKAGE_HINT}")
@@ -45,8 +45,9 @@ def renderer_binary() -> Path:
             env = {**os.environ, "GOPROXY": "off", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
             env.setdefault("GOCACHE", str(cache_dir() / "gotemplate" / "go-build"))
             tmp = target.with_suffix(".tmp")
-            result = subprocess.run([go, "build", "-o", str(tmp), "."], cwd=SOURCE_DIR, env=env,
-                                    capture_output=True, text=True, timeout=600)
+            result = subprocess.run(
+                [go, "build", "-o", str(tmp), "."], cwd=SOURCE_DIR, env=env, capture_output=True, text=True, timeout=600
+            )
             if result.returncode != 0:
                 raise GoUnavailableError(f"building {SOURCE_DIR / 'main.go'} failed:\n{result.stderr.strip()}")
             tmp.replace(target)
@@ -59,8 +60,14 @@ def render_go(template: str, cases: list[dict[str, Any]]) -> list[tuple[str, str
     Raises ``ValueError`` when the template does not parse as a Go template.
     """
     binary = renderer_binary()
-    result = subprocess.run([str(binary)], input=json.dumps({"template": template, "cases": cases}),
-                            capture_output=True, text=True, encoding="utf-8", timeout=120)
+    result = subprocess.run(
+        [str(binary)],
+        input=json.dumps({"template": template, "cases": cases}),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
     if result.returncode != 0:
         raise ValueError(result.stderr.strip() or f"{binary} exited with status {result.returncode}")
     return [(r["output"], r["error"]) for r in json.loads(result.stdout)["renders"]]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from posttrain.errors import UserError
 from posttrain.export import ExportError
+from posttrain.models.registry import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ _RUNNER = Path(__file__).with_name("_convert_runner.py")
 # Split patterns of the common BPE pre-tokenizers (tokenizer.json `pre_tokenizer`), for the fallback.
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _LLAMA3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_QWEN2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_QWEN2 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _SPLIT_PATTERNS = {_GPT2: "gpt-2", _LLAMA3: "llama-bpe", _QWEN2: "qwen2"}
 
 
@@ -71,10 +74,10 @@ def converter_dir(llama_cpp_dir: str | os.PathLike | None = None, *, fetch: bool
     if given:
         path = Path(given).expanduser()
         if not _looks_like_converter(path):
-            raise LlamaCppError(f"llama.cpp folder {path} (llama_cpp_dir / $LLAMA_CPP_DIR) has no {CONVERTER} and "
-                                "gguf-py/ next to it")
+            raise LlamaCppError(
+                f"llama.cpp folder {path} (llama_cpp_dir / $LLAMA_CPP_DIR) has no {CONVERTER} and gguf-py/ next to it"
+            )
         return path
-    from posttrain.models.registry import cache_dir
 
     target = cache_dir() / "llama.cpp" / LLAMA_CPP_PYTHON_VERSION
     if (target / _MARKER).is_file():
@@ -92,12 +95,14 @@ def converter_dir(llama_cpp_dir: str | os.PathLike | None = None, *, fetch: bool
 
 def _fetch_converter(target: Path) -> None:
     spec = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
-    print(f"posttrain: fetching llama.cpp's converter from the {spec} sdist (pip download, once) -> {target}",
-          flush=True)
+    print(
+        f"posttrain: fetching llama.cpp's converter from the {spec} sdist (pip download, once) -> {target}", flush=True
+    )
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet", spec, "-d", tmp],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
         if result.returncode != 0 or not archives:
@@ -122,9 +127,12 @@ def _fetch_converter(target: Path) -> None:
                     commit = archive.extractfile(member).read().decode().strip()
         if not _looks_like_converter(staging):
             raise LlamaCppError(f"{archives[0].name} does not contain vendor/llama.cpp/{CONVERTER}")
-        (staging / _MARKER).write_text(json.dumps(
-            {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": commit, "source": archives[0].name},
-            indent=2))
+        (staging / _MARKER).write_text(
+            json.dumps(
+                {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": commit, "source": archives[0].name},
+                indent=2,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -188,7 +196,7 @@ def _loaded_pre_tokenizer(model_dir: Path) -> dict:
 
         backend = AutoTokenizer.from_pretrained(model_dir).backend_tokenizer
         return json.loads(backend.to_str()).get("pre_tokenizer") or {}
-    except Exception:  # noqa: BLE001 - any loading problem: read the file instead
+    except Exception:
         try:
             return json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
         except (OSError, json.JSONDecodeError):
@@ -219,8 +227,17 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, llama_cpp: Path, th
     if outtype not in CONVERTER_TYPES:
         raise ValueError(f"the converter writes {', '.join(CONVERTER_TYPES)}, not {outtype}")
     fallback = fallback_pre_tokenizer(model_dir)
-    command = [sys.executable, str(_RUNNER), str(llama_cpp), fallback, str(model_dir), "--outfile", str(outfile),
-               "--outtype", outtype]
+    command = [
+        sys.executable,
+        str(_RUNNER),
+        str(llama_cpp),
+        fallback,
+        str(model_dir),
+        "--outfile",
+        str(outfile),
+        "--outtype",
+        outtype,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -235,10 +252,15 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, llama_cpp: Path, th
         logger.warning(
             "llama.cpp does not know the BPE pre-tokenizer of %s (its hash is not in the converter's list); "
             "wrote tokenizer.ggml.pre=%r derived from tokenizer.json instead. Verification compares llama.cpp's "
-            "tokenization with the HF tokenizer's.", model_dir, fallback,
+            "tokenization with the HF tokenizer's.",
+            model_dir,
+            fallback,
         )
-        print(f"posttrain: warning: unknown BPE pre-tokenizer hash; using the fallback pre-tokenizer '{fallback}' "
-              "(see posttrain.export.llama_cpp)", flush=True)
+        print(
+            f"posttrain: warning: unknown BPE pre-tokenizer hash; using the fallback pre-tokenizer '{fallback}' "
+            "(see posttrain.export.llama_cpp)",
+            flush=True,
+        )
     return {"outtype": outtype, "pre_tokenizer_fallback": fallback if used_fallback else None}
 
 
@@ -251,8 +273,11 @@ def quantize_types() -> dict[str, int]:
         import llama_cpp
     except ImportError:
         return {}
-    return {name[len("LLAMA_FTYPE_MOSTLY_"):]: getattr(llama_cpp, name) for name in dir(llama_cpp)
-            if name.startswith("LLAMA_FTYPE_MOSTLY_")}
+    return {
+        name[len("LLAMA_FTYPE_MOSTLY_") :]: getattr(llama_cpp, name)
+        for name in dir(llama_cpp)
+        if name.startswith("LLAMA_FTYPE_MOSTLY_")
+    }
 
 
 def quantize(source: Path, outfile: Path, qtype: str, *, threads: int | None = None) -> None:
@@ -260,8 +285,10 @@ def quantize(source: Path, outfile: Path, qtype: str, *, threads: int | None = N
     try:
         import llama_cpp
     except ImportError:
-        raise LlamaCppError(f"quantizing to {qtype} needs llama.cpp's Python bindings: "
-                            f"pip install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}") from None
+        raise LlamaCppError(
+            f"quantizing to {qtype} needs llama.cpp's Python bindings: "
+            f"pip install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
+        ) from None
     ftype = quantize_types().get(qtype.upper())
     if ftype is None:
         raise LlamaCppError(f"llama.cpp has no quantization type {qtype}")

@@ -66,7 +66,9 @@ class Modelfile:
             lines.append("# Go template translated from the tokenizer's Jinja chat template (verified byte for byte)")
             lines.append(f"TEMPLATE {quote_multiline(self.template, 'the chat template')}")
         else:
-            lines.append("# No TEMPLATE: Ollama uses the Jinja chat template stored in the GGUF (tokenizer.chat_template).")
+            lines.append(
+                "# No TEMPLATE: Ollama uses the Jinja chat template stored in the GGUF (tokenizer.chat_template)."
+            )
             for line in (self.template_note or "").splitlines():
                 lines.append(f"#   {line}")
         if self.system:
@@ -111,7 +113,7 @@ def parse_modelfile(text: str) -> dict[str, list[str]]:
             command, i = f"PARAMETER {text[i:end]}", end + 1
         if text.startswith('"""', i):
             close = text.index('"""', i + 3)
-            value, i = text[i + 3:close], close + 3
+            value, i = text[i + 3 : close], close + 3
         else:
             close = text.find("\n", i)
             close = n if close < 0 else close
@@ -131,13 +133,18 @@ def ollama_create(name: str, modelfile: Path) -> bool:
     commands = ollama_commands(name, modelfile)
     ollama = shutil.which("ollama")
     if ollama is None:
-        print("posttrain: no `ollama` binary on PATH; to serve the model with Ollama run:\n  "
-              + "\n  ".join(commands), flush=True)
+        print(
+            "posttrain: no `ollama` binary on PATH; to serve the model with Ollama run:\n  " + "\n  ".join(commands),
+            flush=True,
+        )
         return False
     print(f"posttrain: {commands[0]}", flush=True)
     result = subprocess.run([ollama, "create", name, "-f", str(modelfile)], cwd=modelfile.parent)
     if result.returncode != 0:
-        print(f"posttrain: warning: `ollama create` exited with {result.returncode}; run it again by hand:\n  "
-              + "\n  ".join(commands), flush=True)
+        print(
+            f"posttrain: warning: `ollama create` exited with {result.returncode}; run it again by hand:\n  "
+            + "\n  ".join(commands),
+            flush=True,
+        )
         return False
     return True

@@ -24,11 +24,14 @@ TEMPLATE_CONVERSATIONS: list[list[dict]] = [
         {"role": "user", "content": "Another one"},
     ],
     [{"role": "system", "content": "Line one.\nLine two.\n\n  Indented line."}, {"role": "user", "content": "ok"}],
-    [{"role": "user", "content": 'Quotes "double" and \'single\', a backslash \\ and braces {{ x }} {% y %}'}],
+    [{"role": "user", "content": "Quotes \"double\" and 'single', a backslash \\ and braces {{ x }} {% y %}"}],
     [{"role": "user", "content": "Unicode: café, naïve, 東京, emoji 🚀🦙, tab\tend"}],
     [{"role": "user", "content": "   leading and trailing spaces   "}],
-    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Write a haiku."},
-     {"role": "assistant", "content": "Autumn moonlight—\na worm digs silently\ninto the chestnut."}],
+    [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Write a haiku."},
+        {"role": "assistant", "content": "Autumn moonlight—\na worm digs silently\ninto the chestnut."},
+    ],
     [{"role": "user", "content": "<|im_start|> and <|im_end|> typed as text"}],
     [{"role": "user", "content": ""}],
 ]
@@ -57,10 +60,17 @@ GENERATION_CONVERSATIONS: list[list[dict]] = [
 ] + [
     [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Italy?"}],
     [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 3 plus 4?"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
-     {"role": "user", "content": "What is water made of?"}],
-    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a fruit."},
-     {"role": "assistant", "content": "Apple."}, {"role": "user", "content": "Another one?"}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "What is water made of?"},
+    ],
+    [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Name a fruit."},
+        {"role": "assistant", "content": "Apple."},
+        {"role": "user", "content": "Another one?"},
+    ],
 ]
 
 #: texts llama.cpp must tokenize exactly like the HF tokenizer

@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from posttrain.evaluation.config import EvalArguments
+from posttrain.evaluation.runner import evaluate
+
 
 class ServeError(RuntimeError):
     """The llama.cpp server could not be started or did not answer."""
@@ -44,13 +47,35 @@ def server_available() -> bool:
 
 
 @contextlib.contextmanager
-def llama_server(gguf: Path, *, alias: str, n_ctx: int, log_path: Path, threads: int | None = None,
-                 port: int | None = None, timeout: float = 180.0) -> Iterator[str]:
+def llama_server(
+    gguf: Path,
+    *,
+    alias: str,
+    n_ctx: int,
+    log_path: Path,
+    threads: int | None = None,
+    port: int | None = None,
+    timeout: float = 180.0,
+) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on ``127.0.0.1``; yield its ``/v1`` base URL; stop it afterwards."""
     port = port or free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias,
-               "--n_threads", str(threads or max(1, os.cpu_count() or 1))]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        alias,
+        "--n_threads",
+        str(threads or max(1, os.cpu_count() or 1)),
+    ]
     base = f"http://127.0.0.1:{port}/v1"
     print(f"posttrain: starting llama.cpp's OpenAI-compatible server on {base} ({gguf.name})", flush=True)
     with open(log_path, "w", encoding="utf-8") as log:
@@ -67,8 +92,9 @@ def llama_server(gguf: Path, *, alias: str, n_ctx: int, log_path: Path, threads:
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
                 if time.monotonic() > deadline:
-                    raise ServeError(f"the llama.cpp server did not answer on {base} within {timeout:.0f}s; "
-                                     f"see {log_path}")
+                    raise ServeError(
+                        f"the llama.cpp server did not answer on {base} within {timeout:.0f}s; see {log_path}"
+                    )
                 time.sleep(0.5)
             yield base
         finally:
@@ -80,19 +106,35 @@ def llama_server(gguf: Path, *, alias: str, n_ctx: int, log_path: Path, threads:
                 process.wait()
 
 
-def serve_and_evaluate(gguf: Path, output_dir: Path, *, alias: str, n_ctx: int, suite: str, max_samples: int,
-                       system_prompt: str | None, max_new_tokens: int | None = None, identity=None,
-                       threads: int | None = None) -> dict[str, Any]:
+def serve_and_evaluate(
+    gguf: Path,
+    output_dir: Path,
+    *,
+    alias: str,
+    n_ctx: int,
+    suite: str,
+    max_samples: int,
+    system_prompt: str | None,
+    max_new_tokens: int | None = None,
+    identity=None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Run ``suite`` (``max_samples`` per source) against the served GGUF; returns a summary of results.json."""
-    from posttrain.evaluation.config import EvalArguments
-    from posttrain.evaluation.runner import evaluate
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with llama_server(gguf, alias=alias, n_ctx=n_ctx, threads=threads, log_path=output_dir / "server.log") as base:
         settings: dict[str, Any] = dict(
-            models=[{"label": "served", "model": alias, "endpoint": base}], suites=[suite], max_samples=max_samples,
-            output_dir=str(output_dir), system_prompt=system_prompt, progress=False, concurrency=1, max_retries=1,
-            request_timeout=300.0, bootstrap_samples=200, max_new_tokens=max_new_tokens,
+            models=[{"label": "served", "model": alias, "endpoint": base}],
+            suites=[suite],
+            max_samples=max_samples,
+            output_dir=str(output_dir),
+            system_prompt=system_prompt,
+            progress=False,
+            concurrency=1,
+            max_retries=1,
+            request_timeout=300.0,
+            bootstrap_samples=200,
+            max_new_tokens=max_new_tokens,
         )
         if identity is not None:
             settings.update(assistant_name=identity.name, assistant_creator=identity.creator)
@@ -107,8 +149,13 @@ def serve_and_evaluate(gguf: Path, output_dir: Path, *, alias: str, n_ctx: int, 
             if value is not None:
                 scores.setdefault(name, []).append(float(value))
     return {
-        "endpoint": "127.0.0.1 (llama_cpp.server)", "suite": suite, "status": results.get("status"),
-        "error": results.get("error"), "samples": len(samples), "answered": len(answered),
-        "finished": finished, "scores": {k: sum(v) / len(v) for k, v in scores.items()},
+        "endpoint": "127.0.0.1 (llama_cpp.server)",
+        "suite": suite,
+        "status": results.get("status"),
+        "error": results.get("error"),
+        "samples": len(samples),
+        "answered": len(answered),
+        "finished": finished,
+        "scores": {k: sum(v) / len(v) for k, v in scores.items()},
         "results": str(results_path),
     }

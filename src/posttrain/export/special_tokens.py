@@ -26,7 +26,7 @@ def end_of_turn_tokens(tokenizer) -> list[str]:
         conversation = [{"role": "user", "content": "posttrain-probe"}, {"role": "assistant", "content": _PROBE}]
         try:
             text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        except Exception:  # noqa: BLE001 - templates may raise on anything; fall back to the EOS token
+        except Exception:
             text = ""
         if _PROBE in text:
             rest = text.split(_PROBE, 1)[1].lstrip()

@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from posttrain.export.go_template import ollama_values
+from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_go
+from posttrain.export.modelfile import parse_modelfile
 from posttrain.export.prompts import GENERATION_CONVERSATIONS, TEMPLATE_CONVERSATIONS, TOKENIZER_TEXTS
+from posttrain.export.special_tokens import end_of_turn_tokens
 
 
 @dataclass
@@ -43,8 +47,13 @@ class Check:
 def load_gguf(path: Path, *, n_ctx: int = 1024, threads: int | None = None):
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                 n_threads=threads or max(1, os.cpu_count() or 1))
+    return Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        logits_all=True,
+        verbose=False,
+        n_threads=threads or max(1, os.cpu_count() or 1),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ tokenization
@@ -58,8 +67,10 @@ def chat_prompt_ids(tokenizer, conversation: list[dict]) -> list[int]:
 def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label: str = "") -> Check:
     texts = list(texts or TOKENIZER_TEXTS)
     if tokenizer.chat_template:
-        texts += [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                  for c in TEMPLATE_CONVERSATIONS[:4]]
+        texts += [
+            tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in TEMPLATE_CONVERSATIONS[:4]
+        ]
     mismatches = []
     for text in texts:
         hf = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -67,8 +78,12 @@ def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label:
         if hf != list(gguf):
             mismatches.append({"text": text, "hf": hf, "llama_cpp": list(gguf)})
     passed = not mismatches
-    return Check(f"tokenization[{label}]" if label else "tokenization", passed, f"{len(texts) - len(mismatches)}/{len(texts)} texts tokenized identically",
-                 {"texts": len(texts), "mismatches": mismatches[:5]})
+    return Check(
+        f"tokenization[{label}]" if label else "tokenization",
+        passed,
+        f"{len(texts) - len(mismatches)}/{len(texts)} texts tokenized identically",
+        {"texts": len(texts), "mismatches": mismatches[:5]},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ generations
@@ -79,11 +94,17 @@ def greedy_hf(model, prompt_ids: list[int], *, max_new_tokens: int, stops: list[
 
     with torch.no_grad():
         out = model.generate(
-            torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops or None,
-            pad_token_id=stops[0] if stops else None, top_p=None, top_k=None, temperature=None,
+            torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stops or None,
+            pad_token_id=stops[0] if stops else None,
+            top_p=None,
+            top_k=None,
+            temperature=None,
         )
-    return out[0, len(prompt_ids):].tolist()
+    return out[0, len(prompt_ids) :].tolist()
 
 
 def greedy_llama(llm, prompt_ids: list[int], *, max_new_tokens: int, stops: list[int]) -> list[int]:
@@ -109,8 +130,9 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def divergence_margins(model, prompts: list[list[int]], reference: list[list[int]],
-                       candidate: list[list[int]]) -> list[float | None]:
+def divergence_margins(
+    model, prompts: list[list[int]], reference: list[list[int]], candidate: list[list[int]]
+) -> list[float | None]:
     """Per prompt: log p(HF's token) - log p(the other token) under the HF model where the replies first differ
     (None for identical replies; inf when one reply simply ends there)."""
     import torch
@@ -143,8 +165,15 @@ def agreement(reference: list[list[int]], candidate: list[list[int]]) -> dict[st
     return {"prompts": len(reference), "prompts_identical": identical / n, "token_agreement": sum(shares) / n}
 
 
-def check_generations(gtype: str, hf_replies, gguf_replies, *, threshold: float | None,
-                      margins: list[float | None] | None = None, tie_margin: float = 0.0) -> Check:
+def check_generations(
+    gtype: str,
+    hf_replies,
+    gguf_replies,
+    *,
+    threshold: float | None,
+    margins: list[float | None] | None = None,
+    tie_margin: float = 0.0,
+) -> Check:
     """Pass when the share of prompts whose replies are identical or part at a near tie reaches ``threshold``."""
     stats = agreement(hf_replies, gguf_replies)
     margins = margins or [None] * len(hf_replies)
@@ -155,21 +184,27 @@ def check_generations(gtype: str, hf_replies, gguf_replies, *, threshold: float 
     passed = None if threshold is None else stats["prompts_agreeing"] >= threshold
     target = "" if threshold is None else f" (target ≥ {threshold:.0%} identical or near ties)"
     tied = f", {ties} more part at a near tie (≤ {tie_margin:g} nats under HF)" if ties else ""
-    return Check(f"generations[{gtype}]", passed,
-                 f"{stats['prompts_identical']:.0%} of {stats['prompts']} greedy replies identical to HF{tied}{target}; "
-                 f"token agreement {stats['token_agreement']:.1%}", stats)
+    return Check(
+        f"generations[{gtype}]",
+        passed,
+        f"{stats['prompts_identical']:.0%} of {stats['prompts']} greedy replies identical to HF{tied}{target}; "
+        f"token agreement {stats['token_agreement']:.1%}",
+        stats,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ Go template
 
 
 def check_go_template(tokenizer, go_template: str | None, *, translation_error: str | None = None) -> Check:
-    from posttrain.export.go_template import ollama_values
-    from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_go
 
     if go_template is None:
-        return Check("go_template", None, f"no TEMPLATE in the Modelfile (Ollama uses the GGUF's Jinja template): "
-                     f"{translation_error}", {"translated": False, "reason": translation_error})
+        return Check(
+            "go_template",
+            None,
+            f"no TEMPLATE in the Modelfile (Ollama uses the GGUF's Jinja template): {translation_error}",
+            {"translated": False, "reason": translation_error},
+        )
     conversations = TEMPLATE_CONVERSATIONS
     try:
         renders = render_go(go_template, [ollama_values(c) for c in conversations])
@@ -186,8 +221,12 @@ def check_go_template(tokenizer, go_template: str | None, *, translation_error: 
         if not same:
             results.append({"messages": conversation, "jinja": jinja, "go": output, "error": error})
     n = len(conversations)
-    return Check("go_template", equal == n, f"{equal}/{n} conversations render byte-identically in Go and Jinja",
-                 {"equal": equal, "conversations": n, "differences": results[:3]})
+    return Check(
+        "go_template",
+        equal == n,
+        f"{equal}/{n} conversations render byte-identically in Go and Jinja",
+        {"equal": equal, "conversations": n, "differences": results[:3]},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ end of turn
@@ -200,8 +239,9 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
     reader = GGUFReader(str(path))
     out = {}
     for key, value in reader.fields.items():
-        if key.startswith(("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                           "tokenizer.ggml.scores")):
+        if key.startswith(
+            ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+        ):
             continue
         try:
             out[key] = value.contents()
@@ -212,9 +252,6 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
 
 def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelfile_text: str) -> Check:
     import llama_cpp
-
-    from posttrain.export.modelfile import parse_modelfile
-    from posttrain.export.special_tokens import end_of_turn_tokens
 
     problems: list[str] = []
     tokens = end_of_turn_tokens(tokenizer)
@@ -228,9 +265,11 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
         if token_id not in eos:
             problems.append(f"{token} (id {token_id}) is not an eos_token_id of generation_config ({eos})")
         if not llama_cpp.llama_vocab_is_eog(vocab, token_id):
-            problems.append(f"{token} (id {token_id}) does not end generation in llama.cpp (GGUF eos id "
-                            f"{metadata.get('tokenizer.ggml.eos_token_id')}, eot id "
-                            f"{metadata.get('tokenizer.ggml.eot_token_id')})")
+            problems.append(
+                f"{token} (id {token_id}) does not end generation in llama.cpp (GGUF eos id "
+                f"{metadata.get('tokenizer.ggml.eos_token_id')}, eot id "
+                f"{metadata.get('tokenizer.ggml.eot_token_id')})"
+            )
         if token not in stops:
             problems.append(f"{token} is not a PARAMETER stop of the Modelfile ({stops})")
     if tokenizer.chat_template and metadata.get("tokenizer.chat_template") != tokenizer.chat_template:
@@ -244,15 +283,31 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
         gguf = list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
         if hf != gguf:
             bos_ok = False
-            problems.append(f"a rendered chat prompt tokenized by llama.cpp (add_bos={add_bos}) differs from HF's "
-                            f"prompt ids (first ids: HF {hf[:4]}, llama.cpp {gguf[:4]}): missing or doubled BOS?")
-    summary = (f"end-of-turn {tokens} consistent across tokenizer, generation_config, GGUF and Modelfile"
-               if not problems else "; ".join(problems))
-    return Check("end_of_turn", not problems, summary,
-                 {"tokens": tokens, "ids": ids, "generation_config_eos": eos, "modelfile_stops": stops,
-                  "gguf_eos": metadata.get("tokenizer.ggml.eos_token_id"),
-                  "gguf_eot": metadata.get("tokenizer.ggml.eot_token_id"), "gguf_add_bos": add_bos,
-                  "bos_consistent": bos_ok, "gguf_pre_tokenizer": metadata.get("tokenizer.ggml.pre")})
+            problems.append(
+                f"a rendered chat prompt tokenized by llama.cpp (add_bos={add_bos}) differs from HF's "
+                f"prompt ids (first ids: HF {hf[:4]}, llama.cpp {gguf[:4]}): missing or doubled BOS?"
+            )
+    summary = (
+        f"end-of-turn {tokens} consistent across tokenizer, generation_config, GGUF and Modelfile"
+        if not problems
+        else "; ".join(problems)
+    )
+    return Check(
+        "end_of_turn",
+        not problems,
+        summary,
+        {
+            "tokens": tokens,
+            "ids": ids,
+            "generation_config_eos": eos,
+            "modelfile_stops": stops,
+            "gguf_eos": metadata.get("tokenizer.ggml.eos_token_id"),
+            "gguf_eot": metadata.get("tokenizer.ggml.eot_token_id"),
+            "gguf_add_bos": add_bos,
+            "bos_consistent": bos_ok,
+            "gguf_pre_tokenizer": metadata.get("tokenizer.ggml.pre"),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -261,12 +316,21 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
 def write_report(checks: list[Check], path_json: Path, path_md: Path, *, title: str, extra: dict | None = None):
     import json
 
-    data = {"title": title, "passed": all(c.passed is not False for c in checks), **(extra or {}),
-            "checks": [{"name": c.name, "status": c.status, "summary": c.summary, "details": c.details}
-                       for c in checks]}
+    data = {
+        "title": title,
+        "passed": all(c.passed is not False for c in checks),
+        **(extra or {}),
+        "checks": [{"name": c.name, "status": c.status, "summary": c.summary, "details": c.details} for c in checks],
+    }
     path_json.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    lines = [f"# {title}", "", f"**{'PASSED' if data['passed'] else 'FAILED'}**", "", "| check | status | result |",
-             "|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"**{'PASSED' if data['passed'] else 'FAILED'}**",
+        "",
+        "| check | status | result |",
+        "|---|---|---|",
+    ]
     for check in checks:
         lines.append(f"| {check.name} | {check.status} | {check.summary.replace('|', chr(92) + '|')} |")
     path_md.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from posttrain.models.resolve import resolve_model
+
 
 @dataclass
 class Completion:
@@ -36,8 +38,6 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 def load_model_for_generation(name_or_path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code=False):
     """A causal LM and its tokenizer from an embedded alias, HF folder, hub id or LoRA adapter folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from posttrain.models.resolve import resolve_model
 
     path = resolve_model(name_or_path)
     if (Path(path) / "adapter_config.json").is_file():

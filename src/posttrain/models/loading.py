@@ -6,13 +6,11 @@ hardware has it. On CPU, bitsandbytes' 4-bit kernels run too (bf16 compute is th
 
 from __future__ import annotations
 
-
 import torch
 
 from posttrain.configs import ModelConfig
 from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype
-
 
 
 def load_tokenizer(model_args: ModelConfig, *, trust_remote_code: bool = False):

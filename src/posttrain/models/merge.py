@@ -25,6 +25,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from posttrain.export.prompts import GENERATION_CONVERSATIONS
+from posttrain.export.special_tokens import end_of_turn_ids
+from posttrain.manifest import read_manifest
 from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter, task_model_class
 from posttrain.models.registry import cache_dir, resolve_base
 from posttrain.storage import atomic_write_json, staged_dir
@@ -62,7 +65,6 @@ def _cached_merge_source(path: Path) -> Path | None:
 
 
 def _manifest_base(adapter: Path) -> str | None:
-    from posttrain.manifest import read_manifest
 
     try:
         manifest = read_manifest(adapter) or {}
@@ -147,17 +149,23 @@ def _apply_adapter(model, adapter: Path, base_label):
         raise AdapterError(f"adapter {adapter} does not fit its base {base_label}: {str(err)[:800]}") from None
 
 
-def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str = "float32",
-                conversations: list[list[dict]] | None = None):
+def merge_chain(
+    name_or_path: str,
+    *,
+    base_model: str | None = None,
+    dtype: str = "float32",
+    conversations: list[list[dict]] | None = None,
+):
     """Load the root base in ``dtype``, apply and merge every adapter of the chain; returns
     ``(model, tokenizer, MergeReport)``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from posttrain.export.prompts import GENERATION_CONVERSATIONS
     if dtype not in ("float32", "bfloat16", "float16"):
-        raise AdapterError(f"dtype must be float32, bfloat16 or float16 for a merge (got {dtype!r}); "
-                           "merging into 4-bit weights is never done")
+        raise AdapterError(
+            f"dtype must be float32, bfloat16 or float16 for a merge (got {dtype!r}); "
+            "merging into 4-bit weights is never done"
+        )
     base, adapters = adapter_chain(name_or_path, base_model)
     for adapter in adapters:
         config = json.loads((adapter / "adapter_config.json").read_text())
@@ -188,7 +196,6 @@ def merge_chain(name_or_path: str, *, base_model: str | None = None, dtype: str 
 def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -> Path:
     """Write safetensors + tokenizer + chat template + generation_config (EOS = every end-of-turn token) into
     ``output_dir``, through a temporary folder moved into place when complete."""
-    from posttrain.export.special_tokens import end_of_turn_ids
 
     output_dir = Path(output_dir)
     stops = end_of_turn_ids(tokenizer)
@@ -198,8 +205,9 @@ def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "merge_report.json").is_file():
-        raise AdapterError(f"output_dir {output_dir} exists and holds something other than a merged model; choose "
-                           "another folder")
+        raise AdapterError(
+            f"output_dir {output_dir} exists and holds something other than a merged model; choose another folder"
+        )
     with staged_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -18,7 +18,6 @@ from posttrain.models.weights import check_weights
 from posttrain.storage import atomic_write_json, staged_dir
 
 
-
 class ModelNotFoundError(UserError, FileNotFoundError):
     """A model name that is neither an embedded alias, an existing local folder, nor a reachable hub id."""
 
@@ -31,9 +30,12 @@ class EmbeddedModel:
     gguf_file: str  # path of the GGUF inside the distribution
 
     def gguf_path(self) -> Path:
-        return package_file(self.distribution, self.gguf_file, install=self.distribution,
-                            error=lambda message: ModelNotFoundError(f"the embedded model '{self.alias}' {message} "
-                                                                     "(or: make setup)"))
+        return package_file(
+            self.distribution,
+            self.gguf_file,
+            install=self.distribution,
+            error=lambda message: ModelNotFoundError(f"the embedded model '{self.alias}' {message} (or: make setup)"),
+        )
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -97,8 +99,10 @@ def resolve_base(name_or_path: str) -> str:
         if path.is_dir():
             check_weights(path)
         return str(path)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith(
-        (".json", ".safetensors", ".gguf", ".bin")
+    if (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+        or name_or_path.endswith((".json", ".safetensors", ".gguf", ".bin"))
     ):
         raise ModelNotFoundError(
             f"model path {name_or_path} does not exist (embedded aliases: {', '.join(EMBEDDED_MODELS)})"

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from posttrain.errors import UserError
+from posttrain.models.resolve import resolve_model
 
 
 class RewardModelError(UserError, ValueError):
@@ -29,8 +30,6 @@ class RewardModel:
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32, **kwargs) -> RewardModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from posttrain.models.resolve import resolve_model
 
         path = Path(resolve_model(name_or_path))
         config_file = path / "config.json"

@@ -50,13 +50,18 @@ class PipelineStage:
             return Path(str(self.overrides["output_dir"]))
         data = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict) or not data.get("output_dir"):
-            raise ConfigError(f"{self.config}: stage '{self.name}' needs an output_dir (the pipeline checks it for "
-                              f"{DONE_MARKER} to know the stage is done)")
+            raise ConfigError(
+                f"{self.config}: stage '{self.name}' needs an output_dir (the pipeline checks it for "
+                f"{DONE_MARKER} to know the stage is done)"
+            )
         return Path(str(data["output_dir"]))
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"stage": self.stage, "config": self.config.read_text(encoding="utf-8"),
-                              "overrides": self.overrides}, sort_keys=True, default=str)
+        payload = json.dumps(
+            {"stage": self.stage, "config": self.config.read_text(encoding="utf-8"), "overrides": self.overrides},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def argv(self) -> list[str]:
@@ -64,10 +69,14 @@ class PipelineStage:
         for key, value in self.overrides.items():
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, (list, dict)) for v in values):
-                raise ConfigError(f"override {self.name}.{key}: only scalars and lists of scalars can be overridden "
-                                  "on the command line; put nested values in the stage's own config file")
-            args += [f"--{key}", *("null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                                   for v in values)]
+                raise ConfigError(
+                    f"override {self.name}.{key}: only scalars and lists of scalars can be overridden "
+                    "on the command line; put nested values in the stage's own config file"
+                )
+            args += [
+                f"--{key}",
+                *("null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in values),
+            ]
         return args
 
 
@@ -141,10 +150,16 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
         for name in (profile, variant) if variant else (profile,):
             _apply_profile(path, name, profiles[name] or {}, stages)
         if variant:
-            why = (f"{PRECISION_ENV}=fp32" if requested_precision() == "fp32" else
-                   "this CPU has no AVX512-BF16 (bf16 would be emulated)")
-            print(f"posttrain: {why}: training runs in fp32, about 3x slower per step than bf16 on an AVX512-BF16 "
-                  f"CPU, so profile '{profile}' is reduced by '{variant}' (fewer steps and samples)", flush=True)
+            why = (
+                f"{PRECISION_ENV}=fp32"
+                if requested_precision() == "fp32"
+                else "this CPU has no AVX512-BF16 (bf16 would be emulated)"
+            )
+            print(
+                f"posttrain: {why}: training runs in fp32, about 3x slower per step than bf16 on an AVX512-BF16 "
+                f"CPU, so profile '{profile}' is reduced by '{variant}' (fewer steps and samples)",
+                flush=True,
+            )
 
     launcher = data.get("launcher") or ""
     launcher_argv = shlex.split(launcher) if isinstance(launcher, str) else [str(a) for a in launcher]
@@ -188,5 +203,3 @@ def _executable(name: str, source: Path) -> str:
     if found is None:
         raise ConfigError(f"{source}: launcher '{name}' is neither next to {sys.executable} nor on PATH")
     return found
-
-

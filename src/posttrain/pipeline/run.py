@@ -52,8 +52,9 @@ def stage_command(pipeline: Pipeline, stage: PipelineStage) -> list[str]:
     return [sys.executable, "-m", "posttrain.cli", stage.stage, *stage.argv()]
 
 
-def run_pipeline(pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool = False,
-                 env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_pipeline(
+    pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool = False, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run every stage not yet done; returns the pipeline state. Raises :class:`StageFailed` on the first failure."""
     for name in force:
         if name != "all":
@@ -69,8 +70,10 @@ def run_pipeline(pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool
         forced = "all" in force or stage.name in force
         prefix = f"[{index}/{total}] {stage.name}"
         if not forced and not stale and is_done(stage, state, inputs_fingerprint(stage, upstream, state)):
-            print(f"{prefix}: done, skipped ({stage.output_dir / DONE_MARKER}; --force {stage.name} reruns it)",
-                  flush=True)
+            print(
+                f"{prefix}: done, skipped ({stage.output_dir / DONE_MARKER}; --force {stage.name} reruns it)",
+                flush=True,
+            )
             continue
         running.add(stage.name)
         why = f" (reads the output of {', '.join(stale)}, which runs again)" if stale and not forced else ""
@@ -85,22 +88,25 @@ def run_pipeline(pipeline: Pipeline, *, force: Sequence[str] = (), dry_run: bool
             state["failed"] = {"stage": stage.name, "returncode": result.returncode, "command": command}
             write_state(pipeline, state)
             raise StageFailed(
-                stage.name, result.returncode,
+                stage.name,
+                result.returncode,
                 f"stage '{stage.name}' failed (exit status {result.returncode}) after {elapsed} s; earlier stages' "
                 f"outputs are intact and a rerun of the same command continues from '{stage.name}'",
             )
         if not (stage.output_dir / DONE_MARKER).is_file():
-            raise StageFailed(stage.name, 1, f"stage '{stage.name}' exited 0 but wrote no {DONE_MARKER} in "
-                                             f"{stage.output_dir}")
+            raise StageFailed(
+                stage.name, 1, f"stage '{stage.name}' exited 0 but wrote no {DONE_MARKER} in {stage.output_dir}"
+            )
         state["stages"][stage.name] = {
-            "stage": stage.stage, "output_dir": str(stage.output_dir),
-            "fingerprint": inputs_fingerprint(stage, upstream, state), "upstream": [u.name for u in upstream],
-            "wall_time_s": elapsed, "command": command,
-            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "stage": stage.stage,
+            "output_dir": str(stage.output_dir),
+            "fingerprint": inputs_fingerprint(stage, upstream, state),
+            "upstream": [u.name for u in upstream],
+            "wall_time_s": elapsed,
+            "command": command,
+            "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         state.pop("failed", None)
         write_state(pipeline, state)
         print(f"{prefix}: finished in {elapsed} s", flush=True)
     return state
-
-

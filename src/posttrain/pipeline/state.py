@@ -12,8 +12,8 @@ import json
 import re
 from typing import Any
 
-from posttrain.storage import atomic_write_text
 from posttrain.pipeline.config import DONE_MARKER, Pipeline, PipelineStage
+from posttrain.storage import atomic_write_text
 
 STATE_NAME = "pipeline_state.json"
 
@@ -47,5 +47,3 @@ def is_done(stage: PipelineStage, state: dict[str, Any], fingerprint: str | None
     recorded = state.get("stages", {}).get(stage.name, {})
     expected = fingerprint or stage.fingerprint()
     return (stage.output_dir / DONE_MARKER).is_file() and recorded.get("fingerprint") == expected
-
-

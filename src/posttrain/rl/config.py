@@ -11,9 +11,9 @@ from typing import Any
 import trl
 from trl.trainer.base_config import _BaseConfig
 
-from posttrain.errors import ConfigError
-
 from posttrain.configs import HardwareDefaultsMixin
+from posttrain.errors import ConfigError
+from posttrain.rl.rewards import parse_reward_specs
 
 
 def _rewards_field():
@@ -38,7 +38,6 @@ class RewardsMixin:
     )
 
     def __post_init__(self) -> None:
-        from posttrain.rl.rewards import parse_reward_specs
 
         self.rewards = parse_reward_specs(self.rewards)  # unknown names fail here, before any model is loaded
         super().__post_init__()

@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain.data.formats import with_system_prompt
-from posttrain.storage import atomic_write_text
-from posttrain.tasks import CHECKS, check_task
-from posttrain.tasks import ALL_TASKS, TASKS, generate_task
 from posttrain.data.files import read_rows, resolve_local_files
+from posttrain.data.formats import with_system_prompt
 from posttrain.data.preference import validate_preference, validate_prompt
 from posttrain.data.spec import BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError, ProblemCollector
+from posttrain.models.generation import generate
+from posttrain.storage import atomic_write_text
+from posttrain.tasks import ALL_TASKS, CHECKS, TASKS, check_task, generate_task
 
 __all__ = [
     "PromptItem",
@@ -109,6 +109,7 @@ class Pairs(list):
 
 # ---------------------------------------------------------------------------------------------------- scorers
 
+
 def rule_scorer(prompt_messages: Messages, completions: list[str], item: PromptItem) -> list[float]:
     """1.0 for each completion that passes ``check_task(item.task, completion, item.answer, **item.meta)``, else 0.0.
 
@@ -116,8 +117,10 @@ def rule_scorer(prompt_messages: Messages, completions: list[str], item: PromptI
         ValueError: If the item has no ``task`` (such prompts need a reward-model scorer).
     """
     if item.task is None:
-        raise ValueError("rule scoring needs prompts with a 'task' (a builtin task or a check name); score prompts "
-                         "without one with a reward model")
+        raise ValueError(
+            "rule scoring needs prompts with a 'task' (a builtin task or a check name); score prompts "
+            "without one with a reward model"
+        )
     return [1.0 if check_task(item.task, text, item.answer, **item.meta) else 0.0 for text in completions]
 
 
@@ -166,6 +169,7 @@ def _scores(scorer: Scorer, item: PromptItem, texts: list[str]) -> list[float]:
 
 # ------------------------------------------------------------------------------------------------ build pairs
 
+
 def build_pairs(
     model: Any,
     tokenizer: Any,
@@ -199,7 +203,6 @@ def build_pairs(
         :class:`Pairs`: rows ``{"prompt", "chosen", "rejected", "chosen_score", "rejected_score"}`` in prompt
         order, with ``.skipped`` prompts counted.
     """
-    from posttrain.models.generation import generate
 
     if n < 2:
         raise ValueError(f"n must be at least 2 to compare replies (got {n})")
@@ -231,18 +234,21 @@ def build_pairs(
         if best[0] - worst[0] <= min_margin or best[1].text.strip() == worst[1].text.strip():
             pairs.skipped += 1
             continue
-        pairs.append({
-            "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
-            "chosen": [{"role": "assistant", "content": best[1].text}],
-            "rejected": [{"role": "assistant", "content": worst[1].text}],
-            "chosen_score": best[0],
-            "rejected_score": worst[0],
-        })
+        pairs.append(
+            {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
+                "chosen": [{"role": "assistant", "content": best[1].text}],
+                "rejected": [{"role": "assistant", "content": worst[1].text}],
+                "chosen_score": best[0],
+                "rejected_score": worst[0],
+            }
+        )
     logger.info("built %d pairs from %d prompts (%d skipped)", len(pairs), pairs.prompts, pairs.skipped)
     return pairs
 
 
 # ------------------------------------------------------------------------------------------------------ output
+
 
 def refuse_existing(path: Path) -> None:
     raise DataError(str(path), "already exists; pass overwrite=True (--overwrite) to replace it")
@@ -283,6 +289,7 @@ def write_pairs(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, o
 
 # ----------------------------------------------------------------------------------------------------- prompts
 
+
 def task_prompts(
     tasks: Sequence[str],
     num_prompts: int,
@@ -312,7 +319,7 @@ def task_prompts(
         raise DataError("--tasks", f"no tasks given; available: {', '.join([*TASKS, ALL_TASKS])}")
     batches = []
     for i, name in enumerate(names):
-        task = name[len(BUILTIN_PREFIX):] if name.startswith(BUILTIN_PREFIX) else name
+        task = name[len(BUILTIN_PREFIX) :] if name.startswith(BUILTIN_PREFIX) else name
         count = num_prompts // len(names) + (i < num_prompts % len(names))
         try:
             batches.append(generate_task(task, count, seed=seed, identity=identity))
@@ -321,14 +328,18 @@ def task_prompts(
     examples = [batch[j] for j in range(max(map(len, batches))) for batch in batches if j < len(batch)]
     return [
         PromptItem(
-            with_system_prompt([{"role": "user", "content": ex.prompt}], system_prompt), ex.task, ex.answer, dict(ex.meta)
+            with_system_prompt([{"role": "user", "content": ex.prompt}], system_prompt),
+            ex.task,
+            ex.answer,
+            dict(ex.meta),
         )
         for ex in examples
     ]
 
 
-def _prompt_item(data: Mapping[str, Any], source: str, row: int, line: int | None,
-                 system_prompt: str | None) -> PromptItem:
+def _prompt_item(
+    data: Mapping[str, Any], source: str, row: int, line: int | None, system_prompt: str | None
+) -> PromptItem:
     def error(problem: str) -> DataError:
         return DataError(source, problem, row=row, line=line)
 
@@ -336,8 +347,12 @@ def _prompt_item(data: Mapping[str, Any], source: str, row: int, line: int | Non
         messages = validate_prompt(data["prompt"], source=source, row=row, line=line)
     elif "messages" in data:
         conversation = data["messages"]
-        if isinstance(conversation, list) and conversation and isinstance(conversation[-1], dict) \
-                and conversation[-1].get("role") == "assistant":
+        if (
+            isinstance(conversation, list)
+            and conversation
+            and isinstance(conversation[-1], dict)
+            and conversation[-1].get("role") == "assistant"
+        ):
             conversation = conversation[:-1]  # an SFT conversation: prompt with everything before the last reply
         messages = validate_prompt(conversation, source=source, row=row, line=line)
     else:

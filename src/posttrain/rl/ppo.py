@@ -45,7 +45,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
+from posttrain.models.generation import generate, stop_token_ids
 from posttrain.rl import ppo_core
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.rewards import RewardSet
@@ -165,13 +167,9 @@ class PPOTrainer:
         from accelerate import Accelerator
         from transformers import TrainerState
 
-        from posttrain.models.generation import stop_token_ids
-
         self.args, self.tokenizer, self.rewards = args, tokenizer, rewards
         self.accelerator = Accelerator(cpu=args.use_cpu)
         if len(train_dataset) == 0:
-            from posttrain.data.validation import DataError
-
             raise DataError("datasets", "no training prompts")
         self.train_dataset = train_dataset
         if peft_config is not None:
@@ -195,9 +193,12 @@ class PPOTrainer:
         wrapped = PolicyWithValueHead(model)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+            params,
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
             weight_decay=args.weight_decay,
-        )  # fmt: skip
+        )
         self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
         self.scheduler = self._make_scheduler()
         self.kl_ctl = (
@@ -249,10 +250,9 @@ class PPOTrainer:
         ]
         too_long = [len(e) for e in encoded if len(e) > self.args.max_prompt_length]
         if too_long:
-            from posttrain.data.validation import DataError
-
-            raise DataError("datasets", f"a prompt has {too_long[0]} tokens, over max_prompt_length "
-                                        f"{self.args.max_prompt_length}")  # fmt: skip
+            raise DataError(
+                "datasets", f"a prompt has {too_long[0]} tokens, over max_prompt_length {self.args.max_prompt_length}"
+            )
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -283,7 +283,6 @@ class PPOTrainer:
 
     def rollout(self, rows: list[dict]) -> Rollout:
         """Sample, truncate at the stop token, score with the rewards, the policy (+ values) and the reference."""
-        from posttrain.models.generation import generate
 
         prompts = [row["prompt"] for row in rows]
         policy = self.unwrapped.policy
@@ -327,10 +326,18 @@ class PPOTrainer:
             for name, vals in per_func.items()
         }
         return Rollout(
-            queries.to(device), query_mask.to(device), responses.to(device), response_mask.to(device),
-            policy_out["logprobs"], ref_out["logprobs"], policy_out["values"], policy_out["entropy"],
-            scores, finished, per_reward,
-        )  # fmt: skip
+            queries.to(device),
+            query_mask.to(device),
+            responses.to(device),
+            response_mask.to(device),
+            policy_out["logprobs"],
+            ref_out["logprobs"],
+            policy_out["values"],
+            policy_out["entropy"],
+            scores,
+            finished,
+            per_reward,
+        )
 
     # ------------------------------------------------------------------------------------------------- update
 
@@ -351,8 +358,9 @@ class PPOTrainer:
         n = len(batch)
         mini = n // args.num_mini_batches
         micro = args.per_device_train_batch_size
-        stats: dict[str, list[float]] = {k: [] for k in ("loss", "policy_loss", "value_loss", "clipfrac",
-                                                          "value_clipfrac", "approx_kl")}  # fmt: skip
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("loss", "policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl")
+        }
         generator = torch.Generator().manual_seed(args.seed * 100003 + step)
         context = batch.queries.shape[1]
         self.model.train()
@@ -373,14 +381,22 @@ class PPOTrainer:
                             logprobs, batch.logprobs[idx], advantages[idx], mask, args.cliprange
                         )
                         value_loss, value_clipfrac = ppo_core.clipped_value_loss(
-                            values[:, context - 1 : -1].float(), batch.values[idx], returns[idx], mask,
+                            values[:, context - 1 : -1].float(),
+                            batch.values[idx],
+                            returns[idx],
+                            mask,
                             args.cliprange_value,
-                        )  # fmt: skip
+                        )
                         loss = policy.loss + args.vf_coef * value_loss
                         accelerator.backward(loss * (len(idx) / mini))
-                    for key, value in (("loss", loss), ("policy_loss", policy.loss), ("value_loss", value_loss),
-                                       ("clipfrac", policy.clip_fraction), ("value_clipfrac", value_clipfrac),
-                                       ("approx_kl", policy.approx_kl)):  # fmt: skip
+                    for key, value in (
+                        ("loss", loss),
+                        ("policy_loss", policy.loss),
+                        ("value_loss", value_loss),
+                        ("clipfrac", policy.clip_fraction),
+                        ("value_clipfrac", value_clipfrac),
+                        ("approx_kl", policy.approx_kl),
+                    ):
                         stats[key].append(float(value.detach()))
                 if args.max_grad_norm and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
@@ -406,8 +422,9 @@ class PPOTrainer:
             **{k: torch.tensor(v) for k, v in update.items()},
         }
         names = list(local)
-        stacked = torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(self.accelerator.device)
-                               for k in names])  # fmt: skip
+        stacked = torch.stack(
+            [torch.as_tensor(local[k], dtype=torch.float32).to(self.accelerator.device) for k in names]
+        )
         gathered = self.accelerator.reduce(stacked, reduction="mean")
         metrics = {k: float(v) for k, v in zip(names, gathered.tolist(), strict=True)}
         metrics["kl_coef"] = self.kl_ctl.value
@@ -439,7 +456,9 @@ class PPOTrainer:
             self.state.log_history.append({"step": step, **metrics})
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
             if main and args.logging_steps and step % max(int(args.logging_steps), 1) == 0:
-                bar.write("posttrain ppo: " + json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}))
+                bar.write(
+                    "posttrain ppo: " + json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}})
+                )
             saved = args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0
             if saved:
                 self.save_checkpoint()
@@ -498,10 +517,17 @@ class PPOTrainer:
                 groups.append({k: list(v) if isinstance(v, tuple) else v for k, v in group.items()})
             save_file(tensors, tmp / "optimizer.safetensors")
             (tmp / "optimizer.json").write_text(json.dumps(groups))
-            (tmp / STATE_FILE).write_text(json.dumps({
-                "global_step": step, "kl_coef": self.kl_ctl.value, "log_history": self.state.log_history,
-                "world_size": accelerator.num_processes,
-            }, indent=1))  # fmt: skip
+            (tmp / STATE_FILE).write_text(
+                json.dumps(
+                    {
+                        "global_step": step,
+                        "kl_coef": self.kl_ctl.value,
+                        "log_history": self.state.log_history,
+                        "world_size": accelerator.num_processes,
+                    },
+                    indent=1,
+                )
+            )
         accelerator.wait_for_everyone()
         save_file({"torch": torch.get_rng_state()}, tmp / f"rng_state_{accelerator.process_index}.safetensors")
         accelerator.wait_for_everyone()
@@ -564,8 +590,6 @@ class PPOTrainer:
         the adapter disabled; the stop-token penalty is included, as in training."""
         from accelerate.utils import gather_object
 
-        from posttrain.models.generation import generate
-
         policy = self.unwrapped.policy
         policy.eval()
         indices = list(range(self.accelerator.process_index, len(dataset), self.accelerator.num_processes))
@@ -574,10 +598,13 @@ class PPOTrainer:
         if rows:
             with policy.disable_adapter() if reference else nullcontext():
                 samples = generate(
-                    policy, self.tokenizer, [r["prompt"] for r in rows],
+                    policy,
+                    self.tokenizer,
+                    [r["prompt"] for r in rows],
                     max_new_tokens=max_new_tokens or self.args.max_completion_length,
-                    batch_size=self.args.generation_batch_size, progress=False,
-                )  # fmt: skip
+                    batch_size=self.args.generation_batch_size,
+                    progress=False,
+                )
             completions = [s[0] for s in samples]
             total, _ = self.rewards(
                 [r["prompt"] for r in rows],

@@ -13,17 +13,17 @@ import json
 import random
 from collections.abc import Sequence
 
-from posttrain.data.formats import with_system_prompt
+from posttrain.data import load_conversations
 from posttrain.data.files import looks_local
+from posttrain.data.formats import with_system_prompt
 from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError
+from posttrain.rl.pairs import PromptItem, read_prompts, task_prompts
 
 COLUMNS = ("prompt", "task", "answer", "meta")
 
 
 def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: str | None):
-    from posttrain.data import load_conversations
-    from posttrain.rl.pairs import PromptItem, read_prompts, task_prompts
 
     if spec.path.startswith(BUILTIN_PREFIX):
         count = spec.num_samples or BUILTIN_DEFAULT_SAMPLES

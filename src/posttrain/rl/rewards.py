@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from posttrain.checks import count_words, extract_number
-from posttrain.tasks import CHECKS, NEEDS_NO_ANSWER, check_task
 from posttrain.errors import ConfigError
+from posttrain.models.reward import RewardModel, RewardModelError
+from posttrain.tasks import CHECKS, NEEDS_NO_ANSWER, check_task
 
 REWARD_MODEL = "reward_model"
 EXTRA_RULES = ("task", "has_number", "length")
@@ -117,7 +118,6 @@ class ModelReward:
     """A reward model (:class:`~posttrain.models.reward.RewardModel`) as a reward function."""
 
     def __init__(self, path: str, *, policy_tokenizer=None, batch_size: int = 8, max_length: int = 1024) -> None:
-        from posttrain.models.reward import RewardModel, RewardModelError
 
         self.reward_model = RewardModel.load(path, batch_size=batch_size, max_length=max_length)
         if policy_tokenizer is not None and self.reward_model.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
@@ -198,8 +198,9 @@ def build_rewards(specs: Sequence[Any], *, policy_tokenizer=None, stop_token_ids
         params = {k: v for k, v in spec.items() if k not in ("name", "weight")}
         if spec["name"] == REWARD_MODEL:
             func = ModelReward(
-                params.pop("path"), policy_tokenizer=policy_tokenizer, **{k: params[k] for k in params
-                                                                          if k in ("batch_size", "max_length")}
+                params.pop("path"),
+                policy_tokenizer=policy_tokenizer,
+                **{k: params[k] for k in params if k in ("batch_size", "max_length")},
             )
         else:
             func = RuleReward(spec["name"], stop_token_ids=stop_token_ids, **params)

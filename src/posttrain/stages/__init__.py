@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
+from posttrain.errors import exit_on_user_error
+
 #: the embedded default model's recipe configs, relative to ``recipes/``
 DEFAULT_CONFIGS = Path("configs") / "smollm2-135m"
 
@@ -49,32 +51,79 @@ class Stage:
         return importlib.import_module(self.module)
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("sft", "supervised fine-tuning with (Q)LoRA and chat templates", "accelerate",
-          reference="QLoRA SFT with chat templates (TRL `SFTTrainer`)"),
-    Stage("reward", "reward model (sequence classification) on preference pairs", "accelerate",
-          reference="reward model on preference pairs (TRL `RewardTrainer`)"),
-    Stage("dpo", "direct preference optimization on top of the SFT result", "accelerate",
-          reference="DPO on preference pairs (TRL `DPOTrainer`)"),
-    Stage("ppo", "PPO (posttrain's trainer) on a LoRA adapter: reward model and/or rule rewards, KL to the start "
-          "model", "accelerate", reference="PPO against a reward model and/or rule rewards (posttrain's trainer)"),
-    Stage("grpo", "GRPO (TRL) with posttrain's rewards as reward_funcs", "accelerate",
-          reference="GRPO (TRL `GRPOTrainer`) with posttrain's rewards"),
-    Stage("rloo", "RLOO (TRL) with posttrain's rewards as reward_funcs", "accelerate",
-          reference="RLOO (TRL `RLOOTrainer`) with posttrain's rewards"),
-    Stage("pairs", "on-policy preference pairs: sample n replies, score (rule checks or a reward model), keep best "
-          "vs worst", "python", reference="on-policy preference pairs from a model, scored by rule checks or a "
-          "reward model"),
-    Stage("evaluate", "rule-based and model-based suites on models, adapters, GGUF files or endpoints", "python",
-          aliases=("eval",), reference="rule-based and model-based evaluation, reports"),
-    Stage("merge", "merge the adapter chain (SFT -> DPO/PPO) into full-precision weights, report logit drift",
-          "python", reference="adapter chain merged into full-precision weights"),
-    Stage("export", "GGUF (llama.cpp) + quantized types + Ollama Modelfile, verified; non-zero exit on failure",
-          "python", reference="GGUF conversion, quantization, Ollama Modelfile, verification"),
-    Stage("pipeline", "every stage in order (SFT, reward, DPO, PPO, evaluate, merge, export), skipping finished "
-          "ones", "python", reference="every stage in order"),
-    Stage("model", "materialize an embedded model alias and print its local folder", "python", recipe=False),
-)}  # fmt: skip
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "sft",
+            "supervised fine-tuning with (Q)LoRA and chat templates",
+            "accelerate",
+            reference="QLoRA SFT with chat templates (TRL `SFTTrainer`)",
+        ),
+        Stage(
+            "reward",
+            "reward model (sequence classification) on preference pairs",
+            "accelerate",
+            reference="reward model on preference pairs (TRL `RewardTrainer`)",
+        ),
+        Stage(
+            "dpo",
+            "direct preference optimization on top of the SFT result",
+            "accelerate",
+            reference="DPO on preference pairs (TRL `DPOTrainer`)",
+        ),
+        Stage(
+            "ppo",
+            "PPO (posttrain's trainer) on a LoRA adapter: reward model and/or rule rewards, KL to the start model",
+            "accelerate",
+            reference="PPO against a reward model and/or rule rewards (posttrain's trainer)",
+        ),
+        Stage(
+            "grpo",
+            "GRPO (TRL) with posttrain's rewards as reward_funcs",
+            "accelerate",
+            reference="GRPO (TRL `GRPOTrainer`) with posttrain's rewards",
+        ),
+        Stage(
+            "rloo",
+            "RLOO (TRL) with posttrain's rewards as reward_funcs",
+            "accelerate",
+            reference="RLOO (TRL `RLOOTrainer`) with posttrain's rewards",
+        ),
+        Stage(
+            "pairs",
+            "on-policy preference pairs: sample n replies, score (rule checks or a reward model), keep best vs worst",
+            "python",
+            reference="on-policy preference pairs from a model, scored by rule checks or a reward model",
+        ),
+        Stage(
+            "evaluate",
+            "rule-based and model-based suites on models, adapters, GGUF files or endpoints",
+            "python",
+            aliases=("eval",),
+            reference="rule-based and model-based evaluation, reports",
+        ),
+        Stage(
+            "merge",
+            "merge the adapter chain (SFT -> DPO/PPO) into full-precision weights, report logit drift",
+            "python",
+            reference="adapter chain merged into full-precision weights",
+        ),
+        Stage(
+            "export",
+            "GGUF (llama.cpp) + quantized types + Ollama Modelfile, verified; non-zero exit on failure",
+            "python",
+            reference="GGUF conversion, quantization, Ollama Modelfile, verification",
+        ),
+        Stage(
+            "pipeline",
+            "every stage in order (SFT, reward, DPO, PPO, evaluate, merge, export), skipping finished ones",
+            "python",
+            reference="every stage in order",
+        ),
+        Stage("model", "materialize an embedded model alias and print its local folder", "python", recipe=False),
+    )
+}
 
 ALIASES = {alias: stage.name for stage in STAGES.values() for alias in stage.aliases}
 
@@ -88,8 +137,9 @@ def run_stage(name: str, argv: Sequence[str] | None = None, default_config=None)
     """Parse ``argv`` with the stage's parser and run it in this process; what a recipe and ``python -m
     posttrain.stages <name>`` do. Errors a user can fix exit with status 2 and one line; an unfinished run's work
     folder is removed (a checkpoint to resume from stays)."""
+
+    # trl and transformers (heavy): loaded when a stage runs, not for `posttrain --help`
     from posttrain.configs import parse_args
-    from posttrain.errors import exit_on_user_error
     from posttrain.training.common import discard_unfinished_runs
 
     module = get(name).load()
@@ -114,7 +164,7 @@ def run_stage(name: str, argv: Sequence[str] | None = None, default_config=None)
 def recipe_text(stage: Stage) -> str:
     """The generated ``recipes/<name>.py`` (a test keeps the files equal to this: ``python -m posttrain.stages
     --write-recipes`` rewrites them)."""
-    launch = ("accelerate launch --config_file accelerate_configs/cpu.yaml" if stage.trains else "python")
+    launch = "accelerate launch --config_file accelerate_configs/cpu.yaml" if stage.trains else "python"
     return f'''#!/usr/bin/env python
 """`posttrain {stage.name}`: {stage.summary}.
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from posttrain.chat_templates import ChatTemplateError, render
 from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
-from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
+from posttrain.data import fingerprint, load_preferences
 from posttrain.stages.reward import add_system_prompt
+from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
 
 
 def make_parser():
@@ -27,7 +29,6 @@ def make_parser():
 @torch.no_grad()
 def completion_logps(model, tokenizer, prompts, completions) -> list[float]:
     """Summed log-probability of each assistant completion (a one-message list) after its prompt."""
-    from posttrain.chat_templates import render
 
     device = next(model.parameters()).device
     out = []
@@ -51,9 +52,6 @@ def preference_margins(model, tokenizer, pairs) -> list[float]:
 def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: ModelConfig):
     """Preference pairs → merged SFT model (4-bit) + new adapter → DPOTrainer (ref = adapter off) → save."""
     from trl import DPOTrainer
-
-    from posttrain.chat_templates import ChatTemplateError
-    from posttrain.data import fingerprint, load_preferences
 
     run = start_run(training_args)
     data = load_preferences(

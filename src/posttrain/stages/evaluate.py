@@ -1,11 +1,14 @@
 """``posttrain evaluate`` / ``recipes/evaluate.py``: the stage's parser and entry point.
 
-    posttrain evaluate --config recipes/configs/smollm2-135m/evaluate.yaml [--max_samples 20 ...]
+posttrain evaluate --config recipes/configs/smollm2-135m/evaluate.yaml [--max_samples 20 ...]
 """
 
 from __future__ import annotations
 
 from posttrain.evaluation.config import EvalArguments
+from posttrain.evaluation.report import load_results
+from posttrain.evaluation.runner import evaluate
+from posttrain.manifest import write_manifest
 
 
 def make_parser():
@@ -17,9 +20,6 @@ def make_parser():
 def main(eval_args: EvalArguments):
     """Validate → generate (cached) → score → results.json, report.md, report.html; prints the headline table."""
     from pathlib import Path
-
-    from posttrain.evaluation.runner import evaluate
-    from posttrain.evaluation.report import load_results
 
     path = evaluate(eval_args)
     results = load_results(path)
@@ -36,8 +36,12 @@ def main(eval_args: EvalArguments):
     print(f"\n{counts['generated']} replies generated, {counts['cached']} from the cache")
     print(f"wrote {path}, {Path(path).with_name('report.md')}, {Path(path).with_name('report.html')}")
     if results.get("status") == "complete":  # written last: the pipeline's proof that this stage finished
-        from posttrain.manifest import write_manifest
-
-        write_manifest(Path(path).parent, stage="evaluate", configs=(eval_args,),
-                       models=results["models"], summary=results["summary"], counts=counts)
+        write_manifest(
+            Path(path).parent,
+            stage="evaluate",
+            configs=(eval_args,),
+            models=results["models"],
+            summary=results["summary"],
+            counts=counts,
+        )
     return path

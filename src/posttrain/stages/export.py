@@ -15,7 +15,24 @@ import tempfile
 from pathlib import Path
 
 from posttrain.configs import PosttrainArguments
+from posttrain.export import ExportError, llama_cpp, verify
 from posttrain.export.config import ExportArguments
+from posttrain.export.go_template import TemplateTranslationError, translate
+from posttrain.export.llama_cpp import CONVERTER_TYPES
+from posttrain.export.modelfile import (
+    Modelfile,
+    ModelfileError,
+    default_num_ctx,
+    ollama_commands,
+    ollama_create,
+    quote_multiline,
+)
+from posttrain.export.serve import ServeError, serve_and_evaluate, server_available
+from posttrain.export.special_tokens import end_of_turn_ids, end_of_turn_tokens
+from posttrain.manifest import write_manifest
+from posttrain.models.adapters import is_adapter
+from posttrain.models.merge import adapter_chain, merge_chain, save_merged
+from posttrain.models.resolve import resolve_model
 
 #: bytes per parameter of each GGUF type (upper estimates, for the free-disk check)
 BYTES_PER_PARAM = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07}
@@ -36,7 +53,7 @@ def count_parameters(model_dir: Path) -> int:
     total = 0
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(file), "pt") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 -- a safetensors handle, not a dict
                 n = 1
                 for dim in handle.get_slice(key).get_shape():
                     n *= dim
@@ -45,7 +62,6 @@ def count_parameters(model_dir: Path) -> int:
 
 
 def required_bytes(n_params: int, gguf_types: list[str]) -> int:
-    from posttrain.export.llama_cpp import CONVERTER_TYPES
 
     per_param = sum(BYTES_PER_PARAM.get(t, QUANTIZED_BYTES_PER_PARAM) for t in gguf_types)
     if any(t not in CONVERTER_TYPES for t in gguf_types) and "f16" not in gguf_types:
@@ -54,30 +70,25 @@ def required_bytes(n_params: int, gguf_types: list[str]) -> int:
 
 
 def check_disk(target: Path, needed: int) -> None:
-    from posttrain.export import ExportError
 
     probe = target
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise ExportError(f"not enough free disk space in {probe} for the export: about {needed / 2**30:.2f} GiB "
-                          f"needed, {free / 2**30:.2f} GiB free (fewer gguf_types, or another output_dir)")
+        raise ExportError(
+            f"not enough free disk space in {probe} for the export: about {needed / 2**30:.2f} GiB "
+            f"needed, {free / 2**30:.2f} GiB free (fewer gguf_types, or another output_dir)"
+        )
 
 
 def resolve_source(args: ExportArguments, work: Path) -> Path:
     """The HF folder to convert: a merged/plain folder or alias as is; an adapter chain merged first."""
-    from posttrain.models.adapters import is_adapter
-    from posttrain.models.resolve import resolve_model
 
     path = Path(args.model_name_or_path).expanduser()
     if path.exists() and is_adapter(path):
-        from posttrain.models.merge import merge_chain, save_merged
-
         model, tokenizer, report = merge_chain(str(path), base_model=args.base_model)
         if report.max_drift > 1e-3:
-            from posttrain.export import ExportError
-
             raise ExportError(f"merging {path} changed the logits by up to {report.max_drift:.3g}")
         return save_merged(model, tokenizer, work / "hf", report)
     return Path(resolve_model(args.model_name_or_path))
@@ -94,9 +105,6 @@ def special_constants(tokenizer) -> dict[str, str]:
 
 def build_modelfile(tokenizer, config: dict, args: ExportArguments, pt_args: PosttrainArguments):
     """The Modelfile, and the translation error when the template stays Jinja-only."""
-    from posttrain.export.go_template import TemplateTranslationError, translate
-    from posttrain.export.modelfile import Modelfile, ModelfileError, default_num_ctx, quote_multiline
-    from posttrain.export.special_tokens import end_of_turn_tokens
 
     template, note = None, None
     if not tokenizer.chat_template:
@@ -112,8 +120,12 @@ def build_modelfile(tokenizer, config: dict, args: ExportArguments, pt_args: Pos
             note = f"the chat template cannot be translated to Go: {err}"
             print(f"posttrain: warning: {note}; the Modelfile relies on the Jinja template in the GGUF", flush=True)
     modelfile = Modelfile(
-        gguf=f"./{gguf_name(args.modelfile_type)}", template=template, stops=end_of_turn_tokens(tokenizer),
-        system=pt_args.system_prompt, num_ctx=default_num_ctx(config, args.num_ctx), template_note=note,
+        gguf=f"./{gguf_name(args.modelfile_type)}",
+        template=template,
+        stops=end_of_turn_tokens(tokenizer),
+        system=pt_args.system_prompt,
+        num_ctx=default_num_ctx(config, args.num_ctx),
+        template_note=note,
     )
     return modelfile, note
 
@@ -122,14 +134,20 @@ def gguf_name(gtype: str) -> str:
     return f"model.{gtype}.gguf"
 
 
-def run_verification(model_dir: Path, work: Path, files: dict[str, Path], modelfile, modelfile_text: str,
-                     note: str | None, args: ExportArguments, tokenizer, n_ctx: int):
+def run_verification(
+    model_dir: Path,
+    work: Path,
+    files: dict[str, Path],
+    modelfile,
+    modelfile_text: str,
+    note: str | None,
+    args: ExportArguments,
+    tokenizer,
+    n_ctx: int,
+):
     """Tokenization, greedy generations per GGUF type, Go template and end-of-turn checks."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from posttrain.export import verify
-    from posttrain.export.special_tokens import end_of_turn_ids
 
     checks = [verify.check_go_template(tokenizer, modelfile.template, translation_error=note)]
     conversations = verify.default_generation_conversations(args.verify_prompts)
@@ -150,13 +168,19 @@ def run_verification(model_dir: Path, work: Path, files: dict[str, Path], modelf
         if gtype == args.modelfile_type:
             checks.append(verify.check_end_of_turn(tokenizer, generation_config, path, llm, modelfile_text))
         print(f"posttrain: verify: greedy replies of {path.name} (llama.cpp)", flush=True)
-        replies = [verify.greedy_llama(llm, p, max_new_tokens=args.verify_max_new_tokens, stops=stops)
-                   for p in prompts]
-        threshold = {"f32": args.min_agreement_f16, "f16": args.min_agreement_f16, "bf16": args.min_agreement_f16,
-                     "q8_0": args.min_agreement_q8_0}.get(gtype)
+        replies = [verify.greedy_llama(llm, p, max_new_tokens=args.verify_max_new_tokens, stops=stops) for p in prompts]
+        threshold = {
+            "f32": args.min_agreement_f16,
+            "f16": args.min_agreement_f16,
+            "bf16": args.min_agreement_f16,
+            "q8_0": args.min_agreement_q8_0,
+        }.get(gtype)
         margins = verify.divergence_margins(model, prompts, reference, replies)
-        checks.append(verify.check_generations(gtype, reference, replies, threshold=threshold, margins=margins,
-                                               tie_margin=args.verify_tie_margin))  # fmt: skip
+        checks.append(
+            verify.check_generations(
+                gtype, reference, replies, threshold=threshold, margins=margins, tie_margin=args.verify_tie_margin
+            )
+        )
         llm.close()
     del model
     return checks
@@ -185,35 +209,27 @@ def run_commands(args, output_dir: Path, system_prompt: str | None) -> list[str]
     """The exact commands to run the exported model in Ollama and in llama.cpp (for the manifest and reports)."""
     import shlex
 
-    from posttrain.export.modelfile import ollama_commands
-
     gguf = output_dir / gguf_name(args.modelfile_type)
     chat = ["python", "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", "8000"]
     cli = ["llama-cli", "-m", str(gguf), "-cnv"] + (["-sys", system_prompt] if system_prompt else [])
-    return [*ollama_commands(args.ollama_name, output_dir / "Modelfile"),
-            "# llama.cpp: interactive chat (the GGUF's own chat template), or an OpenAI-compatible server",
-            shlex.join(cli), shlex.join(chat)]
+    return [
+        *ollama_commands(args.ollama_name, output_dir / "Modelfile"),
+        "# llama.cpp: interactive chat (the GGUF's own chat template), or an OpenAI-compatible server",
+        shlex.join(cli),
+        shlex.join(chat),
+    ]
 
 
 def main(pt_args: PosttrainArguments, args: ExportArguments):
     """check → convert/quantize → Modelfile → verify → move into place → serve → ollama create → manifest."""
     from transformers import AutoTokenizer
 
-    from posttrain.export import llama_cpp, verify
-    from posttrain.export.modelfile import ollama_commands, ollama_create
-    from posttrain.manifest import write_manifest
-
     output_dir = Path(args.output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     converter = llama_cpp.converter_dir(args.llama_cpp_dir)
     source = Path(args.model_name_or_path).expanduser()
-    from posttrain.models.adapters import is_adapter
-
-    from posttrain.models.resolve import resolve_model
 
     if source.exists() and is_adapter(source):  # the chain's root base decides the architecture
-        from posttrain.models.merge import adapter_chain
-
         root = adapter_chain(str(source), args.base_model)[0]
         llama_cpp.check_architecture(Path(resolve_model(root)), converter)
     else:
@@ -235,14 +251,14 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
         for gtype in args.gguf_types:
             if gtype in llama_cpp.CONVERTER_TYPES:
                 files[gtype] = work / gguf_name(gtype)
-                conversions.append(llama_cpp.convert(model_dir, files[gtype], gtype, llama_cpp=converter,
-                                                     threads=args.threads))
+                conversions.append(
+                    llama_cpp.convert(model_dir, files[gtype], gtype, llama_cpp=converter, threads=args.threads)
+                )
         if quantized:
             f16 = files.get("f16")
             if f16 is None:
                 f16 = work / "tmp.f16.gguf"
-                conversions.append(llama_cpp.convert(model_dir, f16, "f16", llama_cpp=converter,
-                                                     threads=args.threads))
+                conversions.append(llama_cpp.convert(model_dir, f16, "f16", llama_cpp=converter, threads=args.threads))
             for gtype in quantized:
                 files[gtype] = work / gguf_name(gtype)
                 llama_cpp.quantize(f16, files[gtype], gtype, threads=args.threads)
@@ -258,8 +274,7 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
 
         checks = []
         if args.verify:
-            checks = run_verification(model_dir, work, files, modelfile, modelfile_text, note, args, tokenizer,
-                                      n_ctx)
+            checks = run_verification(model_dir, work, files, modelfile, modelfile_text, note, args, tokenizer, n_ctx)
         names = [path.name for path in files.values()] + ["Modelfile"]
         if (work / "hf").is_dir():
             names.append("hf")
@@ -269,24 +284,34 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
 
     served = None
     if args.verify and args.serve:
-        from posttrain.export.serve import ServeError, serve_and_evaluate, server_available
-
         if not server_available():
             checks.append(verify.Check("served", None, "skipped: pip install 'llama-cpp-python[server]'"))
         else:
             try:
                 served = serve_and_evaluate(
-                    output_dir / gguf_name(args.modelfile_type), output_dir / "served", alias=args.ollama_name,
-                    n_ctx=min(modelfile.num_ctx, 4096), suite=args.serve_suite, max_samples=args.serve_max_samples,
-                    system_prompt=pt_args.system_prompt, max_new_tokens=args.serve_max_new_tokens,
-                    identity=pt_args.identity, threads=args.threads,
+                    output_dir / gguf_name(args.modelfile_type),
+                    output_dir / "served",
+                    alias=args.ollama_name,
+                    n_ctx=min(modelfile.num_ctx, 4096),
+                    suite=args.serve_suite,
+                    max_samples=args.serve_max_samples,
+                    system_prompt=pt_args.system_prompt,
+                    max_new_tokens=args.serve_max_new_tokens,
+                    identity=pt_args.identity,
+                    threads=args.threads,
                 )
                 ok = served["status"] == "complete" and served["answered"] == served["samples"] > 0
                 scores = ", ".join(f"{k} {v:.0%}" for k, v in served["scores"].items()) or "no scores"
-                checks.append(verify.Check(
-                    "served", ok, f"{served['answered']}/{served['samples']} {args.serve_suite} samples answered by "
-                    f"the served {gguf_name(args.modelfile_type)} ({served['finished']} ended with end of turn); "
-                    f"{scores}", served))
+                checks.append(
+                    verify.Check(
+                        "served",
+                        ok,
+                        f"{served['answered']}/{served['samples']} {args.serve_suite} samples answered by "
+                        f"the served {gguf_name(args.modelfile_type)} ({served['finished']} ended with end of turn); "
+                        f"{scores}",
+                        served,
+                    )
+                )
             except (ServeError, OSError) as err:
                 checks.append(verify.Check("served", False, f"serving failed: {err}"))
 
@@ -294,25 +319,43 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
     if checks:
         verify.print_checks(checks)
         report = verify.write_report(
-            checks, output_dir / "verification.json", output_dir / "verification.md",
+            checks,
+            output_dir / "verification.json",
+            output_dir / "verification.md",
             title=f"Export verification: {args.model_name_or_path}",
-            extra={"architecture": architecture, "gguf": {t: p.name for t, p in files.items()},
-                   "converter": llama_cpp.converter_info(converter), "pre_tokenizer_fallback": fallback},
+            extra={
+                "architecture": architecture,
+                "gguf": {t: p.name for t, p in files.items()},
+                "converter": llama_cpp.converter_info(converter),
+                "pre_tokenizer_fallback": fallback,
+            },
         )
     if report is not None and not report["passed"]:
         failed = [c["name"] for c in report["checks"] if c["status"] == "FAIL"]
-        print(f"posttrain: error: export verification failed ({', '.join(failed)}); see "
-              f"{output_dir / 'verification.md'}", flush=True)
+        print(
+            f"posttrain: error: export verification failed ({', '.join(failed)}); see {output_dir / 'verification.md'}",
+            flush=True,
+        )
         raise SystemExit(1)
     if args.ollama_create:
         ollama_create(args.ollama_name, output_dir / "Modelfile")
     else:
-        print("posttrain: to serve it with Ollama:\n  " + "\n  ".join(ollama_commands(args.ollama_name,
-                                                                                     output_dir / "Modelfile")))
-    write_manifest(output_dir, stage="export", configs=(pt_args, args), base_model=args.model_name_or_path,
-                   architecture=architecture, gguf={t: p.name for t, p in files.items()},
-                   converter=llama_cpp.converter_info(converter), pre_tokenizer_fallback=fallback,
-                   modelfile_template="go" if modelfile.template else "gguf-jinja", verification=report,
-                   commands=run_commands(args, output_dir, pt_args.system_prompt))
+        print(
+            "posttrain: to serve it with Ollama:\n  "
+            + "\n  ".join(ollama_commands(args.ollama_name, output_dir / "Modelfile"))
+        )
+    write_manifest(
+        output_dir,
+        stage="export",
+        configs=(pt_args, args),
+        base_model=args.model_name_or_path,
+        architecture=architecture,
+        gguf={t: p.name for t, p in files.items()},
+        converter=llama_cpp.converter_info(converter),
+        pre_tokenizer_fallback=fallback,
+        modelfile_template="go" if modelfile.template else "gguf-jinja",
+        verification=report,
+        commands=run_commands(args, output_dir, pt_args.system_prompt),
+    )
     print(f"posttrain: export written to {output_dir}", flush=True)
     return report

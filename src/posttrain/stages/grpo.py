@@ -12,6 +12,8 @@ merged and a new adapter trained, so TRL's reference (``beta`` > 0) is the adapt
 from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
+from posttrain.data import fingerprint
+from posttrain.models.generation import generate
 from posttrain.rl.config import GRPOConfig
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
@@ -27,8 +29,6 @@ def heldout_reward(model, tokenizer, rewards, prompts, *, max_new_tokens: int, r
     """Mean weighted reward of greedy replies to the held-out ``prompts`` (adapter disabled with ``reference``)."""
     from contextlib import nullcontext
 
-    from posttrain.models.generation import generate
-
     model.eval()
     with model.disable_adapter() if reference else nullcontext():
         samples = generate(model, tokenizer, prompts["prompt"], max_new_tokens=max_new_tokens, progress=False)
@@ -42,11 +42,11 @@ def heldout_reward(model, tokenizer, rewards, prompts, *, max_new_tokens: int, r
     return sum(total) / max(len(total), 1)
 
 
-def main(pt_args: PosttrainArguments, training_args: GRPOConfig, model_args: ModelConfig, *, trainer_name: str = "grpo"):
+def main(
+    pt_args: PosttrainArguments, training_args: GRPOConfig, model_args: ModelConfig, *, trainer_name: str = "grpo"
+):
     """Prompts → merged start model (4-bit) + new adapter → reward_funcs → GRPO/RLOO → save → held-out."""
     import trl
-
-    from posttrain.data import fingerprint
 
     run = start_run(training_args)
     data = load_rl_prompts(pt_args, training_args)
@@ -69,14 +69,17 @@ def main(pt_args: PosttrainArguments, training_args: GRPOConfig, model_args: Mod
     if "test" in data:
         policy = trainer.accelerator.unwrap_model(trainer.model)
         budget = training_args.eval_max_new_tokens or training_args.max_completion_length
-        metrics["eval_reward_reference"] = heldout_reward(policy, tokenizer, rewards, data["test"],
-                                                          max_new_tokens=budget, reference=True)  # fmt: skip
+        metrics["eval_reward_reference"] = heldout_reward(
+            policy, tokenizer, rewards, data["test"], max_new_tokens=budget, reference=True
+        )
         metrics["eval_reward_policy"] = heldout_reward(policy, tokenizer, rewards, data["test"], max_new_tokens=budget)
     trainer.save_model(training_args.output_dir)
     if run.state.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
         if reward_curve:
-            print(f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}")
+            print(
+                f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}"
+            )
         if "test" in data:
             print(
                 f"posttrain: held-out reward on {len(data['test'])} prompts (greedy): "

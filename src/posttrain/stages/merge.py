@@ -3,7 +3,10 @@ between adapter-on and merged weights reported (and bounded)."""
 
 from __future__ import annotations
 
+from posttrain.export import ExportError
 from posttrain.export.config import MergeArguments
+from posttrain.manifest import write_manifest
+from posttrain.models.merge import merge_chain, save_merged
 
 
 def make_parser():
@@ -14,9 +17,6 @@ def make_parser():
 
 def main(args: MergeArguments):
     """merge chain → drift check → save (atomic) → run manifest; returns the MergeReport."""
-    from posttrain.export import ExportError
-    from posttrain.models.merge import merge_chain, save_merged
-    from posttrain.manifest import write_manifest
 
     model, tokenizer, report = merge_chain(args.model_name_or_path, base_model=args.base_model, dtype=args.dtype)
     if report.max_drift > args.drift_limit:
@@ -25,8 +25,17 @@ def main(args: MergeArguments):
             "the merged model does not reproduce the adapter; check the base model and dtype"
         )
     output_dir = save_merged(model, tokenizer, args.output_dir, report)
-    print(f"posttrain: merged model ({args.dtype}) written to {output_dir}; max |logit drift| "
-          f"{report.max_drift:.3g} over {len(report.adapters)} adapter(s)", flush=True)
-    write_manifest(output_dir, stage="merge", configs=(args,), base_model=report.base, adapters=report.adapters,
-                   merge=report.to_dict())
+    print(
+        f"posttrain: merged model ({args.dtype}) written to {output_dir}; max |logit drift| "
+        f"{report.max_drift:.3g} over {len(report.adapters)} adapter(s)",
+        flush=True,
+    )
+    write_manifest(
+        output_dir,
+        stage="merge",
+        configs=(args,),
+        base_model=report.base,
+        adapters=report.adapters,
+        merge=report.to_dict(),
+    )
     return report

@@ -19,12 +19,14 @@ from posttrain.configs import DEFAULT_MODEL
 from posttrain.data.spec import BUILTIN_PREFIX, Identity
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
+from posttrain.models.generation import load_model_for_generation
+from posttrain.models.reward import RewardModel
 from posttrain.rl.pairs import (
-    Scorer,
     ScoreFn,
-    refuse_existing,
+    Scorer,
     build_pairs,
     read_prompts,
+    refuse_existing,
     reward_model_scorer,
     rule_scorer,
     task_prompts,
@@ -44,13 +46,17 @@ class PairsArguments:
     )
     tasks: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated builtin tasks, e.g. builtin:decimal_compare,builtin:unknown_entity "
-                  "(default: builtin:all)."},
+        metadata={
+            "help": "Comma-separated builtin tasks, e.g. builtin:decimal_compare,builtin:unknown_entity "
+            "(default: builtin:all)."
+        },
     )
     prompts: str | None = field(
         default=None,
-        metadata={"help": "A .jsonl/.json/.parquet/.csv file or folder of rows with 'prompt' or 'messages', and "
-                  "'task'/'answer'/'meta' for scoring (instead of `tasks`)."},
+        metadata={
+            "help": "A .jsonl/.json/.parquet/.csv file or folder of rows with 'prompt' or 'messages', and "
+            "'task'/'answer'/'meta' for scoring (instead of `tasks`)."
+        },
     )
     num_prompts: int = field(
         default=100, metadata={"help": "Prompts in all (tasks: split evenly between tasks; prompts: the first ones)."}
@@ -66,12 +72,18 @@ class PairsArguments:
     )
     reward_model: str | None = field(
         default=None,
-        metadata={"help": "Score replies with this reward model (a folder written by `posttrain reward`) instead of "
-                  "the rule checks; prompts then need no 'task'."},
+        metadata={
+            "help": "Score replies with this reward model (a folder written by `posttrain reward`) instead of "
+            "the rule checks; prompts then need no 'task'."
+        },
     )
-    system_prompt: str | None = field(default=None, metadata={"help": "System message added to prompts that have none."})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message added to prompts that have none."}
+    )
     assistant_name: str = field(default=Identity.name, metadata={"help": "The assistant's name (identity task)."})
-    assistant_creator: str = field(default=Identity.creator, metadata={"help": "Who made the assistant (identity task)."})
+    assistant_creator: str = field(
+        default=Identity.creator, metadata={"help": "Who made the assistant (identity task)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace `output` if it exists."})
 
     def __post_init__(self) -> None:
@@ -103,36 +115,52 @@ def main(args: PairsArguments) -> int:
         prompts = read_prompts(args.prompts, limit=args.num_prompts, system_prompt=args.system_prompt)
         unscored = sum(item.task is None for item in prompts)
         if unscored and args.reward_model is None:
-            raise DataError(args.prompts, f"{unscored} of {len(prompts)} prompts have no 'task' to check replies "
-                                          "against; pass --reward_model to score free-form prompts")
+            raise DataError(
+                args.prompts,
+                f"{unscored} of {len(prompts)} prompts have no 'task' to check replies "
+                "against; pass --reward_model to score free-form prompts",
+            )
     else:
         identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
         tasks = (args.tasks or BUILTIN_PREFIX + ALL_TASKS).split(",")
-        prompts = task_prompts(tasks, args.num_prompts, seed=args.seed, identity=identity,
-                               system_prompt=args.system_prompt)
+        prompts = task_prompts(
+            tasks, args.num_prompts, seed=args.seed, identity=identity, system_prompt=args.system_prompt
+        )
     scorer: Scorer | ScoreFn = rule_scorer
     if args.reward_model is not None:
         scorer = reward_model_scorer(_load_reward_model(args.reward_model))
     model, tokenizer = _load_model(args.model)
     pairs = build_pairs(
-        model, tokenizer, prompts, scorer=scorer, n=args.n, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
-        min_margin=args.min_margin, progress=True,
+        model,
+        tokenizer,
+        prompts,
+        scorer=scorer,
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        min_margin=args.min_margin,
+        progress=True,
     )
     if not pairs:
-        raise DataError(str(output), f"no pairs to write: all {pairs.prompts} prompts were skipped (every reply "
-                                     "scored the same, within --min_margin). Try a larger --n, a higher "
-                                     "--temperature or other tasks.")
+        raise DataError(
+            str(output),
+            f"no pairs to write: all {pairs.prompts} prompts were skipped (every reply "
+            "scored the same, within --min_margin). Try a larger --n, a higher "
+            "--temperature or other tasks.",
+        )
     write_pairs(pairs, output, overwrite=args.overwrite)
-    print(f"wrote {len(pairs)} pairs to {output} ({pairs.skipped} of {pairs.prompts} prompts skipped: best and worst "
-          f"scores within {args.min_margin}, or fewer than two non-empty replies)")
+    print(
+        f"wrote {len(pairs)} pairs to {output} ({pairs.skipped} of {pairs.prompts} prompts skipped: best and worst "
+        f"scores within {args.min_margin}, or fewer than two non-empty replies)"
+    )
     return 0
 
 
 def _load_reward_model(path: str) -> Any:
     import torch
-
-    from posttrain.models.reward import RewardModel
 
     reward_model = RewardModel.load(path)
     if torch.cuda.is_available():
@@ -142,8 +170,6 @@ def _load_reward_model(path: str) -> Any:
 
 def _load_model(name: str | None) -> tuple[Any, Any]:
     import torch
-
-    from posttrain.models.generation import load_model_for_generation
 
     model, tokenizer = load_model_for_generation(name or DEFAULT_MODEL)
     if torch.cuda.is_available():

@@ -19,10 +19,17 @@ from posttrain.pipeline.run import StageFailed, run_pipeline
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posttrain pipeline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="pipeline YAML (e.g. recipes/configs/smollm2-135m/pipeline.yaml)")
+    parser.add_argument(
+        "--config", required=True, help="pipeline YAML (e.g. recipes/configs/smollm2-135m/pipeline.yaml)"
+    )
     parser.add_argument("--profile", default=None, help="profile from the YAML's 'profiles' (default: its 'profile')")
-    parser.add_argument("--force", action="append", default=[], metavar="STAGE",
-                        help="rerun this stage even if done (repeatable; 'all' reruns everything)")
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun this stage even if done (repeatable; 'all' reruns everything)",
+    )
     parser.add_argument("--dry_run", action="store_true", help="print what would run, run nothing")
     parser.add_argument("--no_report", action="store_true", help="do not write the final report")
     return parser

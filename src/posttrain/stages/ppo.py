@@ -11,7 +11,10 @@ adapter, ``value_head.safetensors``, the tokenizer, a model card and the run man
 from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
+from posttrain.data import fingerprint
+from posttrain.errors import ConfigError
 from posttrain.rl.config import PPOConfig
+from posttrain.rl.ppo import PPOTrainer, steps_summary
 from posttrain.training.common import StopOnSignal, finish_run, peft_config, run_interruptibly, start_run
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
 
@@ -24,9 +27,6 @@ def make_parser():
 
 def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: ModelConfig):
     """Prompts → merged start model (4-bit) + new adapter → rewards → PPO → save → held-out reward."""
-    from posttrain.errors import ConfigError
-    from posttrain.data import fingerprint
-    from posttrain.rl.ppo import PPOTrainer, steps_summary
 
     if not model_args.use_peft:
         raise ConfigError("PPO trains a LoRA adapter (its reference is the adapter disabled): set use_peft: true")
@@ -41,13 +41,16 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
     stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
 
     def fit():
-        return trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop)
+        return trainer.train(
+            resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop
+        )
 
     metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
     if "test" in data:
         budget = training_args.eval_max_new_tokens
-        metrics["eval_reward_reference"] = trainer.evaluate_rewards(data["test"], reference=True,
-                                                                    max_new_tokens=budget)["reward"]  # fmt: skip
+        metrics["eval_reward_reference"] = trainer.evaluate_rewards(
+            data["test"], reference=True, max_new_tokens=budget
+        )["reward"]
         metrics["eval_reward_policy"] = trainer.evaluate_rewards(data["test"], max_new_tokens=budget)["reward"]
     trainer.save_model(training_args.output_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]
@@ -75,6 +78,8 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         kl_curve=[h["kl"] for h in history],
     )
     if run.state.is_main_process:
-        print(f"posttrain: PPO adapter, value head, tokenizer, README.md and run_manifest.json saved to "
-              f"{training_args.output_dir}")  # fmt: skip
+        print(
+            f"posttrain: PPO adapter, value head, tokenizer, README.md and run_manifest.json saved to "
+            f"{training_args.output_dir}"
+        )
     return trainer, metrics

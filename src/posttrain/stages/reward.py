@@ -9,8 +9,11 @@ a seeded sample of at most 64 pairs).
 
 from __future__ import annotations
 
-from posttrain.data.formats import with_system_prompt
 from posttrain.configs import ModelConfig, PosttrainArguments, RewardConfig
+from posttrain.data import fingerprint, load_preferences
+from posttrain.data.formats import with_system_prompt
+from posttrain.models.merge import merge_adapter
+from posttrain.models.reward import RewardModel
 from posttrain.training.common import (
     finish_run,
     load_model_and_tokenizer,
@@ -41,10 +44,6 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
 
     from trl import RewardTrainer
 
-    from posttrain.models.merge import merge_adapter
-    from posttrain.data import fingerprint, load_preferences
-    from posttrain.models.reward import RewardModel
-
     run = start_run(training_args)
     data = load_preferences(
         pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
@@ -74,7 +73,9 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         reward_model = RewardModel.load(str(output_dir))
         for split in data:
             pairs = data[split]
-            if split == "train" and len(pairs) > TRAIN_ACCURACY_PAIRS:  # a fit check; the held-out split is scored whole
+            if (
+                split == "train" and len(pairs) > TRAIN_ACCURACY_PAIRS
+            ):  # a fit check; the held-out split is scored whole
                 pairs = pairs.shuffle(seed=training_args.seed).select(range(TRAIN_ACCURACY_PAIRS))
             for key, value in reward_model.pairwise_accuracy(pairs).items():
                 metrics[f"{split}_pairwise_{key}"] = value
@@ -89,9 +90,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         title=f"Reward model on {model_args.model_name_or_path}",
         configs=(pt_args, training_args, model_args),
         data_fingerprint=fingerprint(data, pt_args.datasets),
-        summary={
-            k.replace("_", " "): f"{v:.3f}" for k, v in metrics.items() if k.endswith("pairwise_accuracy")
-        },
+        summary={k.replace("_", " "): f"{v:.3f}" for k, v in metrics.items() if k.endswith("pairwise_accuracy")},
         metrics=metrics,
     )
     if run.state.is_main_process:

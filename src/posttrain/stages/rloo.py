@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.rl.config import RLOOConfig
+from posttrain.stages import grpo
 
 
 def make_parser():
@@ -14,6 +15,5 @@ def make_parser():
 
 
 def main(pt_args: PosttrainArguments, training_args: RLOOConfig, model_args: ModelConfig):
-    from posttrain.stages import grpo
 
     return grpo.main(pt_args, training_args, model_args, trainer_name="rloo")

@@ -6,9 +6,11 @@ Conversations are rendered with the tokenizer's chat template and tokenized here
 
 from __future__ import annotations
 
-
-from posttrain.data.formats import with_system_prompt
+from posttrain import chat_templates
+from posttrain.chat_templates import tokenize_conversation
 from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
+from posttrain.data import fingerprint, load_conversations
+from posttrain.data.formats import with_system_prompt
 from posttrain.training.common import (
     finish_run,
     load_model_and_tokenizer,
@@ -16,7 +18,6 @@ from posttrain.training.common import (
     start_run,
     train,
 )
-
 
 
 def trainer_class():
@@ -65,7 +66,6 @@ def make_parser():
 
 def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = None):
     """Map a ``messages`` dataset to ``input_ids`` + ``assistant_masks`` with the tokenizer's chat template."""
-    from posttrain.chat_templates import tokenize_conversation
 
     def tokenize(example):
         return tokenize_conversation(tokenizer, with_system_prompt(example["messages"], system_prompt))
@@ -77,8 +77,6 @@ def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = No
 
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
     """Data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
-    from posttrain import chat_templates
-    from posttrain.data import fingerprint, load_conversations
 
     run = start_run(training_args)
     # Data first: every row is validated before a model is loaded or an output directory exists.
@@ -91,9 +89,12 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         tokenized = {
             split: tokenize_dataset(data[split], tokenizer, system_prompt=pt_args.system_prompt) for split in data
         }
-    tokenized = {split: chat_templates.check_lengths(ds, training_args.max_length, pt_args.overlong_samples,
-                                                     name=split, tokenizer=tokenizer)
-                 for split, ds in tokenized.items()}  # fmt: skip
+    tokenized = {
+        split: chat_templates.check_lengths(
+            ds, training_args.max_length, pt_args.overlong_samples, name=split, tokenizer=tokenizer
+        )
+        for split, ds in tokenized.items()
+    }
     stats = chat_templates.check_mask_coverage(tokenized["train"])
     if run.state.is_main_process and pt_args.show_example:
         example = tokenized["train"][0]

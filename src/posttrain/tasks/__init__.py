@@ -106,9 +106,7 @@ def task_to_preference(example: TaskExample, base_identity: Identity = BASE_MODE
     """The example as a preference pair of plain strings: ``prompt`` (the user message), ``chosen`` (the ideal
     ``response``) and ``rejected`` (the classic mistake: ``wrong_response``, or for ``identity`` the base model's old
     identity, see :func:`base_identity_response`)."""
-    rejected = (
-        base_identity_response(example, base_identity) if example.task == "identity" else example.wrong_response
-    )
+    rejected = base_identity_response(example, base_identity) if example.task == "identity" else example.wrong_response
     return {"prompt": example.prompt, "chosen": example.response, "rejected": rejected}
 
 
@@ -118,7 +116,13 @@ per builtin task (``identity``, ``unknown_entity``, ``decimal_compare``, ``lette
 generic checks of :data:`posttrain.checks.GENERIC_CHECKS`."""
 
 NEEDS_NO_ANSWER = frozenset(CHECKS) - {
-    "decimal_compare", "letter_count", "arithmetic", "exact_match", "numeric_match", "strict_match", "contains",
+    "decimal_compare",
+    "letter_count",
+    "arithmetic",
+    "exact_match",
+    "numeric_match",
+    "strict_match",
+    "contains",
     "multiple_choice",
 }
 """Checks that decide from the reply and ``meta`` alone (no reference answer needed)."""

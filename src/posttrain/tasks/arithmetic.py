@@ -9,7 +9,6 @@ from collections.abc import Callable
 from posttrain.checks.answers import check_numeric
 from posttrain.tasks.base import Identity, Task, TaskExample
 
-
 _OPERATIONS: dict[str, tuple[Callable[[int, int], int], tuple[str, ...], str, str]] = {
     # op: (function, symbols, word, imperative phrasing)
     "+": (lambda a, b: a + b, ("+",), "plus", "Add {a} and {b}."),

@@ -17,7 +17,6 @@ class Identity:
     creator: str = field(default="the posttrain project", metadata={"help": "Who made the assistant."})
 
 
-
 @dataclass(frozen=True)
 class TaskExample:
     """One generated example.

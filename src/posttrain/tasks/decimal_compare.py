@@ -140,5 +140,6 @@ def check_decimal_compare(response: str, answer: str, **meta: Any) -> bool:
     return stated is not None and expected is not None and math.isclose(stated, expected, rel_tol=1e-9, abs_tol=1e-9)
 
 
-TASK = Task("decimal_compare", "Compares decimals such as 9.11 and 9.9 correctly.", _make_decimal_compare,
-            check_decimal_compare)
+TASK = Task(
+    "decimal_compare", "Compares decimals such as 9.11 and 9.9 correctly.", _make_decimal_compare, check_decimal_compare
+)

@@ -10,7 +10,6 @@ from typing import Any
 from posttrain.checks.answers import mentions_identity
 from posttrain.tasks.base import Identity, Task, TaskExample
 
-
 _IDENTITY_QUESTIONS: tuple[tuple[str, str, str], ...] = (
     # (prompt, what it asks about, how the reply starts)
     ("Who are you?", "name", ""),

@@ -7,13 +7,47 @@ import random
 from posttrain.checks.answers import check_numeric
 from posttrain.tasks.base import Identity, Task, TaskExample
 
-
 _WORDS: tuple[str, ...] = (
-    "strawberry", "raspberry", "blueberry", "banana", "mississippi", "bookkeeper", "committee", "occurrence",
-    "necessary", "assessment", "balloon", "coffee", "address", "parallel", "possession", "success", "tomorrow",
-    "referee", "pepper", "hippopotamus", "millennium", "embarrass", "accommodate", "onomatopoeia", "barrel",
-    "error", "cherry", "giraffe", "bubble", "pineapple", "mammal", "llama", "tennessee", "abracadabra",
-    "excellence", "grasshopper", "programming", "independence", "kayak", "sassafras",
+    "strawberry",
+    "raspberry",
+    "blueberry",
+    "banana",
+    "mississippi",
+    "bookkeeper",
+    "committee",
+    "occurrence",
+    "necessary",
+    "assessment",
+    "balloon",
+    "coffee",
+    "address",
+    "parallel",
+    "possession",
+    "success",
+    "tomorrow",
+    "referee",
+    "pepper",
+    "hippopotamus",
+    "millennium",
+    "embarrass",
+    "accommodate",
+    "onomatopoeia",
+    "barrel",
+    "error",
+    "cherry",
+    "giraffe",
+    "bubble",
+    "pineapple",
+    "mammal",
+    "llama",
+    "tennessee",
+    "abracadabra",
+    "excellence",
+    "grasshopper",
+    "programming",
+    "independence",
+    "kayak",
+    "sassafras",
 )
 
 _LETTER_QUESTIONS: tuple[str, ...] = (
@@ -49,12 +83,21 @@ def _make_letter_count(rng: random.Random, identity: Identity) -> TaskExample:
     if count == 0:
         response = f'The letter "{letter}" does not appear in "{word}" ({spelled}), so the count is 0.'
     else:
-        response = rng.choice((
-            'Spelling it out: {spelled}. The letter "{letter}" appears {times} in "{word}", so the answer is {count}.',
-            'Let me go letter by letter: {spelled}. There {verb} {letters} in "{word}".',
-            '"{word}" is spelled {spelled}, so it has {letters}.',
-        )).format(spelled=spelled, letter=letter, word=word, count=count, times=_times(count),
-                  verb="is" if count == 1 else "are", letters=_letters(count, letter))
+        response = rng.choice(
+            (
+                'Spelling it out: {spelled}. The letter "{letter}" appears {times} in "{word}", so the answer is {count}.',
+                'Let me go letter by letter: {spelled}. There {verb} {letters} in "{word}".',
+                '"{word}" is spelled {spelled}, so it has {letters}.',
+            )
+        ).format(
+            spelled=spelled,
+            letter=letter,
+            word=word,
+            count=count,
+            times=_times(count),
+            verb="is" if count == 1 else "are",
+            letters=_letters(count, letter),
+        )
     wrong_count = count - 1 if count >= 2 else count + 1
     wrong_response = f'There {"is" if wrong_count == 1 else "are"} {_letters(wrong_count, letter)} in "{word}".'
     return TaskExample(

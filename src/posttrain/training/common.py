@@ -11,7 +11,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from posttrain import chat_templates
 from posttrain.errors import ConfigError
+from posttrain.manifest import write_manifest, write_model_card
+from posttrain.models.loading import load_model, load_tokenizer, lora_config
+from posttrain.precision import compute_dtype, match_trainable_dtype
 from posttrain.storage import checkpoints, publish_dir
 
 
@@ -55,8 +59,10 @@ def start_run(training_args) -> Run:
         resume = resume.strip().lower() == "true" or None  # from the command line these arrive as strings
         training_args.resume_from_checkpoint = resume
     if resume is True and not checkpoints(work, final):
-        raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
-                          "(finished run) to resume from")
+        raise ConfigError(
+            f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
+            "(finished run) to resume from"
+        )
     if state.is_main_process:
         if not resume and work.exists():
             shutil.rmtree(work)  # leftovers of a crashed run that is not being resumed: never mix two runs
@@ -73,8 +79,6 @@ def check_output_dir(final: Path) -> None:
     """Fail before any work when ``output_dir`` cannot be written (its parent is a file, read-only, ...)."""
     import os
 
-    from posttrain.errors import ConfigError
-
     if final.exists() and not final.is_dir():
         raise ConfigError(f"output_dir {final} exists and is not a folder")
     blocker = next((p for p in final.parents if p.exists() and not p.is_dir()), None)
@@ -83,7 +87,9 @@ def check_output_dir(final: Path) -> None:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"output_dir {final}: cannot create {err.filename or final.parent} ({err.strerror})") from None
+        raise ConfigError(
+            f"output_dir {final}: cannot create {err.filename or final.parent} ({err.strerror})"
+        ) from None
     if not os.access(final.parent, os.W_OK | os.X_OK):
         raise ConfigError(f"output_dir {final}: {final.parent} is not writable")
 
@@ -97,8 +103,11 @@ def discard_unfinished_runs() -> None:
         if not work.is_dir() or not run.state.is_main_process:
             continue
         if any(p.name.startswith("checkpoint-") for p in work.iterdir()):
-            print(f"posttrain: the unfinished run's checkpoints stay in {work} (--resume_from_checkpoint true)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"posttrain: the unfinished run's checkpoints stay in {work} (--resume_from_checkpoint true)",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -137,8 +146,12 @@ class StopOnSignal(TrainerCallback):
             self.restore()
             raise KeyboardInterrupt
         self.received = signum
-        print(f"\nposttrain: {signal.Signals(signum).name} received: saving a checkpoint after this step, then "
-              "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            f"\nposttrain: {signal.Signals(signum).name} received: saving a checkpoint after this step, then "
+            "stopping (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def should_stop(self) -> bool:
         import torch
@@ -189,9 +202,13 @@ def run_interruptibly(run: Run, stopper: StopOnSignal, fit, current_step):
     if stopper.received is not None:
         step = current_step()
         if run.state.is_main_process:
-            print(f"posttrain: stopped by {signal.Signals(stopper.received).name} at step {step}; checkpoint saved in "
-                  f"{run.work_dir / f'checkpoint-{step}'}; {run.final_dir} is unchanged. Continue with "
-                  "--resume_from_checkpoint true", file=sys.stderr, flush=True)
+            print(
+                f"posttrain: stopped by {signal.Signals(stopper.received).name} at step {step}; checkpoint saved in "
+                f"{run.work_dir / f'checkpoint-{step}'}; {run.final_dir} is unchanged. Continue with "
+                "--resume_from_checkpoint true",
+                file=sys.stderr,
+                flush=True,
+            )
         raise SystemExit(128 + stopper.received)
     return result
 
@@ -200,7 +217,6 @@ def train(run: Run, trainer, training_args):
     """``trainer.train`` with resume and signal handling: an interrupted run saves a checkpoint and exits non-zero
     without publishing anything. The trainable weights are first put in the run's compute dtype (TRL leaves a
     quantized model's in bf16 whatever the precision; see :mod:`posttrain.precision`), before the optimizer is built."""
-    from posttrain.precision import compute_dtype, match_trainable_dtype
 
     match_trainable_dtype(trainer.model, compute_dtype(training_args))
     if training_args.resume_from_checkpoint:
@@ -224,8 +240,6 @@ def publish(run: Run) -> None:
 
 def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_classification: bool = False):
     """Tokenizer, (4-bit) model and chat template set up together; returns the ids of tokens added to the vocab."""
-    from posttrain import chat_templates
-    from posttrain.models.loading import load_model, load_tokenizer
 
     from transformers import set_seed
 
@@ -244,7 +258,6 @@ def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_cla
 
 
 def peft_config(model, model_args, new_token_ids, *, task_type: str | None = None):
-    from posttrain.models.loading import lora_config
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     return lora_config(model_args, new_token_ids=new_token_ids, tied_embeddings=tied, task_type=task_type)
@@ -274,8 +287,6 @@ def finish_run(
 ) -> None:
     """Gather every rank's summary, then (main process) write the model card and, last, the run manifest."""
     from accelerate.utils import gather_object
-
-    from posttrain.manifest import write_manifest, write_model_card
 
     pt_args, training_args, model_args = configs
     ranks = gather_object([rank_summary(trainer, run.state)])  # proves every rank trained (and stayed in sync)

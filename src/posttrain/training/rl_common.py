@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from posttrain.chat_templates import ChatTemplateError
+from posttrain.models.generation import stop_token_ids
+from posttrain.rl.prompts import load_prompts
+from posttrain.rl.rewards import build_rewards
 from posttrain.training.common import load_model_and_tokenizer
 
 
 def load_rl_prompts(pt_args, training_args):
     """Prompt tables (``train`` and, with ``test_split_size``, held-out ``test``) with the system prompt added."""
-    from posttrain.rl.prompts import load_prompts
 
     return load_prompts(
         pt_args.datasets,
@@ -21,7 +24,6 @@ def load_rl_prompts(pt_args, training_args):
 def load_policy(pt_args, training_args, model_args):
     """The starting policy (an earlier stage's adapter is merged first) and its tokenizer; it must already have its
     chat template tokens (RL samples replies in the chat format, so start from the SFT or DPO result)."""
-    from posttrain.chat_templates import ChatTemplateError
 
     model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
     if new_token_ids:
@@ -37,8 +39,6 @@ def load_policy(pt_args, training_args, model_args):
 
 def load_rewards(training_args, model, tokenizer):
     """The configured reward functions; a reward model must share the policy's tokenizer."""
-    from posttrain.models.generation import stop_token_ids
-    from posttrain.rl.rewards import build_rewards
 
     return build_rewards(
         training_args.rewards, policy_tokenizer=tokenizer, stop_token_ids=stop_token_ids(model, tokenizer)
