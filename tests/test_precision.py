@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from posttrain import precision as precision_module
 from posttrain.configs import parse_args
 from posttrain.errors import ConfigError
-from posttrain.stages import run_stage
+from posttrain.stages import STAGES, run_stage
 
 from tiny import write_sft_config, write_stage_config
 
@@ -242,7 +242,7 @@ def write(tmp_path, text):
 @pytest.mark.parametrize(("value", "bf16"), [("bf16", True), ("fp32", False), ("float32", False), ("BF16", True)])
 def test_switch_decides_unset_bf16(tmp_path, monkeypatch, value, bf16):
     monkeypatch.setenv("POSTTRAIN_PRECISION", value)
-    for stage in ("sft", "reward", "dpo", "ppo", "grpo", "rloo"):
+    for stage in (name for name, spec in STAGES.items() if spec.trains):
         assert parse_args(parser_for(stage), ["--config", write(tmp_path, "output_dir: out\n")])[1].bf16 is bf16
 
 

@@ -154,6 +154,4 @@ model = AutoPeftModelForCausalLM.from_pretrained("{Path(output_dir).name}")
 tokenizer = AutoTokenizer.from_pretrained("{Path(output_dir).name}")  # carries the chat template
 ```
 """
-    path = Path(output_dir) / "README.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(Path(output_dir) / "README.md", text)

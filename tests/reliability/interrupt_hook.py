@@ -35,7 +35,7 @@ def train(run, trainer, training_args):
 
 common.train = train
 for name in ("sft", "reward", "dpo"):
-    module = __import__(f"posttrain.training.{name}", fromlist=["train"])
+    module = __import__(f"posttrain.stages.{name}", fromlist=["train"])
     module.train = train
 
 # posttrain's PPO is not a transformers Trainer: interrupt it around its own step and checkpoint methods.
@@ -60,6 +60,6 @@ def ppo_save_checkpoint(self):
 
 PPOTrainer.step, PPOTrainer.save_checkpoint = ppo_step, ppo_save_checkpoint
 
-from posttrain.cli import main  # noqa: E402
+from posttrain.stages import main  # noqa: E402 -- runs the stage in this process
 
 sys.exit(main(sys.argv[3:]))

@@ -290,9 +290,7 @@ class _Translator:
         if value.is_static:
             if value.static is UNDEFINED or value.static is None:
                 return ""
-            if isinstance(value.static, bool):
-                return _text(str(value.static))
-            return _text(str(value.static))
+            return _text(str(value.static))  # Python's spelling, as Jinja prints it: True, False, 3
         if value.kind in ("messages", "message", "loop"):
             raise self.fail(node, "printing a message or list")
         return f"{{{{ {value.go} }}}}"

@@ -32,6 +32,7 @@ from pathlib import Path
 from posttrain.errors import UserError
 from posttrain.export import ExportError
 from posttrain.models.registry import cache_dir
+from posttrain.storage import atomic_write_json, publish_dir
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +128,11 @@ def _fetch_converter(target: Path) -> None:
                     commit = archive.extractfile(member).read().decode().strip()
         if not _looks_like_converter(staging):
             raise LlamaCppError(f"{archives[0].name} does not contain vendor/llama.cpp/{CONVERTER}")
-        (staging / _MARKER).write_text(
-            json.dumps(
-                {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": commit, "source": archives[0].name},
-                indent=2,
-            )
+        atomic_write_json(
+            staging / _MARKER,
+            {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": commit, "source": archives[0].name},
         )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        publish_dir(staging, target)
 
 
 def converter_info(path: Path) -> dict:

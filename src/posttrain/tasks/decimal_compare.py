@@ -110,23 +110,6 @@ def _claimed_larger(response: str, a: float | None, b: float | None) -> float | 
     return None
 
 
-def _claimed_larger(response: str, a: float | None, b: float | None) -> float | None:
-    """The number the last explicit comparison in ``response`` calls larger (``"9.9 is larger than 9.11"``,
-    ``"9.11 is smaller than 9.9"``), or ``None`` when there is no such statement."""
-    matches = list(_COMPARISON_RE.finditer(response))
-    if not matches:
-        return None
-    first, is_larger, _, other = matches[-1].groups()
-    x = extract_number(first)
-    if is_larger:
-        return x
-    if other is not None:
-        return extract_number(other)
-    if a is not None and b is not None and x is not None:  # "9.11 is smaller": the other one is the larger
-        return b if math.isclose(x, a) else a if math.isclose(x, b) else None
-    return None
-
-
 def check_decimal_compare(response: str, answer: str, **meta: Any) -> bool:
     """``decimal_compare``: the number the reply finally states as the larger one must equal ``answer``.
 
