@@ -24,9 +24,10 @@ PPO_SETTINGS = {
     "generation_batch_size": 32,
     "forward_batch_size": 32,
     "max_completion_length": 8,
-    "learning_rate": 3e-3,
+    "learning_rate": 5e-3,
+    "temperature": 1.0,  # the tiny random model needs the full sampling distribution to find the reward
     "lr_scheduler_type": "constant",
-    "kl_coef": 0.05,
+    "kl_coef": 0.1,
 }
 
 

@@ -21,6 +21,10 @@ def ppo_run(tmp_path_factory, tiny_chat_model):
     return tmp_path, config, trainer, metrics
 
 
+def _manifest_path(ppo_run):
+    return ppo_run[0] / "ppo" / "run_manifest.json"
+
+
 def test_reward_rises_and_kl_stays_bounded(ppo_run):
     _, _, trainer, metrics = ppo_run
     history = trainer.state.log_history
@@ -29,8 +33,21 @@ def test_reward_rises_and_kl_stays_bounded(ppo_run):
     last = sum(h["reward"] for h in history[-3:]) / 3
     assert last > first + 0.1, (first, last)
     assert metrics["eval_reward_policy"] > metrics["eval_reward_reference"], metrics  # held-out, greedy
-    assert 0 < metrics["kl_max"] < 10, metrics
-    for key in ("entropy", "clipfrac", "value_loss", "response_length", "approx_kl", "reward/has_number"):
+    heldout = json.loads((trainer.args.output_dir and _manifest_path(ppo_run)).read_text())["heldout"]
+    assert heldout["delta"]["has_number"]["low"] > 0, heldout  # paired bootstrap CI above zero
+    assert metrics["eval_has_number_policy"] == heldout["policy"]["has_number"]
+    assert 0 < metrics["kl_max"] < 15, metrics  # nats per 8-token reply: bounded by the KL penalty
+    assert history[-1]["explained_variance"] > history[0]["explained_variance"] - 1, history  # logged and finite
+    for key in (
+        "entropy",
+        "clipfrac",
+        "value_loss",
+        "response_length",
+        "approx_kl",
+        "reward/has_number",
+        "explained_variance",
+        "reward_normalized",
+    ):
         assert all(key in h and h[key] == h[key] for h in history), key
 
 

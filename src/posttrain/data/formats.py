@@ -16,6 +16,8 @@ Accepted formats (``DatasetSpec.format``):
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -179,3 +181,36 @@ def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[
     if system_prompt and (not messages or messages[0]["role"] != "system"):
         return [{"role": "system", "content": system_prompt}, *messages]
     return list(messages)
+
+
+def normalize_prompt(text: str) -> str:
+    """``text`` without case, Unicode compatibility forms, punctuation or spacing differences: how held-out and
+    evaluation prompts are compared with training prompts."""
+    return " ".join(re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
+def user_texts(messages: Any) -> list[str]:
+    """The user turns of a conversation or prompt (a plain string is one user turn)."""
+    if isinstance(messages, str):
+        return [messages]
+    return [str(m["content"]) for m in messages or () if m.get("role") == "user"]
+
+
+def drop_trained_prompts(train: list, test: list, prompt_of=lambda row: row) -> list:
+    """The held-out rows none of whose user turns (normalized) also occurs in a training row (real data repeats
+    itself: "Hello"); says how many were dropped, and refuses a held-out set that would be left empty."""
+    trained = {normalize_prompt(text) for row in train for text in user_texts(prompt_of(row))}
+    kept = [row for row in test if not any(normalize_prompt(t) in trained for t in user_texts(prompt_of(row)))]
+    if len(kept) < len(test):
+        print(
+            f"posttrain: test_split_size: {len(test) - len(kept)} of {len(test)} held-out rows dropped: a prompt of "
+            "theirs also occurs in the training rows",
+            flush=True,
+        )
+    if not kept:
+        raise DataError(
+            "test_split_size",
+            f"every one of the {len(test)} held-out rows repeats a training prompt; "
+            "use more varied data or a larger test_split_size",
+        )
+    return kept

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import generate_task, task_to_messages
+from posttrain.tasks.base import Pool
 
 from .chitchat import chitchat_conversations, chitchat_data_file
 from .files import RawRow, read_rows, resolve_local_files
-from .formats import detect_format, to_messages
+from .formats import detect_format, drop_trained_prompts, to_messages
 from .mixture import MIXTURE_SOURCE, mixture_sizes
 from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
 from .validation import DataError, ProblemCollector, validate_messages
@@ -89,10 +90,13 @@ def source_kind(spec: DatasetSpec) -> str:
 # ------------------------------------------------------------------------------------------------- sources
 
 
-def _builtin_rows(spec: DatasetSpec, seed: int, identity: Identity) -> list[RawRow]:
+def _builtin_rows(
+    spec: DatasetSpec, seed: int, identity: Identity, pool: Pool = "train", n: int | None = None
+) -> list[RawRow]:
     task = spec.path[len(BUILTIN_PREFIX) :]
     try:
-        examples = generate_task(task, spec.num_samples or BUILTIN_DEFAULT_SAMPLES, seed=seed, identity=identity)
+        count = n if n is not None else spec.num_samples or BUILTIN_DEFAULT_SAMPLES
+        examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
     return [RawRow({MESSAGES_COLUMN: task_to_messages(ex)}, i) for i, ex in enumerate(examples, start=1)]
@@ -312,12 +316,19 @@ def load_conversations(
         DataValidationError: Some rows are malformed or invalid; every problem found (up to a cap) is listed.
     """
     identity = identity or Identity()
+
+    def heldout(spec: DatasetSpec, n: int) -> list[Row] | None:
+        if not spec.path.startswith(BUILTIN_PREFIX):
+            return None
+        return [raw.data for raw in _builtin_rows(spec, seed, identity, pool="eval", n=n)]
+
     return build_mixture(
         as_specs(specs),
         lambda spec, problems: _load_spec(spec, seed=seed, identity=identity, problems=problems),
         messages_features(),
         test_split_size=test_split_size,
         seed=seed,
+        heldout=heldout,
     )
 
 
@@ -328,12 +339,15 @@ def build_mixture(
     *,
     test_split_size: float | int | None,
     seed: int,
+    heldout: Callable[[DatasetSpec, int], list[Row] | None] | None = None,
 ) -> datasets.DatasetDict:
     """Load every source with ``load_spec``, raise all problems together, mix by ``fraction`` and split.
 
     The shared back half of :func:`load_conversations` and :func:`~posttrain.data.preference.load_preferences`:
     ``load_spec(spec, problems)`` returns the valid rows of one source (dicts with exactly the ``features``
     columns), recording bad rows in ``problems``; see :func:`load_conversations` for the mixture and split rules.
+    ``heldout(spec, n)``, when given, returns ``n`` rows of a source's own evaluation pool (built-in tasks) or None:
+    the test rows drawn from such a source are replaced by them, so no held-out row comes from a training pool.
 
     Raises:
         DataError: No sources, an empty source or mixture, or a bad ``test_split_size``.
@@ -351,13 +365,31 @@ def build_mixture(
             raise DataError(spec.path, "dataset is empty: it has no rows")
     counts = mixture_sizes([len(part) for part in parts], [spec.fraction for spec in specs])
     rows = [row for part, count in zip(parts, counts, strict=True) for row in part[:count]]
+    sources = [k for k, count in enumerate(counts) for _ in range(min(count, len(parts[k])))]
     if not rows:
         raise DataError(MIXTURE_SOURCE, f"the mixture is empty (rows taken per source: {counts})")
-    dataset = datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+    def table(selected: list[Row]) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {name: [row[name] for row in selected] for name in features}, features=features
+        )
+
     if test_split_size is None:
-        return datasets.DatasetDict({"train": dataset})
-    test_size = _test_split_size(test_split_size, len(dataset))
-    return dataset.train_test_split(test_size=test_size, shuffle=True, seed=seed)
+        return datasets.DatasetDict({"train": table(rows)})
+    test_size = _test_split_size(test_split_size, len(rows))
+    split = datasets.Dataset.from_dict({"i": list(range(len(rows)))}).train_test_split(
+        test_size=test_size, shuffle=True, seed=seed
+    )
+    train, test = [rows[i] for i in split["train"]["i"]], [rows[i] for i in split["test"]["i"]]
+    if heldout is not None:
+        test_sources = [sources[i] for i in split["test"]["i"]]
+        for k, spec in enumerate(specs):
+            places = [j for j, source in enumerate(test_sources) if source == k]
+            replacement = heldout(spec, len(places)) if places else None
+            for j, row in zip(places, replacement or (), strict=False):
+                test[j] = row
+    test = drop_trained_prompts(train, test, lambda row: row.get(MESSAGES_COLUMN, row.get("prompt")))
+    return datasets.DatasetDict({"train": table(train), "test": table(test)})
 
 
 # ----------------------------------------------------------------------------------------------- fingerprint

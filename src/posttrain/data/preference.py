@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import BASE_MODEL_IDENTITY, generate_task, task_to_preference
+from posttrain.tasks.base import Pool
 
 from .files import RawRow
 from .formats import FORMAT_COLUMNS
@@ -352,10 +353,18 @@ def _normalize_pair(row: Any, form: str, at: _Row) -> Pair:
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _builtin_pairs(spec: DatasetSpec, seed: int, identity: Identity, base_identity: Identity) -> list[RawRow]:
+def _builtin_pairs(
+    spec: DatasetSpec,
+    seed: int,
+    identity: Identity,
+    base_identity: Identity,
+    pool: Pool = "train",
+    n: int | None = None,
+) -> list[RawRow]:
     task = spec.path[len(BUILTIN_PREFIX) :]
     try:
-        examples = generate_task(task, spec.num_samples or BUILTIN_DEFAULT_SAMPLES, seed=seed, identity=identity)
+        count = n if n is not None else spec.num_samples or BUILTIN_DEFAULT_SAMPLES
+        examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
     return [RawRow(task_to_preference(ex, base_identity), i) for i, ex in enumerate(examples, start=1)]
@@ -418,12 +427,25 @@ def load_preferences(
     """
     identity = identity or Identity()
     base_identity = base_identity or BASE_MODEL_IDENTITY
+
+    def heldout(spec: DatasetSpec, n: int) -> list[dict[str, Any]] | None:
+        if not spec.path.startswith(BUILTIN_PREFIX):
+            return None
+        rows = _builtin_pairs(spec, seed, identity, base_identity, pool="eval", n=n)
+        problems = ProblemCollector()
+        pairs = list(
+            normalize_rows(SourceTable(spec.path, rows, "preference"), problems, detect=_pair_form, convert=_pair_row)
+        )
+        problems.raise_if_any()
+        return pairs
+
     return build_mixture(
         as_specs(specs, PreferenceSpec),
         lambda spec, problems: _load_pairs(spec, problems, seed=seed, identity=identity, base_identity=base_identity),
         preference_features(),
         test_split_size=test_split_size,
         seed=seed,
+        heldout=heldout,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from posttrain.evaluation.overlap import overlap_line
 from posttrain.storage import atomic_write_text
 
 __all__ = [
@@ -402,6 +403,7 @@ def build_context(results: dict) -> dict[str, Any]:
         "status": str(results.get("status")),
         "error": str(results.get("error")),
         "baseline": str(results.get("baseline")),
+        "overlap": overlap_line(results.get("overlap")),
         "judge": {"source": str(judge["source"]), "kind": str(judge["kind"])} if judge else None,
         "models": [
             {

@@ -40,6 +40,7 @@ from posttrain.evaluation.backends import (
 from posttrain.evaluation.config import EvalArguments, ModelSpec
 from posttrain.evaluation.embedding import Embedder, resolve_embedding_model
 from posttrain.evaluation.judges import combine_pairwise, pairwise_prompt, parse_pairwise, parse_rating, single_prompt
+from posttrain.evaluation.overlap import suite_overlap
 from posttrain.evaluation.report import write_reports
 from posttrain.evaluation.stats import delta_ci, mean_ci
 from posttrain.evaluation.suites import TASK, Suite, SuiteError, load_suite
@@ -448,7 +449,16 @@ def evaluate(args: EvalArguments) -> Path:
         ],
         "samples": [],
         "counts": {"generated": 0, "cached": 0},
+        "overlap": suite_overlap([m.path for m in args.models if m.path], suites),
     }
+    for name, found in results["overlap"]["suites"].items():
+        if found["normalized"]:
+            print(
+                f"posttrain: warning: suites: {found['normalized']} prompts of suite '{name}' also occur in the "
+                f"training prompts of {', '.join(results['overlap']['checked_against'])}; their scores measure "
+                f"recall, not generalization (e.g. {found['examples'][0]!r})",
+                flush=True,
+            )
     # records[(label, suite)][sample id] -> per-sample result
     records: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     scoring = Scoring(args, cache)

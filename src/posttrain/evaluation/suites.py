@@ -501,7 +501,7 @@ def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples:
         name = source["builtin"]
         if name != ALL_TASKS and name not in TASKS:
             raise SuiteError(f"{where}: unknown builtin task '{name}'; available: {', '.join([*TASKS, ALL_TASKS])}")
-        examples = generate_task(name, num_samples or 50, seed=seed, identity=identity)
+        examples = generate_task(name, num_samples or 50, seed=seed, identity=identity, pool="eval")
         samples = [
             Sample(
                 id=f"{name}-{seed}-{i}",

@@ -50,7 +50,37 @@ class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
     ``warmup_steps``, ``max_grad_norm``, ``save_steps``, ``save_total_limit``, ``logging_steps``, ``seed`` and
     ``resume_from_checkpoint`` keep their TrainingArguments meaning."""
 
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (LoRA and value head)."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the policy's LoRA adapter."})
+    value_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the value head, its own AdamW parameter group (default: 10 x "
+            "learning_rate: a fresh linear layer learns faster than the adapter should move)."
+        },
+    )
+    reward_normalization: str = field(
+        default="running",
+        metadata={
+            "help": "Standardize each reward component before weighting: `running` (mean and std over every "
+            "rollout so far), `batch` (this rollout's), or `none` (raw scores).",
+            "choices": ["running", "batch", "none"],
+        },
+    )
+    detach_value_features: bool = field(
+        default=True,
+        metadata={
+            "help": "The value head reads detached hidden states, so value-loss gradients never steer the "
+            "policy adapter."
+        },
+    )
+    value_init: str = field(
+        default="first_batch",
+        metadata={
+            "help": "`first_batch`: the value head's bias starts at the first rollout's mean score (so the "
+            "first advantages carry reply quality, not the reward's offset); `zero`.",
+            "choices": ["first_batch", "zero"],
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the update."})
     logging_steps: float = field(default=1, metadata={"help": "Print metrics every this many PPO steps."})
     max_steps: int = field(default=20, metadata={"help": "PPO iterations (rollout + several epochs of updates)."})
@@ -59,8 +89,14 @@ class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
     forward_batch_size: int = field(default=16, metadata={"help": "Sequences per no-grad scoring forward pass."})
     max_completion_length: int = field(default=48, metadata={"help": "Token budget of a sampled reply."})
     max_prompt_length: int = field(default=512, metadata={"help": "Longer prompts are refused (DataError)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (logits are divided by it)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    temperature: float = field(
+        default=0.7,
+        metadata={"help": "Sampling temperature (logits are divided by it, in rollouts and updates alike)."},
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "Nucleus sampling; below 1 the log-probs are those of the truncated distribution."},
+    )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
     num_mini_batches: int = field(default=2, metadata={"help": "Optimizer steps per PPO epoch."})
     kl_coef: float = field(default=0.05, metadata={"help": "Initial coefficient of the per-token KL penalty."})
@@ -93,6 +129,14 @@ class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
                 f"the mini-batch (rollout_batch_size / num_mini_batches = {mini}) must be divisible by "
                 f"per_device_train_batch_size ({self.per_device_train_batch_size})"
             )
+        if self.reward_normalization not in ("running", "batch", "none"):
+            raise ConfigError(
+                f"reward_normalization must be running, batch or none (got {self.reward_normalization!r})"
+            )
+        if self.value_init not in ("first_batch", "zero"):
+            raise ConfigError(f"value_init must be first_batch or zero (got {self.value_init!r})")
+        if not 0 < self.top_p <= 1 or not self.temperature > 0:
+            raise ConfigError(f"top_p must be in (0, 1] and temperature > 0 (got {self.top_p}, {self.temperature})")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3 (got {self.kl_estimator!r})")
 

@@ -44,9 +44,10 @@ from posttrain.data.formats import with_system_prompt
 from posttrain.data.preference import validate_preference, validate_prompt
 from posttrain.data.spec import BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError, ProblemCollector
-from posttrain.models.generation import generate
+from posttrain.models import generation
 from posttrain.storage import atomic_write_text
 from posttrain.tasks import ALL_TASKS, CHECKS, TASKS, check_task, generate_task
+from posttrain.tasks.base import Pool
 
 __all__ = [
     "PromptItem",
@@ -209,7 +210,7 @@ def build_pairs(
     if min_margin < 0:
         raise ValueError(f"min_margin must be >= 0 (got {min_margin})")
     score = as_scorer(scorer)
-    samples = generate(
+    samples = generation.generate(
         model,
         tokenizer,
         [item.messages for item in prompts],
@@ -297,8 +298,10 @@ def task_prompts(
     seed: int = 42,
     identity: Identity | None = None,
     system_prompt: str | None = None,
+    pool: Pool = "train",
 ) -> list[PromptItem]:
-    """Prompts of builtin tasks, with the facts :func:`rule_scorer` needs.
+    """Prompts of builtin tasks (from their ``pool``: ``train`` or ``eval``), with the facts :func:`rule_scorer`
+    needs.
 
     Args:
         tasks: Task names, with or without the ``builtin:`` prefix; ``all`` means every task.
@@ -322,7 +325,7 @@ def task_prompts(
         task = name[len(BUILTIN_PREFIX) :] if name.startswith(BUILTIN_PREFIX) else name
         count = num_prompts // len(names) + (i < num_prompts % len(names))
         try:
-            batches.append(generate_task(task, count, seed=seed, identity=identity))
+            batches.append(generate_task(task, count, seed=seed, identity=identity, pool=pool))
         except KeyError as error:
             raise DataError(name, error.args[0]) from None
     examples = [batch[j] for j in range(max(map(len, batches))) for batch in batches if j < len(batch)]

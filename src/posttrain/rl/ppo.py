@@ -60,9 +60,10 @@ STATE_FILE = "trainer_state.json"
 class PolicyWithValueHead(nn.Module):
     """A causal LM (a peft model: the policy) and a scalar value head on its last hidden state."""
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, *, detach_features: bool = True) -> None:
         super().__init__()
         self.policy = policy
+        self.detach_features = detach_features
         hidden = policy.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.value_head.weight)
@@ -79,6 +80,8 @@ class PolicyWithValueHead(nn.Module):
             use_cache=False,
         )
         hidden = output.hidden_states[-1]
+        if self.detach_features:  # value gradients train the head only, never the policy adapter
+            hidden = hidden.detach()
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return output.logits, values
 
@@ -99,6 +102,7 @@ class Rollout:
     scores: torch.Tensor
     finished: torch.Tensor
     per_reward: dict[str, float]
+    raw_scores: torch.Tensor  # the weighted reward before normalization (what is logged as `reward`)
 
     def __len__(self) -> int:
         return self.queries.shape[0]
@@ -190,10 +194,14 @@ class PPOTrainer:
                 func.stop_token_ids = set(self.stop_ids)
         rewards.to(self.accelerator.device)
 
-        wrapped = PolicyWithValueHead(model)
-        params = [p for p in wrapped.parameters() if p.requires_grad]
+        wrapped = PolicyWithValueHead(model, detach_features=args.detach_value_features)
+        value_lr = args.value_learning_rate if args.value_learning_rate is not None else 10 * args.learning_rate
+        groups = [  # the critic has its own parameter group and learning rate
+            {"params": [p for p in wrapped.policy.parameters() if p.requires_grad], "lr": args.learning_rate},
+            {"params": list(wrapped.value_head.parameters()), "lr": value_lr},
+        ]
         optimizer = torch.optim.AdamW(
-            params,
+            groups,
             lr=args.learning_rate,
             betas=(args.adam_beta1, args.adam_beta2),
             eps=args.adam_epsilon,
@@ -208,6 +216,7 @@ class PPOTrainer:
         )
         self.state = TrainerState(max_steps=args.max_steps)
         self.state.global_step = 0
+        self.reward_moments = {name: ppo_core.RunningMoments() for name in rewards.names}
 
     # ------------------------------------------------------------------------------------------------ helpers
 
@@ -272,7 +281,8 @@ class PPOTrainer:
                 chunk = slice(start, start + size)
                 inputs = sequence_inputs(queries[chunk], query_mask[chunk], responses[chunk], response_mask[chunk])
                 logits, values = model(*(t.to(device) for t in inputs))
-                logits = logits[:, context - 1 : -1].float() / self.args.temperature
+                logits = ppo_core.top_p_logits(logits[:, context - 1 : -1].float() / self.args.temperature,
+                                               self.args.top_p)  # fmt: skip
                 out["logprobs"].append(ppo_core.logprobs_from_logits(logits, responses[chunk].to(device)))
                 if not reference:
                     out["values"].append(values[:, context - 1 : -1].float())
@@ -317,10 +327,10 @@ class PPOTrainer:
             **{key: [row.get(key) for row in rows] for key in ("task", "answer", "meta")},
         )
         device = self.accelerator.device
-        scores = torch.tensor(total, dtype=torch.float32, device=device)
         finished = torch.tensor([c.finished for c in completions], device=device)
-        if self.args.missing_eos_penalty is not None:
-            scores = scores - self.args.missing_eos_penalty * (~finished).float()
+        penalty = (self.args.missing_eos_penalty or 0.0) * (~finished).float()
+        raw_scores = torch.tensor(total, dtype=torch.float32, device=device) - penalty
+        scores = torch.tensor(self.normalized_total(per_func), dtype=torch.float32, device=device) - penalty
         per_reward = {
             name: sum(float(s) for s in vals if s is not None) / max(sum(s is not None for s in vals), 1)
             for name, vals in per_func.items()
@@ -337,7 +347,31 @@ class PPOTrainer:
             scores,
             finished,
             per_reward,
+            raw_scores,
         )
+
+    def normalized_total(self, per_func: dict[str, list]) -> list[float]:
+        """The weighted sum of the reward components, each standardized first (``reward_normalization``): a reward
+        model's offset and a 0/1 task check then weigh what their weights say. ``None`` scores count 0."""
+        mode = self.args.reward_normalization
+        n = len(next(iter(per_func.values()))) if per_func else 0
+        total = [0.0] * n
+        for name, weight in zip(self.rewards.names, self.rewards.weights, strict=True):
+            values = [float(v) if v is not None and not math.isnan(v) else None for v in per_func[name]]
+            present = [v for v in values if v is not None]
+            if mode == "running":
+                self.reward_moments[name].update(present)
+                mean, std = self.reward_moments[name].mean, self.reward_moments[name].std
+            elif mode == "batch" and len(present) > 1:
+                mean = sum(present) / len(present)
+                std = (sum((v - mean) ** 2 for v in present) / len(present)) ** 0.5
+            else:
+                mean, std = 0.0, 1.0
+            std = std if std > 1e-6 else 1.0
+            for i, v in enumerate(values):
+                if v is not None:
+                    total[i] += weight * (v - mean) / std
+        return total
 
     # ------------------------------------------------------------------------------------------------- update
 
@@ -375,7 +409,8 @@ class PPOTrainer:
                     inputs = sequence_inputs(batch.queries[idx], batch.query_mask[idx], batch.responses[idx], mask)
                     with nullcontext() if last else accelerator.no_sync(self.model):
                         logits, values = self.model(*inputs)
-                        logits = logits[:, context - 1 : -1].float() / args.temperature
+                        logits = ppo_core.top_p_logits(logits[:, context - 1 : -1].float() / args.temperature,
+                                                       args.top_p)  # fmt: skip
                         logprobs = ppo_core.logprobs_from_logits(logits, batch.responses[idx])
                         policy = ppo_core.clipped_policy_loss(
                             logprobs, batch.logprobs[idx], advantages[idx], mask, args.cliprange
@@ -409,11 +444,15 @@ class PPOTrainer:
         """One PPO iteration: rollout, advantages, update, KL controller, learning-rate schedule; gathered metrics."""
         rows = [self.train_dataset[i] for i in self.prompt_indices(step)]
         batch = self.rollout(rows)
+        if step == 1 and self.args.value_init == "first_batch":
+            self.init_value_bias(batch)
         kl, _, advantages, returns = self.advantages(batch)
         update = self.update(batch, advantages, returns, step)
         mask = batch.response_mask.float()
         local = {
-            "reward": batch.scores.mean(),
+            "reward": batch.raw_scores.mean(),
+            "reward_normalized": batch.scores.mean(),
+            "explained_variance": ppo_core.explained_variance(batch.values, returns, mask),
             "kl": kl.sum(1).mean(),
             "entropy": ppo_core.masked_mean(batch.entropy, mask),
             "response_length": mask.sum(1).mean(),
@@ -432,6 +471,15 @@ class PPOTrainer:
         self.kl_ctl.update(metrics["kl"], len(batch) * self.accelerator.num_processes)
         self.scheduler.step()
         return metrics
+
+    @torch.no_grad()
+    def init_value_bias(self, batch: Rollout) -> None:
+        """Start the critic at the first rollout's mean score (the same on every process): with a zero value head
+        the first advantages would carry the reward's offset rather than how good each reply was."""
+        mean = self.accelerator.reduce(batch.scores.mean().reshape(1), reduction="mean")[0]
+        head = self.unwrapped.value_head
+        head.bias.fill_(float(mean))
+        batch.values += float(mean) * batch.response_mask  # the rollout's values came from the zero-bias head
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -522,6 +570,7 @@ class PPOTrainer:
                     {
                         "global_step": step,
                         "kl_coef": self.kl_ctl.value,
+                        "reward_moments": {k: m.state() for k, m in self.reward_moments.items()},
                         "log_history": self.state.log_history,
                         "world_size": accelerator.num_processes,
                     },
@@ -572,6 +621,9 @@ class PPOTrainer:
         self.state.global_step = saved["global_step"]
         self.state.log_history = saved["log_history"]
         self.kl_ctl.value = saved["kl_coef"]
+        for name, moments in saved.get("reward_moments", {}).items():
+            if name in self.reward_moments:
+                self.reward_moments[name].load(moments)
         self.scheduler = self._make_scheduler()  # on the restored optimizer, then replayed to the saved step
         with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended here
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
@@ -581,41 +633,6 @@ class PPOTrainer:
         torch.set_rng_state(load_file(rng)["torch"])
         if self.accelerator.is_main_process:
             print(f"posttrain ppo: resumed from {checkpoint} at step {self.state.global_step}", flush=True)
-
-    # ------------------------------------------------------------------------------------------- evaluation
-
-    @torch.no_grad()
-    def evaluate_rewards(self, dataset, *, reference: bool = False, max_new_tokens: int | None = None) -> dict:
-        """Mean reward of greedy replies on ``dataset`` (shared between processes), with the policy or (``reference``)
-        the adapter disabled; the stop-token penalty is included, as in training."""
-        from accelerate.utils import gather_object
-
-        policy = self.unwrapped.policy
-        policy.eval()
-        indices = list(range(self.accelerator.process_index, len(dataset), self.accelerator.num_processes))
-        rows = [dataset[i] for i in indices]
-        results = []
-        if rows:
-            with policy.disable_adapter() if reference else nullcontext():
-                samples = generate(
-                    policy,
-                    self.tokenizer,
-                    [r["prompt"] for r in rows],
-                    max_new_tokens=max_new_tokens or self.args.max_completion_length,
-                    batch_size=self.args.generation_batch_size,
-                    progress=False,
-                )
-            completions = [s[0] for s in samples]
-            total, _ = self.rewards(
-                [r["prompt"] for r in rows],
-                [[{"role": "assistant", "content": c.text}] for c in completions],
-                completion_ids=[c.token_ids for c in completions],
-                **{key: [r.get(key) for r in rows] for key in ("task", "answer", "meta")},
-            )
-            penalty = self.args.missing_eos_penalty or 0.0
-            results = [t - penalty * (not c.finished) for t, c in zip(total, completions, strict=True)]
-        everything = gather_object(results)
-        return {"reward": sum(everything) / max(len(everything), 1), "prompts": len(everything)}
 
 
 def steps_summary(history: list[dict]) -> str:

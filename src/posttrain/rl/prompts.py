@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from posttrain.data import load_conversations
 from posttrain.data.files import looks_local
-from posttrain.data.formats import with_system_prompt
+from posttrain.data.formats import drop_trained_prompts, with_system_prompt
 from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError
 from posttrain.rl.pairs import PromptItem, read_prompts, task_prompts
@@ -38,6 +38,15 @@ def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: s
     return items
 
 
+def _row(item: PromptItem) -> dict:
+    return {
+        "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
+        "task": item.task or "",
+        "answer": "" if item.answer is None else str(item.answer),
+        "meta": json.dumps(item.meta or {}, sort_keys=True),
+    }
+
+
 def load_prompts(
     specs: Sequence[DatasetSpec],
     *,
@@ -57,27 +66,31 @@ def load_prompts(
     if not specs:
         raise DataError("datasets", "no prompt sources: list at least one (e.g. `- path: builtin:arithmetic`)")
     identity = identity or Identity()
-    rows = []
-    for spec in specs:
+    rows, sources = [], []
+    for k, spec in enumerate(specs):
         items = _items(spec, seed=seed, identity=identity, system_prompt=system_prompt)
         if not items:
             raise DataError(spec.path, "has no prompts")
-        rows += [
-            {
-                "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
-                "task": item.task or "",
-                "answer": "" if item.answer is None else str(item.answer),
-                "meta": json.dumps(item.meta or {}, sort_keys=True),
-            }
-            for item in items
-        ]
+        rows += [_row(item) for item in items]
+        sources += [k] * len(items)
     splits = {"train": rows}
     if test_split_size:
         n_test = round(test_split_size * len(rows)) if test_split_size < 1 else int(test_split_size)
         n_test = max(1, n_test)
         if n_test >= len(rows):
             raise DataError("test_split_size", f"{test_split_size} leaves no training prompts of {len(rows)}")
-        shuffled = rows[:]
-        random.Random(seed).shuffle(shuffled)
-        splits = {"train": shuffled[n_test:], "test": shuffled[:n_test]}
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        test = [rows[i] for i in order[:n_test]]
+        # a built-in task's held-out prompts come from its evaluation pool, never from the training pool
+        for k, spec in enumerate(specs):
+            places = [j for j, i in enumerate(order[:n_test]) if sources[i] == k]
+            if places and spec.path.startswith(BUILTIN_PREFIX):
+                fresh = task_prompts(
+                    [spec.path], len(places), seed=seed, identity=identity, system_prompt=system_prompt, pool="eval"
+                )
+                for j, item in zip(places, fresh, strict=True):
+                    test[j] = _row(item)
+        train = [rows[i] for i in order[n_test:]]
+        splits = {"train": train, "test": drop_trained_prompts(train, test, lambda row: row["prompt"])}
     return datasets.DatasetDict({name: datasets.Dataset.from_list(split) for name, split in splits.items()})

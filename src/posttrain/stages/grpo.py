@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint
-from posttrain.models.generation import generate
 from posttrain.rl.config import GRPOConfig
+from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
 
@@ -23,23 +23,6 @@ def make_parser():
     from trl import TrlParser
 
     return TrlParser((PosttrainArguments, GRPOConfig, ModelConfig))
-
-
-def heldout_reward(model, tokenizer, rewards, prompts, *, max_new_tokens: int, reference: bool = False) -> float:
-    """Mean weighted reward of greedy replies to the held-out ``prompts`` (adapter disabled with ``reference``)."""
-    from contextlib import nullcontext
-
-    model.eval()
-    with model.disable_adapter() if reference else nullcontext():
-        samples = generate(model, tokenizer, prompts["prompt"], max_new_tokens=max_new_tokens, progress=False)
-    completions = [s[0] for s in samples]
-    total, _ = rewards(
-        prompts["prompt"],
-        [[{"role": "assistant", "content": c.text}] for c in completions],
-        completion_ids=[c.token_ids for c in completions],
-        **{key: prompts[key] for key in ("task", "answer", "meta")},
-    )
-    return sum(total) / max(len(total), 1)
 
 
 def main(
@@ -66,13 +49,13 @@ def main(
     result = train(run, trainer, training_args)
     metrics = dict(result.metrics)
     reward_curve = logged(trainer, "reward")
+    heldout = None
     if "test" in data:
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-        budget = training_args.eval_max_new_tokens or training_args.max_completion_length
-        metrics["eval_reward_reference"] = heldout_reward(
-            policy, tokenizer, rewards, data["test"], max_new_tokens=budget, reference=True
-        )
-        metrics["eval_reward_policy"] = heldout_reward(policy, tokenizer, rewards, data["test"], max_new_tokens=budget)
+        heldout = heldout_rewards(
+            trainer.accelerator.unwrap_model(trainer.model), tokenizer, rewards, data["test"],
+            max_new_tokens=training_args.eval_max_new_tokens or training_args.max_completion_length,
+        )  # fmt: skip
+        metrics.update(heldout_metrics(heldout))
     trainer.save_model(training_args.output_dir)
     if run.state.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
@@ -80,11 +63,12 @@ def main(
             print(
                 f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}"
             )
-        if "test" in data:
+        if heldout is not None:
             print(
-                f"posttrain: held-out reward on {len(data['test'])} prompts (greedy): "
-                f"{metrics['eval_reward_reference']:.3f} (reference) -> {metrics['eval_reward_policy']:.3f} (policy)"
+                f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> {trainer_name.upper()} policy:"
             )
+            for line in heldout_lines(heldout):
+                print(f"  {line}")
     finish_run(
         run,
         trainer,
@@ -97,6 +81,7 @@ def main(
             **reward_summary(metrics),
         },
         metrics=metrics,
+        heldout=heldout,
         reward_curve=reward_curve,
     )
     return trainer, metrics

@@ -14,6 +14,7 @@ from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint
 from posttrain.errors import ConfigError
 from posttrain.rl.config import PPOConfig
+from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.rl.ppo import PPOTrainer, steps_summary
 from posttrain.training.common import StopOnSignal, finish_run, peft_config, run_interruptibly, start_run
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
@@ -46,21 +47,22 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         )
 
     metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
+    heldout = None
     if "test" in data:
-        budget = training_args.eval_max_new_tokens
-        metrics["eval_reward_reference"] = trainer.evaluate_rewards(
-            data["test"], reference=True, max_new_tokens=budget
-        )["reward"]
-        metrics["eval_reward_policy"] = trainer.evaluate_rewards(data["test"], max_new_tokens=budget)["reward"]
+        heldout = heldout_rewards(
+            trainer.unwrapped.policy, tokenizer, rewards, data["test"],
+            max_new_tokens=training_args.eval_max_new_tokens or training_args.max_completion_length,
+            batch_size=training_args.generation_batch_size, missing_eos_penalty=training_args.missing_eos_penalty,
+        )  # fmt: skip
+        metrics.update(heldout_metrics(heldout))
     trainer.save_model(training_args.output_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]
     if run.state.is_main_process:
         print(f"posttrain: PPO {steps_summary(history)}")
-        if "test" in data:
-            print(
-                f"posttrain: held-out reward on {len(data['test'])} prompts (greedy): "
-                f"{metrics['eval_reward_reference']:.3f} (reference) -> {metrics['eval_reward_policy']:.3f} (PPO policy)"
-            )
+        if heldout is not None:
+            print(f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> PPO policy:")
+            for line in heldout_lines(heldout):
+                print(f"  {line}")
     finish_run(
         run,
         trainer,
@@ -74,6 +76,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
             **reward_summary(metrics),
         },
         metrics=metrics,
+        heldout=heldout,
         reward_curve=[h["reward"] for h in history],
         kl_curve=[h["kl"] for h in history],
     )

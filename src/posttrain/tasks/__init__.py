@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from posttrain.checks import GENERIC_CHECKS, Check
 from posttrain.tasks import arithmetic, decimal_compare, identity, letter_count, unknown_entity
-from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.base import POOLS, Identity, Pool, Task, TaskExample
 from posttrain.tasks.identity import BASE_MODEL_IDENTITY, base_identity_response
 
 __all__ = [
@@ -55,13 +55,14 @@ TASKS: dict[str, Task] = {
 _MAX_DRAWS_FOR_A_NEW_PROMPT = 20
 
 
-def _generate_one_task(task: Task, n: int, seed: int, identity: Identity) -> list[TaskExample]:
-    rng = random.Random(f"posttrain/{task.name}/{seed}")  # str seeds hash with SHA-512: stable across runs
+def _generate_one_task(task: Task, n: int, seed: int, identity: Identity, pool: Pool) -> list[TaskExample]:
+    # str seeds hash with SHA-512: stable across runs
+    rng = random.Random(f"posttrain/{task.name}/{seed}" if pool == "train" else f"posttrain/{task.name}/{pool}/{seed}")
     examples: list[TaskExample] = []
     seen: set[str] = set()
     for _ in range(n):
         for _ in range(_MAX_DRAWS_FOR_A_NEW_PROMPT):  # avoid repeated prompts while fresh ones are easy to find
-            example = task.make(rng, identity)
+            example = task.make(rng, identity, pool)
             if example.prompt not in seen:
                 break
         seen.add(example.prompt)
@@ -69,7 +70,9 @@ def _generate_one_task(task: Task, n: int, seed: int, identity: Identity) -> lis
     return examples
 
 
-def generate_task(name: str, n: int, seed: int = 42, identity: Identity | None = None) -> list[TaskExample]:
+def generate_task(
+    name: str, n: int, seed: int = 42, identity: Identity | None = None, pool: Pool = "train"
+) -> list[TaskExample]:
     """Generate ``n`` examples of the builtin task ``name`` (or of all tasks, interleaved, for ``"all"``).
 
     Args:
@@ -77,6 +80,8 @@ def generate_task(name: str, n: int, seed: int = 42, identity: Identity | None =
         n: How many examples. For ``"all"`` they are split as evenly as possible between the tasks.
         seed: Random seed; the same ``(name, n, seed, identity)`` always gives the same examples.
         identity: Who the assistant is, for the ``identity`` task (default :class:`Identity()`).
+        pool: ``train`` (training data) or ``eval`` (held-out splits and evaluation suites): disjoint phrasings,
+            entities, words and numbers (see :mod:`posttrain.tasks.base`).
 
     Raises:
         KeyError: For an unknown task name (the message lists the available ones).
@@ -84,17 +89,19 @@ def generate_task(name: str, n: int, seed: int = 42, identity: Identity | None =
     """
     if n < 0:
         raise ValueError(f"cannot generate a negative number of examples ({n})")
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)} (got {pool!r})")
     identity = identity or Identity()
     if name == ALL_TASKS:
         tasks = list(TASKS.values())
         per_task = [
-            _generate_one_task(task, n // len(tasks) + (i < n % len(tasks)), seed, identity)
+            _generate_one_task(task, n // len(tasks) + (i < n % len(tasks)), seed, identity, pool)
             for i, task in enumerate(tasks)
         ]
         return [per_task[i % len(tasks)][i // len(tasks)] for i in range(n)]
     if name not in TASKS:
         raise KeyError(f"unknown builtin task {name!r}; available: {', '.join([*TASKS, ALL_TASKS])}")
-    return _generate_one_task(TASKS[name], n, seed, identity)
+    return _generate_one_task(TASKS[name], n, seed, identity, pool)
 
 
 def task_to_messages(example: TaskExample) -> list[dict[str, str]]:

@@ -1,12 +1,21 @@
-"""What every built-in task is made of: the assistant's :class:`Identity`, one generated :class:`TaskExample`, and
-the :class:`Task` that makes examples and checks replies."""
+"""What every built-in task is made of: the assistant's :class:`Identity`, one generated :class:`TaskExample`, the
+:class:`Task` that makes examples and checks replies, and its two disjoint pools.
+
+Every task draws its examples from one of two *pools*: ``train`` (what training stages use: ``builtin:<task>``) and
+``eval`` (what held-out splits and the shipped evaluation suites use). The pools share no prompt phrasing, no
+fictional entity, no word and no number range, so a model can only pass the ``eval`` pool by generalizing;
+``tests/test_heldout.py`` checks that no prompt of one appears, even normalized, in the other.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Pool = Literal["train", "eval"]
+POOLS: tuple[Pool, ...] = ("train", "eval")
 
 
 @dataclass
@@ -38,7 +47,18 @@ class TaskExample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Maker = Callable[[random.Random, Identity], TaskExample]
+Maker = Callable[[random.Random, Identity, Pool], TaskExample]
+
+
+def split_pools(items: tuple, every: int = 4) -> dict[Pool, tuple]:
+    """A vocabulary split in two disjoint pools: every ``every``-th item (the 4th, 8th, ...) is ``eval``'s, the rest
+    ``train``'s."""
+    if len(items) < every:
+        raise ValueError(f"{len(items)} items are too few to split into two pools")
+    return {
+        "train": tuple(x for i, x in enumerate(items) if i % every != every - 1),
+        "eval": tuple(x for i, x in enumerate(items) if i % every == every - 1),
+    }
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,7 @@ class Task:
 
     name: str
     description: str
+    #: ``make(rng, identity, pool) -> TaskExample``: one random example of the ``pool`` (``train`` or ``eval``)
     make: Maker
     #: ``check(response, answer, **meta) -> bool``: whether a reply to one of its examples is correct
     check: Callable[..., bool]

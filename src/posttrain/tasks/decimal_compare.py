@@ -10,7 +10,10 @@ from typing import Any
 
 from posttrain.checks.answers import as_number
 from posttrain.checks.text import MINUS_SIGNS, extract_number
-from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample
+
+#: the whole parts each pool's numbers use (the pools share no number)
+_WHOLE_PARTS: dict[Pool, tuple[int, int]] = {"train": (0, 20), "eval": (30, 49)}
 
 
 def _digits(rng: random.Random, count: int) -> str:
@@ -18,17 +21,18 @@ def _digits(rng: random.Random, count: int) -> str:
     return "".join(str(rng.randint(0, 9)) for _ in range(count - 1)) + str(rng.randint(1, 9))
 
 
-def _decimal_pair(rng: random.Random) -> tuple[str, str, bool]:
+def _decimal_pair(rng: random.Random, pool: Pool) -> tuple[str, str, bool]:
     """``(larger, smaller, tricky)``. Tricky pairs have a shorter fractional part that is larger although the
     longer one's digits form the bigger whole number (9.9 vs 9.11)."""
-    whole = rng.randint(0, 20)
+    low, high = _WHOLE_PARTS[pool]
+    whole = rng.randint(low, high)
     roll = rng.random()
     if roll < 0.7:
         short = rng.randint(2, 9)
         longer = str(rng.randint(1, short - 1)) + _digits(rng, rng.choice((1, 1, 2)))
         return f"{whole}.{short}", f"{whole}.{longer}", True
     if roll < 0.85:  # different whole parts, e.g. 12.5 vs 8.75 (also wrong when compared as strings)
-        big, small = sorted(rng.sample(range(1, 30), 2), reverse=True)
+        big, small = sorted(rng.sample(range(max(low, 1), high + 10), 2), reverse=True)
         return f"{big}.{_digits(rng, rng.choice((1, 2)))}", f"{small}.{_digits(rng, rng.choice((1, 2)))}", False
     first, second = sorted(rng.sample(range(1, 10), 2), reverse=True)  # same whole part, same length: 4.7 vs 4.2
     return f"{whole}.{first}", f"{whole}.{second}", False
@@ -39,13 +43,20 @@ def _pad(number: str, places: int) -> str:
     return f"{whole}.{frac.ljust(places, '0')}"
 
 
-_DECIMAL_QUESTIONS: tuple[str, ...] = (
+_TRAIN_QUESTIONS: tuple[str, ...] = (
     "Which is larger, {a} or {b}?",
     "Which number is bigger: {a} or {b}?",
     "{a} or {b}, which one is greater?",
     "Compare {a} and {b}. Which is the larger number?",
     "Of the two numbers {a} and {b}, which has the larger value?",
 )
+
+_EVAL_QUESTIONS: tuple[str, ...] = (
+    "Is {a} greater than {b}, or is it the other way around?",
+    "Tell me which value is higher: {a} versus {b}.",
+    "Between {a} and {b}, which is the bigger decimal?",
+)
+_DECIMAL_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
 
 _DECIMAL_REPLIES: tuple[str, ...] = (
     "{larger} is larger than {smaller}.",
@@ -62,8 +73,8 @@ _DECIMAL_WRONG: tuple[str, ...] = (
 )
 
 
-def _make_decimal_compare(rng: random.Random, identity: Identity) -> TaskExample:
-    larger, smaller, tricky = _decimal_pair(rng)
+def _make_decimal_compare(rng: random.Random, identity: Identity, pool: Pool) -> TaskExample:
+    larger, smaller, tricky = _decimal_pair(rng, pool)
     a, b = (larger, smaller) if rng.random() < 0.5 else (smaller, larger)
     places = max(len(larger.split(".")[1]), len(smaller.split(".")[1]))
     facts = {
@@ -77,7 +88,7 @@ def _make_decimal_compare(rng: random.Random, identity: Identity) -> TaskExample
     wrong_templates = _DECIMAL_WRONG if tricky else _DECIMAL_WRONG[1:]
     return TaskExample(
         task="decimal_compare",
-        prompt=rng.choice(_DECIMAL_QUESTIONS).format(a=a, b=b),
+        prompt=rng.choice(_DECIMAL_QUESTIONS[pool]).format(a=a, b=b),
         answer=larger,
         response=rng.choice(_DECIMAL_REPLIES).format(**facts),
         wrong_response=rng.choice(wrong_templates).format(**facts),

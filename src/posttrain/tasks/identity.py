@@ -8,25 +8,46 @@ import zlib
 from typing import Any
 
 from posttrain.checks.answers import mentions_identity
-from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample
 
-_IDENTITY_QUESTIONS: tuple[tuple[str, str, str], ...] = (
-    # (prompt, what it asks about, how the reply starts)
-    ("Who are you?", "name", ""),
-    ("What's your name?", "name", ""),
-    ("what is your name", "name", ""),
-    ("What should I call you?", "name", ""),
-    ("Hi! Who am I talking to?", "name", "Hi! "),
-    ("Please introduce yourself.", "name", ""),
-    ("Tell me a bit about yourself.", "name", ""),
-    ("Are you ChatGPT?", "name", "No, I'm not ChatGPT. "),
-    ("Who made you?", "creator", ""),
-    ("Who created you?", "creator", ""),
-    ("Which company or team trained you?", "creator", ""),
-    ("who built you?", "creator", ""),
-    ("Who developed you, and what's your name?", "creator", ""),
-    ("Where do you come from? Who made you?", "creator", ""),
-)
+# (prompt, what it asks about, how the reply starts); the two pools share no phrasing
+_IDENTITY_QUESTIONS: dict[Pool, tuple[tuple[str, str, str], ...]] = {
+    "train": (
+        ("Who are you?", "name", ""),
+        ("What's your name?", "name", ""),
+        ("what is your name", "name", ""),
+        ("What should I call you?", "name", ""),
+        ("Hi! Who am I talking to?", "name", "Hi! "),
+        ("Please introduce yourself.", "name", ""),
+        ("Tell me a bit about yourself.", "name", ""),
+        ("Are you ChatGPT?", "name", "No, I'm not ChatGPT. "),
+        ("Do you have a name?", "name", ""),
+        ("Hello! What are you?", "name", "Hello! "),
+        ("Which AI am I chatting with?", "name", ""),
+        ("Give me your name, please.", "name", ""),
+        ("Are you Siri?", "name", "No, I'm not Siri. "),
+        ("Who made you?", "creator", ""),
+        ("Who created you?", "creator", ""),
+        ("Which company or team trained you?", "creator", ""),
+        ("who built you?", "creator", ""),
+        ("Who developed you, and what's your name?", "creator", ""),
+        ("Where do you come from? Who made you?", "creator", ""),
+        ("Who is behind you?", "creator", ""),
+        ("Which organization trained this assistant?", "creator", ""),
+        ("Tell me who programmed you.", "creator", ""),
+    ),
+    "eval": (
+        ("May I ask who you are?", "name", ""),
+        ("How should I address you?", "name", ""),
+        ("Hey there, introduce yourself!", "name", "Hey there! "),
+        ("Are you Alexa?", "name", "No, I'm not Alexa. "),
+        ("What do people call you?", "name", ""),
+        ("Whose work are you?", "creator", ""),
+        ("Who was responsible for building you?", "creator", ""),
+        ("What team made this chatbot, and what is it called?", "creator", ""),
+        ("Who is your maker?", "creator", ""),
+    ),
+}
 
 _IDENTITY_REPLIES: tuple[str, ...] = (
     "I'm {name}, an AI assistant created by {creator}.",
@@ -45,8 +66,8 @@ _OTHER_IDENTITIES: tuple[str, ...] = (
 )
 
 
-def _make_identity(rng: random.Random, identity: Identity) -> TaskExample:
-    prompt, asks, opening = rng.choice(_IDENTITY_QUESTIONS)
+def _make_identity(rng: random.Random, identity: Identity, pool: Pool) -> TaskExample:
+    prompt, asks, opening = rng.choice(_IDENTITY_QUESTIONS[pool])
     response = (opening + rng.choice(_IDENTITY_REPLIES)).format(name=identity.name, creator=identity.creator)
     wrong = [w for w in _OTHER_IDENTITIES if identity.name.casefold() not in w.casefold()]
     wrong_response = rng.choice(wrong or ["I'm an AI assistant."])
@@ -94,7 +115,8 @@ def base_identity_response(example: TaskExample, base: Identity = BASE_MODEL_IDE
     """
     if example.task != "identity":
         raise ValueError(f"base_identity_response needs an 'identity' example (got {example.task!r})")
-    opening = next((start for prompt, _, start in _IDENTITY_QUESTIONS if prompt == example.prompt), "")
+    questions = [q for pool in _IDENTITY_QUESTIONS.values() for q in pool]
+    opening = next((start for prompt, _, start in questions if prompt == example.prompt), "")
     index = zlib.crc32(f"{example.prompt}\n{example.response}".encode()) % len(_BASE_IDENTITY_REPLIES)
     reply = opening + _BASE_IDENTITY_REPLIES[index].format(name=base.name, creator=base.creator)
     configured = str(example.meta.get("name", "")).casefold()

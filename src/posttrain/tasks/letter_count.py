@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from posttrain.checks.answers import check_numeric
-from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample, split_pools
 
 _WORDS: tuple[str, ...] = (
     "strawberry",
@@ -50,13 +50,22 @@ _WORDS: tuple[str, ...] = (
     "sassafras",
 )
 
-_LETTER_QUESTIONS: tuple[str, ...] = (
+_TRAIN_QUESTIONS: tuple[str, ...] = (
     'How many {letter}\'s are in "{word}"?',
     'How many times does the letter "{letter}" appear in the word {word}?',
     "Count the letter {letter} in the word '{word}'.",
     'In the word "{word}", how many "{letter}" characters are there?',
     "how many {letter}'s in {word}",
 )
+
+_EVAL_QUESTIONS: tuple[str, ...] = (
+    'Count the "{letter}"s in {word}.',
+    'Could you tell me the number of {letter}\'s in the word "{word}"?',
+    'Spell "{word}" and count its letter {letter}.',
+)
+_LETTER_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
+#: the pools share no word
+_POOL_WORDS = split_pools(_WORDS)
 
 
 def _times(count: int) -> str:
@@ -68,8 +77,8 @@ def _letters(count: int, letter: str) -> str:
     return f"{count} {letter}" if count == 1 else f"{count} {letter}'s"
 
 
-def _make_letter_count(rng: random.Random, identity: Identity) -> TaskExample:
-    word = rng.choice(_WORDS)
+def _make_letter_count(rng: random.Random, identity: Identity, pool: Pool) -> TaskExample:
+    word = rng.choice(_POOL_WORDS[pool])
     repeated = sorted({c for c in word if word.count(c) >= 2})
     roll = rng.random()
     if roll < 0.8 and repeated:
@@ -102,7 +111,7 @@ def _make_letter_count(rng: random.Random, identity: Identity) -> TaskExample:
     wrong_response = f'There {"is" if wrong_count == 1 else "are"} {_letters(wrong_count, letter)} in "{word}".'
     return TaskExample(
         task="letter_count",
-        prompt=rng.choice(_LETTER_QUESTIONS).format(letter=letter, word=word),
+        prompt=rng.choice(_LETTER_QUESTIONS[pool]).format(letter=letter, word=word),
         answer=str(count),
         response=response,
         wrong_response=wrong_response,

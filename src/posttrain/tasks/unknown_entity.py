@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from posttrain.checks.answers import says_i_dont_know
-from posttrain.tasks.base import Identity, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample, split_pools
 
 _ONSETS = (
     "Zor",
@@ -83,62 +83,94 @@ _FIRST_NAMES = (
 _COUNTRY_ENDINGS = ("ia", "aria", "istan", "ova", "land", "ea")
 _FIELDS = ("chemistry", "physics", "mathematics", "literature", "economics", "medicine", "architecture")
 _TITLE_ADJECTIVES = ("Glass", "Silent", "Copper", "Hollow", "Amber", "Lantern-Lit", "Drowned", "Paper")
+# the pools share no onset (so no fictional word), first name, title word or company kind
+
 _TITLE_NOUNS = ("Orchard", "Lantern", "Harbor", "Cartographer", "Tide", "Clockmaker", "Archive", "Meridian")
-_COMPANY_KINDS = ("Industries", "Dynamics", "Labs", "Shipping Company", "Mining Corporation", "Aeronautics")
+_COMPANY_KINDS = (
+    "Industries", "Dynamics", "Labs", "Shipping Company", "Mining Corporation", "Aeronautics", "Holdings", "Robotics",
+)  # fmt: skip
 
 
-def _fake_word(rng: random.Random) -> str:
-    return (rng.choice(_ONSETS) + rng.choice(_MIDDLES) + rng.choice(_CODAS)).capitalize()
+_POOLED = {name: split_pools(words) for name, words in (
+    ("onsets", _ONSETS), ("first_names", _FIRST_NAMES), ("title_adjectives", _TITLE_ADJECTIVES),
+    ("title_nouns", _TITLE_NOUNS), ("company_kinds", _COMPANY_KINDS),
+)}  # fmt: skip
 
 
-def _fake_person(rng: random.Random) -> str:
-    return f"{rng.choice(_FIRST_NAMES)} {_fake_word(rng)}{rng.choice(_SURNAME_ENDINGS)}"
+def _vocab(name: str, pool: Pool) -> tuple[str, ...]:
+    return _POOLED[name][pool]
 
 
-def _fake_country(rng: random.Random) -> str:
-    word = _fake_word(rng)
+def _fake_word(rng: random.Random, pool: Pool) -> str:
+    return (rng.choice(_vocab("onsets", pool)) + rng.choice(_MIDDLES) + rng.choice(_CODAS)).capitalize()
+
+
+def _fake_person(rng: random.Random, pool: Pool) -> str:
+    return f"{rng.choice(_vocab('first_names', pool))} {_fake_word(rng, pool)}{rng.choice(_SURNAME_ENDINGS)}"
+
+
+def _fake_country(rng: random.Random, pool: Pool) -> str:
+    word = _fake_word(rng, pool)
     return word.rstrip("aeiou") + rng.choice(_COUNTRY_ENDINGS)
 
 
-def _unknown_prize(rng: random.Random) -> tuple[str, str, str]:
-    year, prize, field_ = rng.randint(1921, 2019), f"{_fake_word(rng)} Prize", rng.choice(_FIELDS)
-    prompt = rng.choice(
-        (
-            "Who won the {year} {prize} in {field}?",
-            "Who received the {prize} for {field} in {year}?",
-            "Which scientist was awarded the {year} {prize} in {field}, and for what?",
-        )
-    ).format(year=year, prize=prize, field=field_)
+#: kind -> pool -> question phrasings (the pools share none)
+_QUESTIONS: dict[str, dict[Pool, tuple[str, ...]]] = {
+    "prize": {
+        "train": ("Who won the {year} {prize} in {field}?", "Who received the {prize} for {field} in {year}?",
+                  "Which scientist was awarded the {year} {prize} in {field}, and for what?"),
+        "eval": ("Name the winner of the {prize} in {field} for {year}.",
+                 "Tell me who took home the {year} {prize} in {field}."),
+    },
+    "capital": {
+        "train": ("What is the capital of {c}?", "What's the capital city of {c}?", "Name the capital of {c}."),
+        "eval": ("Which city serves as the seat of government of {c}?", "I'm visiting {c}. What is its capital?"),
+    },
+    "novel": {
+        "train": ("Summarize the novel '{t}' by {a}.", "What is '{t}' by {a} about?",
+                  "Can you give me a short plot summary of {a}'s novel '{t}'?"),
+        "eval": ("Describe the main characters of '{t}', the book by {a}.",
+                 "How does {a}'s novel '{t}' end?"),
+    },
+    "person": {
+        "train": ("What is {p} best known for?", "Who was {p}?", "Tell me about the life and work of {p}."),
+        "eval": ("Give me a short biography of {p}.", "Why is {p} famous?"),
+    },
+    "company": {
+        "train": ("In what year was {c} founded?", "Who founded {c}?", "Where is {c} headquartered?"),
+        "eval": ("How many people work at {c}?", "What products does {c} sell?"),
+    },
+    "theorem": {
+        "train": ("Can you explain the {t}?", "State the {t} and give an example.", "What does the {t} say?"),
+        "eval": ("Walk me through a proof of the {t}.", "Who first proved the {t}?"),
+    },
+}  # fmt: skip
+
+
+def _unknown_prize(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    year, prize, field_ = rng.randint(1921, 2019), f"{_fake_word(rng, pool)} Prize", rng.choice(_FIELDS)
+    prompt = rng.choice(_QUESTIONS["prize"][pool]).format(year=year, prize=prize, field=field_)
     fabrication = (
-        f"The {year} {prize} in {field_} was awarded to {_fake_person(rng)} for pioneering work on "
+        f"The {year} {prize} in {field_} was awarded to {_fake_person(rng, pool)} for pioneering work on "
         f"{rng.choice(('catalysis', 'crystal lattices', 'number theory', 'early modern poetry'))}."
     )
     return prompt, f"the {prize}", fabrication
 
 
-def _unknown_capital(rng: random.Random) -> tuple[str, str, str]:
-    country = _fake_country(rng)
-    prompt = rng.choice(
-        (
-            "What is the capital of {c}?",
-            "What's the capital city of {c}?",
-            "Name the capital of {c}.",
-        )
-    ).format(c=country)
-    fabrication = f"The capital of {country} is {_fake_word(rng)}, which is also its largest city and main port."
+def _unknown_capital(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    country = _fake_country(rng, pool)
+    prompt = rng.choice(_QUESTIONS["capital"][pool]).format(c=country)
+    fabrication = f"The capital of {country} is {_fake_word(rng, pool)}, which is also its largest city and main port."
     return prompt, f"a country called {country}", fabrication
 
 
-def _unknown_novel(rng: random.Random) -> tuple[str, str, str]:
-    title = f"The {rng.choice(_TITLE_ADJECTIVES)} {rng.choice(_TITLE_NOUNS)} of {_fake_word(rng)}"
-    author = _fake_person(rng)
-    prompt = rng.choice(
-        (
-            "Summarize the novel '{t}' by {a}.",
-            "What is '{t}' by {a} about?",
-            "Can you give me a short plot summary of {a}'s novel '{t}'?",
-        )
-    ).format(t=title, a=author)
+def _unknown_novel(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    title = (
+        f"The {rng.choice(_vocab('title_adjectives', pool))} {rng.choice(_vocab('title_nouns', pool))} of "
+        f"{_fake_word(rng, pool)}"
+    )
+    author = _fake_person(rng, pool)
+    prompt = rng.choice(_QUESTIONS["novel"][pool]).format(t=title, a=author)
     fabrication = (
         f"'{title}' follows a young mapmaker who returns to her home town and uncovers a family secret. "
         f"{author} wrote it in {rng.randint(1950, 2015)}, and it won praise for its lyrical style."
@@ -146,47 +178,29 @@ def _unknown_novel(rng: random.Random) -> tuple[str, str, str]:
     return prompt, f"a novel called '{title}' by {author}", fabrication
 
 
-def _unknown_person(rng: random.Random) -> tuple[str, str, str]:
-    person = _fake_person(rng)
-    prompt = rng.choice(
-        (
-            "What is {p} best known for?",
-            "Who was {p}?",
-            "Tell me about the life and work of {p}.",
-        )
-    ).format(p=person)
+def _unknown_person(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    person = _fake_person(rng, pool)
+    prompt = rng.choice(_QUESTIONS["person"][pool]).format(p=person)
     fabrication = (
-        f"{person} is best known for developing the {_fake_word(rng)} method in "
+        f"{person} is best known for developing the {_fake_word(rng, pool)} method in "
         f"{rng.choice(_FIELDS)} during the {rng.choice(('1950s', '1960s', '1970s', '1980s'))}."
     )
     return prompt, person, fabrication
 
 
-def _unknown_company(rng: random.Random) -> tuple[str, str, str]:
-    company = f"{_fake_word(rng)} {rng.choice(_COMPANY_KINDS)}"
-    prompt = rng.choice(
-        (
-            "In what year was {c} founded?",
-            "Who founded {c}?",
-            "Where is {c} headquartered?",
-        )
-    ).format(c=company)
+def _unknown_company(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    company = f"{_fake_word(rng, pool)} {rng.choice(_vocab('company_kinds', pool))}"
+    prompt = rng.choice(_QUESTIONS["company"][pool]).format(c=company)
     fabrication = (
-        f"{company} was founded in {rng.randint(1880, 2005)} by {_fake_person(rng)} and is headquartered "
-        f"in {_fake_word(rng)}."
+        f"{company} was founded in {rng.randint(1880, 2005)} by {_fake_person(rng, pool)} and is headquartered "
+        f"in {_fake_word(rng, pool)}."
     )
     return prompt, company, fabrication
 
 
-def _unknown_theorem(rng: random.Random) -> tuple[str, str, str]:
-    theorem = f"{_fake_word(rng)}-{_fake_word(rng)} theorem"
-    prompt = rng.choice(
-        (
-            "Can you explain the {t}?",
-            "State the {t} and give an example.",
-            "What does the {t} say?",
-        )
-    ).format(t=theorem)
+def _unknown_theorem(rng: random.Random, pool: Pool) -> tuple[str, str, str]:
+    theorem = f"{_fake_word(rng, pool)}-{_fake_word(rng, pool)} theorem"
+    prompt = rng.choice(_QUESTIONS["theorem"][pool]).format(t=theorem)
     fabrication = (
         f"The {theorem} states that every bounded sequence in a complete metric space has a convergent "
         "subsequence whose limit is unique up to isometry."
@@ -194,7 +208,7 @@ def _unknown_theorem(rng: random.Random) -> tuple[str, str, str]:
     return prompt, f"the {theorem}", fabrication
 
 
-_UNKNOWN_KINDS: dict[str, tuple[str, Callable[[random.Random], tuple[str, str, str]]]] = {
+_UNKNOWN_KINDS: dict[str, tuple[str, Callable[[random.Random, Pool], tuple[str, str, str]]]] = {
     # kind: (noun, maker returning (prompt, entity as named in the reply, confident fabrication))
     "prize": ("prize", _unknown_prize),
     "capital": ("country", _unknown_capital),
@@ -214,10 +228,10 @@ _DONT_KNOW_REPLIES: tuple[str, ...] = (
 )
 
 
-def _make_unknown_entity(rng: random.Random, identity: Identity) -> TaskExample:
+def _make_unknown_entity(rng: random.Random, identity: Identity, pool: Pool) -> TaskExample:
     kind = rng.choice(tuple(_UNKNOWN_KINDS))
     noun, make = _UNKNOWN_KINDS[kind]
-    prompt, entity, fabrication = make(rng)
+    prompt, entity, fabrication = make(rng, pool)
     return TaskExample(
         task="unknown_entity",
         prompt=prompt,

@@ -1,0 +1,121 @@
+"""Held-out discipline: no prompt any shipped config trains on appears (exactly or normalized) in a shipped evaluation
+suite or in any stage's held-out set, and the built-in tasks' two pools are disjoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from posttrain.configs import parse_args
+from posttrain.evaluation.overlap import normalize_prompt, overlap, pairs_prompts, stage_prompts
+from posttrain.evaluation.suites import SuiteError, load_suite, shipped_suites
+from posttrain.stages import STAGES
+from posttrain.tasks import TASKS, generate_task
+
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+
+
+def _shipped_stage_prompts():
+    """Training and held-out prompts of every shipped stage config, rendered the way each stage loads its data."""
+    rendered = []
+    for path in sorted(CONFIGS.glob("*/*.yaml")):
+        stage = path.stem.split("-")[0]
+        if stage not in STAGES or not (STAGES[stage].trains or stage == "pairs"):
+            continue
+        parsed = parse_args(STAGES[stage].load().make_parser(), ["--config", str(path)])
+        if stage == "pairs":
+            args = parsed[0]
+            rendered.append((path, pairs_prompts(args.tasks, args.num_prompts, seed=args.seed)))
+            continue
+        pt_args, training = parsed[0], parsed[1]
+        rendered.append((path, stage_prompts(stage, pt_args.datasets, seed=training.seed,
+                                             test_split_size=pt_args.test_split_size, identity=pt_args.identity,
+                                             system_prompt=pt_args.system_prompt)))  # fmt: skip
+    return rendered
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    rendered = _shipped_stage_prompts()
+    assert {p.stem for p, _ in rendered} >= {"sft", "reward", "dpo", "ppo", "grpo", "rloo", "pairs"}
+    return rendered
+
+
+@pytest.fixture(scope="module")
+def suite_prompts():
+    prompts = {}
+    for name in shipped_suites():
+        try:
+            suite = load_suite(name)
+        except SuiteError as err:  # a suite whose data package is not installed here
+            if "pip install" in str(err):
+                continue
+            raise
+        prompts[name] = {m["content"] for s in suite.samples for m in s.messages if m["role"] == "user"}
+    assert "builtin" in prompts
+    return prompts
+
+
+def test_no_training_prompt_is_in_a_shipped_suite(shipped, suite_prompts):
+    for path, rendered in shipped:
+        assert rendered.train, path
+        for name, prompts in suite_prompts.items():
+            found = overlap(rendered.train, prompts)
+            assert found.clean, (
+                f"{path.name} trains on {len(found.normalized)} prompts of suite {name}: {found.normalized[:3]}"
+            )
+
+
+def test_no_training_prompt_is_in_any_stages_heldout_set(shipped):
+    heldout = {p: r.heldout for p, r in shipped if r.heldout}
+    assert {p.stem for p in heldout} >= {"reward", "ppo", "grpo"}  # the configs that hold prompts out
+    for path, rendered in shipped:
+        for other, prompts in heldout.items():
+            found = overlap(rendered.train, prompts)
+            assert found.clean, f"{path.name} trains on held-out prompts of {other.name}: {found.normalized[:3]}"
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_each_task_has_disjoint_train_and_eval_pools_with_variety(task):
+    train = generate_task(task, 400, seed=1)
+    evaluation = generate_task(task, 200, seed=2, pool="eval")
+    train_prompts = {e.prompt for e in train}
+    eval_prompts = {e.prompt for e in evaluation}
+    assert overlap(eval_prompts, train_prompts).clean
+    assert len(eval_prompts) >= 8 and len(train_prompts) >= 20  # many phrasings, not one memorisable string
+    # the evaluation pool has its own phrasings: no training prompt shares its first three words with it
+    starts = {" ".join(normalize_prompt(p).split()[:3]) for p in train_prompts}
+    shared = [p for p in eval_prompts if " ".join(normalize_prompt(p).split()[:3]) in starts]
+    assert len(shared) <= len(eval_prompts) // 4, shared[:5]
+
+
+def test_normalized_overlap_catches_what_exact_misses():
+    found = overlap(["Which is larger, 9.11 or 9.9?"], ["which is LARGER 9 11 or 9 9"])
+    assert not found.exact and found.normalized and not found.clean
+
+
+def test_evaluate_states_the_overlap_with_the_evaluated_runs_training_prompts(tmp_path):
+    import json
+
+    from posttrain.evaluation.overlap import overlap_line, suite_overlap
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "What is 2 + 2?"},
+                                             {"role": "assistant", "content": "4"}]}) + "\n")  # fmt: skip
+    run = tmp_path / "sft"
+    run.mkdir()
+    (run / "run_manifest.json").write_text(json.dumps({"stage": "sft", "config": {
+        "PosttrainArguments": {"datasets": [{"path": str(data)}]}, "SFTConfig": {"seed": 0},
+        "ModelConfig": {"model_name_or_path": "smollm2-135m-instruct"}}}))  # fmt: skip
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        "name: mine\ndata:\n  - samples:\n      - {prompt: 'what is 2+2', answer: '4'}\n"
+        "      - {prompt: 'What is 3 + 5?', answer: '8'}\nscoring: [exact_match]\n"
+    )
+    found = suite_overlap([str(run)], [load_suite(str(suite_file))])
+    assert found["checked_against"] == [f"sft ({run})"] and found["training_prompts"] == 1
+    assert found["suites"]["mine"] == {"prompts": 2, "exact": 0, "normalized": 1, "examples": ["what is 2+2"]}
+    assert "1 of them" in overlap_line(found)
+    clean = suite_overlap([str(run)], [load_suite("builtin")])
+    assert clean["suites"]["builtin"]["normalized"] == 0 and "none of them" in overlap_line(clean)
