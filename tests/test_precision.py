@@ -159,7 +159,6 @@ def test_merge_pairs_and_evaluate_take_the_chain(chain, precision):
     """The adapter chain trained in either precision merges in fp32 (drift checked by the stage), yields on-policy
     pairs scored by the reward model, and evaluates with ``dtype: auto`` resolving to the chosen precision."""
     from posttrain.evaluation.backends import resolve_dtype
-    from posttrain.rl.pairs import main_pairs
 
     tmp, _ = chain
     merge = tmp / "merge.yaml"
@@ -169,7 +168,8 @@ def test_merge_pairs_and_evaluate_take_the_chain(chain, precision):
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Who are you?", "What is 2 plus 3?")))
     assert (
-        main_pairs(
+        run_stage(
+            "pairs",
             [
                 "--model",
                 str(tmp / "sft"),
@@ -183,7 +183,7 @@ def test_merge_pairs_and_evaluate_take_the_chain(chain, precision):
                 "6",
                 "--output",
                 str(tmp / "pairs.jsonl"),
-            ]
+            ],
         )
         == 0
     )

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PIPELINE = "recipes/configs/smollm2-135m/pipeline.yaml"
 
-#: README commands CI runs itself (.ci/run: `make setup`, `make test`; `make test-fast` is a subset of `make test`)
-CI = {"make test", "make setup", "make test-fast"}
+#: README commands CI runs itself (.ci/run: `make setup`, `make lint`, `make test`; `make test-fast` is a subset of
+#: `make test`)
+CI = {"make test", "make setup", "make test-fast", "make lint"}
 #: README commands with the Ollama binary, which does not exist here: the walkthrough checks the export prints them
 OLLAMA = {"ollama create posttrain -f outputs/smollm2-135m/export/Modelfile", "ollama run posttrain"}
 
@@ -72,7 +73,7 @@ def test_every_readme_command_is_run_by_a_test_or_ci(tmp_path, monkeypatch, caps
         unexplained.append(command)
     assert not unexplained, f"README commands no test or CI runs: {unexplained}"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "\nmake setup\n" in ci and "\nmake test\n" in ci
+    assert "\nmake setup\n" in ci and "\nmake test\n" in ci and "\nmake lint\n" in ci
 
 
 def test_the_full_profile_plans_every_stage(tmp_path, monkeypatch, capsys):

@@ -99,7 +99,7 @@ def test_critic_has_its_own_learning_rate_starts_at_the_mean_and_never_moves_the
     # a value-only loss leaves every adapter gradient empty: the value features are detached
     trainer.optimizer.zero_grad(set_to_none=True)
     _, values = training_logprobs(trainer, batch)
-    values.pow(2).mean().backward()
+    (values - 1.0).pow(2).mean().backward()
     adapter = [p for n, p in trainer.unwrapped.policy.named_parameters() if p.requires_grad]
     assert adapter and all(p.grad is None or p.grad.abs().max() == 0 for p in adapter)
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

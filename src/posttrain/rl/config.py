@@ -36,8 +36,24 @@ class RewardsMixin:
         default=None,
         metadata={"help": "Token budget of the greedy replies scored on held-out prompts (default: the training one)."},
     )
+    hacking_guard: str = field(
+        default="warn",
+        metadata={
+            "help": "Reward-hacking guard (posttrain.rl.guard): `warn` when the proxy reward (reward model) rises "
+            "while the rule checks fall, or replies run away in length or repetition; `stop` also ends "
+            "training there and keeps the adapter of the step with the best rule pass rate; `off`.",
+            "choices": ["off", "warn", "stop"],
+        },
+    )
+    hacking_guard_window: int = field(
+        default=3, metadata={"help": "Steps averaged at the start and at the end when the guard compares them."}
+    )
 
     def __post_init__(self) -> None:
+        if self.hacking_guard not in ("off", "warn", "stop"):
+            raise ConfigError(f"hacking_guard must be off, warn or stop (got {self.hacking_guard!r})")
+        if self.hacking_guard_window < 1:
+            raise ConfigError(f"hacking_guard_window must be at least 1 (got {self.hacking_guard_window})")
 
         self.rewards = parse_reward_specs(self.rewards)  # unknown names fail here, before any model is loaded
         super().__post_init__()

@@ -50,6 +50,7 @@ from posttrain.errors import ConfigError
 from posttrain.models.generation import generate, stop_token_ids
 from posttrain.rl import ppo_core
 from posttrain.rl.config import PPOConfig
+from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
 from posttrain.rl.rewards import RewardSet
 from posttrain.storage import checkpoints
 
@@ -103,6 +104,7 @@ class Rollout:
     finished: torch.Tensor
     per_reward: dict[str, float]
     raw_scores: torch.Tensor  # the weighted reward before normalization (what is logged as `reward`)
+    distinct: float = 1.0  # mean distinct-bigram ratio of the replies (repetition, for the hacking guard)
 
     def __len__(self) -> int:
         return self.queries.shape[0]
@@ -217,6 +219,11 @@ class PPOTrainer:
         self.state = TrainerState(max_steps=args.max_steps)
         self.state.global_step = 0
         self.reward_moments = {name: ppo_core.RunningMoments() for name in rewards.names}
+        self.guard = HackingGuard.for_rewards(
+            rewards.names, rewards.weights, mode=args.hacking_guard, window=args.hacking_guard_window,
+            max_length=args.max_completion_length, rule_names=rewards.rule_names,
+        )  # fmt: skip
+        self._best_adapter: tuple[float, int, dict] | None = None
 
     # ------------------------------------------------------------------------------------------------ helpers
 
@@ -348,6 +355,7 @@ class PPOTrainer:
             finished,
             per_reward,
             raw_scores,
+            sum(distinct_bigram_ratio(c.token_ids) for c in completions) / max(len(completions), 1),
         )
 
     def normalized_total(self, per_func: dict[str, list]) -> list[float]:
@@ -457,6 +465,7 @@ class PPOTrainer:
             "entropy": ppo_core.masked_mean(batch.entropy, mask),
             "response_length": mask.sum(1).mean(),
             "eos_fraction": batch.finished.float().mean(),
+            "distinct_2": torch.tensor(batch.distinct),
             **{f"reward/{k}": torch.tensor(v) for k, v in batch.per_reward.items()},
             **{k: torch.tensor(v) for k, v in update.items()},
         }
@@ -481,6 +490,30 @@ class PPOTrainer:
         head.bias.fill_(float(mean))
         batch.values += float(mean) * batch.response_mask  # the rollout's values came from the zero-bias head
 
+    def _guard(self, step: int, metrics: dict[str, float], write) -> None:
+        """Feed the hacking guard; with ``stop`` also remember the adapter of the best rule pass rate so far."""
+        for message in self.guard.observe(step, metrics):
+            if write:
+                write(f"posttrain ppo: warning: {message}")
+        if self.guard.mode == "stop" and self.guard.history:
+            rule = self.guard.history[-1]["rule"]
+            if rule == rule and (self._best_adapter is None or rule > self._best_adapter[0]):
+                weights = {n: p.detach().cpu().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}
+                self._best_adapter = (rule, step, weights)
+
+    @torch.no_grad()
+    def _restore_best_adapter(self, write) -> None:
+        if self._best_adapter is None:
+            return
+        rule, step, weights = self._best_adapter
+        for name, param in self.unwrapped.named_parameters():
+            if name in weights:
+                param.copy_(weights[name].to(param.device))
+        self.guard.findings[-1]["restored_step"] = step
+        if write:
+            write(f"posttrain ppo: hacking_guard stop: training ended at step {self.state.global_step}; the adapter of "
+                  f"step {step} (rule pass rate {rule:.3f}, the best so far) is kept")  # fmt: skip
+
     # ------------------------------------------------------------------------------------------------ training
 
     def train(self, resume_from_checkpoint: str | bool | None = None, should_stop=None) -> dict[str, float]:
@@ -502,6 +535,7 @@ class PPOTrainer:
             metrics = self.step(step)
             self.state.global_step = step
             self.state.log_history.append({"step": step, **metrics})
+            self._guard(step, metrics, bar.write if main else None)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
             if main and args.logging_steps and step % max(int(args.logging_steps), 1) == 0:
                 bar.write(
@@ -510,6 +544,10 @@ class PPOTrainer:
             saved = args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0
             if saved:
                 self.save_checkpoint()
+            if self.guard.should_stop:
+                self._restore_best_adapter(bar.write if main else None)
+                bar.close()
+                break
             if should_stop is not None and should_stop():
                 if not saved:
                     self.save_checkpoint()

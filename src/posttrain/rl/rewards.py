@@ -148,6 +148,11 @@ class RewardSet:
     def __init__(self, funcs: Sequence[RewardFunc], weights: Sequence[float], names: Sequence[str]) -> None:
         self.funcs, self.weights, self.names = list(funcs), [float(w) for w in weights], list(names)
 
+    @property
+    def rule_names(self) -> frozenset[str]:
+        """The components that are rule checks (the others, a reward model, are proxies of quality)."""
+        return frozenset(n for f, n in zip(self.funcs, self.names, strict=True) if isinstance(f, RuleReward))
+
     def to(self, device) -> RewardSet:
         for func in self.funcs:
             if hasattr(func, "to"):

@@ -16,7 +16,14 @@ from posttrain.data import fingerprint
 from posttrain.rl.config import GRPOConfig
 from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
-from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
+from posttrain.training.rl_common import (
+    GuardCallback,
+    load_policy,
+    load_rewards,
+    load_rl_prompts,
+    make_guard,
+    reward_summary,
+)
 
 
 def make_parser():
@@ -46,6 +53,8 @@ def main(
         peft_config=peft_config(model, model_args, []),
     )
     rewards.to(trainer.accelerator.device)
+    guard = make_guard(training_args, rewards)
+    trainer.add_callback(GuardCallback(guard))
     result = train(run, trainer, training_args)
     metrics = dict(result.metrics)
     reward_curve = logged(trainer, "reward")
@@ -82,6 +91,7 @@ def main(
         },
         metrics=metrics,
         heldout=heldout,
+        hacking_guard=guard.summary(),
         reward_curve=reward_curve,
     )
     return trainer, metrics

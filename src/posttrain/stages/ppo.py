@@ -77,6 +77,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         },
         metrics=metrics,
         heldout=heldout,
+        hacking_guard=trainer.guard.summary(),
         reward_curve=[h["reward"] for h in history],
         kl_curve=[h["kl"] for h in history],
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from transformers import TrainerCallback
+
 from posttrain.chat_templates import ChatTemplateError
 from posttrain.models.generation import stop_token_ids
+from posttrain.rl.guard import HackingGuard
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
 from posttrain.training.common import load_model_and_tokenizer
@@ -50,3 +53,33 @@ def reward_summary(metrics: dict) -> dict:
     if all(k in metrics for k in keys):
         return {"held-out reward (reference → policy)": f"{metrics[keys[0]]:.3f} → {metrics[keys[1]]:.3f}"}
     return {}
+
+
+class GuardCallback(TrainerCallback):
+    """The reward-hacking guard (:mod:`posttrain.rl.guard`) on TRL's GRPO/RLOO logs (``rewards/<name>/mean``,
+    ``completions/mean_length``, ``kl``); with ``stop`` it ends training at the step the guard fires."""
+
+    def __init__(self, guard: HackingGuard) -> None:
+        self.guard = guard
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        rewards = {
+            k.split("/")[1]: v for k, v in (logs or {}).items() if k.startswith("rewards/") and k.endswith("/mean")
+        }
+        if not rewards:
+            return
+        metrics = {f"reward/{name}": value for name, value in rewards.items()}
+        metrics["response_length"] = (logs or {}).get("completions/mean_length", float("nan"))
+        metrics["kl"] = (logs or {}).get("kl", float("nan"))
+        for message in self.guard.observe(state.global_step, metrics):
+            if state.is_world_process_zero:
+                print(f"posttrain: warning: {message}", flush=True)
+        if self.guard.should_stop:
+            control.should_training_stop = True
+
+
+def make_guard(training_args, rewards) -> HackingGuard:
+    return HackingGuard.for_rewards(
+        rewards.names, rewards.weights, mode=training_args.hacking_guard, window=training_args.hacking_guard_window,
+        max_length=training_args.max_completion_length, rule_names=rewards.rule_names,
+    )  # fmt: skip
