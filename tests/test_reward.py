@@ -38,7 +38,9 @@ def reward_run(tmp_path_factory, tiny_chat_model, precision):
 def test_heldout_pairwise_accuracy_above_chance(reward_run):
     out, trainer, metrics = reward_run
     assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())  # trained in 4-bit
-    assert metrics["test_pairwise_accuracy"] >= 0.8, metrics
+    # held-out pairs come from the tasks' evaluation pool (new phrasings and entities): 17 of 24 right happens by
+    # chance with p = 0.03
+    assert metrics["test_pairwise_accuracy"] >= 0.7, metrics
     assert metrics["test_pairwise_mean_margin"] > 0
 
 

@@ -231,6 +231,8 @@ CASES = [
     Case("unknown-chat-template", "sft", lambda i: i.sft(chat_template="vicuna-ish"), ("vicuna-ish",)),
     # online RL
     Case("rl-unknown-reward", "ppo", lambda i: _ppo(i, rewards=["exact_mach"]), ("exact_mach", "exact_match")),
+    Case("rl-all-reward-weights-zero", "ppo", lambda i: _ppo(i, rewards=[{"name": "has_number", "weight": 0}]),
+         ("rewards", "every weight is 0")),
     Case("rl-mismatched-tokenizers", "ppo", _reward_model_other_tokenizer, ("tokenizer does not match", "rm")),
     Case("rl-causal-lm-as-reward-model", "ppo",
          lambda i: _ppo(i, rewards=[{"name": "reward_model", "path": str(i.chat_model)}]),
