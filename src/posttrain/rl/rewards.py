@@ -194,8 +194,10 @@ def parse_reward_specs(specs: Sequence[Any]) -> list[dict[str, Any]]:
             raise ConfigError(f"rewards[{i}]: reward_model needs path: <reward model folder>")
         normalized.append(spec)
     if all(spec["weight"] == 0 for spec in normalized):
-        raise ConfigError("rewards: every weight is 0, so every reply scores the same and nothing is learned; give at "
-                          "least one reward a non-zero weight")
+        raise ConfigError(
+            "rewards: every weight is 0, so every reply scores the same and nothing is learned; give at "
+            "least one reward a non-zero weight"
+        )
     return normalized
 
 
