@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from posttrain.configs import parse_args
-from posttrain.evaluation.overlap import normalize_prompt, overlap, pairs_prompts, stage_prompts
+from posttrain.data.spec import Identity
+from posttrain.evaluation.overlap import StagePrompts, normalize_prompt, overlap, pairs_prompts, stage_prompts
 from posttrain.evaluation.suites import SuiteError, load_suite, shipped_suites
 from posttrain.stages import STAGES
 from posttrain.tasks import TASKS, generate_task
@@ -17,8 +18,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 
 
 def _shipped_stage_prompts():
-    """Training and held-out prompts of every shipped stage config, rendered the way each stage loads its data."""
-    rendered = []
+    """Training and held-out prompts of every shipped stage config, rendered the way each stage loads its data. A
+    dataset that a shipped ``pairs`` config writes (DPO's on-policy pairs) stands for that config's prompts."""
+    parsed_configs = []
+    pairs_outputs = {}
     for path in sorted(CONFIGS.glob("*/*.yaml")):
         stage = path.stem.split("-")[0]
         if stage not in STAGES or not (STAGES[stage].trains or stage == "pairs"):
@@ -26,12 +29,23 @@ def _shipped_stage_prompts():
         parsed = parse_args(STAGES[stage].load().make_parser(), ["--config", str(path)])
         if stage == "pairs":
             args = parsed[0]
-            rendered.append((path, pairs_prompts(args.tasks, args.num_prompts, seed=args.seed)))
+            identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
+            pairs_outputs[args.output] = pairs_prompts(args.tasks, args.num_prompts, seed=args.seed, identity=identity)
+        parsed_configs.append((path, stage, parsed))
+    rendered = []
+    for path, stage, parsed in parsed_configs:
+        if stage == "pairs":
+            rendered.append((path, pairs_outputs[parsed[0].output]))
             continue
         pt_args, training = parsed[0], parsed[1]
-        rendered.append((path, stage_prompts(stage, pt_args.datasets, seed=training.seed,
-                                             test_split_size=pt_args.test_split_size, identity=pt_args.identity,
-                                             system_prompt=pt_args.system_prompt)))  # fmt: skip
+        sampled = [pairs_outputs[d.path] for d in pt_args.datasets if d.path in pairs_outputs]
+        datasets = [d for d in pt_args.datasets if d.path not in pairs_outputs]
+        result = stage_prompts(stage, datasets, seed=training.seed, test_split_size=pt_args.test_split_size,
+                               identity=pt_args.identity, system_prompt=pt_args.system_prompt) if datasets else \
+            StagePrompts(stage)  # fmt: skip
+        for prompts in sampled:
+            result.train |= prompts.train
+        rendered.append((path, result))
     return rendered
 
 

@@ -61,7 +61,9 @@ def leftovers(folder):
 
 def test_pairs_from_the_tiny_model_are_valid_and_ordered(chat_model, prompts):
     model, tokenizer = chat_model
-    rows = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0)
+    # the tiny random model never stops within 8 tokens: keep its cut-off replies
+    settings = dict(scorer=shortest_wins, n=4, max_new_tokens=8, seed=0, require_finished=False)
+    rows = build_pairs(model, tokenizer, prompts, **settings)
     assert isinstance(rows, Pairs) and rows.prompts == 6
     assert len(rows) + rows.skipped == 6 and len(rows) >= 3
     for row in rows:
@@ -74,7 +76,7 @@ def test_pairs_from_the_tiny_model_are_valid_and_ordered(chat_model, prompts):
         assert row["rejected_score"] == -len(row["rejected"][0]["content"])
     positions = [[p.messages for p in prompts].index(r["prompt"]) for r in rows]
     assert positions == sorted(set(positions))  # at most one pair per prompt, in prompt order
-    again = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0)
+    again = build_pairs(model, tokenizer, prompts, **settings)
     assert list(again) == list(rows)  # seeded sampling: same pairs
 
 
@@ -114,6 +116,22 @@ def test_ties_prefer_finished_then_short_replies_on_both_sides(monkeypatch):
     [row] = build_pairs(None, None, [item], scorer=rule_scorer, n=len(completions))
     assert row["chosen"][0]["content"] == right and row["rejected"][0]["content"] == wrong
     assert (row["chosen_score"], row["rejected_score"]) == (1.0, 0.0)
+
+
+def test_a_cut_off_best_reply_never_becomes_chosen(monkeypatch):
+    item = task_prompts(["arithmetic"], 1, seed=0)[0]
+    right, wrong = f"The answer is {item.answer}", f"The answer is {int(item.answer) + 1}."
+    completions = [Completion(right + " and then", [1] * 8, False), Completion(wrong, [1] * 4, True)]
+    monkeypatch.setattr(posttrain.models.generation, "generate", fake_generate(completions))
+    result = build_pairs(None, None, [item], scorer=rule_scorer, n=2)
+    assert list(result) == [] and (result.skipped, result.truncated) == (1, 1)
+    [row] = build_pairs(None, None, [item], scorer=rule_scorer, n=2, require_finished=False)
+    assert row["chosen"][0]["content"] == completions[0].text
+    # a finished reply at the best score is preferred over a cut-off one, so the prompt is kept
+    finished = [*completions, Completion(right + ".", [1] * 5, True)]
+    monkeypatch.setattr(posttrain.models.generation, "generate", fake_generate(finished))
+    [row] = build_pairs(None, None, [item], scorer=rule_scorer, n=3)
+    assert row["chosen"][0]["content"] == right + "." and row["rejected"][0]["content"] == wrong
 
 
 def test_fewer_than_two_usable_replies_is_skipped(monkeypatch):
@@ -187,7 +205,9 @@ def test_task_prompts_split_and_interleave():
 
 def test_written_pairs_load_back_and_files_are_never_clobbered(chat_model, prompts, tmp_path):
     model, tokenizer = chat_model
-    rows = build_pairs(model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0)
+    rows = build_pairs(
+        model, tokenizer, prompts, scorer=shortest_wins, n=4, max_new_tokens=8, seed=0, require_finished=False
+    )
     out = tmp_path / "sub" / "pairs.jsonl"
     assert write_pairs(rows, out) == out
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -294,6 +314,8 @@ def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, mo
         str(out),
         "--system_prompt",
         "Be brief.",
+        "--require_finished",
+        "false",
     ]
     assert run_stage("pairs", argv) == 0
     assert "pairs to" in capsys.readouterr().out
@@ -377,6 +399,8 @@ def test_cli_scores_free_form_prompts_with_a_reward_model(tiny_chat_model, tmp_p
                 "3",
                 "--max_new_tokens",
                 "5",
+                "--require_finished",
+                "false",
                 "--output",
                 str(out),
             ],

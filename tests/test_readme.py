@@ -78,7 +78,7 @@ def test_every_readme_command_is_run_by_a_test_or_ci(tmp_path, monkeypatch, caps
 
 def test_the_full_profile_plans_every_stage(tmp_path, monkeypatch, capsys):
     commands = pipeline_commands(tmp_path, monkeypatch, capsys, "--profile", "full")
-    assert len(commands) == 8 and not any("--max_steps" in c for c in commands)  # the stage configs as written
+    assert len(commands) == 9 and not any("--max_steps" in c for c in commands)  # the stage configs as written
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,67 @@ def test_ppo_with_an_honest_reward_records_the_curves_and_stays_quiet(tmp_path, 
     manifest = json.loads((tmp_path / "ppo" / "run_manifest.json").read_text())
     curves = manifest["hacking_guard"]["curves"]
     assert len(curves) == 6 and all(0 <= c["distinct"] <= 1 for c in curves)
+
+
+def test_ppo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path, tiny_chat_model, monkeypatch):
+    # make the guard fire at step 3, whatever the reward does; then check which adapter PPO keeps and why
+    observe = HackingGuard.observe
+
+    def fire_at_step_3(self, step, metrics):
+        messages = observe(self, step, metrics)
+        if step == 3 and not self.findings:
+            self.findings.append({"step": step, "kind": "test", "message": "forced"})
+            messages.append("forced")
+        return messages
+
+    monkeypatch.setattr(HackingGuard, "observe", fire_at_step_3)
+    config = ppo_config(tmp_path, tiny_chat_model, max_steps=6, hacking_guard="stop", test_split_size=8)
+    trainer, _ = run_stage("ppo", ["--config", str(config)])
+    assert trainer.state.global_step == 3  # stopped at the finding
+    [finding] = trainer.guard.findings
+    scores = finding["heldout_task_scores"]  # "label (step N)" -> held-out task score
+    steps = {label: int(label.rsplit("step ", 1)[1].rstrip(")")) for label in scores}
+    assert len(scores) == 3 and steps["start (step 0)"] == 0 and steps["last step (step 3)"] == 3
+    best = max(scores.values())
+    assert finding["restored_step"] == min(steps[k] for k, v in scores.items() if v == best)
+    assert finding["restored_by"].startswith(f"held-out task score {best:.3f} on 8 prompts")
+    # the adapter left in the model is the kept candidate's
+    import torch
+
+    current = {n: p.detach().cpu() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
+    for step, _, weights in trainer.best_adapter.candidates.values():
+        if step == finding["restored_step"]:
+            assert all(torch.equal(current[n], w) for n, w in weights.items())
+    manifest = json.loads((tmp_path / "ppo" / "run_manifest.json").read_text())
+    assert manifest["hacking_guard"]["findings"][0]["restored_step"] == finding["restored_step"]
+
+
+def test_grpo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path, tiny_chat_model, monkeypatch):
+    # GRPO/RLOO share PPO's choice (BestAdapter through the guard callback): fire at step 2, stop there, keep the best
+    from helpers import PROMPTS
+    from tiny import write_stage_config
+
+    observe = HackingGuard.observe
+
+    def fire_at_step_2(self, step, metrics):
+        messages = observe(self, step, metrics)
+        if step == 2 and not self.findings:
+            self.findings.append({"step": step, "kind": "test", "message": "forced"})
+            messages.append("forced")
+        return messages
+
+    monkeypatch.setattr(HackingGuard, "observe", fire_at_step_2)
+    settings = {"model_name_or_path": str(tiny_chat_model), "datasets": PROMPTS, "test_split_size": 8,
+                "rewards": ["has_number"], "load_in_4bit": False, "bf16": False, "max_steps": 5,
+                "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 8,
+                "learning_rate": 3e-3, "logging_steps": 1, "hacking_guard": "stop"}  # fmt: skip
+    trainer, _ = run_stage("grpo", ["--config", str(write_stage_config(tmp_path, "grpo", settings))])
+    assert trainer.state.global_step == 2
+    manifest = json.loads((tmp_path / "grpo" / "run_manifest.json").read_text())
+    [finding] = manifest["hacking_guard"]["findings"]
+    scores = finding["heldout_task_scores"]
+    assert sorted(scores) == ["best training rule score (step 1)", "last step (step 2)", "start (step 0)"] or (
+        sorted(scores) == ["best training rule score (step 2)", "last step (step 2)", "start (step 0)"]
+    ), scores
+    best = max(scores.values())
+    assert finding["restored_by"].startswith(f"held-out task score {best:.3f} on 8 prompts")

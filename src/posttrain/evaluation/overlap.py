@@ -19,7 +19,7 @@ from posttrain.data import load_conversations, load_preferences
 from posttrain.data.formats import normalize_prompt, user_texts
 from posttrain.data.spec import DatasetSpec, Identity
 from posttrain.manifest import read_manifest
-from posttrain.rl.pairs import task_prompts
+from posttrain.rl.prompt_items import task_prompts
 from posttrain.rl.prompts import load_prompts
 
 #: how each stage's data is loaded: conversations, preference pairs or prompts

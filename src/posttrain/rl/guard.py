@@ -10,8 +10,11 @@ Comparing the mean of the last ``window`` steps with the first ``window`` steps,
 * replies run away in length (1.5 x longer and at 90% of the token budget), or
 * replies turn repetitive (the distinct-bigram ratio falls below 70% of where it started).
 
-``hacking_guard: warn`` prints each finding once (and logs it); ``stop`` also ends training at that step, restores
-the adapter of the step with the best rule pass rate so far, and says so. ``off`` records nothing.
+``hacking_guard: warn`` prints each finding once (and logs it); ``stop`` also ends training at that step and keeps
+the best adapter, and says which: the start adapter, the one of the best training rule pass rate and the last one
+are scored on the held-out prompts and the best held-out task score is kept (the best training rule pass rate without
+held-out prompts), in PPO, GRPO and RLOO alike (:class:`posttrain.rl.heldout.BestAdapter`). ``off`` records
+nothing.
 """
 
 from __future__ import annotations

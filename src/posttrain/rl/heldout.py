@@ -9,6 +9,7 @@ their share of the prompts and the scores are gathered, so every process returns
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any
 
@@ -38,9 +39,10 @@ def _scores(model, tokenizer, rewards, rows: list[dict], *, reference: bool, max
 
 
 def heldout_rewards(model, tokenizer, rewards, dataset, *, max_new_tokens: int, batch_size: int = 8,
-                    missing_eos_penalty: float | None = None) -> dict[str, Any]:  # fmt: skip
+                    missing_eos_penalty: float | None = None, reference: bool = True) -> dict[str, Any]:  # fmt: skip
     """``{"prompts", "reference": {name: mean}, "policy": {name: mean}, "delta": {name: {"delta", "low", "high",
-    "significant", ...}}}`` for the reward total, each component, reply length and stop rate."""
+    "significant", ...}}}`` for the reward total, each component, reply length and stop rate. With ``reference=False``
+    only the policy is scored (``reference`` and ``delta`` stay empty)."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -48,7 +50,8 @@ def heldout_rewards(model, tokenizer, rewards, dataset, *, max_new_tokens: int, 
     indices = list(range(state.process_index, len(dataset), state.num_processes))
     rows = [dataset[i] for i in indices]
     local: dict[str, dict[str, list]] = {}
-    for side, reference in (("reference", True), ("policy", False)):
+    sides = (("reference", True), ("policy", False)) if reference else (("policy", False),)
+    for side, reference in sides:
         scores = _scores(model, tokenizer, rewards, rows, reference=reference, max_new_tokens=max_new_tokens,
                          batch_size=batch_size, missing_eos_penalty=missing_eos_penalty) if rows else {}  # fmt: skip
         local[side] = scores
@@ -61,12 +64,20 @@ def heldout_rewards(model, tokenizer, rewards, dataset, *, max_new_tokens: int, 
     names = list(by_side["policy"])
     result: dict[str, Any] = {"prompts": len(dataset), "reference": {}, "policy": {}, "delta": {}}
     for name in names:
-        before = {str(i): v for i, v in by_side["reference"].get(name, {}).items()}
         after = {str(i): v for i, v in by_side["policy"][name].items()}
-        result["reference"][name] = mean_ci(list(before.values()))["mean"]
         result["policy"][name] = mean_ci(list(after.values()))["mean"]
-        result["delta"][name] = delta_ci(before, after)
+        if by_side["reference"]:
+            before = {str(i): v for i, v in by_side["reference"].get(name, {}).items()}
+            result["reference"][name] = mean_ci(list(before.values()))["mean"]
+            result["delta"][name] = delta_ci(before, after)
     return result
+
+
+def heldout_task_score(result: dict[str, Any], rule_names) -> float:
+    """The policy's held-out task score: the mean pass rate of its rule-check components (the reward total when the
+    rewards have no rule check)."""
+    rules = [result["policy"][n] for n in rule_names if math.isfinite(result["policy"].get(n, math.nan))]
+    return sum(rules) / len(rules) if rules else result["policy"][TOTAL]
 
 
 def heldout_lines(result: dict[str, Any]) -> list[str]:
@@ -87,3 +98,64 @@ def heldout_metrics(result: dict[str, Any]) -> dict[str, float]:
             metrics[f"eval_{name}_reference"] = result["reference"][name]
             metrics[f"eval_{name}_policy"] = result["policy"][name]
     return metrics
+
+
+class BestAdapter:
+    """What ``hacking_guard: stop`` keeps: candidate adapters of one run (the start, the step with the best training
+    rule pass rate, the last step), and at the stop the one whose greedy replies score best on the held-out prompts.
+
+    ``module``'s trainable parameters are the adapter (and a PPO value head); ``policy`` generates the replies.
+    Shared by PPO and by GRPO/RLOO (through :class:`posttrain.training.rl_common.GuardCallback`)."""
+
+    BEST_RULE = "best training rule score"
+
+    def __init__(self, module) -> None:
+        self.module = module
+        self.candidates: dict[str, tuple[int, float, dict]] = {}  # label -> (step, training rule score, weights)
+
+    def _weights(self) -> dict:
+        return {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad}
+
+    def _load(self, weights: dict) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, param in self.module.named_parameters():
+                if name in weights:
+                    param.copy_(weights[name].to(param.device))
+
+    def start(self, step: int) -> None:
+        self.candidates["start"] = (step, math.nan, self._weights())
+
+    def offer(self, step: int, rule: float) -> None:
+        """After a step: remember its adapter if its training rule pass rate is the best so far."""
+        best = self.candidates.get(self.BEST_RULE)
+        if rule == rule and (best is None or rule > best[1]):
+            self.candidates[self.BEST_RULE] = (step, rule, self._weights())
+
+    def keep_best(self, step_now: int, policy, tokenizer, rewards, dataset, *, max_new_tokens: int,
+                  batch_size: int = 8, missing_eos_penalty: float | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """Load the best candidate (held-out task score; the best training rule score without ``dataset``) and
+        return ``{"label", "step", "by", "heldout_task_scores"}`` (None when there is nothing to choose from)."""
+        candidates = {**self.candidates, "last step": (step_now, math.nan, self._weights())}
+        scores: dict[str, float] = {}
+        if dataset is not None and len(dataset):
+            was_training = policy.training
+            for label, (_, _, weights) in candidates.items():
+                self._load(weights)
+                result = heldout_rewards(policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, missing_eos_penalty=missing_eos_penalty,
+                                         reference=False)  # fmt: skip
+                scores[label] = heldout_task_score(result, rewards.rule_names)
+            policy.train(was_training)
+            label = max(scores, key=lambda k: (scores[k], -candidates[k][0]))  # ties: the earlier step
+            by = f"held-out task score {scores[label]:.3f} on {len(dataset)} prompts"
+        elif self.BEST_RULE in candidates:
+            label = self.BEST_RULE
+            by = f"training rule pass rate {candidates[label][1]:.3f} (no held-out prompts: test_split_size)"
+        else:
+            return None
+        step, _, weights = candidates[label]
+        self._load(weights)
+        return {"label": label, "step": step, "by": by,
+                "heldout_task_scores": {f"{k} (step {candidates[k][0]})": v for k, v in scores.items()}}  # fmt: skip

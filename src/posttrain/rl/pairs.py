@@ -19,7 +19,8 @@ end-of-turn/EOS token (:attr:`~posttrain.models.generation.Completion.finished`)
 replies with the same worst score, ``rejected`` is chosen by the same preference (a finished, short wrong answer), so
 that a pair contrasts what the scorer measures rather than a reply cut off at ``max_new_tokens``. The tie-breaker
 only picks among equal scores: it never adds to the scores, so ``min_margin`` compares the scorer's own numbers (two
-wrong answers of different lengths are not a pair).
+wrong answers of different lengths are not a pair). A ``chosen`` reply that was itself cut off is never kept
+(``require_finished``, the default): the prompt is skipped, since training towards it teaches the model not to stop.
 
 The output (:func:`write_pairs`) is JSONL, one row per pair: ``prompt`` (messages ending with a user turn),
 ``chosen`` and ``rejected`` (one assistant message each), ``chosen_score`` and ``rejected_score``. Every row is
@@ -35,19 +36,15 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain.data.files import read_rows, resolve_local_files
-from posttrain.data.formats import with_system_prompt
-from posttrain.data.preference import validate_preference, validate_prompt
-from posttrain.data.spec import BUILTIN_PREFIX, DatasetSpec, Identity
+from posttrain.data.preference import validate_preference
 from posttrain.data.validation import DataError, ProblemCollector
 from posttrain.models import generation
+from posttrain.rl.prompt_items import Messages, PromptItem, read_prompts, task_prompts
 from posttrain.storage import atomic_write_text
-from posttrain.tasks import ALL_TASKS, CHECKS, TASKS, check_task, generate_task
-from posttrain.tasks.base import Pool
+from posttrain.tasks import check_task
 
 __all__ = [
     "PromptItem",
@@ -65,26 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Messages = list[dict[str, str]]
-
-
-@dataclass
-class PromptItem:
-    """One prompt to sample replies for.
-
-    Attributes:
-        messages: The conversation so far, ending with a user turn (optional system message first).
-        task: The check that scores replies with :func:`rule_scorer`: a builtin task or another name in
-            :data:`posttrain.tasks.CHECKS` (``None`` when only a reward model can score it).
-        answer: The correct answer the check compares against.
-        meta: Extra facts for the check (``name``/``creator``/``asks`` for ``identity``, ``a``/``b``...).
-    """
-
-    messages: Messages
-    task: str | None = None
-    answer: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
 
 Scorer = Callable[[Messages, list[str], PromptItem], Sequence[float]]
 """``scorer(prompt_messages, completion_texts, item) -> scores`` (one per completion, higher is better)."""
@@ -98,14 +75,19 @@ class Pairs(list):
 
     Attributes:
         prompts: How many prompts were sampled.
-        skipped: How many of them gave no pair (best and worst score within ``min_margin``, or fewer than two
-            non-empty replies).
+        skipped: How many of them gave no pair (best and worst score within ``min_margin``, fewer than two
+            non-empty replies, or, with ``require_finished``, no finished reply at the best score).
+        truncated: How many of the skipped prompts were skipped only because every best-scoring reply was cut off
+            at ``max_new_tokens``.
     """
 
-    def __init__(self, rows: Iterable[dict[str, Any]] = (), *, prompts: int = 0, skipped: int = 0) -> None:
+    def __init__(
+        self, rows: Iterable[dict[str, Any]] = (), *, prompts: int = 0, skipped: int = 0, truncated: int = 0
+    ) -> None:
         super().__init__(rows)
         self.prompts = prompts
         self.skipped = skipped
+        self.truncated = truncated
 
 
 # ---------------------------------------------------------------------------------------------------- scorers
@@ -184,6 +166,7 @@ def build_pairs(
     seed: int | None = 42,
     batch_size: int = 8,
     min_margin: float = 0.0,
+    require_finished: bool = True,
     progress: bool = False,
 ) -> Pairs:
     """Sample ``n`` replies per prompt, score them, keep the best against the worst (see the module docstring).
@@ -199,6 +182,9 @@ def build_pairs(
             (``batch_size`` counts prompts; each yields ``n`` sequences).
         seed: Seed for sampling: the same model, prompts and seed give the same pairs.
         min_margin: A prompt yields a pair only when its best score exceeds its worst by more than this.
+        require_finished: ``chosen`` must have ended with an end-of-turn/EOS token: a prompt whose best-scoring
+            replies were all cut off at ``max_new_tokens`` gives no pair (DPO would teach the model to run on
+            without stopping). Counted in :attr:`Pairs.truncated`.
 
     Returns:
         :class:`Pairs`: rows ``{"prompt", "chosen", "rejected", "chosen_score", "rejected_score"}`` in prompt
@@ -235,6 +221,10 @@ def build_pairs(
         if best[0] - worst[0] <= min_margin or best[1].text.strip() == worst[1].text.strip():
             pairs.skipped += 1
             continue
+        if require_finished and not best[1].finished:
+            pairs.skipped += 1
+            pairs.truncated += 1
+            continue
         pairs.append(
             {
                 "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
@@ -244,7 +234,13 @@ def build_pairs(
                 "rejected_score": worst[0],
             }
         )
-    logger.info("built %d pairs from %d prompts (%d skipped)", len(pairs), pairs.prompts, pairs.skipped)
+    logger.info(
+        "built %d pairs from %d prompts (%d skipped, %d of them because the best reply was cut off)",
+        len(pairs),
+        pairs.prompts,
+        pairs.skipped,
+        pairs.truncated,
+    )
     return pairs
 
 
@@ -286,121 +282,3 @@ def write_pairs(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, o
         return atomic_write_text(path, "".join(lines), overwrite=overwrite)
     except FileExistsError:  # created while we were writing
         refuse_existing(path)
-
-
-# ----------------------------------------------------------------------------------------------------- prompts
-
-
-def task_prompts(
-    tasks: Sequence[str],
-    num_prompts: int,
-    *,
-    seed: int = 42,
-    identity: Identity | None = None,
-    system_prompt: str | None = None,
-    pool: Pool = "train",
-) -> list[PromptItem]:
-    """Prompts of builtin tasks (from their ``pool``: ``train`` or ``eval``), with the facts :func:`rule_scorer`
-    needs.
-
-    Args:
-        tasks: Task names, with or without the ``builtin:`` prefix; ``all`` means every task.
-        num_prompts: How many prompts in all, split as evenly as possible between ``tasks`` (earlier ones get the
-            remainder) and interleaved.
-        seed: Seed for generating them (:func:`posttrain.data.generate_task`).
-        identity: Who the assistant is, for ``identity`` prompts (default :class:`Identity()`).
-        system_prompt: Added as a first system message.
-
-    Raises:
-        DataError: For an unknown task (the message lists the available ones) or no tasks.
-        ValueError: If ``num_prompts`` is not positive.
-    """
-    if num_prompts < 1:
-        raise ValueError(f"num_prompts must be at least 1 (got {num_prompts})")
-    names = [t.strip() for t in tasks if t.strip()]
-    if not names:
-        raise DataError("--tasks", f"no tasks given; available: {', '.join([*TASKS, ALL_TASKS])}")
-    batches = []
-    for i, name in enumerate(names):
-        task = name[len(BUILTIN_PREFIX) :] if name.startswith(BUILTIN_PREFIX) else name
-        count = num_prompts // len(names) + (i < num_prompts % len(names))
-        try:
-            batches.append(generate_task(task, count, seed=seed, identity=identity, pool=pool))
-        except KeyError as error:
-            raise DataError(name, error.args[0]) from None
-    examples = [batch[j] for j in range(max(map(len, batches))) for batch in batches if j < len(batch)]
-    return [
-        PromptItem(
-            with_system_prompt([{"role": "user", "content": ex.prompt}], system_prompt),
-            ex.task,
-            ex.answer,
-            dict(ex.meta),
-        )
-        for ex in examples
-    ]
-
-
-def _prompt_item(
-    data: Mapping[str, Any], source: str, row: int, line: int | None, system_prompt: str | None
-) -> PromptItem:
-    def error(problem: str) -> DataError:
-        return DataError(source, problem, row=row, line=line)
-
-    if "prompt" in data:
-        messages = validate_prompt(data["prompt"], source=source, row=row, line=line)
-    elif "messages" in data:
-        conversation = data["messages"]
-        if (
-            isinstance(conversation, list)
-            and conversation
-            and isinstance(conversation[-1], dict)
-            and conversation[-1].get("role") == "assistant"
-        ):
-            conversation = conversation[:-1]  # an SFT conversation: prompt with everything before the last reply
-        messages = validate_prompt(conversation, source=source, row=row, line=line)
-    else:
-        keys = ", ".join(repr(k) for k in data) or "none"
-        raise error(f"prompt row needs a 'prompt' (string or messages) or 'messages' field (fields: {keys})")
-    task, answer, meta = data.get("task"), data.get("answer"), data.get("meta") or {}
-    if task is not None and task not in CHECKS:
-        raise error(f"unknown task {task!r}; available checks: {', '.join(CHECKS)}")
-    if answer is not None and not isinstance(answer, str):
-        answer = str(answer)
-    if not isinstance(meta, dict):
-        raise error(f"meta must be an object (got {type(meta).__name__})")
-    return PromptItem(with_system_prompt(messages, system_prompt), task, answer, dict(meta))
-
-
-def read_prompts(
-    path: str | os.PathLike, *, limit: int | None = None, system_prompt: str | None = None
-) -> list[PromptItem]:
-    """Prompts from a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file or folder.
-
-    Each row has ``prompt`` (a string or a list of messages ending with a user turn) or ``messages`` (a
-    conversation; a final assistant turn is dropped, so SFT data works), and optionally ``task``, ``answer`` and
-    ``meta`` for :func:`rule_scorer`.
-
-    Raises:
-        DataError: If the path cannot be read.
-        DataValidationError: Every bad row, located by file and line/row.
-    """
-    spec = DatasetSpec(path=str(path))
-    files = resolve_local_files(spec)
-    if files is None:
-        raise DataError(str(path), "prompt file or folder not found")
-    problems = ProblemCollector()
-    items: list[PromptItem] = []
-    for file in files:
-        remaining = None if limit is None else limit - len(items)
-        if remaining == 0:
-            break
-        display = str(path) if len(files) == 1 and Path(path).is_file() else str(file)
-        for raw in read_rows(file, display=display, problems=problems, limit=remaining):
-            try:
-                items.append(_prompt_item(raw.data, display, raw.row, raw.line, system_prompt))
-            except DataError as error:
-                problems.add(error)
-    problems.raise_if_any()
-    if not items:
-        raise DataError(str(path), "has no prompts")
-    return items

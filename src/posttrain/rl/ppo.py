@@ -51,6 +51,7 @@ from posttrain.models.generation import generate, stop_token_ids
 from posttrain.rl import ppo_core
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
+from posttrain.rl.heldout import BestAdapter
 from posttrain.rl.rewards import RewardSet
 from posttrain.storage import checkpoints
 
@@ -169,7 +170,8 @@ class PPOTrainer:
         peft_config: LoRA config for a new adapter.
     """
 
-    def __init__(self, model, tokenizer, rewards: RewardSet, args: PPOConfig, train_dataset, *, peft_config=None):
+    def __init__(self, model, tokenizer, rewards: RewardSet, args: PPOConfig, train_dataset, *, peft_config=None,
+                 eval_dataset=None):  # fmt: skip
         from accelerate import Accelerator
         from transformers import TrainerState
 
@@ -177,7 +179,7 @@ class PPOTrainer:
         self.accelerator = Accelerator(cpu=args.use_cpu)
         if len(train_dataset) == 0:
             raise DataError("datasets", "no training prompts")
-        self.train_dataset = train_dataset
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         if peft_config is not None:
             from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -223,7 +225,7 @@ class PPOTrainer:
             rewards.names, rewards.weights, mode=args.hacking_guard, window=args.hacking_guard_window,
             max_length=args.max_completion_length, rule_names=rewards.rule_names,
         )  # fmt: skip
-        self._best_adapter: tuple[float, int, dict] | None = None
+        self.best_adapter = BestAdapter(self.unwrapped)  # what hacking_guard: stop keeps
 
     # ------------------------------------------------------------------------------------------------ helpers
 
@@ -491,28 +493,28 @@ class PPOTrainer:
         batch.values += float(mean) * batch.response_mask  # the rollout's values came from the zero-bias head
 
     def _guard(self, step: int, metrics: dict[str, float], write) -> None:
-        """Feed the hacking guard; with ``stop`` also remember the adapter of the best rule pass rate so far."""
+        """Feed the hacking guard; with ``stop`` also offer this step's adapter as a candidate to keep."""
         for message in self.guard.observe(step, metrics):
             if write:
                 write(f"posttrain ppo: warning: {message}")
         if self.guard.mode == "stop" and self.guard.history:
-            rule = self.guard.history[-1]["rule"]
-            if rule == rule and (self._best_adapter is None or rule > self._best_adapter[0]):
-                weights = {n: p.detach().cpu().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}
-                self._best_adapter = (rule, step, weights)
+            self.best_adapter.offer(step, self.guard.history[-1]["rule"])
 
-    @torch.no_grad()
     def _restore_best_adapter(self, write) -> None:
-        if self._best_adapter is None:
+        """After the guard stopped training: keep the candidate with the best held-out task score."""
+        args = self.args
+        kept = self.best_adapter.keep_best(
+            self.state.global_step, self.unwrapped.policy, self.tokenizer, self.rewards, self.eval_dataset,
+            max_new_tokens=args.eval_max_new_tokens or args.max_completion_length,
+            batch_size=args.generation_batch_size, missing_eos_penalty=args.missing_eos_penalty,
+        )  # fmt: skip
+        if kept is None:
             return
-        rule, step, weights = self._best_adapter
-        for name, param in self.unwrapped.named_parameters():
-            if name in weights:
-                param.copy_(weights[name].to(param.device))
-        self.guard.findings[-1]["restored_step"] = step
+        self.guard.findings[-1].update(restored_step=kept["step"], restored_by=kept["by"],
+                                       heldout_task_scores=kept["heldout_task_scores"])  # fmt: skip
         if write:
             write(f"posttrain ppo: hacking_guard stop: training ended at step {self.state.global_step}; the adapter of "
-                  f"step {step} (rule pass rate {rule:.3f}, the best so far) is kept")  # fmt: skip
+                  f"step {kept['step']} ({kept['label']}: {kept['by']}) is kept")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -530,6 +532,8 @@ class PPOTrainer:
         first = self.state.global_step + 1
         started = time.time()
         main = self.accelerator.is_main_process
+        if self.guard.mode == "stop":
+            self.best_adapter.start(first - 1)
         bar = tqdm(range(first, args.max_steps + 1), desc="PPO", unit="step", disable=not main)
         for step in bar:
             metrics = self.step(step)

@@ -18,7 +18,7 @@ from posttrain.data.files import looks_local
 from posttrain.data.formats import drop_trained_prompts, with_system_prompt
 from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError
-from posttrain.rl.pairs import PromptItem, read_prompts, task_prompts
+from posttrain.rl.prompt_items import PromptItem, read_prompts, task_prompts
 
 COLUMNS = ("prompt", "task", "answer", "meta")
 

@@ -16,7 +16,10 @@ Rewards by name (``rewards:`` in a PPO/GRPO config, a list of names or mappings 
 * ``length`` -- 1.0 up to ``max_words`` words (:func:`posttrain.checks.count_words`), then ``max_words / words``.
 * ``reward_model`` -- a sequence-classification model with one output (``path``: what ``recipes/reward.py`` writes,
   or any such HF folder), scoring ``prompt + reply`` rendered with its own chat template. Its tokenizer must be the
-  policy's (vocabulary compared), else :class:`~posttrain.models.reward.RewardModelError`.
+  policy's (vocabulary compared), else :class:`~posttrain.models.reward.RewardModelError`. The first batch of two or
+  more different completions it scores is checked: one constant score on all of them (an untrained reward model, such
+  as a freshly initialised score head) is warned about once (:class:`UntrainedRewardModelWarning`), since its term
+  carries no signal.
 
 Prompt rows carry ``task``, ``answer`` and ``meta`` (a JSON string, so rows of different tasks share one column type).
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -114,11 +118,38 @@ class RuleReward:
         ]
 
 
+class UntrainedRewardModelWarning(UserWarning):
+    """A reward model gave every completion of its first batch the same score (it looks untrained)."""
+
+
+# Scores closer together than this (relative to their size, at least 1) count as one constant score: float32 rounding
+# of the same logit is ~1e-7 relative, while a trained (or even randomly initialised) score head spreads scores of
+# different replies far more.
+CONSTANT_SCORE_TOLERANCE = 1e-6
+
+
 class ModelReward:
-    """A reward model (:class:`~posttrain.models.reward.RewardModel`) as a reward function."""
+    """A reward model (:class:`~posttrain.models.reward.RewardModel`) as a reward function.
 
-    def __init__(self, path: str, *, policy_tokenizer=None, batch_size: int = 8, max_length: int = 1024) -> None:
+    Args:
+        path: The reward model folder (``path`` of the ``reward_model`` entry).
+        policy_tokenizer: The policy's tokenizer; the reward model's must have the same vocabulary.
+        batch_size, max_length: Scoring batch size and truncation length.
+        label: How messages name this reward (default: ``rewards: reward_model`` with its path).
+    """
 
+    def __init__(
+        self,
+        path: str,
+        *,
+        policy_tokenizer=None,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        label: str | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.label = label or f"rewards: {REWARD_MODEL} (path: {self.path})"
+        self.checked_spread = False  # the first batch of >= 2 different completions is checked for a constant score
         self.reward_model = RewardModel.load(path, batch_size=batch_size, max_length=max_length)
         if policy_tokenizer is not None and self.reward_model.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
             raise RewardModelError(
@@ -135,7 +166,28 @@ class ModelReward:
     def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float]:
         texts = [completion_text(c) for c in completions]
         prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
-        return self.reward_model.score_replies(prompts, texts)
+        scores = self.reward_model.score_replies(prompts, texts)
+        if not self.checked_spread:
+            self._check_spread(prompts, texts, scores)
+        return scores
+
+    def _check_spread(self, prompts: Sequence[list], texts: Sequence[str], scores: Sequence[float]) -> None:
+        """Warn (once) when the first batch of two or more different conversations all get one score: the reward
+        model looks untrained and its term in ``rewards`` adds the same constant to every completion."""
+        finite = [s for s in scores if math.isfinite(s)]
+        distinct = {(json.dumps(p, sort_keys=True, default=str), t) for p, t in zip(prompts, texts, strict=True)}
+        if len(finite) < 2 or len(distinct) < 2:
+            return  # nothing to compare yet: wait for a batch with different completions
+        self.checked_spread = True
+        low, high = min(finite), max(finite)
+        if high - low <= CONSTANT_SCORE_TOLERANCE * max(1.0, abs(low), abs(high)):
+            warnings.warn(
+                f"reward model {self.label} looks untrained: constant score {low:.3f} on {len(finite)} completions "
+                f"(spread {high - low:.1e}), so its term in `rewards` carries no signal; train it first "
+                "(recipes/reward.py) or check the path",
+                UntrainedRewardModelWarning,
+                stacklevel=2,
+            )
 
 
 RewardFunc = Callable[..., list]
@@ -204,12 +256,13 @@ def parse_reward_specs(specs: Sequence[Any]) -> list[dict[str, Any]]:
 def build_rewards(specs: Sequence[Any], *, policy_tokenizer=None, stop_token_ids: Sequence[int] = ()) -> RewardSet:
     """A :class:`RewardSet` from ``rewards:`` config entries (see the module docstring)."""
     funcs, weights, names = [], [], []
-    for spec in parse_reward_specs(specs):
+    for i, spec in enumerate(parse_reward_specs(specs)):
         params = {k: v for k, v in spec.items() if k not in ("name", "weight")}
         if spec["name"] == REWARD_MODEL:
             func = ModelReward(
-                params.pop("path"),
+                params["path"],
                 policy_tokenizer=policy_tokenizer,
+                label=f"rewards[{i}] ({REWARD_MODEL}, path: {params.pop('path')})",
                 **{k: params[k] for k in params if k in ("batch_size", "max_length")},
             )
         else:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint
 from posttrain.rl.config import GRPOConfig
-from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
+from posttrain.rl.heldout import BestAdapter, heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import (
     GuardCallback,
+    keep_best_adapter,
     load_policy,
     load_rewards,
     load_rl_prompts,
@@ -54,16 +55,18 @@ def main(
     )
     rewards.to(trainer.accelerator.device)
     guard = make_guard(training_args, rewards)
-    trainer.add_callback(GuardCallback(guard))
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    guard_callback = GuardCallback(guard, BestAdapter(policy))
+    trainer.add_callback(guard_callback)
     result = train(run, trainer, training_args)
     metrics = dict(result.metrics)
+    eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
+    keep_best_adapter(guard_callback, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
+                      name=trainer_name, max_new_tokens=eval_max_new_tokens)  # fmt: skip
     reward_curve = logged(trainer, "reward")
     heldout = None
     if "test" in data:
-        heldout = heldout_rewards(
-            trainer.accelerator.unwrap_model(trainer.model), tokenizer, rewards, data["test"],
-            max_new_tokens=training_args.eval_max_new_tokens or training_args.max_completion_length,
-        )  # fmt: skip
+        heldout = heldout_rewards(policy, tokenizer, rewards, data["test"], max_new_tokens=eval_max_new_tokens)
         metrics.update(heldout_metrics(heldout))
     trainer.save_model(training_args.output_dir)
     if run.state.is_main_process:

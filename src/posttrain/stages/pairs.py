@@ -19,6 +19,7 @@ from posttrain.configs import DEFAULT_MODEL
 from posttrain.data.spec import BUILTIN_PREFIX, Identity
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
+from posttrain.manifest import write_manifest
 from posttrain.models.generation import load_model_for_generation
 from posttrain.models.reward import RewardModel
 from posttrain.rl.pairs import (
@@ -39,7 +40,19 @@ from posttrain.tasks import ALL_TASKS
 class PairsArguments:
     """What ``posttrain pairs`` samples, how it scores, and where it writes."""
 
-    output: str | None = field(default=None, metadata={"help": "The JSONL file to write (required)."})
+    output: str | None = field(
+        default=None,
+        metadata={
+            "help": "The JSONL file to write (required unless output_dir is given: then <output_dir>/pairs.jsonl)."
+        },
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "A folder for the pairs (pairs.jsonl, unless `output` names another file) and their "
+            "run_manifest.json, as every stage writes: what the pipeline needs to chain and skip this stage."
+        },
+    )
     model: str | None = field(
         default=None,
         metadata={"help": "Model alias, folder, hub id or LoRA adapter folder (default: the embedded default)."},
@@ -84,11 +97,20 @@ class PairsArguments:
     assistant_creator: str = field(
         default=Identity.creator, metadata={"help": "Who made the assistant (identity task)."}
     )
+    require_finished: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep a pair only when its chosen reply ended with an end-of-turn token (a reply cut off at "
+            "max_new_tokens would teach DPO not to stop); false keeps them."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace `output` if it exists."})
 
     def __post_init__(self) -> None:
+        if not self.output and self.output_dir:
+            self.output = str(Path(self.output_dir) / "pairs.jsonl")
         if not self.output:
-            raise ConfigError("output is required: the JSONL file to write (--output FILE)")
+            raise ConfigError("output is required: the JSONL file to write (--output FILE, or --output_dir DIR)")
         if self.tasks is not None and self.prompts is not None:
             raise ConfigError("give tasks or prompts, not both")
         for ok, message in (
@@ -142,19 +164,31 @@ def main(args: PairsArguments) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         min_margin=args.min_margin,
+        require_finished=args.require_finished,
         progress=True,
     )
     if not pairs:
         raise DataError(
             str(output),
-            f"no pairs to write: all {pairs.prompts} prompts were skipped (every reply "
-            "scored the same, within --min_margin). Try a larger --n, a higher "
-            "--temperature or other tasks.",
+            f"no pairs to write: all {pairs.prompts} prompts were skipped (every reply scored the same, within "
+            f"--min_margin, or, for {pairs.truncated} of them, every best reply was cut off at --max_new_tokens). "
+            "Try a larger --n, a higher --temperature, a larger --max_new_tokens or other tasks.",
         )
     write_pairs(pairs, output, overwrite=args.overwrite)
+    counts = {
+        "pairs": len(pairs),
+        "prompts": pairs.prompts,
+        "skipped": pairs.skipped,
+        "skipped_cut_off": pairs.truncated,
+        "chosen_mean_score": sum(r["chosen_score"] for r in pairs) / len(pairs),
+        "rejected_mean_score": sum(r["rejected_score"] for r in pairs) / len(pairs),
+    }
+    if args.output_dir:
+        write_manifest(args.output_dir, stage="pairs", configs=(args,), output=str(output), metrics=counts)
     print(
         f"wrote {len(pairs)} pairs to {output} ({pairs.skipped} of {pairs.prompts} prompts skipped: best and worst "
-        f"scores within {args.min_margin}, or fewer than two non-empty replies)"
+        f"scores within {args.min_margin}, fewer than two non-empty replies, or ({pairs.truncated}) a best reply "
+        "cut off at max_new_tokens)"
     )
     return 0
 

@@ -7,6 +7,7 @@ from transformers import TrainerCallback
 from posttrain.chat_templates import ChatTemplateError
 from posttrain.models.generation import stop_token_ids
 from posttrain.rl.guard import HackingGuard
+from posttrain.rl.heldout import BestAdapter
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
 from posttrain.training.common import load_model_and_tokenizer
@@ -57,10 +58,17 @@ def reward_summary(metrics: dict) -> dict:
 
 class GuardCallback(TrainerCallback):
     """The reward-hacking guard (:mod:`posttrain.rl.guard`) on TRL's GRPO/RLOO logs (``rewards/<name>/mean``,
-    ``completions/mean_length``, ``kl``); with ``stop`` it ends training at the step the guard fires."""
+    ``completions/mean_length``, ``kl``); with ``stop`` it ends training at the step the guard fires, after offering
+    every logged step's adapter to ``best`` (a :class:`~posttrain.rl.heldout.BestAdapter`), which
+    :func:`keep_best_adapter` then chooses from."""
 
-    def __init__(self, guard: HackingGuard) -> None:
+    def __init__(self, guard: HackingGuard, best: BestAdapter | None = None) -> None:
         self.guard = guard
+        self.best = best if guard.mode == "stop" else None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.best is not None:
+            self.best.start(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         rewards = {
@@ -74,8 +82,28 @@ class GuardCallback(TrainerCallback):
         for message in self.guard.observe(state.global_step, metrics):
             if state.is_world_process_zero:
                 print(f"posttrain: warning: {message}", flush=True)
+        if self.best is not None and self.guard.history:
+            self.best.offer(state.global_step, self.guard.history[-1]["rule"])
         if self.guard.should_stop:
             control.should_training_stop = True
+
+
+def keep_best_adapter(callback: GuardCallback, step: int, policy, tokenizer, rewards, dataset, *, name: str,
+                      max_new_tokens: int) -> None:  # fmt: skip
+    """After ``hacking_guard: stop`` ended a GRPO/RLOO run: load the candidate adapter with the best held-out task
+    score (as PPO does), record it in the guard's finding and say so."""
+    if callback.best is None or not callback.guard.should_stop:
+        return
+    kept = callback.best.keep_best(step, policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens)
+    if kept is None:
+        return
+    callback.guard.findings[-1].update(restored_step=kept["step"], restored_by=kept["by"],
+                                       heldout_task_scores=kept["heldout_task_scores"])  # fmt: skip
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"posttrain {name}: hacking_guard stop: training ended at step {step}; the adapter of step "
+              f"{kept['step']} ({kept['label']}: {kept['by']}) is kept", flush=True)  # fmt: skip
 
 
 def make_guard(training_args, rewards) -> HackingGuard:

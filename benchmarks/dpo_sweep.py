@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""DPO's beta and learning rate, chosen by measurement: a small grid on the default DPO config, scored on held-out
+built-in prompts, plus the time ``precompute_ref_log_probs`` saves.
+
+    .venv/bin/python benchmarks/dpo_sweep.py                     # needs outputs/smollm2-135m/{sft,pairs} (make pipeline-full)
+    .venv/bin/python benchmarks/dpo_sweep.py --beta 0.1 0.3 --lr 5e-5 1e-4 2e-4 --steps 30 --max-samples 100
+
+Every grid point trains ``recipes/configs/smollm2-135m/dpo.yaml`` (its on-policy pairs from the SFT model) with only
+``beta``, ``learning_rate`` and ``output_dir`` changed, each in its own process, one after the other. The grid's
+default point is trained a second time with ``precompute_ref_log_probs: true`` (same data, seed, steps): the wall-time
+ratio of the two runs is printed. One evaluation run then scores the SFT model and every DPO model on the same
+held-out ``builtin`` prompts (the tasks' evaluation pool, never trained on: ``tests/test_heldout.py``), greedy, and
+prints each model's score with its 95% CI and the paired difference DPO - SFT with its paired bootstrap 95% CI.
+Results: ``--output`` (default ``benchmarks/results/dpo_sweep.json``); the measured table is in ``docs/dpo-sweep.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "recipes/configs/smollm2-135m/dpo.yaml"
+EVAL_CONFIG = ROOT / "recipes/configs/smollm2-135m/evaluate-stages.yaml"
+
+
+def run(argv: list[str], log: Path) -> float:
+    """Run one stage in its own process (no accelerate launcher: one process), return its wall time."""
+    env = {**os.environ, "POSTTRAIN_LAUNCHER": "none", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "posttrain.stages", *argv], cwd=ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    if done.returncode:
+        sys.exit(f"dpo_sweep: {' '.join(argv[:1])} failed (exit {done.returncode}); log: {log}")
+    return time.perf_counter() - start
+
+
+def label(beta: float, lr: float, precompute: bool = False) -> str:
+    return f"beta{beta:g}-lr{lr:g}" + ("-precompute" if precompute else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--beta", type=float, nargs="+", default=[0.1, 0.3])
+    parser.add_argument("--lr", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
+    parser.add_argument("--steps", type=int, default=None, help="max_steps (default: dpo.yaml's)")
+    parser.add_argument("--max-samples", type=int, default=100, help="held-out builtin prompts per task group")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the DPO outputs and logs here")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dpo_sweep.json")
+    args = parser.parse_args()
+
+    config = yaml.safe_load(CONFIG.read_text())
+    for needed in (config["model_name_or_path"], config["datasets"][0]["path"]):
+        if not (ROOT / needed).exists():
+            sys.exit(f"dpo_sweep: {needed} is missing; run `make pipeline-full` (or its sft and pairs stages) first")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-sweep-"))
+    work.mkdir(parents=True, exist_ok=True)
+    default = (float(config["beta"]), float(config["learning_rate"]))
+    points = [(b, lr, False) for b in args.beta for lr in args.lr]
+    if default not in [(b, lr) for b, lr, _ in points]:
+        points.append((*default, False))
+    points.append((*default, True))
+
+    runs = {}
+    for beta, lr, precompute in points:
+        name = label(beta, lr, precompute)
+        argv = ["dpo", "--config", str(CONFIG), "--beta", str(beta), "--learning_rate", str(lr),
+                "--output_dir", str(work / name), "--precompute_ref_log_probs", str(precompute).lower()]  # fmt: skip
+        if args.steps:
+            argv += ["--max_steps", str(args.steps)]
+        seconds = run(argv, work / f"{name}.log")
+        manifest = json.loads((work / name / "run_manifest.json").read_text())
+        runs[name] = {"beta": beta, "learning_rate": lr, "precompute_ref_log_probs": precompute, "seconds": seconds,
+                      "train_loss": manifest.get("metrics", {}).get("train_loss")}  # fmt: skip
+        print(f"{name}: {seconds:.0f} s", flush=True)
+
+    evaluated = [n for n, r in runs.items() if not r["precompute_ref_log_probs"]]
+    eval_config = yaml.safe_load(EVAL_CONFIG.read_text())
+    eval_config.update(
+        models=[{"label": "sft", "path": config["model_name_or_path"]}]
+        + [{"label": n, "path": str(work / n)} for n in evaluated],
+        suites=["builtin"],
+        max_samples=args.max_samples,
+        baseline="sft",
+        output_dir=str(work / "eval"),
+    )
+    eval_yaml = work / "evaluate.yaml"
+    eval_yaml.write_text(yaml.safe_dump(eval_config, sort_keys=False))
+    eval_seconds = run(["evaluate", "--config", str(eval_yaml)], work / "evaluate.log")
+    results = json.loads((work / "eval" / "results.json").read_text())
+    suite = next(s for s in results["suites"] if s["name"] == "builtin")
+    primary = suite["primary"]
+    summary = results["summary"]["builtin"]
+    deltas = {d["to"]: d for d in results["deltas"] if d["suite"] == "builtin" and d["score"] == primary
+              and d["from"] == "sft"}  # fmt: skip
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    sft = summary["sft"][primary]
+    print(f"\nheld-out builtin ({primary}), {sft['total']} prompts, greedy; evaluation {eval_seconds:.0f} s")
+    print(f"{'model':24} {'score [95% CI]':22} {'vs SFT [paired 95% CI]':26} stop rate  train s")
+    print(f"{'sft':24} {pct(sft['mean']):>5} [{pct(sft['low'])}, {pct(sft['high'])}]")
+    for name in evaluated:
+        s, d = summary[name][primary], deltas[name]
+        stop = summary[name]["_generation"]["stop_rate"]
+        runs[name].update(score=s, delta=d, stop_rate=stop)
+        print(f"{name:24} {pct(s['mean']):>5} [{pct(s['low'])}, {pct(s['high'])}]   "
+              f"{pct(d['delta']):>+6} [{pct(d['low'])}, {pct(d['high'])}]   {pct(stop):>6}%  {runs[name]['seconds']:6.0f}")  # fmt: skip
+    best = max(evaluated, key=lambda n: (runs[n]["delta"]["delta"], runs[n]["delta"]["low"]))
+    plain, pre = runs[label(*default)], runs[label(*default, True)]
+    ratio = plain["seconds"] / pre["seconds"]
+    print(f"\nbest: {best}; precompute_ref_log_probs at {label(*default)}: {plain['seconds']:.0f} s without, "
+          f"{pre['seconds']:.0f} s with: ratio {ratio:.2f}x")  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"runs": runs, "sft": sft, "best": best, "precompute_ratio": ratio,
+                                       "primary": primary, "max_samples": args.max_samples}, indent=2) + "\n")  # fmt: skip
+    print(f"results: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
