@@ -21,6 +21,20 @@ def stream(guard, steps):
     return messages
 
 
+def fire_at(monkeypatch, at_step: int) -> None:
+    """Make the guard report a (forced) finding at ``at_step``, whatever the reward does."""
+    observe = HackingGuard.observe
+
+    def forced(self, step, metrics):
+        messages = observe(self, step, metrics)
+        if step == at_step and not self.findings:
+            self.findings.append({"step": step, "kind": "test", "message": "forced"})
+            messages.append("forced")
+        return messages
+
+    monkeypatch.setattr(HackingGuard, "observe", forced)
+
+
 def guard(mode="warn"):
     return HackingGuard.for_rewards(["length_model", "task"], [1.0, 1.0], mode=mode, window=2, max_length=48,
                                     rule_names={"task"})  # fmt: skip
@@ -66,16 +80,7 @@ def test_ppo_with_an_honest_reward_records_the_curves_and_stays_quiet(tmp_path, 
 
 def test_ppo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path, tiny_chat_model, monkeypatch):
     # make the guard fire at step 3, whatever the reward does; then check which adapter PPO keeps and why
-    observe = HackingGuard.observe
-
-    def fire_at_step_3(self, step, metrics):
-        messages = observe(self, step, metrics)
-        if step == 3 and not self.findings:
-            self.findings.append({"step": step, "kind": "test", "message": "forced"})
-            messages.append("forced")
-        return messages
-
-    monkeypatch.setattr(HackingGuard, "observe", fire_at_step_3)
+    fire_at(monkeypatch, 3)
     config = ppo_config(tmp_path, tiny_chat_model, max_steps=6, hacking_guard="stop", test_split_size=8)
     trainer, _ = run_stage("ppo", ["--config", str(config)])
     assert trainer.state.global_step == 3  # stopped at the finding
@@ -102,16 +107,7 @@ def test_grpo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path
     from helpers import PROMPTS
     from tiny import write_stage_config
 
-    observe = HackingGuard.observe
-
-    def fire_at_step_2(self, step, metrics):
-        messages = observe(self, step, metrics)
-        if step == 2 and not self.findings:
-            self.findings.append({"step": step, "kind": "test", "message": "forced"})
-            messages.append("forced")
-        return messages
-
-    monkeypatch.setattr(HackingGuard, "observe", fire_at_step_2)
+    fire_at(monkeypatch, 2)
     settings = {"model_name_or_path": str(tiny_chat_model), "datasets": PROMPTS, "test_split_size": 8,
                 "rewards": ["has_number"], "load_in_4bit": False, "bf16": False, "max_steps": 5,
                 "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 8,
