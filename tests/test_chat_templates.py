@@ -4,11 +4,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain.chat_templates import (
     ChatTemplateError,
+    NotPrefixPreservingError,
     check_mask_coverage,
     format_masked,
     load_template,
     setup_chat_template,
     tokenize_conversation,
+    tokenize_conversations,
 )
 
 CONVERSATION = [
@@ -74,7 +76,7 @@ def test_render_matches_golden_string(tiny_chat_model):
     )
 
 
-def test_non_prefix_preserving_template_is_refused(tiny_chat_model):
+def test_non_prefix_preserving_template_is_trained_turn_by_turn(tiny_chat_model):
     _, tokenizer = load(tiny_chat_model)
     # drops earlier assistant turns' content, like reasoning templates that strip <think> from history
     tokenizer.chat_template = (
@@ -82,8 +84,32 @@ def test_non_prefix_preserving_template_is_refused(tiny_chat_model):
         "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    with pytest.raises(ChatTemplateError, match="prefix-preserving"):
+    with pytest.raises(NotPrefixPreservingError, match="prefix-preserving"):
         tokenize_conversation(tokenizer, CONVERSATION)
+    first, second = tokenize_conversations(tokenizer, CONVERSATION)
+    # each reply is trained in the rendering that ends with it: the first one is never hidden by the template
+    assert (
+        format_masked(tokenizer, first["input_ids"], first["assistant_masks"])
+        == GOLDEN_MASKED.split("<|im_start|>user\nWhy?")[0]
+    )
+    assert format_masked(tokenizer, second["input_ids"], second["assistant_masks"]) == GOLDEN_MASKED.replace(
+        "⟦9.9 is larger.<|im_end|>\n⟧", "<|im_end|>\n"
+    )
+
+
+def test_prefix_preserving_template_gives_one_sequence(tiny_chat_model):
+    _, tokenizer = load(tiny_chat_model)
+    assert tokenize_conversations(tokenizer, CONVERSATION) == [tokenize_conversation(tokenizer, CONVERSATION)]
+
+
+def test_template_whose_turn_does_not_start_with_its_generation_prompt_is_refused(tiny_chat_model):
+    _, tokenizer = load(tiny_chat_model)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>bot\n{% endif %}"
+    )
+    with pytest.raises(ChatTemplateError, match="generation prompt"):
+        tokenize_conversations(tokenizer, CONVERSATION)
 
 
 @pytest.mark.parametrize(

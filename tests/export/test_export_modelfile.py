@@ -37,12 +37,25 @@ def test_modelfile_matches_golden_file(tiny_chat_model):
 
 def test_modelfile_parses_back(tiny_chat_model):
     modelfile = chatml_modelfile(tiny_chat_model)
-    parsed = parse_modelfile(modelfile.render())
+    text = modelfile.render()
+    assert modelfile.template_source == "known:chatml" and "known chatml template" in text
+    parsed = parse_modelfile(text)
     assert parsed["FROM"] == ["./model.q8_0.gguf"]
     assert parsed["TEMPLATE"] == [modelfile.template]
     assert parsed["SYSTEM"] == ["You are Posttrain Assistant.\nAnswer briefly."]
-    assert parsed["PARAMETER stop"] == ["<|im_end|>"]
+    assert parsed["PARAMETER stop"] == ["<|im_end|>", "<|im_start|>"]
     assert parsed["PARAMETER num_ctx"] == ["512"]
+
+
+def test_stops_that_are_not_tokens_are_reported(tiny_chat_model):
+    from transformers import AutoTokenizer
+
+    from posttrain.export.special_tokens import stop_problems
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    assert stop_problems(tokenizer, ["<|im_end|>"]) == []
+    problems = stop_problems(tokenizer, ["<|im_end|>", "<|eot_id|>"])
+    assert problems == ["'<|eot_id|>' is not a special token of the tokenizer"]
 
 
 def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model, tmp_path):
@@ -54,14 +67,14 @@ def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     modelfile, note = build_modelfile(tokenizer, {}, ExportArguments(gguf_types=["f16"]), PosttrainArguments())
-    assert modelfile.template is None and "| trim" in note
+    assert modelfile.template is None and "line 2: the method call .strip()" in note
     text = modelfile.render()
     assert "TEMPLATE" not in parse_modelfile(text)
-    assert "uses the Jinja chat template stored in the GGUF" in text and "| trim" in text
+    assert "uses the Jinja chat template stored in the GGUF" in text and ".strip()" in text
     assert parse_modelfile(text)["PARAMETER stop"] == ["<|im_end|>"]
 
 

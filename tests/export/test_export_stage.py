@@ -6,6 +6,7 @@ Slow (about a minute each): CI runs them; they need llama-cpp-python (+ its serv
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -64,26 +65,38 @@ def test_export_ships_verified_gguf_and_modelfile(tiny_chat_model, converter, go
     if checks["served"]["status"] != "info":  # skipped without llama-cpp-python[server]
         assert checks["served"]["status"] == "pass"
     modelfile = parse_modelfile((out / "Modelfile").read_text())
-    assert modelfile["FROM"] == ["./model.Q4_K_M.gguf"] and modelfile["PARAMETER stop"] == ["<|im_end|>"]
+    assert modelfile["FROM"] == ["./model.Q4_K_M.gguf"]
+    assert modelfile["PARAMETER stop"] == ["<|im_end|>", "<|im_start|>"]  # the tokenizer's, then Ollama's chatml
+    assert "known chatml template" in (out / "Modelfile").read_text()  # the known-family path, not a translation
     assert modelfile["SYSTEM"] == ["Answer briefly."]
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["stage"] == "export" and manifest["pre_tokenizer_fallback"] == "gpt-2"
 
 
 def test_export_of_an_adapter_with_a_jinja_only_template(tiny_chat_model, converter, tmp_path, monkeypatch):
-    """An adapter is merged first; a template Go cannot express still ships, relying on the GGUF's Jinja."""
+    """An adapter is merged first; a template Go cannot express (a Python method call) still ships a usable
+    Modelfile: no TEMPLATE, the construct and its line named, the stops and the GGUF's own Jinja template."""
     from tiny_export import make_adapter
     from transformers import AutoTokenizer
 
+    from posttrain.export.modelfile import parse_modelfile
+
     adapter = make_adapter(tiny_chat_model, tmp_path / "sft")
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    tokenizer.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'] | trim")
+    assert "message['content']" in tokenizer.chat_template
+    tokenizer.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'].strip()")
     tokenizer.save_pretrained(adapter)
     report = run_export(export_config(tmp_path, adapter, gguf_types=["f16"], serve=False))
     checks = {c["name"]: c for c in report["checks"]}
-    assert checks["go_template"]["status"] == "info" and "| trim" in checks["go_template"]["summary"]
+    assert report["passed"]
+    summary = checks["go_template"]["summary"]
+    assert checks["go_template"]["status"] == "info" and re.search(r"line \d+: the method call \.strip\(\)", summary)
     text = (tmp_path / "export" / "Modelfile").read_text()
-    assert "TEMPLATE" not in text.replace("No TEMPLATE", "") and "| trim" in text
+    assert re.search(r"line \d+: the method call \.strip\(\)", text)
+    parsed = parse_modelfile(text)
+    assert "TEMPLATE" not in parsed and parsed["FROM"] == ["./model.f16.gguf"]
+    assert parsed["PARAMETER stop"] == ["<|im_end|>"]  # from the tokenizer, with or without a TEMPLATE
+    assert checks["end_of_turn"]["status"] == "pass"
     assert (tmp_path / "export" / "hf" / "model.safetensors").is_file()
 
 

@@ -1,10 +1,29 @@
 """Chat templates: choose/apply the Jinja template, add ChatML to base models, and build assistant-only loss masks.
 
-Masks are computed from the template itself, so any prefix-preserving template works without ``{% generation %}``
-markers: for every assistant turn ``i`` the characters between ``render(messages[:i], add_generation_prompt=True)``
-and ``render(messages[:i+1])`` are the assistant's reply *including* the end-of-turn token (``<|im_end|>``), which
-is what makes a model learn to stop. Tokens whose text starts inside such a span are trained; everything else
-(system, user, role headers) is masked out of the loss.
+Masks are computed from the template itself, so any template works without ``{% generation %}`` markers and the
+user's template is never replaced. For every assistant turn ``i`` the characters between
+``render(messages[:i], add_generation_prompt=True)`` (the prompt a runtime sends before the model replies) and
+``render(messages[:i+1])`` are the assistant's reply *including* the end-of-turn token (``<|im_end|>``,
+``<|eot_id|>``, ``<end_of_turn>``, ``</s>``), which is what makes a model learn to stop. Tokens whose text starts
+inside such a span are trained; everything else (system, user, role headers) is masked out of the loss.
+
+*Prefix-preserving* templates (ChatML, Llama 3, Gemma, Qwen2.5, ...): rendering the conversation up to any assistant
+turn is a prefix of rendering the whole conversation, so one sequence per conversation carries every turn's mask.
+
+Templates that are not prefix-preserving rewrite earlier turns once the conversation goes on: Qwen3 drops the
+reasoning of assistant turns before the last user message and gives the last reply a (possibly empty) ``<think>``
+block; Mistral NeMo puts the system prompt into the user message only while that message is the last one, so a
+conversation ending on a reply renders without it. A single rendering then shows each earlier reply in a context no
+runtime ever produced. Such conversations are trained **turn by turn** (:func:`training_segments`): every assistant
+turn is trained as the prompt the unchanged template renders at inference, ``render(messages[:i],
+add_generation_prompt=True)``, followed by the reply as the template renders it; turns whose sequences extend one
+another share one sequence.
+
+We chose this over training variants of known templates (TRL's ``{% generation %}`` copies): a variant that renders
+the whole conversation identically trains earlier replies in the rewritten history (Qwen3: without their ``<think>``
+block; Mistral NeMo: without the system prompt), and one that keeps the history prefix-preserving no longer renders
+like the template the model is served with. Per-turn rendering is exact for any template, known or not, at the cost
+of repeating the history once per rewritten turn (only for such templates).
 """
 
 from __future__ import annotations
@@ -24,6 +43,10 @@ PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "<|endoftext|
 
 class ChatTemplateError(UserError, ValueError):
     """A chat template that cannot be used for training (missing, not prefix-preserving, ...)."""
+
+
+class NotPrefixPreservingError(ChatTemplateError):
+    """Rendering a conversation through an assistant turn is not a prefix of rendering all of it."""
 
 
 def builtin_templates() -> list[str]:
@@ -85,8 +108,20 @@ def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool = Fal
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+#: stands in for a reply's content to find where the template starts rendering it
+_PROBE = "\u2063posttrain-probe\u2063"
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the ``[start, end)`` character spans of every assistant reply."""
+    """The rendered conversation and the ``[start, end)`` character spans of every assistant reply.
+
+    Raises :class:`NotPrefixPreservingError` for a template that rewrites earlier turns (see
+    :func:`training_segments`, which then trains turn by turn)."""
     full = render(tokenizer, messages)
     spans = []
     for i, message in enumerate(messages):
@@ -95,21 +130,92 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
         before = render(tokenizer, messages[:i], add_generation_prompt=True)
         through = render(tokenizer, messages[: i + 1])
         if not (through.startswith(before) and full.startswith(through)):
-            raise ChatTemplateError(
+            raise NotPrefixPreservingError(
                 "the chat template is not prefix-preserving (rendering a conversation up to an assistant turn is "
-                "not a prefix of rendering the whole conversation), so assistant-only loss masks cannot be derived "
-                f"from it; set `chat_template` to a training template (e.g. chatml). First differing turn: {i}"
+                "not a prefix of rendering the whole conversation), so one sequence cannot carry every turn's "
+                f"mask; such conversations are trained turn by turn (training_segments). First differing turn: {i}"
             )
         spans.append((len(before), len(through)))
     return full, spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
-    """``input_ids`` of the rendered conversation and ``assistant_masks`` (1 = token is trained)."""
-    text, spans = assistant_spans(tokenizer, messages)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = [int(any(s <= start < e for s, e in spans)) for start, _ in encoding["offset_mapping"]]
+def _reply(tokenizer, messages: list[dict], i: int) -> tuple[str, str]:
+    """``(prompt, reply)`` of assistant turn ``i``: the inference prompt ``render(messages[:i],
+    add_generation_prompt=True)`` and the text the template renders for the reply (end-of-turn included).
+
+    Usually the reply is what ``render(messages[:i+1])`` adds to the prompt. Some templates render the history
+    differently once the conversation ends on a reply (Mistral NeMo's puts the system prompt into the user message
+    only while it is the last message): the reply then starts where that rendering stops matching one with a probe
+    in place of the content, just after the generation prompt."""
+    before = render(tokenizer, messages[:i], add_generation_prompt=True)
+    through = render(tokenizer, messages[: i + 1])
+    if through.startswith(before):
+        return before, through[len(before) :]
+    probe = render(tokenizer, [*messages[:i], {**messages[i], "content": _PROBE}])
+    content_at = _common_prefix(through, probe)
+    history = render(tokenizer, messages[:i])
+    generation_prompt = before[len(history) :] if before.startswith(history) else None
+    found = through.rfind(generation_prompt, 0, content_at) if generation_prompt is not None else -1
+    if found < 0 or content_at >= len(through):
+        raise ChatTemplateError(
+            f"the chat template renders assistant turn {i} without the generation prompt it gives the model "
+            f"({generation_prompt!r}), so the reply to train cannot be located; fix the template's "
+            "add_generation_prompt branch"
+        )
+    return before, through[found + len(generation_prompt) :]
+
+
+@dataclass
+class Segment:
+    """One training sequence: rendered ``text`` and the ``[start, end)`` character spans it trains."""
+
+    text: str
+    spans: list[tuple[int, int]]
+
+
+def training_segments(tokenizer, messages: list[dict]) -> list[Segment]:
+    """The sequences that train every assistant turn of ``messages`` in the context the template gives it.
+
+    A prefix-preserving template gives one segment: the whole rendering with every reply's span. Otherwise each
+    assistant turn ``i`` is trained as its inference prompt ``render(messages[:i], add_generation_prompt=True)``
+    followed by its rendered reply (:func:`_reply`); going from the last turn back, a turn whose sequence is a
+    prefix of the next segment's text joins it instead of starting a new one, so turns the template does not
+    rewrite never repeat the history.
+    """
+    try:
+        full, spans = assistant_spans(tokenizer, messages)
+        return [Segment(full, spans)]
+    except NotPrefixPreservingError:
+        pass
+    segments: list[Segment] = []
+    for i in reversed([i for i, m in enumerate(messages) if m["role"] == "assistant"]):
+        prompt, reply = _reply(tokenizer, messages, i)
+        text = prompt + reply
+        span = (len(prompt), len(text))
+        if segments and segments[-1].text.startswith(text):
+            segments[-1].spans.insert(0, span)
+        else:
+            segments.append(Segment(text, [span]))
+    return segments[::-1]
+
+
+def _tokenize_segment(tokenizer, segment: Segment) -> dict[str, list[int]]:
+    encoding = tokenizer(segment.text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(s <= start < e for s, e in segment.spans)) for start, _ in encoding["offset_mapping"]]
     return {"input_ids": encoding["input_ids"], "assistant_masks": mask}
+
+
+def tokenize_conversations(tokenizer, messages: list[dict]) -> list[dict[str, list[int]]]:
+    """``input_ids`` + ``assistant_masks`` (1 = token is trained) of every training sequence of one conversation:
+    one for a prefix-preserving template, one per diverging assistant turn otherwise (:func:`training_segments`)."""
+    return [_tokenize_segment(tokenizer, segment) for segment in training_segments(tokenizer, messages)]
+
+
+def tokenize_conversation(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
+    """``input_ids`` of the rendered conversation and ``assistant_masks`` (1 = token is trained), as one sequence;
+    raises :class:`NotPrefixPreservingError` where the template needs several (use :func:`tokenize_conversations`)."""
+    text, spans = assistant_spans(tokenizer, messages)
+    return _tokenize_segment(tokenizer, Segment(text, spans))
 
 
 @dataclass

@@ -120,6 +120,49 @@ class ExportArguments:
     min_agreement_q8_0: float = field(
         default=0.5, metadata={"help": "Least share for q8_0 (other quantized types are reported only)."}
     )
+    quality_chunks: int = field(
+        default=4,
+        metadata={
+            "help": "Quantization quality as llama.cpp's `perplexity --kl-divergence` measures it: chunks of held-out "
+            "text (built-in tasks' eval pool, never training data) on which every GGUF's next-token distributions are "
+            "compared with the reference's (KL divergence, top-1 agreement, perplexity): 4 x 256 tokens score 508 positions; 0 skips it."
+        },
+    )
+    quality_ctx: int = field(
+        default=256, metadata={"help": "Tokens per chunk; as in llama.cpp the first half of a chunk is context only."}
+    )
+    quality_reference: str = field(
+        default="hf",
+        metadata={
+            "help": "Reference distribution: `hf` (the float32 HF model) or `f16` (the f16 GGUF, llama.cpp's base)."
+        },
+    )
+    max_kl_f16: float = field(
+        default=0.005,
+        metadata={
+            "help": "Largest mean KL divergence (nats) of an f16/bf16/f32 GGUF from the reference (measured: SmolLM2-135M f16 6e-6, q8_0 0.004; see posttrain.export.quant_quality.DEFAULT_GATES)."
+        },
+    )
+    min_top1_f16: float = field(
+        default=0.97,
+        metadata={"help": "Least share of positions where f16/bf16/f32 and the reference agree on the top token."},
+    )
+    max_kl_q8_0: float = field(
+        default=0.02, metadata={"help": "Largest mean KL divergence of q8_0 (lower types are reported, not gated)."}
+    )
+    min_top1_q8_0: float = field(default=0.9, metadata={"help": "Least top-1 agreement of q8_0."})
+    imatrix: bool = field(
+        default=False,
+        metadata={
+            "help": "Quantize with an importance matrix (llama.cpp's imatrix statistic, collected by llama.cpp from "
+            "the f16 GGUF over training conversations: the run's `datasets`, else the built-in tasks) and report "
+            "its KL beside plain quantization's; written to imatrix.gguf."
+        },
+    )
+    imatrix_chunks: int = field(default=8, metadata={"help": "Chunks of calibration text for the importance matrix."})
+    imatrix_ctx: int = field(
+        default=512, metadata={"help": "Tokens per importance-matrix chunk (llama-imatrix's default)."}
+    )
     serve: bool = field(
         default=True,
         metadata={
@@ -157,6 +200,24 @@ class ExportArguments:
         for name in ("min_agreement_f16", "min_agreement_q8_0"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+        for name in ("min_top1_f16", "min_top1_q8_0"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+        if self.max_kl_f16 < 0 or self.max_kl_q8_0 < 0:
+            raise ConfigError("max_kl_f16 and max_kl_q8_0 must be 0 or more")
+        if self.quality_reference not in ("hf", "f16"):
+            raise ConfigError(f"quality_reference must be hf or f16 (got {self.quality_reference!r})")
+        if self.quality_reference == "f16" and "f16" not in self.gguf_types:
+            raise ConfigError("quality_reference: f16 needs f16 in gguf_types")
+        if self.quality_chunks < 0 or self.quality_ctx < 16 or self.imatrix_chunks < 1 or self.imatrix_ctx < 16:
+            raise ConfigError(
+                "quality_chunks must be 0 or more, imatrix_chunks 1 or more, quality_ctx/imatrix_ctx 16 or more"
+            )
+        if self.imatrix and all(t in CONVERTER_TYPES for t in self.gguf_types):
+            raise ConfigError(
+                f"imatrix: true needs a quantized type in gguf_types (e.g. Q4_K_M); {self.gguf_types} are written by "
+                "the converter, which takes no importance matrix"
+            )
         if self.verify_tie_margin < 0:
             raise ConfigError(f"verify_tie_margin must be 0 or more (got {self.verify_tie_margin})")
         if self.verify_max_new_tokens < 1 or self.serve_max_samples < 1:

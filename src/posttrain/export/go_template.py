@@ -11,14 +11,20 @@ made of:
 * ``messages`` (→ ``$.Messages``), ``message['role']``/``message.content`` (→ ``.Role``/``.Content``),
   ``messages[0]``, ``messages[1:]``, ``| length``, ``==``, ``!=``, ``<`` ..., ``and``/``or``/``not``,
   ``is defined``/``is none`` on values known at translation time;
+* ``x | trim`` where it is printed (Python's ``str.strip()``, built as a recursive ``{{ define }}`` from
+  ``slice``/``len``/``eq``: :data:`posttrain.export.known_templates.TRIM_DEFINE`); a trimmed value inside a
+  ``{% set %}``, a comparison or a concatenation that is not printed directly is refused (Go cannot capture a
+  template's output);
 * ``bos_token``/``eos_token`` and other special tokens (inlined as constants), ``add_generation_prompt``: Ollama
   has no such flag; like Ollama's own templates the Go template adds the generation prompt when the last message
-  is not the assistant's (a trailing assistant message is a prefill).
+  is not the assistant's. A trailing assistant message (a prefill) is closed like any other turn by a translated
+  template, whereas Jinja's ``continue_final_message`` leaves it open: the known family templates
+  (:mod:`~posttrain.export.known_templates`) leave it open, translations do not (the verification shows it).
 
 Variables a chat request does not set are what ``apply_chat_template(messages, add_generation_prompt=...)`` makes
 them: ``tools`` and ``documents`` are None, ``message.tool_calls`` and other names are undefined; conditions on them are decided at translation time and
 the branches that cannot run are dropped. Anything else -- macros, ``namespace()``, method calls such as
-``.strip()``, filters other than ``length``, negative indices, ``in`` -- raises :class:`TemplateTranslationError`
+``.strip()``, filters other than ``length`` and ``trim``, negative indices, ``in`` -- raises :class:`TemplateTranslationError`
 naming the construct and its line; the export then writes a Modelfile without ``TEMPLATE`` that relies on the
 Jinja template kept in the GGUF's metadata.
 
@@ -114,6 +120,7 @@ class _Translator:
         self.scopes: list[_Scope] = [_Scope()]
         self.notes: list[str] = []
         self.loops = 0
+        self.uses_trim = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -141,7 +148,12 @@ class _Translator:
             "{{ $add_generation_prompt := true }}"
             '{{ range $.Messages }}{{ $add_generation_prompt = ne .Role "assistant" }}{{ end }}'
         )
-        return prelude + self.scope_body(tree.body, self.scopes[0])
+        body = self.scope_body(tree.body, self.scopes[0])
+        if self.uses_trim:  # Jinja's `| trim`, which Go's text/template lacks (known_templates.TRIM_DEFINE)
+            from posttrain.export.known_templates import TRIM_DEFINE
+
+            body += TRIM_DEFINE
+        return prelude + body
 
     def scope_body(self, body: list[nodes.Node], scope: _Scope) -> str:
         """A Jinja scope (template or loop body): its ``set`` targets are declared first, so a ``set`` inside an
@@ -291,6 +303,9 @@ class _Translator:
             if value.static is UNDEFINED or value.static is None:
                 return ""
             return _text(str(value.static))  # Python's spelling, as Jinja prints it: True, False, 3
+        if value.kind == "trimmed":
+            self.uses_trim = True
+            return f'{{{{ template "posttrain_trim" {value.go} }}}}'
         if value.kind in ("messages", "message", "loop"):
             raise self.fail(node, "printing a message or list")
         return f"{{{{ {value.go} }}}}"
@@ -298,6 +313,10 @@ class _Translator:
     # ------------------------------------------------------------------ expressions
 
     def pipeline(self, value: _Expr, node: nodes.Node) -> str:
+        if value.kind == "trimmed":
+            raise self.fail(
+                node, "`| trim` inside an expression or {% set %} (a Go template's output cannot be captured)"
+            )
         if not value.is_static:
             return value.go
         static = value.static
@@ -484,6 +503,12 @@ class _Translator:
             if value.kind != "messages" and value.is_static:
                 raise self.fail(node, "`| length` of an undefined value")
             return _Expr(go=f"(len {value.go})")
+        if node.name == "trim" and not node.args and not node.kwargs:
+            if value.is_static:
+                return _Expr(static="" if value.static in (None, UNDEFINED) else str(value.static).strip())
+            if value.kind != "value":
+                raise self.fail(node, "`| trim` of a message or list")
+            return _Expr(go=value.go, kind="trimmed")  # printable only: {{ template "posttrain_trim" ... }}
         raise self.fail(node, f"the filter '| {node.name}'")
 
     def _concat(self, node: nodes.Node, parts: list[nodes.Node]) -> _Expr:
@@ -491,6 +516,8 @@ class _Translator:
         if all(v.is_static and isinstance(v.static, str) for v in values):
             return _Expr(static="".join(v.static for v in values))
         for value in values:
+            if value.kind == "trimmed":
+                self.pipeline(value, node)  # raises: a trimmed value can only be printed
             if value.kind != "value" or (value.is_static and not isinstance(value.static, str)):
                 raise self.fail(node, "concatenating something that is not a string")
         return _Expr(go=f"(print {' '.join(self.pipeline(v, node) for v in values)})")
@@ -559,17 +586,149 @@ def translate(source: str, *, constants: dict[str, str] | None = None) -> GoTemp
     return GoTemplate(text=text, notes=translator.notes)
 
 
-def ollama_values(messages: list[dict]) -> dict[str, Any]:
-    """The data Ollama passes to a template that ranges over ``.Messages``: consecutive messages of one role are
-    joined with a blank line (Ollama's ``collate``), and ``System`` holds the system messages joined likewise."""
-    collated: list[dict[str, str]] = []
-    system = []
+def ollama_messages(messages: list[dict], system: str | None = None) -> list[dict]:
+    """The messages Ollama hands a template for a chat request, as role/content dicts: the Modelfile ``SYSTEM``
+    first when the request does not start with a system message (``server/routes.go`` ``ChatHandler``), then
+    consecutive messages of one role joined with a blank line (``template/template.go`` ``collate``; tool messages
+    stay apart). The Jinja reference renders these, so both sides see the same conversation."""
+    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    if messages and messages[0]["role"] != "system" and system:
+        messages.insert(0, {"role": "system", "content": system})
+    collated: list[dict] = []
     for message in messages:
-        role, content = message["role"], message.get("content") or ""
-        if role == "system":
-            system.append(content)
-        if collated and collated[-1]["Role"] == role:
-            collated[-1]["Content"] += "\n\n" + content
+        if collated and collated[-1]["role"] == message["role"] and message["role"] != "tool":
+            collated[-1] = {**collated[-1], "content": collated[-1]["content"] + "\n\n" + message["content"]}
         else:
-            collated.append({"Role": role, "Content": content})
-    return {"Messages": collated, "System": "\n\n".join(system), "Prompt": "", "Response": ""}
+            collated.append(dict(message))
+    return collated
+
+
+def ollama_values(messages: list[dict], system: str | None = None) -> dict[str, Any]:
+    """The data Ollama passes to a template that ranges over ``.Messages`` (``template/template.go``
+    ``Execute``): ``Messages`` collated (:func:`ollama_messages`) and ``System``, every system message joined with a
+    blank line (they stay in ``Messages`` too)."""
+    collated = ollama_messages(messages, system)
+    system_text = "\n\n".join(m["content"] for m in collated if m["role"] == "system")
+    return {
+        "Messages": [{"Role": m["role"], "Content": m["content"]} for m in collated],
+        "System": system_text,
+        "Prompt": "",
+        "Response": "",
+    }
+
+
+def filter_think_tags(messages: list[dict]) -> list[dict]:
+    """Ollama's ``filterThinkTags`` (``server/routes.go``, applied for the ``qwen3`` model family): assistant
+    messages before the last user message lose a leading ``<think>...</think>`` block and the whitespace after it
+    (``thinking/parser.go`` ``eat``; Qwen3's Jinja strips only newlines there)."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    out = []
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant" and i < last_user:
+            message = {**message, "content": _strip_thinking(message.get("content") or "")}
+        out.append(message)
+    return out
+
+
+def _strip_thinking(content: str, opening: str = "<think>", closing: str = "</think>") -> str:
+    trimmed = content.lstrip()
+    if trimmed.startswith(opening):
+        after = trimmed.split(opening, 1)[1].lstrip()
+        return after.split(closing, 1)[1].lstrip() if closing in after else ""
+    if opening.startswith(trimmed):  # empty, whitespace or a partial tag: all held back as possible thinking
+        return ""
+    return content
+
+
+@dataclass
+class Comparison:
+    """The Go template rendered as Ollama renders it vs. the Jinja template, over conversations x SYSTEM x think."""
+
+    checked: int = 0
+    equal: int = 0
+    not_applicable: list[dict] = field(default_factory=list)  # the Jinja template refuses the conversation
+    differences: list[dict] = field(default_factory=list)
+    doubled_bos: int = 0
+    #: prefills the Go template closes (Jinja's rendering without continue_final_message): what a translated
+    #: template does; reported, not failed, since Ollama then starts a new turn instead of continuing the message
+    prefill_closed: int = 0
+    uses_messages: bool = True
+    thinking: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.checked > 0 and self.equal + self.prefill_closed == self.checked and not self.doubled_bos
+
+
+def compare_with_jinja(
+    go_template: str,
+    render_jinja,
+    conversations: list[list[dict]],
+    *,
+    systems: tuple[str | None, ...] = (None,),
+    bos_token: str | None = None,
+    adds_bos: bool = False,
+    model_family: str | None = None,
+) -> Comparison:
+    """Render every conversation the way Ollama would (:func:`posttrain.export.gorender.render_ollama`, plus the
+    BOS the runner adds when ``adds_bos``) and compare with ``render_jinja(messages, add_generation_prompt=...,
+    continue_final_message=..., **kwargs)`` on :func:`ollama_messages` (plus the BOS the tokenizer adds when the
+    Jinja text has none). A trailing assistant message is a prefill: Jinja renders it with
+    ``continue_final_message=True``. A template with thinking tags is also checked with ``think: false`` against
+    ``enable_thinking=False``. ``model_family`` ``qwen3``: Ollama's ``filterThinkTags`` runs on what is sent."""
+    from posttrain.export.gorender import render_ollama
+
+    result = Comparison()
+    prefix = bos_token if (adds_bos and bos_token) else ""
+    sent_conversations = conversations
+    if model_family == "qwen3":
+        sent_conversations = [filter_think_tags(c) for c in conversations]
+    for system in systems:
+        first = render_ollama(go_template, sent_conversations, system=system)
+        result.uses_messages, result.thinking = first.uses_messages, first.thinking
+        runs = [(None, first)]
+        if first.thinking:
+            no_think = [False] * len(conversations)
+            runs.append((False, render_ollama(go_template, sent_conversations, system=system, think=no_think)))
+        for think, renders in runs:
+            for conversation, (output, error) in zip(conversations, renders.renders):
+                messages = ollama_messages(conversation, system)
+                prefill = messages[-1]["role"] == "assistant"
+                kwargs = {} if think is None else {"enable_thinking": think}
+                try:
+                    jinja = render_jinja(
+                        messages, add_generation_prompt=not prefill, continue_final_message=prefill, **kwargs
+                    )
+                except Exception as err:  # the template refuses it (raise_exception, roles that do not alternate)
+                    result.not_applicable.append({"messages": messages, "reason": f"{type(err).__name__}: {err}"})
+                    continue
+                if prefix and not jinja.startswith(prefix):
+                    jinja = prefix + jinja  # the tokenizer adds BOS to a text without one, as llama.cpp does
+                sent = prefix + output
+                result.checked += 1
+                if prefix and sent.startswith(prefix + prefix):
+                    result.doubled_bos += 1
+                if sent == jinja and not error:
+                    result.equal += 1
+                elif prefill and not error and sent == _closed(render_jinja, messages, prefix, kwargs):
+                    result.prefill_closed += 1
+                else:
+                    result.differences.append(
+                        {
+                            "messages": messages,
+                            "system": system,
+                            "think": think,
+                            "jinja": jinja,
+                            "ollama": sent,
+                            "error": error,
+                        }
+                    )
+    return result
+
+
+def _closed(render_jinja, messages, prefix: str, kwargs: dict) -> str | None:
+    try:
+        text = render_jinja(messages, add_generation_prompt=False, continue_final_message=False, **kwargs)
+    except Exception:
+        return None
+    return text if (not prefix or text.startswith(prefix)) else prefix + text

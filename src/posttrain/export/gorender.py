@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,11 @@ def renderer_binary() -> Path:
     return target
 
 
-def render_go(template: str, cases: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Render ``template`` once per data mapping in ``cases``; returns ``(output, error)`` pairs.
-
-    Raises ``ValueError`` when the template does not parse as a Go template.
-    """
+def _run(request: dict[str, Any]) -> dict[str, Any]:
     binary = renderer_binary()
     result = subprocess.run(
         [str(binary)],
-        input=json.dumps({"template": template, "cases": cases}),
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -70,4 +67,48 @@ def render_go(template: str, cases: list[dict[str, Any]]) -> list[tuple[str, str
     )
     if result.returncode != 0:
         raise ValueError(result.stderr.strip() or f"{binary} exited with status {result.returncode}")
-    return [(r["output"], r["error"]) for r in json.loads(result.stdout)["renders"]]
+    return json.loads(result.stdout)
+
+
+def render_go(template: str, cases: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Execute ``template`` once per data mapping in ``cases`` as is; returns ``(output, error)`` pairs.
+
+    Raises ``ValueError`` when the template does not parse as a Go template.
+    """
+    out = _run({"template": template, "mode": "data", "cases": cases})
+    return [(r["output"], r["error"]) for r in out["renders"]]
+
+
+@dataclass
+class OllamaRenders:
+    """What Ollama's chat handling makes of each conversation (before the runner adds BOS)."""
+
+    renders: list[tuple[str, str]]  # (prompt, error) per conversation
+    uses_messages: bool  # False: Ollama's legacy per-turn .System/.Prompt/.Response path
+    thinking: bool  # the template has thinking tags (Ollama's InferTags): Think defaults to true
+
+
+def render_ollama(
+    template: str,
+    conversations: list[list[dict[str, Any]]],
+    *,
+    system: str | None = None,
+    think: list[bool | None] | None = None,
+) -> OllamaRenders:
+    """The prompt Ollama renders from a Modelfile ``TEMPLATE`` (and ``SYSTEM``) for each chat request: SYSTEM
+    insertion, collation, ``.System``, the legacy path and thinking defaults as in Ollama's Go code (see
+    ``gotemplate/main.go``). ``think``: the request's ``think`` per conversation (None: unset)."""
+    cases = [
+        {
+            "messages": [
+                {"role": m["role"], "content": m.get("content") or "", "thinking": m.get("thinking") or ""}
+                for m in conversation
+            ],
+            "think": None if think is None else think[i],
+        }
+        for i, conversation in enumerate(conversations)
+    ]
+    out = _run({"template": template, "mode": "chat", "system": system or "", "cases": cases})
+    return OllamaRenders(
+        [(r["output"], r["error"]) for r in out["renders"]], bool(out["uses_messages"]), bool(out["thinking"])
+    )

@@ -19,6 +19,7 @@ then tokenizes exactly like the HF tokenizer.
 from __future__ import annotations
 
 import ast
+import ctypes
 import json
 import logging
 import os
@@ -277,8 +278,14 @@ def quantize_types() -> dict[str, int]:
     }
 
 
-def quantize(source: Path, outfile: Path, qtype: str, *, threads: int | None = None) -> None:
-    """``llama_model_quantize`` through llama-cpp-python (the runtime that also loads the result)."""
+def quantize(
+    source: Path, outfile: Path, qtype: str, *, threads: int | None = None, imatrix: dict | None = None
+) -> None:
+    """``llama_model_quantize`` through llama-cpp-python (the runtime that also loads the result).
+
+    ``imatrix``: per weight name, the mean squared input activation per column (an importance matrix, see
+    :mod:`posttrain.export.quant_quality`), passed as llama.cpp's C array ``llama_model_imatrix_data`` -- what
+    ``llama-quantize --imatrix`` passes after reading the file."""
     try:
         import llama_cpp
     except ImportError:
@@ -292,7 +299,29 @@ def quantize(source: Path, outfile: Path, qtype: str, *, threads: int | None = N
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads or os.cpu_count() or 1
-    print(f"posttrain: quantizing {source.name} -> {outfile.name} ({qtype}) with llama.cpp", flush=True)
+    keep = []
+    if imatrix:
+        entry = getattr(llama_cpp, "llama_model_imatrix_data", None)
+        if entry is None:
+            raise LlamaCppError(
+                "this llama-cpp-python cannot pass an importance matrix to the quantizer (needs "
+                f"llama_model_imatrix_data, llama-cpp-python {LLAMA_CPP_PYTHON_VERSION})"
+            )
+        import numpy as np
+
+        array = (entry * (len(imatrix) + 1))()
+        for i, (name, values) in enumerate(sorted(imatrix.items())):
+            values = np.ascontiguousarray(values, dtype=np.float32)
+            keep.append(values)
+            array[i].name = name.encode()
+            array[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            array[i].size = values.size
+        array[len(imatrix)].name = None  # terminator
+        keep.append(array)
+        params.imatrix = ctypes.cast(array, ctypes.POINTER(entry))
+    with_imatrix = f" with an importance matrix ({len(imatrix)} weights)" if imatrix else ""
+    print(f"posttrain: quantizing {source.name} -> {outfile.name} ({qtype}) with llama.cpp{with_imatrix}", flush=True)
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(outfile).encode(), params)
+    del keep
     if status != 0 or not outfile.is_file():
         raise LlamaCppError(f"llama.cpp's quantizer failed on {source} -> {qtype} (status {status})")

@@ -55,6 +55,8 @@ class Modelfile:
     num_ctx: int = DEFAULT_NUM_CTX
     template_note: str | None = None  # why there is no TEMPLATE
     parameters: dict[str, str] = field(default_factory=dict)
+    template_source: str = "translated"  # "known:<family>" or "translated": the path the TEMPLATE took
+    adds_bos: bool = False  # the GGUF says add_bos_token: the runner writes BOS, the TEMPLATE must not
 
     def render(self) -> str:
         lines = [
@@ -63,11 +65,25 @@ class Modelfile:
             f"FROM {self.gguf}",
         ]
         if self.template is not None:
-            lines.append("# Go template translated from the tokenizer's Jinja chat template (verified byte for byte)")
+            if self.template_source.startswith("known:"):
+                family = self.template_source.split(":", 1)[1]
+                lines.append(
+                    f"# Go template: posttrain's known {family} template (adapted from Ollama's), chosen because the"
+                    " tokenizer's Jinja chat template is that family's"
+                )
+            else:
+                lines.append("# Go template translated from the tokenizer's Jinja chat template (AST translation)")
+            bos = (
+                "; BOS is added by the runner (the GGUF's add_bos_token), not by the TEMPLATE" if self.adds_bos else ""
+            )
+            lines.append(f"# Checked against the Jinja rendering with Ollama's chat handling{bos}.")
+            for line in (self.template_note or "").splitlines():
+                lines.append(f"#   {line}")
             lines.append(f"TEMPLATE {quote_multiline(self.template, 'the chat template')}")
         else:
             lines.append(
-                "# No TEMPLATE: Ollama uses the Jinja chat template stored in the GGUF (tokenizer.chat_template)."
+                "# No TEMPLATE: Ollama uses the Jinja chat template stored in the GGUF (tokenizer.chat_template),"
+                " unless `ollama create` finds it within 100 edits of one of its own templates (template/index.json)."
             )
             for line in (self.template_note or "").splitlines():
                 lines.append(f"#   {line}")
@@ -79,6 +95,47 @@ class Modelfile:
         for key, value in self.parameters.items():
             lines.append(f"PARAMETER {key} {value}")
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class TemplateChoice:
+    """The Modelfile's TEMPLATE and stops: a known family's, a translation, or none (with the reason)."""
+
+    template: str | None
+    stops: list[str]
+    source: str  # "known:<family>", "translated" or "none"
+    note: str | None = None  # why there is no TEMPLATE (or what the translation dropped)
+    adds_bos: bool = False
+
+
+def choose_template(tokenizer, constants: dict[str, str]) -> TemplateChoice:
+    """Known family template first (:mod:`~posttrain.export.known_templates`), AST translation otherwise
+    (:mod:`~posttrain.export.go_template`); when the GGUF adds BOS (the tokenizer does), the Go template never
+    writes it: the runner adds it (Ollama ``llm/llama_server.go`` ``tokenizerAddsBOS``), so it would be doubled.
+    A template Go cannot express gives no TEMPLATE and the reason (its construct and line)."""
+    from posttrain.export.go_template import TemplateTranslationError, translate
+    from posttrain.export.known_templates import go_template_for, match_known
+    from posttrain.export.special_tokens import end_of_turn_tokens, special_token_strings, tokenizer_adds_bos
+
+    stops = end_of_turn_tokens(tokenizer)
+    adds_bos = tokenizer_adds_bos(tokenizer)
+    if not tokenizer.chat_template:
+        return TemplateChoice(None, stops, "none", "the tokenizer has no chat template", adds_bos)
+    known = match_known(tokenizer.chat_template)
+    bos = constants.get("bos_token")
+    if known is not None:
+        specials = set(special_token_strings(tokenizer))
+        stops += [s for s in known.stops if s in specials and s not in stops]
+        template = go_template_for(known, bos_token=bos, adds_bos=adds_bos)
+        return TemplateChoice(template, stops, f"known:{known.name}", None, adds_bos)
+    try:
+        # with BOS added by the runner, the template's bos_token prints nothing (else BOS would be doubled)
+        bos_constant = {"bos_token": ""} if adds_bos else {}
+        translated = translate(tokenizer.chat_template, constants={**constants, **bos_constant})
+        quote_multiline(translated.text, "the translated chat template")
+    except (TemplateTranslationError, ModelfileError) as err:
+        return TemplateChoice(None, stops, "none", f"the chat template cannot be translated to Go: {err}", adds_bos)
+    return TemplateChoice(translated.text, stops, "translated", "\n".join(translated.notes) or None, adds_bos)
 
 
 def default_num_ctx(config: dict, requested: int | None = None) -> int:

@@ -41,3 +41,18 @@ def end_of_turn_tokens(tokenizer) -> list[str]:
 
 def end_of_turn_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(token) for token in end_of_turn_tokens(tokenizer)]
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether tokenizing a text adds BOS (what the GGUF's ``tokenizer.ggml.add_bos_token`` says, so llama.cpp and
+    Ollama's runner add it in front of every prompt)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    return tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def stop_problems(tokenizer, stops: list[str]) -> list[str]:
+    """Modelfile stops that disagree with the tokenizer: every stop must be one special/added token of it."""
+    specials = set(special_token_strings(tokenizer))
+    return [f"{stop!r} is not a special token of the tokenizer" for stop in stops if stop not in specials]

@@ -25,11 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain.export.go_template import ollama_values
-from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_go
+from posttrain.export.go_template import compare_with_jinja
+from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_ollama
 from posttrain.export.modelfile import parse_modelfile
-from posttrain.export.prompts import GENERATION_CONVERSATIONS, TEMPLATE_CONVERSATIONS, TOKENIZER_TEXTS
-from posttrain.export.special_tokens import end_of_turn_tokens
+from posttrain.export.prompts import (
+    GENERATION_CONVERSATIONS,
+    MODELFILE_SYSTEM,
+    TEMPLATE_CONVERSATIONS,
+    TOKENIZER_TEXTS,
+)
+from posttrain.export.special_tokens import end_of_turn_tokens, stop_problems
 
 
 @dataclass
@@ -196,7 +201,15 @@ def check_generations(
 # ------------------------------------------------------------------------------------------------ Go template
 
 
-def check_go_template(tokenizer, go_template: str | None, *, translation_error: str | None = None) -> Check:
+def check_go_template(
+    tokenizer, go_template: str | None, *, translation_error: str | None = None, system: str | None = None
+) -> Check:
+    """The Modelfile TEMPLATE rendered the way Ollama renders a chat request (SYSTEM insertion, collation,
+    ``.System``, legacy path, thinking default, prefill; ``gotemplate/main.go``) plus the BOS the runner adds, vs.
+    the tokenizer's Jinja rendering (plus the BOS the tokenizer adds), on every conversation of
+    :data:`~posttrain.export.prompts.TEMPLATE_CONVERSATIONS`, without and with the Modelfile ``SYSTEM``."""
+    from posttrain.export.known_templates import match_known
+    from posttrain.export.special_tokens import tokenizer_adds_bos
 
     if go_template is None:
         return Check(
@@ -205,27 +218,51 @@ def check_go_template(tokenizer, go_template: str | None, *, translation_error: 
             f"no TEMPLATE in the Modelfile (Ollama uses the GGUF's Jinja template): {translation_error}",
             {"translated": False, "reason": translation_error},
         )
-    conversations = TEMPLATE_CONVERSATIONS
+    known = match_known(tokenizer.chat_template)
+
+    def render_jinja(messages, **kwargs):
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+    systems = (None, system or MODELFILE_SYSTEM)
     try:
-        renders = render_go(go_template, [ollama_values(c) for c in conversations])
+        result = compare_with_jinja(
+            go_template,
+            render_jinja,
+            TEMPLATE_CONVERSATIONS,
+            systems=systems,
+            bos_token=tokenizer.bos_token,
+            adds_bos=tokenizer_adds_bos(tokenizer),
+            model_family="qwen3" if known is not None and known.name == "qwen3" else None,
+        )
     except GoUnavailableError as err:
         return Check("go_template", None, f"skipped: {err}", {"skipped": True, "install": GO_PACKAGE_HINT})
     except ValueError as err:
         return Check("go_template", False, f"the Go template does not parse: {err}")
-    results, equal = [], 0
-    for conversation, (output, error) in zip(conversations, renders):
-        generation = conversation[-1]["role"] != "assistant"
-        jinja = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation)
-        same = output == jinja and not error
-        equal += same
-        if not same:
-            results.append({"messages": conversation, "jinja": jinja, "go": output, "error": error})
-    n = len(conversations)
+    path = f"known {known.name} template" if known is not None else "translated template"
+    doubled = f"; BOS doubled in {result.doubled_bos}" if result.doubled_bos else ""
+    skipped = f" ({len(result.not_applicable)} refused by the Jinja template)" if result.not_applicable else ""
+    legacy = "" if result.uses_messages else " (legacy .Prompt/.Response path)"
+    if result.prefill_closed:
+        skipped += (
+            f"; {result.prefill_closed} prefills are closed by the template (Jinja's continue_final_message leaves "
+            "them open): Ollama starts a new turn after a trailing assistant message"
+        )
     return Check(
         "go_template",
-        equal == n,
-        f"{equal}/{n} conversations render byte-identically in Go and Jinja",
-        {"equal": equal, "conversations": n, "differences": results[:3]},
+        result.passed,
+        f"{result.equal}/{result.checked} chat requests render as Ollama would send them identically to Jinja "
+        f"({path}{legacy}){skipped}{doubled}",
+        {
+            "equal": result.equal,
+            "conversations": result.checked,
+            "template_source": path,
+            "uses_messages": result.uses_messages,
+            "thinking": result.thinking,
+            "doubled_bos": result.doubled_bos,
+            "prefill_closed": result.prefill_closed,
+            "not_applicable": result.not_applicable[:3],
+            "differences": result.differences[:3],
+        },
     )
 
 
@@ -272,6 +309,19 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
             )
         if token not in stops:
             problems.append(f"{token} is not a PARAMETER stop of the Modelfile ({stops})")
+    problems += [f"PARAMETER stop {p}" for p in stop_problems(tokenizer, stops)]
+    template = (parse_modelfile(modelfile_text).get("TEMPLATE") or [None])[0]
+    add_bos_gguf = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+    if template and add_bos_gguf and tokenizer.bos_token:
+        try:  # what Ollama sends: the runner's BOS + the rendered TEMPLATE (llm/llama_server.go tokenizerAddsBOS)
+            [(prompt, _)] = render_ollama(template, [TEMPLATE_CONVERSATIONS[1]]).renders
+        except (GoUnavailableError, ValueError):
+            prompt = ""
+        if prompt.startswith(tokenizer.bos_token):
+            problems.append(
+                f"the Modelfile TEMPLATE writes {tokenizer.bos_token} and the GGUF adds BOS too (add_bos_token): "
+                "Ollama would send a doubled BOS"
+            )
     if tokenizer.chat_template and metadata.get("tokenizer.chat_template") != tokenizer.chat_template:
         problems.append("the GGUF's tokenizer.chat_template differs from the tokenizer's chat template")
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
@@ -280,7 +330,12 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
         conversation = TEMPLATE_CONVERSATIONS[1]
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         hf = tokenizer(text, add_special_tokens=False)["input_ids"]
-        gguf = list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        # llama.cpp's Jinja path drops a leading BOS the template writes when it adds BOS itself
+        # (common/chat.cpp apply: "To avoid double BOS / EOS tokens"), as Ollama's runner does with a TEMPLATE
+        sent = text
+        if add_bos and tokenizer.bos_token and sent.startswith(tokenizer.bos_token):
+            sent = sent[len(tokenizer.bos_token) :]
+        gguf = list(llm.tokenize(sent.encode("utf-8"), add_bos=add_bos, special=True))
         if hf != gguf:
             bos_ok = False
             problems.append(

@@ -139,6 +139,29 @@ def _verification_rows(verification: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _quality(verification: dict) -> dict[str, Any]:
+    """Quantization quality rows (KL divergence, top-1, perplexity per GGUF type) and the imatrix comparison."""
+    from posttrain.export.quant_quality import quality_rows
+
+    checks = verification.get("checks") if isinstance(verification, dict) else None
+    if not isinstance(checks, list):
+        return {"quality": [], "imatrix": []}
+    imatrix = next((c.get("details", {}).get("comparison") for c in checks if c.get("name") == "imatrix"), None) or []
+    return {
+        "quality": quality_rows(checks),
+        "imatrix": [
+            {
+                "type": c["type"],
+                "kl_imatrix": f"{c['kl_imatrix']:.4g}",
+                "kl_plain": f"{c['kl_plain']:.4g}",
+                "top1_imatrix": f"{c['same_top_imatrix']:.2%}",
+                "top1_plain": f"{c['same_top_plain']:.2%}",
+            }
+            for c in imatrix
+        ],
+    }
+
+
 def build_context(report: dict) -> dict[str, Any]:
     """Everything both pipeline reports show, formatted once (``report`` is :func:`collect`'s)."""
     evaluations = []
@@ -206,6 +229,7 @@ def build_context(report: dict) -> dict[str, Any]:
                 ]
                 if ex["verification"]
                 else None,
+                **_quality(ex["verification"]),
             }
             for ex in report["exports"]
         ],

@@ -16,19 +16,18 @@ from pathlib import Path
 
 from posttrain.configs import PosttrainArguments
 from posttrain.export import ExportError, llama_cpp, verify
+from posttrain.export import quant_quality as qq
 from posttrain.export.config import ExportArguments
-from posttrain.export.go_template import TemplateTranslationError, translate
 from posttrain.export.llama_cpp import CONVERTER_TYPES
 from posttrain.export.modelfile import (
     Modelfile,
-    ModelfileError,
+    choose_template,
     default_num_ctx,
     ollama_commands,
     ollama_create,
-    quote_multiline,
 )
 from posttrain.export.serve import ServeError, serve_and_evaluate, server_available
-from posttrain.export.special_tokens import end_of_turn_ids, end_of_turn_tokens
+from posttrain.export.special_tokens import end_of_turn_ids
 from posttrain.manifest import write_manifest
 from posttrain.models.adapters import is_adapter
 from posttrain.models.merge import adapter_chain, merge_chain, save_merged
@@ -104,30 +103,26 @@ def special_constants(tokenizer) -> dict[str, str]:
 
 
 def build_modelfile(tokenizer, config: dict, args: ExportArguments, pt_args: PosttrainArguments):
-    """The Modelfile, and the translation error when the template stays Jinja-only."""
+    """The Modelfile, and why it has no TEMPLATE (None when it has one): known family template first, AST
+    translation otherwise (``modelfile.choose_template``)."""
 
-    template, note = None, None
-    if not tokenizer.chat_template:
-        note = "the tokenizer has no chat template"
-    else:
-        try:
-            translated = translate(tokenizer.chat_template, constants=special_constants(tokenizer))
-            quote_multiline(translated.text, "the translated chat template")
-            template = translated.text
-            for line in translated.notes:
-                print(f"posttrain: note: {line}", flush=True)
-        except (TemplateTranslationError, ModelfileError) as err:
-            note = f"the chat template cannot be translated to Go: {err}"
-            print(f"posttrain: warning: {note}; the Modelfile relies on the Jinja template in the GGUF", flush=True)
+    choice = choose_template(tokenizer, special_constants(tokenizer))
+    if choice.template is None and tokenizer.chat_template:
+        print(f"posttrain: warning: {choice.note}; the Modelfile relies on the Jinja template in the GGUF", flush=True)
+    elif choice.note:
+        for line in choice.note.splitlines():
+            print(f"posttrain: note: {line}", flush=True)
     modelfile = Modelfile(
         gguf=f"./{gguf_name(args.modelfile_type)}",
-        template=template,
-        stops=end_of_turn_tokens(tokenizer),
+        template=choice.template,
+        stops=choice.stops,
         system=pt_args.system_prompt,
         num_ctx=default_num_ctx(config, args.num_ctx),
-        template_note=note,
+        template_note=choice.note,
+        template_source=choice.source,
+        adds_bos=choice.adds_bos,
     )
-    return modelfile, note
+    return modelfile, (choice.note if choice.template is None else None)
 
 
 def gguf_name(gtype: str) -> str:
@@ -144,12 +139,17 @@ def run_verification(
     args: ExportArguments,
     tokenizer,
     n_ctx: int,
+    *,
+    plain_files: dict[str, Path] | None = None,
+    imatrix_info: dict | None = None,
+    bos_id: int | None = None,
 ):
-    """Tokenization, greedy generations per GGUF type, Go template and end-of-turn checks."""
+    """Tokenization, greedy generations and quantization quality (KL divergence, top-1 agreement, perplexity on
+    held-out text, llama.cpp's measures) per GGUF type, Go template and end-of-turn checks."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    checks = [verify.check_go_template(tokenizer, modelfile.template, translation_error=note)]
+    checks = [verify.check_go_template(tokenizer, modelfile.template, translation_error=note, system=modelfile.system)]
     conversations = verify.default_generation_conversations(args.verify_prompts)
     stops = end_of_turn_ids(tokenizer)
     if tokenizer.chat_template:
@@ -159,8 +159,18 @@ def run_verification(
     print(f"posttrain: verify: greedy replies of the HF model (float32) on {len(prompts)} prompts", flush=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    reference = [verify.greedy_hf(model, p, max_new_tokens=args.verify_max_new_tokens, stops=stops) for p in prompts]
+    reference_replies = [
+        verify.greedy_hf(model, p, max_new_tokens=args.verify_max_new_tokens, stops=stops) for p in prompts
+    ]
     generation_config = GenerationConfig.from_pretrained(model_dir)
+    reference = quality_reference(model, files, args, tokenizer, n_ctx, bos_id)
+    gates = {
+        "f32": (args.max_kl_f16, args.min_top1_f16),
+        "f16": (args.max_kl_f16, args.min_top1_f16),
+        "bf16": (args.max_kl_f16, args.min_top1_f16),
+        "q8_0": (args.max_kl_q8_0, args.min_top1_q8_0),
+    }
+    measured: dict[str, dict] = {}
     for gtype, path in files.items():
         llm = verify.load_gguf(path, n_ctx=n_ctx, threads=args.threads)
         if gtype == args.modelfile_type or gtype == next(iter(files)):
@@ -175,19 +185,90 @@ def run_verification(
             "bf16": args.min_agreement_f16,
             "q8_0": args.min_agreement_q8_0,
         }.get(gtype)
-        margins = verify.divergence_margins(model, prompts, reference, replies)
+        margins = verify.divergence_margins(model, prompts, reference_replies, replies)
         checks.append(
             verify.check_generations(
-                gtype, reference, replies, threshold=threshold, margins=margins, tie_margin=args.verify_tie_margin
+                gtype,
+                reference_replies,
+                replies,
+                threshold=threshold,
+                margins=margins,
+                tie_margin=args.verify_tie_margin,
             )
         )
+        if reference is not None:
+            print(
+                f"posttrain: verify: KL divergence of {path.name} from {reference.label} on held-out text", flush=True
+            )
+            measured[gtype] = qq.measure(reference, qq.gguf_logits(llm))
+            max_kl, min_top1 = gates.get(gtype, (None, None))
+            extra = {"imatrix": bool(imatrix_info)} if gtype not in CONVERTER_TYPES else {}
+            if gtype not in CONVERTER_TYPES:
+                extra.update(qq.tensor_types(path))
+            checks.append(
+                qq.check_quality(
+                    gtype, measured[gtype], max_kl=max_kl, min_top1=min_top1, reference=reference.label, extra=extra
+                )
+            )
         llm.close()
+    if reference is not None and plain_files:
+        rows = {}
+        for gtype, path in plain_files.items():
+            llm = verify.load_gguf(path, n_ctx=n_ctx, threads=args.threads)
+            print(f"posttrain: verify: KL divergence of {gtype} quantized without the importance matrix", flush=True)
+            rows[gtype] = (measured[gtype], qq.measure(reference, qq.gguf_logits(llm)))
+            llm.close()
+        checks.append(qq.imatrix_comparison_check(rows, imatrix_info or {}))
     del model
     return checks
 
 
+def quality_reference(model, files: dict[str, Path], args: ExportArguments, tokenizer, n_ctx: int, bos_id):
+    """The reference next-token distributions on held-out text (None when ``quality_chunks`` is 0)."""
+    if not args.quality_chunks:
+        return None
+    ctx = min(args.quality_ctx, n_ctx)
+    texts = qq.heldout_texts(tokenizer, max(50, args.quality_chunks * ctx // 10))
+    chunks = qq.token_chunks(tokenizer, texts, ctx, args.quality_chunks, bos_id=bos_id)
+    if args.quality_reference == "f16":
+        llm = verify.load_gguf(files["f16"], n_ctx=n_ctx, threads=args.threads)
+        try:
+            return qq.Reference.build(chunks, qq.gguf_logits(llm), label="f16")
+        finally:
+            llm.close()
+    return qq.Reference.build(chunks, qq.hf_logits(model), label="hf")
+
+
+def build_imatrix(f16: Path, tokenizer, pt_args: PosttrainArguments, args: ExportArguments, work: Path, bos_id):
+    """llama.cpp's importance matrix of the f16 GGUF over training conversations; written to imatrix.gguf."""
+    import time
+
+    source = [str(s.path) for s in pt_args.datasets] if pt_args.datasets else ["builtin tasks (train pool)"]
+    n_texts = max(64, args.imatrix_chunks * args.imatrix_ctx // 12)
+    texts = qq.calibration_texts(tokenizer, pt_args.datasets or None, n_texts, identity=pt_args.identity)
+    chunks = qq.token_chunks(tokenizer, texts, args.imatrix_ctx, args.imatrix_chunks, bos_id=bos_id)
+    print(
+        f"posttrain: importance matrix: {len(chunks)} chunks of {args.imatrix_ctx} tokens from {', '.join(source)}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    imatrix = qq.collect_imatrix(f16, chunks, threads=args.threads)
+    qq.write_imatrix_gguf(work / IMATRIX_FILE, imatrix, datasets=source)
+    info = {
+        "file": IMATRIX_FILE,
+        "datasets": source,
+        "chunks": imatrix.chunks,
+        "chunk_size": imatrix.chunk_size,
+        "tokens": imatrix.tokens,
+        "weights": len(imatrix.sums),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return qq.imatrix_means(imatrix), info
+
+
 #: what an export writes into its output folder (removed before a new export moves in: runs never mix)
-EXPORT_ARTIFACTS = ("model.*.gguf", "Modelfile", "verification.json", "verification.md", "served", "hf")
+EXPORT_ARTIFACTS = ("model.*.gguf", "Modelfile", "verification.json", "verification.md", "served", "hf", "imatrix.gguf")
+IMATRIX_FILE = "imatrix.gguf"
 
 
 def move_into_place(work: Path, output_dir: Path, names: list[str]) -> None:
@@ -246,6 +327,8 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
             print("posttrain: warning: the model has no chat template; the Modelfile and GGUF carry none", flush=True)
 
         files: dict[str, Path] = {}
+        plain_files: dict[str, Path] = {}
+        imatrix_info = None
         conversions = []
         quantized = [t for t in args.gguf_types if t not in llama_cpp.CONVERTER_TYPES]
         for gtype in args.gguf_types:
@@ -259,12 +342,20 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
             if f16 is None:
                 f16 = work / "tmp.f16.gguf"
                 conversions.append(llama_cpp.convert(model_dir, f16, "f16", llama_cpp=converter, threads=args.threads))
+            means = None
+            bos_id = qq.gguf_bos(f16)
+            if args.imatrix:
+                means, imatrix_info = build_imatrix(f16, tokenizer, pt_args, args, work, bos_id)
             for gtype in quantized:
                 files[gtype] = work / gguf_name(gtype)
-                llama_cpp.quantize(f16, files[gtype], gtype, threads=args.threads)
+                llama_cpp.quantize(f16, files[gtype], gtype, threads=args.threads, imatrix=means)
+                if means is not None and args.verify and args.quality_chunks:  # the side-by-side comparison
+                    plain_files[gtype] = work / f"plain.{gtype}.gguf"
+                    llama_cpp.quantize(f16, plain_files[gtype], gtype, threads=args.threads)
             if "f16" not in files:
                 f16.unlink()
         files = {t: files[t] for t in args.gguf_types}
+        bos_id = qq.gguf_bos(next(iter(files.values())))
         fallback = next((c["pre_tokenizer_fallback"] for c in conversions if c["pre_tokenizer_fallback"]), None)
 
         modelfile, note = build_modelfile(tokenizer, config, args, pt_args)
@@ -274,8 +365,23 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
 
         checks = []
         if args.verify:
-            checks = run_verification(model_dir, work, files, modelfile, modelfile_text, note, args, tokenizer, n_ctx)
+            checks = run_verification(
+                model_dir,
+                work,
+                files,
+                modelfile,
+                modelfile_text,
+                note,
+                args,
+                tokenizer,
+                n_ctx,
+                plain_files=plain_files,
+                imatrix_info=imatrix_info,
+                bos_id=bos_id,
+            )
         names = [path.name for path in files.values()] + ["Modelfile"]
+        if imatrix_info:
+            names.append(IMATRIX_FILE)
         if (work / "hf").is_dir():
             names.append("hf")
         move_into_place(work, output_dir, names)
@@ -328,8 +434,10 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
                 "gguf": {t: p.name for t, p in files.items()},
                 "converter": llama_cpp.converter_info(converter),
                 "pre_tokenizer_fallback": fallback,
+                "imatrix": imatrix_info,
             },
         )
+        qq.append_markdown(output_dir / "verification.md", checks)
     if report is not None and not report["passed"]:
         failed = [c["name"] for c in report["checks"] if c["status"] == "FAIL"]
         print(

@@ -1,13 +1,15 @@
 """Supervised fine-tuning with (Q)LoRA and chat templates on TRL's SFTTrainer.
 
 Conversations are rendered with the tokenizer's chat template and tokenized here, with an assistant-only loss mask
-(:func:`posttrain.chat_templates.tokenize_conversation`); TRL then builds labels, truncates, packs and trains.
+(:func:`posttrain.chat_templates.tokenize_conversations`: one sequence per conversation, or one per diverging assistant
+turn for a template that is not prefix-preserving, such as Qwen3's); TRL then builds labels, truncates, packs and
+trains.
 """
 
 from __future__ import annotations
 
 from posttrain import chat_templates
-from posttrain.chat_templates import tokenize_conversation
+from posttrain.chat_templates import tokenize_conversations
 from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
 from posttrain.data import fingerprint, load_conversations
 from posttrain.data.formats import with_system_prompt
@@ -65,13 +67,22 @@ def make_parser():
 
 
 def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = None):
-    """Map a ``messages`` dataset to ``input_ids`` + ``assistant_masks`` with the tokenizer's chat template."""
+    """Map a ``messages`` dataset to ``input_ids`` + ``assistant_masks`` with the tokenizer's chat template (a
+    conversation may give several rows where the template is not prefix-preserving)."""
 
-    def tokenize(example):
-        return tokenize_conversation(tokenizer, with_system_prompt(example["messages"], system_prompt))
+    def tokenize(batch):
+        rows = [
+            row
+            for messages in batch["messages"]
+            for row in tokenize_conversations(tokenizer, with_system_prompt(messages, system_prompt))
+        ]
+        return {key: [row[key] for row in rows] for key in ("input_ids", "assistant_masks")}
 
     return conversations.map(
-        tokenize, remove_columns=conversations.column_names, desc="Rendering chat template and loss masks"
+        tokenize,
+        batched=True,
+        remove_columns=conversations.column_names,
+        desc="Rendering chat template and loss masks",
     )
 
 
