@@ -196,14 +196,6 @@ def test_qlora_sft_trains(family, sft_run):
     assert 0 < manifest["loss_mask"]["trained_tokens"] < manifest["loss_mask"]["total_tokens"]
 
 
-#: families whose export is known to fail, with the reason measured (the export side is being reworked)
-_DOUBLED_BOS = (
-    "export verify end_of_turn FAIL: a rendered chat prompt tokenized by llama.cpp (add_bos=True) differs from HF's "
-    "prompt ids: the template renders BOS and llama.cpp adds another (BOS handling is being reworked in export/)"
-)
-EXPORT_XFAIL: dict[str, str] = {"llama3_1": _DOUBLED_BOS, "gemma3": _DOUBLED_BOS, "mistral_nemo": _DOUBLED_BOS}
-
-
 @pytest.fixture(scope="module")
 def converter():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -213,7 +205,7 @@ def converter():
 
 
 @pytest.mark.slow
-def test_sft_adapter_merges_exports_and_verifies(family, sft_run, converter, tmp_path, request):
+def test_sft_adapter_merges_exports_and_verifies(family, sft_run, converter, tmp_path):
     """SFT adapter -> merge -> GGUF f16 -> Modelfile -> verification, on the family's real template and stops."""
     import json
 
@@ -221,8 +213,6 @@ def test_sft_adapter_merges_exports_and_verifies(family, sft_run, converter, tmp
     from posttrain.export.modelfile import parse_modelfile
     from posttrain.stages import export as stage_export
 
-    if family in EXPORT_XFAIL:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=EXPORT_XFAIL[family]))
     out, _ = sft_run
     settings = {
         "model_name_or_path": str(out),
