@@ -4,6 +4,8 @@ built-in prompts, plus the time ``precompute_ref_log_probs`` saves.
 
     .venv/bin/python benchmarks/dpo_sweep.py                     # needs outputs/smollm2-135m/{sft,pairs} (make pipeline-full)
     .venv/bin/python benchmarks/dpo_sweep.py --beta 0.1 0.3 --lr 5e-5 1e-4 2e-4 --steps 30 --max-samples 100
+    .venv/bin/python benchmarks/dpo_sweep.py --smoke   # tiny 2-layer chat model as "SFT", off-policy builtin pairs,
+                                                       # one grid point, 1 step, 2 held-out prompts: checks it runs
 
 Every grid point trains ``recipes/configs/smollm2-135m/dpo.yaml`` (its on-policy pairs from the SFT model) with only
 ``beta``, ``learning_rate`` and ``output_dir`` changed, each in its own process, one after the other. The grid's
@@ -56,12 +58,33 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=100, help="held-out builtin prompts per task group")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DPO outputs and logs here")
     parser.add_argument("--reuse", action="store_true", help="keep grid points already trained in --workdir")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dpo_sweep.json")
+    parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/dpo_sweep.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and sizes: the whole sweep end to end")
     args = parser.parse_args()
+    args.output = args.output or ROOT / f"benchmarks/results/dpo_sweep{'_smoke' if args.smoke else ''}.json"
 
-    config = yaml.safe_load(CONFIG.read_text())
+    config_path, config = CONFIG, yaml.safe_load(CONFIG.read_text())
+    eval_overrides = {}
+    if args.smoke:  # the same sweep on the tests' tiny chat Llama: 1 step per point, 2 held-out prompts per group
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny import build_tiny_model
+
+        args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-sweep-smoke-"))
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        config.update(
+            model_name_or_path=str(build_tiny_model(args.workdir / "tiny-chat", chat=True)),
+            datasets=[{"path": "builtin:decimal_compare", "num_samples": 8}],
+            lora_r=8,
+            lora_alpha=16,
+            per_device_train_batch_size=2,
+            warmup_steps=0,
+        )
+        config_path = args.workdir / "dpo-smoke.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        args.beta, args.lr, args.steps, args.max_samples = [config["beta"]], [config["learning_rate"]], 1, 2
+        eval_overrides = {"max_new_tokens": 8, "batch_size": 8}
     for needed in (config["model_name_or_path"], config["datasets"][0]["path"]):
-        if not (ROOT / needed).exists():
+        if not needed.startswith("builtin:") and not (ROOT / needed).exists():
             sys.exit(f"dpo_sweep: {needed} is missing; run `make pipeline-full` (or its sft and pairs stages) first")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -74,7 +97,7 @@ def main() -> None:
     runs = {}
     for beta, lr, precompute in points:
         name = label(beta, lr, precompute)
-        argv = ["dpo", "--config", str(CONFIG), "--beta", str(beta), "--learning_rate", str(lr),
+        argv = ["dpo", "--config", str(config_path), "--beta", str(beta), "--learning_rate", str(lr),
                 "--output_dir", str(work / name), "--precompute_ref_log_probs", str(precompute).lower()]  # fmt: skip
         if args.steps:
             argv += ["--max_steps", str(args.steps)]
@@ -98,6 +121,7 @@ def main() -> None:
         max_samples=args.max_samples,
         baseline="sft",
         output_dir=str(work / "eval"),
+        **eval_overrides,
     )
     eval_yaml = work / "evaluate.yaml"
     eval_yaml.write_text(yaml.safe_dump(eval_config, sort_keys=False))

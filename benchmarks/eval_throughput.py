@@ -16,6 +16,7 @@ it asserts nothing about time.
 
     .venv/bin/python benchmarks/eval_throughput.py                       # 64 prompts, the embedded SmolLM2-135M
     .venv/bin/python benchmarks/eval_throughput.py --prompts 16 --max-new-tokens 32 --batch-size 16
+    .venv/bin/python benchmarks/eval_throughput.py --smoke     # tiny 2-layer model (tests/tiny.py), 4 prompts, 4 tokens
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ import argparse
 import json
 import os
 import platform
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PROMPT = "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."
 
 
@@ -68,8 +73,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); both runs use the same")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--json", help="also write the figures to this JSON file (--smoke: by default to "
+                        "benchmarks/results/eval_throughput_smoke.json)")  # fmt: skip
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny 2-layer chat model, 4 prompts, 4 new tokens: checks it runs"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny import build_tiny_model
+
+        args.model = str(build_tiny_model(Path(tempfile.mkdtemp(prefix="eval-smoke-")) / "tiny-chat", chat=True))
+        args.prompts, args.max_new_tokens, args.batch_size = 4, 4, 4
+        args.json = args.json or str(ROOT / "benchmarks" / "results" / "eval_throughput_smoke.json")
 
     import torch
 
@@ -134,6 +150,7 @@ def main() -> None:
     print(f"\nidentical replies: {same}/{len(conversations)}")
     print(f"speed-up (one-at-a-time time / batched time): {ratio:.2f}x")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
 

