@@ -12,7 +12,7 @@ half of every chunk is context only; at every later position the next-token dist
 
 llama.cpp's own figures for LLaMA 3 8B (``tools/perplexity/README.md`` of the pinned llama.cpp, base f16 logits
 stored in 16 bits): f16 KLD 0.00055, q8_0 0.00136, q6_K 0.0055, Q4_K_M 0.031 (0.028 with an imatrix). Small models
-quantize worse (see :data:`DEFAULT_GATES` for the defaults measured on SmolLM2-135M).
+quantize worse (see :data:`posttrain.export.config.DEFAULT_GATES` for the defaults measured on SmolLM2-135M).
 
 **Tensor fallbacks.** K-quants (and IQ types) pack 256 columns per block; a weight whose row length is not a
 multiple of 256 is written in another type by llama.cpp's quantizer (SmolLM2's 576-wide projections for Q4_K_M).
@@ -40,13 +40,6 @@ import numpy as np
 
 from posttrain.export.verify import Check
 
-#: default gates (mean KL in nats, top-1 agreement) of ``ExportArguments`` per gated type. Measured with the float32
-#: HF model as reference on 1016 held-out positions (quality_chunks 8; the default 4 scores 508), on an AMD EPYC with
-#: AVX2 and no AVX512-BF16: SmolLM2-135M-Instruct f16 5.6e-6 / 100%, q8_0 0.0041 / 96.7%, Q4_K_M 0.092 / 89.2%
-#: (0.063 / 89.7% with the imatrix); the tests' tiny random Llama (flat logits, many near ties) f16 1e-5 / 99.7%,
-#: q8_0 0.0026 / 92.7% (92.9% on 508 positions). llama.cpp's LLaMA 3 8B: f16 0.00055, q8_0 0.00136. f16 allows
-#: ~1000x its measured KL (a bf16 GGUF rounds more) and q8_0 ~5x SmolLM2's.
-DEFAULT_GATES = {"f16": (0.005, 0.97), "q8_0": (0.02, 0.90)}
 #: types whose tensors are written in 256-column super-blocks
 SUPERBLOCK = 256
 
