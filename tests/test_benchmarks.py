@@ -55,6 +55,23 @@ def test_sft_throughput_smoke(tmp_path):
     assert "ratio posttrain/stock-competent" in proc.stdout
 
 
+@pytest.mark.slow
+def test_preference_throughput_smoke(tmp_path):
+    out = tmp_path / "preference.json"
+    proc = run(tmp_path, "preference_throughput.py", "--smoke", "--output", out)
+    report = json.loads(out.read_text())
+    assert set(report["runs"]) == {"dpo-stock", "dpo-posttrain", "reward-stock", "reward-posttrain", "ppo-posttrain"}
+    for name, result in report["runs"].items():
+        assert result["steps"] == 1 and result["steps_per_s"] > 0 and result["peak_rss_mib"] > 0, name
+    for stage in ("dpo", "reward"):
+        assert report["ratios"][stage]["steps_per_s"] > 0
+        assert f"ratio {stage} posttrain/stock" in proc.stdout
+    # posttrain's stages ran with the fast paths on (the fused LoRA add at least); stock has none
+    for name in ("dpo-posttrain", "reward-posttrain", "ppo-posttrain"):
+        assert "fused_lora: 14 adapted layers" in report["runs"][name]["fast_paths"], name
+    assert report["runs"]["dpo-stock"]["fast_paths"] is None
+
+
 def test_sft_flop_count_counts_what_each_lm_head_computes():
     sys.path.insert(0, str(BENCH))
     import torch

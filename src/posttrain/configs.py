@@ -33,6 +33,7 @@ from posttrain.data.spec import DatasetSpec, Identity, spec_from_text
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
 from posttrain.precision import resolve_training_precision
+from posttrain.training import fast_paths
 
 #: The embedded default model (see :mod:`posttrain.models.registry`).
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -107,6 +108,14 @@ class PosttrainArguments:
         default=True,
         metadata={"help": "Print one rendered training example with its loss mask before training."},
     )
+    fast_paths: str = field(
+        default="all",
+        metadata={
+            "help": "Training fast paths (same results, less work; `posttrain.training.fast_paths`): `all`, `none`, "
+            "or a comma list of `varlen_attention` (packed sequences attend one by one), `fused_lora` (LoRA added "
+            "by one addmm), `shared_dropout` (one LoRA dropout mask per input)."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.datasets = self._data_sources()
@@ -114,6 +123,10 @@ class PosttrainArguments:
             raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
             load_template(self.chat_template)  # fail at parse time, before any model is loaded
+        try:
+            fast_paths.parse(self.fast_paths)
+        except ValueError as err:
+            raise ConfigError(f"fast_paths: {err}") from None
 
     def _data_sources(self) -> list[DatasetSpec]:
         """``datasets`` as specs, with the ``dataset_name`` shorthand folded in and reset to its defaults, so that

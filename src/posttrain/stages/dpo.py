@@ -75,7 +75,7 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
         peft_config=peft_config(model, model_args, new_token_ids),
     )
     probe = data["train"].select(range(min(len(data["train"]), 32)))
-    result = train(run, trainer, training_args)
+    result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)
     if "test" in data and training_args.eval_strategy != "no":
         metrics.update(trainer.evaluate())

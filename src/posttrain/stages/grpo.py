@@ -58,7 +58,7 @@ def main(
     policy = trainer.accelerator.unwrap_model(trainer.model)
     guard_callback = GuardCallback(guard, BestAdapter(policy))
     trainer.add_callback(guard_callback)
-    result = train(run, trainer, training_args)
+    result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
     keep_best_adapter(guard_callback, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),

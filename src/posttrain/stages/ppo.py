@@ -16,7 +16,14 @@ from posttrain.errors import ConfigError
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.rl.ppo import PPOTrainer, steps_summary
-from posttrain.training.common import StopOnSignal, finish_run, peft_config, run_interruptibly, start_run
+from posttrain.training.common import (
+    StopOnSignal,
+    finish_run,
+    install_fast_paths,
+    peft_config,
+    run_interruptibly,
+    start_run,
+)
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
 
 
@@ -40,6 +47,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, []),
         eval_dataset=data.get("test"),  # hacking_guard: stop keeps the adapter with the best held-out task score
     )  # fmt: skip
+    install_fast_paths(run, trainer.unwrapped.policy, pt_args.fast_paths, padding_free=False)
     stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
 
     def fit():

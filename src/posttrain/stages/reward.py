@@ -62,7 +62,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids, task_type="SEQ_CLS"),
     )
-    result = train(run, trainer, training_args)
+    result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)
 
     output_dir = Path(training_args.output_dir)

@@ -121,7 +121,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )
-    result = train(run, trainer, training_args)
+    result = train(run, trainer, training_args, fast=pt_args.fast_paths)
 
     metrics = dict(result.metrics)
     if "test" in tokenized:  # every rank takes part in evaluation

@@ -17,6 +17,7 @@ from posttrain.manifest import write_manifest, write_model_card
 from posttrain.models.loading import load_model, load_tokenizer, lora_config
 from posttrain.precision import compute_dtype, match_trainable_dtype
 from posttrain.storage import checkpoints, publish_dir
+from posttrain.training import fast_paths
 
 
 @dataclass
@@ -213,12 +214,14 @@ def run_interruptibly(run: Run, stopper: StopOnSignal, fit, current_step):
     return result
 
 
-def train(run: Run, trainer, training_args):
+def train(run: Run, trainer, training_args, *, fast: str = "all"):
     """``trainer.train`` with resume and signal handling: an interrupted run saves a checkpoint and exits non-zero
     without publishing anything. The trainable weights are first put in the run's compute dtype (TRL leaves a
-    quantized model's in bf16 whatever the precision; see :mod:`posttrain.precision`), before the optimizer is built."""
+    quantized model's in bf16 whatever the precision; see :mod:`posttrain.precision`), before the optimizer is built,
+    and the chosen :mod:`~posttrain.training.fast_paths` are installed (``fast``: the stage's ``fast_paths``)."""
 
     match_trainable_dtype(trainer.model, compute_dtype(training_args))
+    install_fast_paths(run, trainer.model, fast, padding_free=bool(getattr(trainer, "padding_free", False)))
     if training_args.resume_from_checkpoint:
         keep_trainable_dtypes_on_resume(trainer)
     stopper = StopOnSignal(trainer.accelerator)
@@ -229,6 +232,15 @@ def train(run: Run, trainer, training_args):
         lambda: trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint),
         lambda: trainer.state.global_step,
     )
+
+
+def install_fast_paths(run: Run, model, fast: str, *, padding_free: bool) -> dict[str, str]:
+    """Install the chosen fast paths (``fast``: a stage's ``fast_paths``) on ``model`` and say (main process) what
+    each did; ``padding_free``: batches are packed into one row with restarting ``position_ids``."""
+    done = fast_paths.apply(model, fast_paths.parse(fast), padding_free=padding_free)
+    if done and run.state.is_main_process:
+        print("posttrain: fast paths: " + "; ".join(f"{k}: {v}" for k, v in done.items()), flush=True)
+    return done
 
 
 def publish(run: Run) -> None:
