@@ -14,7 +14,9 @@ after the other, each in its own subprocess with the same interpreter and thread
   elsewhere, loss on the assistant turns only (``assistant_only_loss`` with a ``{% generation %}``-marked copy of the
   model's ChatML template, which renders the same text), no gradient checkpointing.
 * **posttrain** -- ``recipes/sft.py`` (posttrain's SFT stage): packed rows, hardware precision, assistant-only loss,
-  logits only at trained positions, no gradient checkpointing.
+  logits only at trained positions, no gradient checkpointing, and its training fast paths
+  (``posttrain.training.fast_paths``: packed sequences attend one by one, LoRA added by one ``addmm``, one LoRA
+  dropout mask per input). ``--ablations`` runs it again with the fast paths off, all of them and then one at a time.
 
 Each training subprocess is instrumented (a wrapper around the trainer's ``training_step``): it counts the real
 (non-padding) tokens, the positions the LM head projects, the trained labels and the sequence lengths of every batch
@@ -36,6 +38,7 @@ Run it from the repository root::
     .venv/bin/python benchmarks/sft_throughput.py            # 64 + 8 conversations
     .venv/bin/python benchmarks/sft_throughput.py --quick    # 16 + 4
     .venv/bin/python benchmarks/sft_throughput.py --smoke    # tiny 2-layer model, 1 step each: checks it all runs
+    .venv/bin/python benchmarks/sft_throughput.py --ablations  # + posttrain without each fast path
 
 This is a benchmark, not a test: it measures and reports, and asserts nothing about time or memory. It exits non-zero
 only when a subprocess fails (printing the last lines of its stderr).
@@ -62,6 +65,13 @@ PYTHON = sys.executable
 SYSTEM_PROMPT = "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."
 MODEL_ALIAS = "smollm2-135m-instruct"
 RUNS = ("stock-default", "stock-competent", "posttrain")
+# --ablations: posttrain again with its training fast paths (posttrain.training.fast_paths) off, all or one at a time
+ABLATIONS = {
+    "posttrain-no-fast-paths": "none",
+    "posttrain-no-varlen_attention": "fused_lora,shared_dropout,compact_lm_head",
+    "posttrain-no-fused_lora": "varlen_attention,shared_dropout,compact_lm_head",
+    "posttrain-no-shared_dropout": "varlen_attention,fused_lora,compact_lm_head",
+}
 
 # ChatML as SmolLM2-Instruct renders it when the conversation has a system message (every row here has one), with
 # TRL's `{% generation %}` markers around each assistant reply and its <|im_end|>: what a user of TRL's
@@ -126,7 +136,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="packed rows of max_length tokens per step, posttrain and stock-competent",
     )
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS/MKL_NUM_THREADS for every run")
-    parser.add_argument("--only", choices=RUNS, nargs="+", help="run just these")
+    parser.add_argument("--only", choices=RUNS + tuple(ABLATIONS), nargs="+", help="run just these")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run posttrain with its fast paths off (all, then each one): what each fast path buys",
+    )
     parser.add_argument(
         "--output", type=Path, default=None, help="default benchmarks/results/sft_throughput[_quick|_smoke].json"
     )
@@ -142,7 +157,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-folder", help=argparse.SUPPRESS)
     parser.add_argument("--peak", help=argparse.SUPPRESS)
     parser.add_argument("--peak-size", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--train", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--train", choices=RUNS + tuple(ABLATIONS), help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--counts", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -437,7 +452,7 @@ def instrument(counts_path: Path, lm_head: str) -> None:
 
 def train_child(args) -> int:
     """``--train NAME --config FILE --counts FILE``: one instrumented training run (a subprocess of main)."""
-    if args.train == "posttrain":
+    if args.train.startswith("posttrain"):
         instrument(args.counts, "trained")
         from posttrain.stages import run_stage
 
@@ -622,9 +637,11 @@ def main(argv=None) -> int:
             ),
             "posttrain": posttrain_config(model, data, workdir / "posttrain-out", args),
         }
+        for name, fast in ABLATIONS.items():
+            configs[name] = {**posttrain_config(model, data, workdir / f"{name}-out", args), "fast_paths": fast}
         results = {}
-        for name in RUNS:
-            if args.only and name not in args.only:
+        for name in configs:
+            if (args.only and name not in args.only) or (name in ABLATIONS and not args.ablations and not args.only):
                 continue
             config, counts = workdir / f"{name}.yaml", workdir / f"{name}.counts.json"
             config.write_text(yaml_dump(configs[name]))
@@ -658,7 +675,7 @@ def main(argv=None) -> int:
 
         ratios = {}
         ours = results.get("posttrain")
-        for stock in ("stock-default", "stock-competent"):
+        for stock in ("stock-default", "stock-competent", *ABLATIONS):
             theirs = results.get(stock)
             if ours and theirs:
                 ratios[f"posttrain/{stock}"] = {
@@ -672,12 +689,12 @@ def main(argv=None) -> int:
 
         nan = float("nan")
         print(
-            "\nrun              dtype     tokens  steps  train_s  tokens/s  peak_RSS_MiB  tokens/cpu_s  GFLOP/s    MFU"
+            "\nrun                            dtype     tokens  steps  train_s  tokens/s  peak_RSS_MiB  tokens/cpu_s  GFLOP/s    MFU"
             "  load"
         )
         for name, r in results.items():
             print(
-                f"{name:<16} {r['dtype']:<8} {r['tokens']:>7}  {r['steps']:>5}  {r['train_runtime_s']:>7.1f}  "
+                f"{name:<30} {r['dtype']:<8} {r['tokens']:>7}  {r['steps']:>5}  {r['train_runtime_s']:>7.1f}  "
                 f"{r['tokens_per_s']:>8.1f}  {r['peak_rss_mib']:>12.1f}  {r['tokens_per_cpu_s'] or nan:>12.1f}  "
                 f"{r['achieved_flops_per_s'] / 1e9:>7.2f}  {100 * r['mfu']:>5.1f}%  "
                 f"{r['loadavg_before']:.1f}->{r['loadavg_after']:.1f}"

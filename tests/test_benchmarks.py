@@ -60,7 +60,14 @@ def test_preference_throughput_smoke(tmp_path):
     out = tmp_path / "preference.json"
     proc = run(tmp_path, "preference_throughput.py", "--smoke", "--output", out)
     report = json.loads(out.read_text())
-    assert set(report["runs"]) == {"dpo-stock", "dpo-posttrain", "reward-stock", "reward-posttrain", "ppo-posttrain"}
+    assert set(report["runs"]) == {
+        "dpo-stock",
+        "dpo-posttrain",
+        "reward-stock",
+        "reward-stock-lora",
+        "reward-posttrain",
+        "ppo-posttrain",
+    }
     for name, result in report["runs"].items():
         assert result["steps"] == 1 and result["steps_per_s"] > 0 and result["peak_rss_mib"] > 0, name
     for stage in ("dpo", "reward"):

@@ -14,6 +14,14 @@ from posttrain.training import fast_paths
 LENGTHS = (7, 12, 5)
 
 
+@pytest.fixture(autouse=True)
+def stock_trl_head_after_each_test():
+    """compact_lm_head patches TRL process-wide: each test starts from stock TRL."""
+    fast_paths.uninstall_compact_lm_head()
+    yield
+    fast_paths.uninstall_compact_lm_head()
+
+
 def packed_batch(vocab: int):
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(3, vocab, (1, sum(LENGTHS)), generator=generator)
@@ -152,3 +160,55 @@ def test_bad_fast_paths_in_a_stage_config_is_a_config_error():
 
     with pytest.raises(ConfigError, match="fast_paths: unknown fast path"):
         PosttrainArguments(datasets=["builtin:identity"], fast_paths="turbo")
+
+
+def test_fast_paths_in_bf16_are_as_close_to_fp32_as_stock_bf16(tiny_chat_model):
+    """The bf16 path (AVX512-BF16 CPUs, GPUs; adapter and compute in bf16, as posttrain.precision sets them): bf16
+    rounds differently in a different order of operations, so fast and stock bf16 are each compared with fp32."""
+    exact = lora_model(tiny_chat_model)
+    ids, positions = packed_batch(exact.config.vocab_size)
+    exact_logits, exact_grads = logits_and_grads(exact, ids, positions)
+    errors = {}
+    for name, chosen in (("stock", ()), ("fast", fast_paths.NAMES)):
+        model = lora_model(tiny_chat_model).to(torch.bfloat16)
+        fast_paths.apply(model, chosen, padding_free=True)
+        logits, grads = logits_and_grads(model, ids, positions)
+        assert logits.dtype == torch.bfloat16
+        errors[name] = [(logits.float() - exact_logits).abs().max().item()] + [
+            ((grads[k].float() - exact_grads[k]).norm() / exact_grads[k].norm()).item() for k in exact_grads
+        ]
+    assert errors["stock"][0] < 0.5  # bf16 of logits up to about 7
+    for stock, fast in zip(errors["stock"], errors["fast"]):
+        assert fast <= 1.5 * stock + 1e-3, (stock, fast)
+
+
+def test_compact_lm_head_scores_labelled_positions_only_with_the_same_log_probs(tiny_chat_model):
+    """TRL's fused LM head (DPO, GRPO, RLOO) on a CPU: the same per-token log-probs from fewer projected positions."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model, dtype=torch.float32)
+    add_fused_lm_head(model)
+    ids = torch.randint(3, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(3))
+    labels = ids.clone()
+    labels[:, :6] = -100  # the prompt: no label
+    projected = []
+    chunked = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        projected.append(hidden.shape[0])
+        return chunked(hidden, *args)
+
+    trl_utils._ChunkedLogProbFunction.apply = counting
+    try:
+        stock = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        assert fast_paths.apply(model, ("compact_lm_head",))["compact_lm_head"].startswith("TRL's fused head")
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    finally:
+        trl_utils._ChunkedLogProbFunction.apply = chunked
+        fast_paths.uninstall_compact_lm_head()
+    assert projected == [2 * 9, 2 * 4]  # every shifted position, then the labelled ones
+    torch.testing.assert_close(compact, stock)
+    assert (stock[:, :5] == 0).all() and (stock[:, 5:] < 0).all()
+    assert not getattr(trl_utils._use_triton, "posttrain_compact", False)

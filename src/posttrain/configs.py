@@ -113,7 +113,8 @@ class PosttrainArguments:
         metadata={
             "help": "Training fast paths (same results, less work; `posttrain.training.fast_paths`): `all`, `none`, "
             "or a comma list of `varlen_attention` (packed sequences attend one by one), `fused_lora` (LoRA added "
-            "by one addmm), `shared_dropout` (one LoRA dropout mask per input)."
+            "by one addmm), `shared_dropout` (one LoRA dropout mask per input), `compact_lm_head` (TRL's fused LM head "
+            "scores labelled positions only on CPUs too)."
         },
     )
 

@@ -36,7 +36,8 @@ def completion_logps(model, tokenizer, prompts, completions) -> list[float]:
         prefix = tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)
         full = tokenizer(render(tokenizer, [*prompt, *completion]), add_special_tokens=False)
         ids, start = torch.tensor([full["input_ids"]], device=device), len(prefix["input_ids"])
-        logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
+        # logits only where a completion token is predicted (positions start - 1 .. end - 2)
+        logits = model(input_ids=ids, logits_to_keep=ids.shape[1] - start + 1).logits[0, :-1].float()
         out.append(logits.log_softmax(-1).gather(-1, ids[0, start:, None]).sum().item())
     return out
 

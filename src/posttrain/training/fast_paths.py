@@ -21,6 +21,11 @@ found three costs that are not model FLOPs:
   share one dropped copy (as peft does for a model with a fused ``qkv_proj``), drawn from 16-bit uniform integers
   (the drop probability is rounded to a multiple of 1/65536) and applied with one multiply. The regulariser is the
   same Bernoulli dropout of the adapter's input with the same ``p``; masks are correlated across q/k/v.
+* ``compact_lm_head`` -- **TRL's fused LM head scores labelled positions only, on a CPU too.** DPO, GRPO and RLOO
+  get per-token log-probs from TRL's chunked head (``add_fused_lm_head``), which projects only the positions with a
+  label on CUDA/XPU but every position elsewhere (to keep tile shapes fixed for compilers such as Neuron's); prompt
+  positions carry no label, so on a CPU most of that vocabulary projection is thrown away. Here the compact choice
+  is made on a CPU as well (posttrain's SFT already asks for logits at trained positions only).
 
 Every fast path is exact for the forward pass and its gradients (tests compare logits and gradients against the
 stock path; ``shared_dropout`` compares with masks fixed) and can be switched off with ``fast_paths`` in a stage
@@ -34,7 +39,7 @@ import types
 
 import torch
 
-NAMES = ("varlen_attention", "fused_lora", "shared_dropout")
+NAMES = ("varlen_attention", "fused_lora", "shared_dropout", "compact_lm_head")
 ATTENTION = "posttrain_varlen_sdpa"
 
 
@@ -280,6 +285,39 @@ def install_shared_dropout(model) -> int:
     return count
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# compact_lm_head
+
+
+def install_compact_lm_head() -> str | None:
+    """Make TRL's fused LM head compact on CPUs (process-wide); returns why not when this TRL has no such switch."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - trl is a dependency
+        return "TRL is not installed"
+    stock = getattr(trl_utils, "_use_triton", None)
+    if stock is None or not callable(stock):
+        return "this TRL version's fused LM head has no compact switch"
+    if getattr(stock, "posttrain_compact", False):
+        return None
+
+    def compact(device) -> bool:
+        return torch.device(device).type == "cpu" or stock(device)
+
+    compact.posttrain_compact = True
+    compact.stock = stock
+    trl_utils._use_triton = compact
+    return None
+
+
+def uninstall_compact_lm_head() -> None:
+    import trl.trainer.utils as trl_utils
+
+    current = getattr(trl_utils, "_use_triton", None)
+    if getattr(current, "posttrain_compact", False):
+        trl_utils._use_triton = current.stock
+
+
 def apply(model, chosen: tuple[str, ...] = NAMES, *, padding_free: bool = True) -> dict[str, str]:
     """Install the chosen fast paths on ``model`` (a peft model or a plain one); returns ``{name: what it did}``,
     including why a chosen path was not used."""
@@ -298,4 +336,7 @@ def apply(model, chosen: tuple[str, ...] = NAMES, *, padding_free: bool = True) 
         done["shared_dropout"] = (
             f"{count} LoRA dropouts share one mask per input" if count else "off: LoRA dropout is 0"
         )
+    if "compact_lm_head" in chosen:
+        reason = install_compact_lm_head()
+        done["compact_lm_head"] = f"off: {reason}" if reason else "TRL's fused head scores labelled positions only"
     return done
