@@ -27,9 +27,10 @@ sequence), and the LM head (``4 V d``: forward and input gradient) only at the p
 for TRL's fused head on a CPU, the trained positions for posttrain (``logits_to_keep``). Gradient checkpointing's
 recomputation is not counted (model FLOPs, not hardware FLOPs). The matmul **peak** is measured in the same run:
 best of a few ``torch.matmul`` of large square matrices, in each training dtype, with the same thread count. MFU =
-model FLOPs / ``train_runtime`` / peak.
+model FLOPs / training time / peak, where the training time is ``Trainer.train`` timed with the monotonic clock
+(the trainer's own ``train_runtime`` uses the wall clock, which a VM's clock adjustments can step).
 
-Reported per run: tokens/s (real tokens / ``train_runtime``), peak RSS (``ru_maxrss`` of the training subprocess;
+Reported per run: tokens/s (real tokens / training time), peak RSS (``ru_maxrss`` of the training subprocess;
 the summed RSS of its tree is sampled too), tokens per CPU-second, achieved FLOP/s and MFU; and the ratios
 posttrain / stock-default and posttrain / stock-competent. Results as JSON (``--output``).
 
@@ -431,7 +432,11 @@ def instrument(counts_path: Path, lm_head: str) -> None:
         return training_step(self, model, inputs, *args, **kwargs)
 
     def counted_train(self, *args, **kwargs):
+        started = time.perf_counter()
         output = train(self, *args, **kwargs)
+        # the trainer's own train_runtime is wall-clock time (time.time()), which a VM's clock adjustments can step
+        # by tens of seconds; the monotonic clock cannot be stepped
+        output.metrics["train_runtime_monotonic"] = time.perf_counter() - started
         import torch
 
         precision = "bfloat16" if self.args.bf16 else "float32"
@@ -649,7 +654,7 @@ def main(argv=None) -> int:
                        "--counts", str(counts)]  # fmt: skip
             result = run_training(name, command, env, workdir)
             counted = json.loads(counts.read_text())
-            runtime = float(counted["metrics"]["train_runtime"])
+            runtime = float(counted["metrics"]["train_runtime_monotonic"])
             peak = peaks[counted["dtype"]]["flops_per_s"]
             achieved = counted["model_flops"] / runtime
             result.update(

@@ -212,3 +212,12 @@ def test_compact_lm_head_scores_labelled_positions_only_with_the_same_log_probs(
     torch.testing.assert_close(compact, stock)
     assert (stock[:, :5] == 0).all() and (stock[:, 5:] < 0).all()
     assert not getattr(trl_utils._use_triton, "posttrain_compact", False)
+
+
+def test_fused_lora_stays_off_where_parameters_are_sharded(tiny_chat_model, monkeypatch):
+    """FSDP (and DeepSpeed ZeRO-3) gather a module's weights around its own forward only: peft's forward stays."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    model = lora_model(tiny_chat_model)
+    done = fast_paths.apply(model, ("fused_lora",))
+    assert done["fused_lora"].startswith("off: FSDP shards")
+    assert not any(hasattr(layer, "_posttrain_stock_forward") for layer in fast_paths.lora_layers(model))

@@ -530,7 +530,7 @@ class PPOTrainer:
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         first = self.state.global_step + 1
-        started = time.time()
+        started = time.perf_counter()  # monotonic: a VM's wall clock can be stepped
         main = self.accelerator.is_main_process
         if self.guard.mode == "stop":
             self.best_adapter.start(first - 1)
@@ -558,7 +558,7 @@ class PPOTrainer:
                 bar.close()
                 break
         history = [h for h in self.state.log_history if "reward" in h]
-        elapsed = time.time() - started
+        elapsed = time.perf_counter() - started
         steps_run = self.state.global_step - first + 1
         summary = {
             "train_runtime": elapsed,

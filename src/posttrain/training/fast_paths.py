@@ -263,6 +263,20 @@ def lora_layers(model):
             type(m).__name__ in ("Linear", "Linear4bit", "Linear8bitLt")]  # fmt: skip
 
 
+def parameters_sharded() -> str | None:
+    """Why the fused LoRA forward must not run, or None: it reads ``lora_B.weight`` directly, which DeepSpeed ZeRO-3
+    and FSDP only gather around a module's own forward."""
+    import os
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        return "DeepSpeed ZeRO-3 shards the LoRA weights (peft's forward gathers them)"
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP shards the LoRA weights (peft's forward gathers them)"
+    return None
+
+
 def install_fused_lora(model) -> int:
     count = 0
     for layer in lora_layers(model):
@@ -329,8 +343,15 @@ def apply(model, chosen: tuple[str, ...] = NAMES, *, padding_free: bool = True) 
             reason = install_varlen_attention(model)
             done["varlen_attention"] = f"off: {reason}" if reason else "packed sequences attend one by one (causal)"
     if "fused_lora" in chosen:
-        count = install_fused_lora(model)
-        done["fused_lora"] = f"{count} adapted layers add LoRA by one addmm" if count else "off: no LoRA layers"
+        sharded = parameters_sharded()
+        count = 0 if sharded else install_fused_lora(model)
+        done["fused_lora"] = (
+            f"off: {sharded}"
+            if sharded
+            else f"{count} adapted layers add LoRA by one addmm"
+            if count
+            else "off: no LoRA layers"
+        )
     if "shared_dropout" in chosen:
         count = install_shared_dropout(model)
         done["shared_dropout"] = (
