@@ -221,3 +221,18 @@ def test_fused_lora_stays_off_where_parameters_are_sharded(tiny_chat_model, monk
     done = fast_paths.apply(model, ("fused_lora",))
     assert done["fused_lora"].startswith("off: FSDP shards")
     assert not any(hasattr(layer, "_posttrain_stock_forward") for layer in fast_paths.lora_layers(model))
+
+
+def test_varlen_attention_matches_on_qwen2(tmp_path):
+    """Another attention implementation (Qwen2: q/k/v biases, a sliding-window argument set to None)."""
+    from tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "qwen2", chat=True, architecture="qwen2")
+    stock, fast = lora_model(path), lora_model(path)
+    assert "off" not in fast_paths.apply(fast, ("varlen_attention",))["varlen_attention"]
+    ids, positions = packed_batch(stock.config.vocab_size)
+    with torch.no_grad():
+        fast_logits = fast(input_ids=ids, position_ids=positions, use_cache=False).logits
+        stock_logits = stock(input_ids=ids, position_ids=positions, use_cache=False).logits
+        torch.testing.assert_close(fast_logits, stock_logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast_logits, separate_sequences(stock, ids), rtol=1e-4, atol=1e-5)

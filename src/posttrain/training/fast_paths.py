@@ -79,6 +79,10 @@ def _segments(position_ids: torch.Tensor) -> list[tuple[int, int]]:
 _segments.last = None
 
 
+# attention variants a per-sequence causal SDPA call would drop: those inputs go to transformers' own path
+UNSUPPORTED_ATTENTION_KWARGS = ("sliding_window", "softcap", "s_aux", "sinks", "position_bias", "head_mask")
+
+
 def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
     """Causal SDPA per packed sequence of a padding-free row; transformers' SDPA for everything else."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
@@ -92,6 +96,7 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         and query.shape[2] == key.shape[2] == position_ids.shape[-1]
         and getattr(module, "is_causal", True)
         and is_causal is not False
+        and not any(kw.get(key) is not None for key in UNSUPPORTED_ATTENTION_KWARGS)
     )
     bounds = _segments(position_ids) if packed else None
     if not bounds or len(bounds) < 2:
