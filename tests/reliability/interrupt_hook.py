@@ -28,9 +28,9 @@ class Interrupt(TrainerCallback):
 _train = common.train
 
 
-def train(run, trainer, training_args):
+def train(run, trainer, training_args, **kwargs):
     trainer.add_callback(Interrupt())
-    return _train(run, trainer, training_args)
+    return _train(run, trainer, training_args, **kwargs)
 
 
 common.train = train
