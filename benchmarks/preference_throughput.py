@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sft_throughput import (  # shared subprocess, RSS and model helpers
+    COMMON,
     PYTHON,
     REPO,
     SYSTEM_PROMPT,
@@ -95,15 +96,12 @@ def write_pairs(path: Path, rows: int) -> None:
 
 
 def shared(args, bf16: bool, dropout: float) -> dict:
+    """The SFT benchmark's model set-up (4-bit NF4, LoRA r16 on all linear layers) with this run's steps and batch."""
+    model_keys = ("load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "use_peft", "lora_r", "lora_alpha",
+                  "lora_target_modules")  # fmt: skip
     return {
-        "load_in_4bit": True,
-        "bnb_4bit_quant_type": "nf4",
-        "use_bnb_nested_quant": True,
-        "use_peft": True,
-        "lora_r": 16,
-        "lora_alpha": 32,
+        **{key: COMMON[key] for key in model_keys},
         "lora_dropout": dropout,
-        "lora_target_modules": "all-linear",
         "max_steps": args.steps,
         "per_device_train_batch_size": args.batch,
         "learning_rate": 1.0e-4,

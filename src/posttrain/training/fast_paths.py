@@ -247,10 +247,12 @@ def fused_lora_forward(self, x, *args, **kwargs):
     ):
         return self._posttrain_stock_forward(x, *args, **kwargs)
     lora_A, lora_B = self.lora_A[name], self.lora_B[name]
-    result = self.base_layer(x)
-    if x.dtype != lora_A.weight.dtype or result.dtype != lora_B.weight.dtype:
+    if x.dtype != lora_A.weight.dtype:
         return self._posttrain_stock_forward(x, *args, **kwargs)
+    result = self.base_layer(x)
     hidden = lora_A(self.lora_dropout[name](x))
+    if result.dtype != lora_B.weight.dtype:  # peft's own sum, without running the base layer again
+        return result + (lora_B(hidden) * self.scaling[name]).to(result.dtype)
     out = torch.addmm(
         result.reshape(-1, result.shape[-1]),
         hidden.reshape(-1, hidden.shape[-1]),
