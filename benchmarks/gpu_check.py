@@ -11,6 +11,11 @@ layers, per-device batch 2 x gradient accumulation 4 of packed 2048-token rows, 
 shape and checkpointing for both on the 8B shape. ``--liger`` adds TRL's ``use_liger_kernel`` to the stock run when
 ``liger_kernel`` imports.
 
+Fast paths: per-step losses with each path on vs off on the architectures of ``posttrain.training.fast_paths.check``
+(the CPU tests' comparison and tolerances, here on the GPU), and on the 1B shape posttrain's SFT with no fast path and
+with each one alone; ``fast_paths_auto_on_this_device`` says which paths are exact *and* at least 3% faster there,
+the rule for what ``fast_paths: auto`` may turn on on CUDA (today: nothing, until this has run).
+
 Each SFT run is ``benchmarks/sft_throughput.py``'s instrumented training subprocess: real tokens, model FLOPs
 (forward, input-gradient backward, LoRA terms, LM head at the positions computed), ``train_runtime`` and peak GPU
 memory (``torch.cuda.max_memory_allocated``). MFU is against the GPU's dense bf16 peak: a table of known devices, else
@@ -167,7 +172,56 @@ def sft_configs(model: Path, data: Path, work: Path, args, shape: str, liger: bo
             "output_dir": str(work / f"{shape}-posttrain")}  # fmt: skip
     if not gpu:
         ours["bf16"] = False
-    return {"stock-trl": stock, "posttrain": ours}
+    runs = {"stock-trl": stock, "posttrain": ours}
+    if shape == "llama-3.2-1b":
+        # what each fast path buys on this device (``auto`` turns on nothing on CUDA until these say so)
+        for fast in ("none", *FAST_PATH_ABLATIONS):
+            runs[f"posttrain-fast-{fast}"] = {
+                **ours,
+                "fast_paths": fast,
+                "output_dir": str(work / f"{shape}-pt-{fast}"),
+            }
+    return runs
+
+
+# Fast paths whose speed is measured on the GPU (compact_lm_head changes nothing there: TRL's head is compact on CUDA)
+FAST_PATH_ABLATIONS = ("varlen_attention", "fused_lora")
+
+
+def fast_path_numerics(device: str) -> dict:
+    """Per-step losses with each fast path on vs off on every architecture of ``posttrain.training.fast_paths.check``
+    (fp32, same tolerances as the CPU tests). A path that refuses an architecture stays off there, which is exact."""
+    from posttrain.training.fast_paths import FastPathError, Selection, check
+
+    out = {}
+    for path in FAST_PATH_ABLATIONS:
+        rows = {}
+        for arch in check.ARCHITECTURES:
+            try:
+                r = check.compare(arch, Selection(named=(path,)), device)
+                rows[arch] = {"exact": r["exact"], "on": path in r["active"], "calls": r["calls"].get(path),
+                              "max_param_rel_diff": r["max_param_rel_diff"]}  # fmt: skip
+            except FastPathError as err:
+                rows[arch] = {"exact": True, "on": False, "refused": str(err)}
+        out[path] = {"exact_everywhere": all(r["exact"] for r in rows.values()), "architectures": rows}
+    return out
+
+
+def cuda_auto_decision(numerics: dict, sft: dict) -> dict:
+    """A path joins ``auto`` on this device only when it is exact on every architecture and its SFT run alone is at
+    least 3% faster than no fast path (one run each: a smaller gain is within noise)."""
+    base = sft.get("posttrain-fast-none", {}).get("tokens_per_s")
+    decision = {}
+    for path in FAST_PATH_ABLATIONS:
+        speed = sft.get(f"posttrain-fast-{path}", {}).get("tokens_per_s")
+        ratio = bench.ratio(speed, base) if speed and base else None
+        exact = numerics[path]["exact_everywhere"]
+        decision[path] = {
+            "exact": exact,
+            "speed_ratio_vs_none": ratio,
+            "enable_in_auto": bool(exact and ratio and ratio >= 1.03),
+        }
+    return decision
 
 
 def bf16_peak(dry_run: bool) -> dict:
@@ -206,7 +260,7 @@ def _timed(fn) -> float:
 def run_sft(name: str, config: dict, work: Path, env: dict, peak: float) -> dict:
     config_path, counts = work / f"{name}.yaml", work / f"{name}.counts.json"
     config_path.write_text(bench.yaml_dump(config))
-    impl = "posttrain" if name.endswith("posttrain") else "stock-competent"
+    impl = "stock-competent" if name.endswith("stock-trl") else "posttrain"
     command = [bench.PYTHON, str(ROOT / "benchmarks/sft_throughput.py"), "--train", impl, "--config", str(config_path),
                "--counts", str(counts)]  # fmt: skip
     result = bench.run_training(name, command, env, work)
@@ -224,7 +278,16 @@ def run_sft(name: str, config: dict, work: Path, env: dict, peak: float) -> dict
         "achieved_flops_per_s": round(achieved),
         "mfu": round(achieved / peak, 4),
         "wall_s": result["wall_s"],
+        "fast_paths": fast_path_lines(work / f"{name}.stdout.log"),
     }
+
+
+def fast_path_lines(log: Path) -> dict | None:
+    """What the run's fast paths did (``posttrain: fast paths: ...``) and how many calls took them (``... taken:``)."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = {key: line.split(f"{key}: ", 1)[1] for line in lines for key in ("fast paths", "fast paths taken")
+             if line.startswith(f"posttrain: {key}: ")}  # fmt: skip
+    return found or None
 
 
 def run_stage(stage: str, config: dict, work: Path, env: dict) -> dict:
@@ -286,6 +349,10 @@ def main(argv=None) -> int:
     report = {"benchmark": "gpu_check", "dry_run": args.dry_run, "date": dt.datetime.now(dt.UTC).isoformat(),
               "peak": peak, "versions": bench._versions(), "liger": liger, "row_tokens": args.row,
               "batch": "2 x grad-accum 4", "lora_r": 32, "models": {}}  # fmt: skip
+    device = "cpu" if args.dry_run else "cuda"
+    report["fast_path_numerics"] = fast_path_numerics(device)
+    for path, r in report["fast_path_numerics"].items():
+        print(f"fast path {path} on {device}: {'exact' if r['exact_everywhere'] else 'DIFFERS'} on every architecture")
     for shape in args.shapes:
         folder = work / shape
         sizes = build_model(shape, folder, args.dry_run)
@@ -298,6 +365,8 @@ def main(argv=None) -> int:
             "peak_gpu_memory": bench.ratio(ours["peak_gpu_mib"], stock["peak_gpu_mib"]),
             "mfu": bench.ratio(ours["mfu"], stock["mfu"]),
         }
+        if "posttrain-fast-none" in entry["sft"]:
+            entry["fast_paths_auto_on_this_device"] = cuda_auto_decision(report["fast_path_numerics"], entry["sft"])
         if shape == "llama-3.2-1b" and not args.skip_rl:
             entry["rl"] = {
                 stage: run_stage(stage, config, work, env) for stage, config in rl_configs(folder, work, args).items()

@@ -66,12 +66,13 @@ PYTHON = sys.executable
 SYSTEM_PROMPT = "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."
 MODEL_ALIAS = "smollm2-135m-instruct"
 RUNS = ("stock-default", "stock-competent", "posttrain")
-# --ablations: posttrain again with its training fast paths (posttrain.training.fast_paths) off, all or one at a time
+# --ablations: posttrain again with its training fast paths (posttrain.training.fast_paths) off, all or one at a time,
+# and with the opt-in shared_dropout (not stock training: a different regulariser) on top of auto
 ABLATIONS = {
     "posttrain-no-fast-paths": "none",
-    "posttrain-no-varlen_attention": "fused_lora,shared_dropout,compact_lm_head",
-    "posttrain-no-fused_lora": "varlen_attention,shared_dropout,compact_lm_head",
-    "posttrain-no-shared_dropout": "varlen_attention,fused_lora,compact_lm_head",
+    "posttrain-no-varlen_attention": "fused_lora,compact_lm_head",
+    "posttrain-no-fused_lora": "varlen_attention,compact_lm_head",
+    "posttrain-plus-shared_dropout": "auto,shared_dropout",
 }
 
 # ChatML as SmolLM2-Instruct renders it when the conversation has a system message (every row here has one), with

@@ -75,7 +75,7 @@ def test_preference_throughput_smoke(tmp_path):
         assert f"ratio {stage} posttrain/stock" in proc.stdout
     # posttrain's stages ran with the fast paths on (the fused LoRA add at least); stock has none
     for name in ("dpo-posttrain", "reward-posttrain", "ppo-posttrain"):
-        assert "fused_lora: 14 adapted layers" in report["runs"][name]["fast_paths"], name
+        assert "fused_lora: LoRA added by one addmm" in report["runs"][name]["fast_paths"], name
     assert report["runs"]["dpo-stock"]["fast_paths"] is None
 
 
@@ -144,5 +144,13 @@ def test_gpu_check_dry_run(tmp_path):
             result = entry["sft"][name]
             assert result["steps"] == 1 and result["tokens_per_s"] > 0 and 0 < result["mfu"] < 1, (shape, name)
         assert {"tokens_per_s", "peak_gpu_memory", "mfu"} <= set(entry["ratios_posttrain_over_stock"])
+    # the fast-path numerics ran (on the CPU in a dry run) and decide what auto may turn on
+    numerics = report["fast_path_numerics"]
+    assert set(numerics) == {"varlen_attention", "fused_lora"}
+    assert all(r["exact_everywhere"] for r in numerics.values()), numerics
+    assert numerics["varlen_attention"]["architectures"]["llama"]["on"]
+    assert not numerics["varlen_attention"]["architectures"]["gemma2"]["on"]
+    decision = report["models"]["llama-3.2-1b"]["fast_paths_auto_on_this_device"]
+    assert set(decision) == {"varlen_attention", "fused_lora"} and decision["fused_lora"]["speed_ratio_vs_none"] > 0
     rl = report["models"]["llama-3.2-1b"]["rl"]
     assert rl["dpo"]["steps"] == 1 and rl["ppo"]["steps"] == 1

@@ -350,6 +350,108 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+# ---------------------------------------------------------------------------------- replies that DPO would cut
+
+
+def test_a_reply_budget_longer_than_max_length_is_refused_before_loading_the_model(tmp_path, capsys):
+    missing_model = str(tmp_path / "no-such-model")  # never loaded: the settings are refused first
+    argv = ["--model", missing_model, "--output", str(tmp_path / "o.jsonl"), "--max_new_tokens", "192"]
+    with pytest.raises(SystemExit) as info:
+        run_stage("pairs", argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max_new_tokens 192 must be smaller than --max_length 192" in err and "end-of-turn" in err
+    with pytest.raises(SystemExit) as info:  # a larger max_length lets the settings through (to the next check)
+        run_stage("pairs", [*argv, "--max_length", "400", "--tasks", "builtin:nope"])
+    assert info.value.code == 2 and "unknown builtin task 'nope'" in capsys.readouterr().err
+
+
+def test_check_reply_budget_names_both_keys_and_the_largest_budget_that_fits(chat_model, prompts):
+    from posttrain.errors import ConfigError
+    from posttrain.rl.pairs import check_reply_budget, reply_suffix_tokens
+
+    _, tokenizer = chat_model
+    lengths = [
+        len(
+            tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        for p in prompts
+    ]
+    longest = max(lengths)
+    suffix = reply_suffix_tokens(tokenizer, prompts[0].messages)
+    assert suffix == 2  # ChatML: <|im_end|> and a newline after the reply
+    fits = longest + 16 + suffix
+    check_reply_budget(tokenizer, prompts, max_new_tokens=16, max_length=fits)
+    check_reply_budget(tokenizer, prompts, max_new_tokens=10_000, max_length=None)
+    with pytest.raises(ConfigError) as info:
+        check_reply_budget(tokenizer, prompts, max_new_tokens=17, max_length=fits)
+    message = str(info.value)
+    assert message.startswith(f"max_new_tokens 17 does not fit max_length {fits}: prompt {lengths.index(longest) + 1} ")
+    assert f"is {longest} tokens with the chat template" in message
+    assert "Set max_new_tokens to at most 16, or raise max_length" in message
+
+
+def test_the_budget_check_matches_what_dpo_trains(chat_model, prompts):
+    """A pair of the longest prompt and a reply of max_new_tokens tokens, rendered as DPOTrainer renders it, fits
+    max_length exactly when check_reply_budget lets the settings through."""
+    from posttrain.rl.pairs import check_reply_budget, reply_suffix_tokens
+
+    _, tokenizer = chat_model
+    item = max(prompts, key=lambda p: len(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)))
+    prompt_len = len(
+        tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    reply = "The quick brown fox jumps over the lazy dog."
+    budget = len(tokenizer(reply, add_special_tokens=False)["input_ids"])
+    max_length = prompt_len + budget + reply_suffix_tokens(tokenizer, item.messages)
+    check_reply_budget(tokenizer, [item], max_new_tokens=budget, max_length=max_length)
+    full = tokenizer.apply_chat_template(
+        [*item.messages, {"role": "assistant", "content": reply}], tokenize=True, return_dict=True
+    )["input_ids"]
+    assert len(full) == max_length
+
+
+def test_shipped_pairs_config_fits_the_shipped_dpo_config():
+    """recipes/configs/smollm2-135m: pairs.yaml (and the pairs defaults) sample replies that dpo.yaml's max_length
+    never cuts: same max_length, and the longest prompt + max_new_tokens + ChatML's end of turn fits it."""
+    from pathlib import Path
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    from posttrain.models.registry import materialize
+    from posttrain.rl.pairs import check_reply_budget
+    from posttrain.stages.pairs import PairsArguments
+
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m"
+    pairs = yaml.safe_load((configs / "pairs.yaml").read_text())
+    dpo = yaml.safe_load((configs / "dpo.yaml").read_text())
+    defaults = PairsArguments(output="x.jsonl")
+    assert pairs["max_length"] == dpo["max_length"] == defaults.max_length
+    assert pairs["max_new_tokens"] == defaults.max_new_tokens
+    tokenizer = AutoTokenizer.from_pretrained(materialize("smollm2-135m-instruct"))
+    identity = Identity(name=pairs["assistant_name"], creator=pairs["assistant_creator"])
+    items = task_prompts(
+        pairs["tasks"].split(","), 400, seed=pairs["seed"], identity=identity, system_prompt=pairs["system_prompt"]
+    )
+    check_reply_budget(tokenizer, items, max_new_tokens=pairs["max_new_tokens"], max_length=dpo["max_length"])
+
+
+def test_cli_refuses_a_reply_budget_dpo_would_cut_and_writes_nothing(tiny_chat_model, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    argv = ["--model", str(tiny_chat_model), "--tasks", "builtin:decimal_compare", "--num_prompts", "2", "--n", "2"]
+    with pytest.raises(SystemExit) as info:
+        run_stage("pairs", [*argv, "--max_new_tokens", "40", "--max_length", "64", "--output_dir", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens 40 does not fit max_length 64" in err and "Set max_new_tokens to at most" in err
+    assert not out.exists() and leftovers(tmp_path) == [] and not (tmp_path / "run_manifest.json").exists()
+
+
 def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"  # a random model never names the configured identity: every reply scores 0
     with pytest.raises(SystemExit) as info:

@@ -29,6 +29,9 @@ def reward_run(tmp_path_factory, tiny_chat_model, precision):
             "per_device_train_batch_size": 8,
             "learning_rate": 1e-2,
             "max_length": 128,
+            # some unknown_entity pairs are longer than 128 tiny-tokenizer tokens: skip them (RewardTrainer never
+            # cuts a pair; by default they stop the run)
+            "overlong_samples": "drop",
         },
     )
     trainer, metrics = run_stage("reward", ["--config", str(config)])
@@ -65,3 +68,27 @@ def test_saved_reward_model_loads_and_agrees(reward_run, tiny_chat_model):
 def test_causal_lm_is_not_a_reward_model(tiny_chat_model):
     with pytest.raises(RewardModelError, match="not a sequence-classification model"):
         RewardModel.load(str(tiny_chat_model))
+
+
+def test_overlong_pairs_stop_the_reward_stage_or_are_dropped_with_a_count(tmp_path, tiny_chat_model, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    short = {"prompt": "Which is larger, 9.11 or 9.9?", "chosen": "9.9", "rejected": "9.11"}
+    long = {**short, "rejected": "9.11 is larger. " + "The quick brown fox jumps over the lazy dog. " * 8}
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in (short, long, short, short)))
+    settings = {
+        "model_name_or_path": str(tiny_chat_model),
+        "load_in_4bit": False,
+        "datasets": [{"path": str(pairs)}],
+        "max_length": 64,
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+    }
+    with pytest.raises(SystemExit) as info:
+        run_stage("reward", ["--config", str(write_stage_config(tmp_path, "reward", settings))])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{pairs} line 2: preference pair longer than max_length 64" in err and "prompt + rejected" in err
+    assert not (tmp_path / "reward").exists()
+    config = write_stage_config(tmp_path, "reward", {**settings, "overlong_samples": "truncate"})
+    trainer, _ = run_stage("reward", ["--config", str(config)])
+    assert "RewardTrainer cannot cut a pair" in capsys.readouterr().out and len(trainer.train_dataset) == 3

@@ -100,8 +100,10 @@ class PosttrainArguments:
     overlong_samples: str = field(
         default="error",
         metadata={
-            "help": "SFT conversations longer than `max_length` tokens: `error` (name them and stop), `drop` them, "
-            "or `truncate` them to `max_length` (the end of the conversation is not trained)."
+            "help": "SFT conversations, or preference pairs (reward, DPO: prompt + chosen or prompt + rejected as the "
+            "trainer tokenizes them), longer than `max_length` tokens: `error` (name them and stop), `drop` them, or "
+            "`truncate` them to `max_length` (the end is not trained; DPO drops a pair whose chosen reply would lose "
+            "its end-of-turn token, and RewardTrainer cannot cut a pair, so reward drops them)."
         },
     )
     show_example: bool = field(
@@ -109,12 +111,15 @@ class PosttrainArguments:
         metadata={"help": "Print one rendered training example with its loss mask before training."},
     )
     fast_paths: str = field(
-        default="all",
+        default="auto",
         metadata={
-            "help": "Training fast paths (same results, less work; `posttrain.training.fast_paths`): `all`, `none`, "
-            "or a comma list of `varlen_attention` (packed sequences attend one by one), `fused_lora` (LoRA added "
-            "by one addmm), `shared_dropout` (one LoRA dropout mask per input), `compact_lm_head` (TRL's fused LM head "
-            "scores labelled positions only on CPUs too)."
+            "help": "Training fast paths (`posttrain.training.fast_paths`). `auto`: the paths that compute exactly "
+            "stock training and were measured faster on this device (on a CPU: `varlen_attention`, `fused_lora`, "
+            "`compact_lm_head`; on CUDA none yet); `all`: every path where it can run; `none`; or a comma list of "
+            "names, which must run (an error names the path and the reason otherwise), optionally with `auto`: "
+            "`varlen_attention` (packed sequences attend one by one), `fused_lora` (LoRA added by one addmm), "
+            "`compact_lm_head` (TRL's fused LM head scores labelled positions only on CPUs too), `shared_dropout` "
+            "(q/k/v share one LoRA dropout mask: a different regulariser from peft's, never chosen by `auto`)."
         },
     )
 
@@ -124,10 +129,7 @@ class PosttrainArguments:
             raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
             load_template(self.chat_template)  # fail at parse time, before any model is loaded
-        try:
-            fast_paths.parse(self.fast_paths)
-        except ValueError as err:
-            raise ConfigError(f"fast_paths: {err}") from None
+        fast_paths.parse(self.fast_paths)  # FastPathError (a ConfigError) naming the unknown entries
 
     def _data_sources(self) -> list[DatasetSpec]:
         """``datasets`` as specs, with the ``dataset_name`` shorthand folded in and reset to its defaults, so that
@@ -233,6 +235,35 @@ def check_training_values(config) -> None:
 class SFTConfig(HardwareDefaultsMixin, trl.SFTConfig):
     __doc__ = trl.SFTConfig.__doc__
 
+    # posttrain's SFT loss (posttrain.stages.sft): what these TRL keys mean here
+    completion_only_loss: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Unset or `true`: every conversation, prompt-completion rows included, is trained on its "
+            "assistant turns only (posttrain's chat-template loss masks). `false` (TRL: train the prompt too) is "
+            "refused."
+        },
+    )
+    assistant_only_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "posttrain's SFT always trains the assistant turns only (chat-template loss masks, "
+            "`chat_template`); `true` is accepted and changes nothing, `false` (TRL's default) trains no prompt "
+            "either."
+        },
+    )
+    loss_type: str = field(
+        default="nll",
+        metadata={
+            "help": "`nll` or `dft` (Dynamic Fine-Tuning, https://huggingface.co/papers/2508.05629), as in TRL, "
+            "computed at the trained positions only; `label_smoothing_factor` (with `nll`), the MoE load-balancing "
+            "loss (`router_aux_loss_coef`) and the logged `mean_token_accuracy`, `entropy`, `num_tokens` (and "
+            "`aux_loss`) are TRL's too. `chunked_nll` is refused (it reads `lm_head.weight` directly and would skip "
+            "the trained new-token rows).",
+            "choices": ["nll", "dft", "chunked_nll"],
+        },
+    )
+
 
 @dataclass
 class RewardConfig(HardwareDefaultsMixin, trl.RewardConfig):
@@ -261,6 +292,13 @@ class ModelConfig(trl.ModelConfig):
             "POSTTRAIN_PRECISION or the hardware: bf16 on GPUs with bf16 and AVX512-BF16 CPUs, else fp32), also used "
             "as the 4-bit compute dtype.",
             "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA target modules. Unset (and no `lora_target_parameters`): every linear layer except the "
+            "output head (`all-linear`), for every architecture, as the log says."
         },
     )
 

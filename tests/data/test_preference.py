@@ -479,3 +479,157 @@ def test_fingerprint_covers_every_column(write_jsonl):
     assert changed["splits"]["train"]["sha256"] != first["splits"]["train"]["sha256"]
     plain = [{"path": str(path)}]
     assert fingerprint(load_preferences(plain), plain)["splits"] == changed["splits"]
+
+
+# ---------------------------------------------------------------------------------------------------- lengths
+
+# A pair is measured as TRL's DPOTrainer / RewardTrainer tokenize it (prompt + chosen, prompt + rejected, with the
+# chat template) and held against max_length with overlong_samples (posttrain.data.preference.check_pair_lengths).
+
+LONG = "The quick brown fox jumps over the lazy dog. " * 4
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tiny_chat_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_chat_model)
+
+
+def trl_dpo_rows(tokenizer, ds):
+    """prompt_ids / chosen_ids / rejected_ids exactly as TRL 1.16's DPOTrainer prepares them (no max_length)."""
+    from types import SimpleNamespace
+
+    from trl import DPOTrainer
+
+    args = SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
+    return DPOTrainer._prepare_dataset(SimpleNamespace(_tokenizer=tokenizer), ds, tokenizer, args, "t").to_list()
+
+
+@pytest.fixture
+def length_pairs(write_jsonl):
+    """Line 1 short; line 2 a long chosen reply; line 3 a long rejected reply only."""
+    return write_jsonl(
+        "lengths.jsonl",
+        [
+            {"prompt": "Which is larger, 9.11 or 9.9?", "chosen": "9.9", "rejected": "9.11"},
+            {"prompt": "Which is larger, 9.11 or 9.9?", "chosen": "9.9. " + LONG, "rejected": "9.11"},
+            {"prompt": "Which is larger, 9.11 or 9.9?", "chosen": "9.9", "rejected": "9.11. " + LONG},
+        ],
+    )
+
+
+def test_with_origin_names_each_pairs_file_and_line(length_pairs):
+    from posttrain.data.preference import ORIGIN_COLUMN
+
+    plain = load_preferences([{"path": str(length_pairs)}])
+    assert plain["train"].column_names == ["prompt", "chosen", "rejected"]
+    located = load_preferences(
+        [{"path": str(length_pairs)}, {"path": "builtin:arithmetic", "num_samples": 2}], with_origin=True
+    )
+    assert located["train"].column_names == ["prompt", "chosen", "rejected", ORIGIN_COLUMN]
+    assert located["train"][ORIGIN_COLUMN] == [
+        {"source": str(length_pairs), "row": 1, "line": 1},
+        {"source": str(length_pairs), "row": 2, "line": 2},
+        {"source": str(length_pairs), "row": 3, "line": 3},
+        {"source": "builtin:arithmetic", "row": 1, "line": None},
+        {"source": "builtin:arithmetic", "row": 2, "line": None},
+    ]
+    assert (
+        located["train"].remove_columns(ORIGIN_COLUMN).to_list()
+        == load_preferences([{"path": str(length_pairs)}, {"path": "builtin:arithmetic", "num_samples": 2}])[
+            "train"
+        ].to_list()
+    )
+
+
+def _threshold(tokenizer, ds):
+    """(TRL's lengths of prompt + chosen / prompt + rejected per row, a max_length the short pair fits exactly)."""
+    rows = trl_dpo_rows(tokenizer, ds)
+    lengths = [
+        (len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"])) for r in rows
+    ]
+    return lengths, max(lengths[0])
+
+
+def test_overlong_pairs_are_an_error_naming_file_line_and_lengths(chat_tokenizer, length_pairs):
+    from posttrain.data.preference import check_pair_lengths
+
+    ds = load_preferences([{"path": str(length_pairs)}], with_origin=True)["train"]
+    lengths, fits = _threshold(chat_tokenizer, ds)
+    assert lengths[1][0] > fits and lengths[2][1] > fits  # lines 2 and 3 are longer, each on one side
+    with pytest.raises(DataError) as info:
+        check_pair_lengths(ds, chat_tokenizer, fits, "error", stop_token_ids=[chat_tokenizer.eos_token_id])
+    error = info.value
+    assert (error.source, error.line) == (str(length_pairs), 2)
+    # the token counts are TRL's own
+    assert f"max_length {fits}: prompt + chosen {lengths[1][0]} tokens, prompt + rejected {lengths[1][1]}" in str(error)
+    assert f"2 of 3 train pairs are longer (also {length_pairs} line 3 (prompt + chosen {lengths[2][0]}" in str(error)
+    assert "overlong_samples: drop" in str(error)
+    fitted, note = check_pair_lengths(ds, chat_tokenizer, max(max(pair) for pair in lengths), "error")
+    assert note is None and fitted.column_names == ["prompt", "chosen", "rejected"] and len(fitted) == 3
+    assert check_pair_lengths(ds, chat_tokenizer, None, "error")[0].to_list() == fitted.to_list()
+
+
+def test_overlong_pairs_drop(chat_tokenizer, length_pairs):
+    from posttrain.data.preference import check_pair_lengths
+
+    ds = load_preferences([{"path": str(length_pairs)}], with_origin=True)["train"]
+    _, fits = _threshold(chat_tokenizer, ds)
+    for trainer in ("dpo", "reward"):
+        kept, note = check_pair_lengths(ds, chat_tokenizer, fits, "drop", trainer=trainer)
+        assert kept.to_list() == ds.remove_columns("origin").select([0]).to_list()
+        assert note == f"train data: dropped 2 of 3 pairs longer than max_length {fits} tokens"
+    with pytest.raises(DataError, match="would leave no train pair to train on: all 3 are longer") as info:
+        check_pair_lengths(ds, chat_tokenizer, fits - 1, "drop")
+    assert info.value.line == 1
+
+
+def test_truncate_never_trains_a_chosen_reply_cut_before_its_end_of_turn(chat_tokenizer, length_pairs):
+    """DPOTrainer (keep_start) cuts prompt + chosen at max_length: the long chosen reply of line 2 would lose its
+    <|im_end|> and be trained as a finished reply. truncate drops that pair and leaves the others, whose chosen reply
+    keeps its end-of-turn token after TRL's cut (line 3: only the rejected reply is cut)."""
+    from posttrain.data.preference import check_pair_lengths
+
+    ds = load_preferences([{"path": str(length_pairs)}], with_origin=True)["train"]
+    _, fits = _threshold(chat_tokenizer, ds)
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stops = [chat_tokenizer.eos_token_id]
+    assert stops == [end]
+
+    def chosen_keeps_its_end(rows, max_length):
+        return [end in (r["prompt_ids"] + r["chosen_ids"])[:max_length][len(r["prompt_ids"]) :] for r in rows]
+
+    plain = ds.remove_columns("origin")
+    assert chosen_keeps_its_end(trl_dpo_rows(chat_tokenizer, plain), fits) == [True, False, True]  # the defect
+    kept, note = check_pair_lengths(ds, chat_tokenizer, fits, "truncate", stop_token_ids=stops)
+    assert kept.to_list() == plain.select([0, 2]).to_list()
+    assert all(chosen_keeps_its_end(trl_dpo_rows(chat_tokenizer, kept), fits))
+    assert note.startswith(f"train data: 2 of 3 pairs are longer than max_length {fits} tokens: DPOTrainer cuts them")
+    assert "1 of them dropped, whose chosen reply would lose its end-of-turn token" in note
+    # a cut after the end-of-turn token (ChatML's newline) leaves the chosen reply finished: the pair is kept
+    chosen_len = len(trl_dpo_rows(chat_tokenizer, plain.select([1]))[0]["prompt_ids"]) + len(
+        trl_dpo_rows(chat_tokenizer, plain.select([1]))[0]["chosen_ids"]
+    )
+    kept, _ = check_pair_lengths(ds.select([1]), chat_tokenizer, chosen_len - 1, "truncate", stop_token_ids=stops)
+    assert len(kept) == 1
+    with pytest.raises(DataError, match="would lose its chosen reply's end-of-turn token") as info:
+        check_pair_lengths(ds.select([1]), chat_tokenizer, chosen_len - 2, "truncate", stop_token_ids=stops)
+    assert info.value.line == 2
+    # RewardTrainer cannot cut a pair: truncate drops every overlong one, and says so
+    kept, note = check_pair_lengths(ds, chat_tokenizer, fits, "truncate", trainer="reward")
+    assert len(kept) == 1 and "RewardTrainer cannot cut a pair" in note
+
+
+def test_reward_lengths_are_reward_trainers(chat_tokenizer, length_pairs):
+    from types import SimpleNamespace
+
+    from trl import RewardTrainer
+
+    from posttrain.data.preference import _measure
+
+    ds = load_preferences([{"path": str(length_pairs)}])["train"]
+    args = SimpleNamespace(dataset_num_proc=None, max_length=None)
+    trl_rows = RewardTrainer._prepare_dataset(None, ds, chat_tokenizer, args, "t").to_list()
+    ours = _measure(chat_tokenizer, ds.to_list(), set())
+    assert [(m.chosen, m.rejected) for m in ours] == [(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in trl_rows]

@@ -23,6 +23,14 @@ Sources are the same as for SFT data (:func:`posttrain.data.load_conversations`)
 ``builtin:<task>``/``builtin:all``, whose pairs are the task's ideal ``response`` against its classic mistake
 (:func:`~posttrain.tasks.task_to_preference`). Problems are located and collected exactly as for SFT data
 (see :mod:`posttrain.data.validation`). :func:`posttrain.data.fingerprint` fingerprints the result.
+
+Length (:func:`check_pair_lengths`): the DPO and reward stages measure every pair the way TRL's trainers will
+tokenize it (prompt + chosen and prompt + rejected, rendered with the chat template) against the trainer's
+``max_length`` and apply ``overlong_samples`` as SFT does: ``error`` (the default) names the first overlong pair by
+file and row/line with its token lengths, ``drop`` skips overlong pairs, ``truncate`` lets the trainer cut them --
+except that a pair whose *chosen* reply would lose its end-of-turn token is dropped (and counted): a chosen reply
+cut short is never trained as a finished one. RewardTrainer cannot cut a pair (it silently filters overlong ones),
+so for reward models ``truncate`` drops them too, with a count.
 """
 
 from __future__ import annotations
@@ -44,10 +52,12 @@ if TYPE_CHECKING:
     import datasets
 
 __all__ = [
+    "ORIGIN_COLUMN",
     "PREFERENCE_COLUMNS",
     "PREFERENCE_FORMATS",
     "PREFERENCE_FORMS",
     "PreferenceSpec",
+    "check_pair_lengths",
     "detect_preference_form",
     "load_preferences",
     "preference_features",
@@ -59,6 +69,10 @@ __all__ = [
 
 PREFERENCE_COLUMNS: tuple[str, str, str] = ("prompt", "chosen", "rejected")
 """The columns of every dataset :func:`load_preferences` returns."""
+
+ORIGIN_COLUMN = "origin"
+"""The extra column of ``load_preferences(..., with_origin=True)``: ``{source, row, line}`` of each pair, so that a
+check after loading (:func:`check_pair_lengths`) can name the file and row a pair came from."""
 
 PREFERENCE_FORMATS: tuple[str, ...] = ("auto", "preference")
 """The ``format`` values a preference source accepts (both detect the row form from the columns)."""
@@ -101,13 +115,20 @@ class PreferenceSpec(DatasetSpec):
             )
 
 
-def preference_features() -> datasets.Features:
+def preference_features(*, with_origin: bool = False) -> datasets.Features:
     """The Arrow schema of the returned datasets: ``prompt``, ``chosen``, ``rejected``, each a list of
-    ``{role: string, content: string}``."""
+    ``{role: string, content: string}`` (and, ``with_origin``, :data:`ORIGIN_COLUMN`)."""
     import datasets
 
     message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
-    return datasets.Features({column: datasets.List(message) for column in PREFERENCE_COLUMNS})
+    features = {column: datasets.List(message) for column in PREFERENCE_COLUMNS}
+    if with_origin:
+        features[ORIGIN_COLUMN] = {
+            "source": datasets.Value("string"),
+            "row": datasets.Value("int64"),
+            "line": datasets.Value("int64"),
+        }
+    return datasets.Features(features)
 
 
 # ------------------------------------------------------------------------------------------------ row forms
@@ -373,7 +394,9 @@ def _builtin_pairs(
 def _pair_row(data: Mapping[str, Any], form: str, source: str, raw: RawRow) -> dict[str, Any]:
     # The form is a property of each row (a file may mix them): a row with a prompt is explicit.
     form = "explicit" if isinstance(data, Mapping) and "prompt" in data else "implicit"
-    return to_preference(data, form, source=source, row_index=raw.row - 1, line=raw.line)
+    pair = to_preference(data, form, source=source, row_index=raw.row - 1, line=raw.line)
+    # where the pair came from (a column only when asked for: build_mixture keeps just the features' columns)
+    return {**pair, ORIGIN_COLUMN: {"source": source, "row": raw.row, "line": raw.line}}
 
 
 def _pair_form(present: list[str], fmt: str, source: str) -> str:
@@ -402,6 +425,7 @@ def load_preferences(
     seed: int = 42,
     identity: Identity | None = None,
     base_identity: Identity | None = None,
+    with_origin: bool = False,
 ) -> datasets.DatasetDict:
     """Load, validate and mix preference-pair sources.
 
@@ -415,10 +439,12 @@ def load_preferences(
         identity: Who the assistant is, for ``builtin:identity`` (the ``chosen`` side; default :class:`Identity()`).
         base_identity: Who the base model says it is, for the ``rejected`` side of ``builtin:identity``
             (default :data:`~posttrain.tasks.BASE_MODEL_IDENTITY`, SmolLM by Hugging Face).
+        with_origin: Add the :data:`ORIGIN_COLUMN` (``{source, row, line}`` of each pair) for checks that run after
+            loading (:func:`check_pair_lengths` removes it again).
 
     Returns:
         A ``DatasetDict`` with ``"train"`` (and ``"test"``), each with the columns ``prompt``, ``chosen`` and
-        ``rejected`` (see the module docstring).
+        ``rejected`` (see the module docstring), and ``origin`` when ``with_origin``.
 
     Raises:
         DataError: A source cannot be found, opened or configured (or is ``chitchat``), a source or the mixture is
@@ -442,7 +468,7 @@ def load_preferences(
     return build_mixture(
         as_specs(specs, PreferenceSpec),
         lambda spec, problems: _load_pairs(spec, problems, seed=seed, identity=identity, base_identity=base_identity),
-        preference_features(),
+        preference_features(with_origin=with_origin),
         test_split_size=test_split_size,
         seed=seed,
         heldout=heldout,
@@ -455,3 +481,170 @@ def preference_fingerprint(
     """:func:`~posttrain.data.fingerprint` for the result of :func:`load_preferences` (dict specs may say
     ``format: preference``). A split's ``sha256`` covers each row's ``prompt``/``chosen``/``rejected``."""
     return fingerprint(ds, as_specs(specs, PreferenceSpec))
+
+
+# ---------------------------------------------------------------------------------------------------- lengths
+
+#: the trainers whose tokenization :func:`check_pair_lengths` mirrors
+PAIR_TRAINERS = {"dpo": "DPOTrainer", "reward": "RewardTrainer"}
+#: pairs measured per call of the tokenizer's chat template
+_LENGTH_BATCH = 256
+
+
+@dataclass
+class _Measured:
+    prompt: int  # tokens before the completion (where prompt and prompt + reply stop agreeing, as TRL's DPO cuts)
+    chosen: int  # prompt + chosen, rendered with the chat template
+    rejected: int  # prompt + rejected
+    chosen_end: int  # index in prompt + chosen of the chosen reply's last end-of-turn token (its last token if none)
+
+
+def _token_ids(tokenizer, conversations: list[list[dict]], **kwargs: Any) -> list[list[int]]:
+    encoded = tokenizer.apply_chat_template(conversations, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+    return [list(ids) for ids in encoded]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _measure(tokenizer, rows: list[dict[str, Any]], stop_ids: set[int]) -> list[_Measured]:
+    """Token counts of each pair as TRL's DPOTrainer/RewardTrainer tokenize conversational pairs: the prompt with
+    the generation prompt, prompt + chosen and prompt + rejected, each through the tokenizer's chat template."""
+    out = []
+    for start in range(0, len(rows), _LENGTH_BATCH):
+        batch = rows[start : start + _LENGTH_BATCH]
+        prompts = _token_ids(tokenizer, [r["prompt"] for r in batch], add_generation_prompt=True)
+        chosen = _token_ids(tokenizer, [r["prompt"] + r["chosen"] for r in batch])
+        rejected = _token_ids(tokenizer, [r["prompt"] + r["rejected"] for r in batch])
+        for p, c, r in zip(prompts, chosen, rejected, strict=True):
+            prompt = min(_common_prefix(p, c), _common_prefix(p, r))
+            ends = [i for i in range(prompt, len(c)) if c[i] in stop_ids]
+            out.append(_Measured(prompt, len(c), len(r), ends[-1] if ends else len(c) - 1))
+    return out
+
+
+def _located(origin: Mapping[str, Any] | None, index: int, name: str) -> tuple[str, int | None, int | None]:
+    """``(source, row, line)`` of pair ``index`` of a split: its origin, else its position in the split."""
+    if origin is None:
+        return f"{name} pairs", index + 1, None
+    return origin["source"], origin["row"], origin["line"]
+
+
+def check_pair_lengths(
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    max_length: int | None,
+    policy: str,
+    *,
+    trainer: str = "dpo",
+    truncation_mode: str = "keep_start",
+    stop_token_ids: Sequence[int] = (),
+    name: str = "train",
+) -> tuple[datasets.Dataset, str | None]:
+    """Apply ``overlong_samples`` to preference pairs longer than the trainer's ``max_length``.
+
+    Each pair is measured as TRL's trainer tokenizes it (:func:`_measure`): it is *overlong* when prompt + chosen or
+    prompt + rejected has more than ``max_length`` tokens.
+
+    Args:
+        dataset: Pairs from :func:`load_preferences` (with the :data:`ORIGIN_COLUMN` where errors should name the
+            file and row; it is removed from the result).
+        tokenizer: The tokenizer the trainer gets, chat template set up.
+        max_length: The trainer config's ``max_length``; ``None`` checks nothing (the trainer cuts nothing).
+        policy: ``error`` (raise naming the first overlong pair and how many there are), ``drop`` (skip every
+            overlong pair), ``truncate`` (``dpo``: leave them to DPOTrainer, which cuts each sequence to
+            ``max_length``, but drop each pair whose chosen reply would lose its end-of-turn token -- with
+            ``keep_start`` its last stop token lies past ``max_length``, with ``keep_end`` the start of the reply
+            would go -- so that no chosen reply is trained as finished when it was cut; ``reward``: drop them,
+            since RewardTrainer only filters overlong pairs out).
+        trainer: ``"dpo"`` or ``"reward"``.
+        truncation_mode: DPOConfig's ``truncation_mode``.
+        stop_token_ids: The ids that end a reply (:func:`posttrain.models.generation.stop_token_ids`).
+        name: The split, for messages.
+
+    Returns:
+        The pairs to train on (without the origin column) and a one-line note of what was dropped or will be cut,
+        or ``None`` when every pair fits.
+
+    Raises:
+        DataError: ``error`` and an overlong pair (located at the first one: file and row/line, its token counts,
+            ``max_length``, how many more), or no pair left to train on.
+    """
+    if trainer not in PAIR_TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}; expected one of {', '.join(PAIR_TRAINERS)}")
+    if policy not in ("error", "drop", "truncate"):
+        raise ValueError(f"overlong_samples must be error, drop or truncate (got {policy!r})")
+    origins = dataset[ORIGIN_COLUMN] if ORIGIN_COLUMN in dataset.column_names else None
+    if ORIGIN_COLUMN in dataset.column_names:
+        dataset = dataset.remove_columns(ORIGIN_COLUMN)
+    if max_length is None or len(dataset) == 0:
+        return dataset, None
+    measured = _measure(tokenizer, dataset.to_list(), set(stop_token_ids))
+    over = [i for i, m in enumerate(measured) if max(m.chosen, m.rejected) > max_length]
+    if not over:
+        return dataset, None
+    total, how = len(measured), PAIR_TRAINERS[trainer]
+
+    def where(i: int) -> tuple[str, int | None, int | None]:
+        return _located(origins[i] if origins is not None else None, i, name)
+
+    def lengths(i: int) -> str:
+        m = measured[i]
+        return f"prompt + chosen {m.chosen} tokens, prompt + rejected {m.rejected} (prompt {m.prompt})"
+
+    def describe(i: int) -> str:
+        source, row, line = where(i)
+        return f"{source} {f'line {line}' if line is not None else f'row {row}'} ({lengths(i)})"
+
+    def refuse(problem: str, first: int) -> DataError:
+        source, row, line = where(first)
+        return DataError(source, problem, row=row, line=line)
+
+    if policy == "error":
+        others = over[1:6]
+        listed = "; ".join(describe(i) for i in others) + (f"; and {len(over) - 6} more" if len(over) > 6 else "")
+        problem = (
+            f"preference pair longer than max_length {max_length}: {lengths(over[0])}, counted with the chat "
+            f"template as {how} tokenizes it. {len(over)} of {total} {name} pairs are longer"
+            + (f" (also {listed})" if listed else "")
+            + ". Raise max_length, shorten the replies (posttrain pairs: a smaller max_new_tokens), or set "
+            "overlong_samples: drop (skip them) or truncate (cut them; a pair whose chosen reply would lose its "
+            "end-of-turn token is dropped)"
+        )
+        raise refuse(problem, over[0])
+
+    if policy == "truncate" and trainer == "dpo":
+
+        def cut_short(m: _Measured) -> bool:
+            if truncation_mode == "keep_end":  # the sequence keeps its last max_length tokens
+                return m.chosen - max_length > m.prompt
+            return m.chosen_end >= max_length
+
+        dropped = [i for i in over if cut_short(measured[i])]
+        note = (
+            f"{name} data: {len(over)} of {total} pairs are longer than max_length {max_length} tokens: {how} cuts "
+            f"them ({truncation_mode}); {len(dropped)} of them dropped, whose chosen reply would lose its end-of-turn "
+            "token (a chosen reply cut short is never trained as finished)"
+        )
+    else:
+        dropped = over
+        why = "" if policy == "drop" else f" ({how} cannot cut a pair: overlong_samples: truncate drops them)"
+        note = f"{name} data: dropped {len(dropped)} of {total} pairs longer than max_length {max_length} tokens{why}"
+    if len(dropped) == total:
+        cut = " and would lose its chosen reply's end-of-turn token" if dropped is not over else ""
+        raise refuse(
+            f"overlong_samples: {policy} would leave no {name} pair to train on: all {total} are longer than "
+            f"max_length {max_length} tokens{cut} (this one: {lengths(over[0])}). Raise max_length or shorten the "
+            "replies (posttrain pairs: a smaller max_new_tokens)",
+            over[0],
+        )
+    if dropped:
+        keep = set(range(total)) - set(dropped)
+        dataset = dataset.select(sorted(keep))
+    return dataset, note

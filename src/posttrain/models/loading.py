@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from posttrain.configs import ModelConfig
+from posttrain.models.quantized import keep_4bit_weights_for_training
 from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype
 
@@ -65,14 +66,23 @@ def load_model(model_args: ModelConfig, training_args, *, model_class=None, **ex
     if training_args.model_init_kwargs:
         kwargs.update(training_args.model_init_kwargs)
     model = model_class.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
+    keep_4bit_weights_for_training(model)  # an eval-mode pass must not repack weights that train afterwards
     model.config.use_cache = not training_args.gradient_checkpointing
     return model
+
+
+#: LoRA targets when the config names none: every linear layer but the output head (peft's shorthand, what the
+#: shipped configs use). peft's own default is a per-architecture list that many (Granite, Phi-3, ...) lack.
+DEFAULT_LORA_TARGETS = "all-linear"
 
 
 def lora_config(
     model_args: ModelConfig, *, new_token_ids: list[int] | None = None, tied_embeddings: bool = True, task_type=None
 ):
     """peft LoRA config from the model args; tokens added to the vocabulary get their embedding rows trained.
+
+    Without ``lora_target_modules`` (and ``lora_target_parameters``) every linear layer except the output head is
+    adapted (:data:`DEFAULT_LORA_TARGETS`), for every architecture; the main process says so.
 
     With tied embeddings peft ties the trained rows into ``lm_head``; otherwise ``lm_head``'s rows for the new
     tokens are trained too, so the model can learn to *emit* them (``<|im_end|>`` above all).
@@ -82,6 +92,16 @@ def lora_config(
     if not model_args.use_peft:
         return None
     config = get_peft_config(model_args)
+    if not model_args.lora_target_modules and not model_args.lora_target_parameters:
+        config.target_modules = DEFAULT_LORA_TARGETS
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(
+                f"posttrain: lora_target_modules not set: LoRA adapts all linear layers ({DEFAULT_LORA_TARGETS}, "
+                "except the output head)",
+                flush=True,
+            )
     if task_type is not None:
         config.task_type = task_type
     if new_token_ids:

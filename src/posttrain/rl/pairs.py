@@ -22,6 +22,12 @@ only picks among equal scores: it never adds to the scores, so ``min_margin`` co
 wrong answers of different lengths are not a pair). A ``chosen`` reply that was itself cut off is never kept
 (``require_finished``, the default): the prompt is skipped, since training towards it teaches the model not to stop.
 
+Length: the pairs are DPO's data, and DPOTrainer cuts every sequence at its config's ``max_length`` -- a chosen
+reply cut there loses its end-of-turn token, undoing ``require_finished``. :func:`check_reply_budget` therefore
+refuses settings under which the longest prompt, rendered with the chat template, plus ``max_new_tokens`` plus the
+tokens the template adds after a reply would not fit ``max_length`` (``posttrain pairs --max_length``: the DPO
+config's, 192 in ``recipes/configs/smollm2-135m/dpo.yaml``).
+
 The output (:func:`write_pairs`) is JSONL, one row per pair: ``prompt`` (messages ending with a user turn),
 ``chosen`` and ``rejected`` (one assistant message each), ``chosen_score`` and ``rejected_score``. Every row is
 checked with :func:`posttrain.data.validate_preference` first, the file is written atomically, and it loads back
@@ -41,6 +47,7 @@ from typing import Any
 
 from posttrain.data.preference import validate_preference
 from posttrain.data.validation import DataError, ProblemCollector
+from posttrain.errors import ConfigError
 from posttrain.models import generation
 from posttrain.rl.prompt_items import Messages, PromptItem, read_prompts, task_prompts
 from posttrain.storage import atomic_write_text
@@ -53,6 +60,7 @@ __all__ = [
     "ScoreFn",
     "as_scorer",
     "build_pairs",
+    "check_reply_budget",
     "read_prompts",
     "reward_model_scorer",
     "rule_scorer",
@@ -160,7 +168,7 @@ def build_pairs(
     *,
     scorer: Scorer | ScoreFn,
     n: int = 4,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = 96,
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int | None = 42,
@@ -242,6 +250,53 @@ def build_pairs(
         pairs.truncated,
     )
     return pairs
+
+
+# ------------------------------------------------------------------------------------------------------ length
+
+
+def _chat_ids(tokenizer: Any, messages: Messages, **kwargs: Any) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+
+
+def reply_suffix_tokens(tokenizer: Any, messages: Messages) -> int:
+    """Tokens the chat template adds after a reply's text (ChatML: ``<|im_end|>`` and a newline)."""
+    prompt = _chat_ids(tokenizer, messages, add_generation_prompt=True)
+    full = _chat_ids(tokenizer, [*messages, {"role": "assistant", "content": "x"}])
+    shared = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
+    return max(len(full) - shared - len(tokenizer("x", add_special_tokens=False)["input_ids"]), 0)
+
+
+def check_reply_budget(
+    tokenizer: Any, prompts: Sequence[PromptItem], *, max_new_tokens: int, max_length: int | None
+) -> None:
+    """Refuse ``max_new_tokens`` when a reply that long would not fit ``max_length`` after the longest prompt.
+
+    A pair is trained by DPO as ``prompt + reply`` rendered with the chat template, cut at the DPO config's
+    ``max_length``: the longest prompt (with the generation prompt) + ``max_new_tokens`` + the tokens the template
+    adds after a reply (:func:`reply_suffix_tokens`) must fit, or DPO would cut the end (and the end-of-turn token)
+    off a long chosen reply. ``max_length`` ``None``: nothing to check.
+
+    Raises:
+        ConfigError: Naming ``max_new_tokens`` and ``max_length``, the longest prompt and its length, and the
+            largest ``max_new_tokens`` that fits.
+    """
+    if max_length is None or not prompts:
+        return
+    lengths = [len(_chat_ids(tokenizer, item.messages, add_generation_prompt=True)) for item in prompts]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    suffix = reply_suffix_tokens(tokenizer, prompts[longest].messages)
+    need = lengths[longest] + max_new_tokens + suffix
+    if need > max_length:
+        opening = prompts[longest].messages[-1]["content"][:60]
+        raise ConfigError(
+            f"max_new_tokens {max_new_tokens} does not fit max_length {max_length}: prompt {longest + 1} "
+            f"({opening!r}...) is {lengths[longest]} tokens with the chat template, and with a reply of "
+            f"max_new_tokens plus the {suffix} token(s) the template adds after it, a pair is {need} tokens; DPO "
+            f"(max_length {max_length}) would cut the end and the end-of-turn token off such a chosen reply. Set "
+            f"max_new_tokens to at most {max_length - lengths[longest] - suffix}, or raise max_length (here and in "
+            "the DPO config)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ output

@@ -7,6 +7,12 @@ merged SFT weights "adapter disabled" *is* the SFT model -- the reference costs 
 copy (continuing the SFT adapter would need a frozen copy of it as the reference). The adapter chain stays explicit
 (SFT adapter → DPO adapter) and the export stage merges it in order. ``beta``, ``loss_type`` and
 ``precompute_ref_log_probs`` are TRL's DPOConfig keys.
+
+Length: every pair is measured as DPOTrainer tokenizes it (prompt + chosen, prompt + rejected, chat template)
+against ``max_length`` before training, with ``overlong_samples`` (default ``error``, naming the file and row;
+:func:`posttrain.data.preference.check_pair_lengths`): DPOTrainer would otherwise cut the end -- and the
+end-of-turn token -- off a long chosen reply silently and train it as a finished one. With ``truncate`` such pairs
+are dropped (counted); only pairs whose chosen reply keeps its end-of-turn token are left for DPOTrainer to cut.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import torch
 from posttrain.chat_templates import ChatTemplateError, render
 from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint, load_preferences
+from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
+from posttrain.models.generation import stop_token_ids
 from posttrain.stages.reward import add_system_prompt
 from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
 
@@ -50,21 +58,47 @@ def preference_margins(model, tokenizer, pairs) -> list[float]:
     return [c - r for c, r in zip(chosen, rejected)]
 
 
+def fit_pairs(data, tokenizer, model, training_args, policy: str, verbose: bool = True) -> dict:
+    """``overlong_samples`` on every split (:func:`~posttrain.data.preference.check_pair_lengths`, as DPOTrainer
+    tokenizes and truncates); prints what was dropped or will be cut."""
+    fitted = {}
+    for split, pairs in data.items():
+        fitted[split], note = check_pair_lengths(
+            pairs,
+            tokenizer,
+            training_args.max_length,
+            policy,
+            trainer="dpo",
+            truncation_mode=training_args.truncation_mode,
+            stop_token_ids=stop_token_ids(model, tokenizer),
+            name=split,
+        )
+        if note and verbose:
+            print(f"posttrain: {note}", flush=True)
+    return fitted
+
+
 def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: ModelConfig):
     """Preference pairs → merged SFT model (4-bit) + new adapter → DPOTrainer (ref = adapter off) → save."""
     from trl import DPOTrainer
 
     run = start_run(training_args)
     data = load_preferences(
-        pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
+        pt_args.datasets,
+        test_split_size=pt_args.test_split_size,
+        seed=training_args.seed,
+        identity=pt_args.identity,
+        with_origin=True,  # for check_pair_lengths' errors (file and row); it removes the column
     )
     data = {split: add_system_prompt(data[split], pt_args.system_prompt) for split in data}
+    loaded = {split: ds.remove_columns(ORIGIN_COLUMN) for split, ds in data.items()}  # what the fingerprint covers
     model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
     if new_token_ids:
         raise ChatTemplateError(
             f"{model_args.model_name_or_path} has no chat template tokens yet ({tokenizer.convert_ids_to_tokens(new_token_ids)} "
             "would be new): run SFT first and give DPO the SFT output as model_name_or_path"
         )
+    data = fit_pairs(data, tokenizer, model, training_args, pt_args.overlong_samples, run.state.is_main_process)
 
     trainer = DPOTrainer(
         model=model,
@@ -102,7 +136,7 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
         stage="dpo",
         title=f"DPO adapter on {model_args.model_name_or_path}",
         configs=(pt_args, training_args, model_args),
-        data_fingerprint=fingerprint(data, pt_args.datasets),
+        data_fingerprint=fingerprint(loaded, pt_args.datasets),
         summary={
             "beta": training_args.beta,
             "loss_type": ",".join(training_args.loss_type),

@@ -4,7 +4,9 @@
         --num_prompts 200 --n 4 --output data/pairs.jsonl
     posttrain pairs --config recipes/configs/smollm2-135m/pairs.yaml --model outputs/smollm2-135m/sft
 
-Inputs (output path, prompts, settings) are checked before the model is loaded.
+Inputs (output path, prompts, settings) are checked before the model is loaded; that the replies fit the DPO run's
+``max_length`` (the longest prompt + ``max_new_tokens``, :func:`posttrain.rl.pairs.check_reply_budget`) once its
+tokenizer is, before any sampling.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from posttrain.rl.pairs import (
     ScoreFn,
     Scorer,
     build_pairs,
+    check_reply_budget,
     read_prompts,
     refuse_existing,
     reward_model_scorer,
@@ -75,7 +78,21 @@ class PairsArguments:
         default=100, metadata={"help": "Prompts in all (tasks: split evenly between tasks; prompts: the first ones)."}
     )
     n: int = field(default=4, metadata={"help": "Replies sampled per prompt (at least 2)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Token budget per reply."})
+    max_new_tokens: int = field(
+        default=96,
+        metadata={
+            "help": "Token budget per reply. The longest prompt (with the chat template) + max_new_tokens + the "
+            "template's end-of-turn tokens must fit `max_length`."
+        },
+    )
+    max_length: int | None = field(
+        default=192,
+        metadata={
+            "help": "The `max_length` of the DPO run these pairs are for (192: recipes/configs/smollm2-135m/dpo.yaml). "
+            "A prompt + max_new_tokens reply that would not fit is refused before sampling, naming both keys: DPO "
+            "would cut the end and the end-of-turn token off such a chosen reply. null: no check."
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling share, in (0, 1]."})
     seed: int = field(default=42, metadata={"help": "Seed for task prompts and sampling."})
@@ -120,6 +137,12 @@ class PairsArguments:
             (0 < self.top_p <= 1, f"--top_p must be in (0, 1] (got {self.top_p})"),
             (self.max_new_tokens >= 1 and self.batch_size >= 1, "--max_new_tokens and --batch_size must be at least 1"),
             (self.min_margin >= 0, f"--min_margin must be >= 0 (got {self.min_margin})"),
+            (
+                self.max_length is None or self.max_new_tokens < self.max_length,
+                f"--max_new_tokens {self.max_new_tokens} must be smaller than --max_length {self.max_length} (the DPO "
+                "config's): prompt + reply must fit, or DPO would cut the end and the end-of-turn token off chosen "
+                "replies",
+            ),
         ):
             if not ok:
                 raise ConfigError(message)
@@ -152,6 +175,7 @@ def main(args: PairsArguments) -> int:
     if args.reward_model is not None:
         scorer = reward_model_scorer(_load_reward_model(args.reward_model))
     model, tokenizer = _load_model(args.model)
+    check_reply_budget(tokenizer, prompts, max_new_tokens=args.max_new_tokens, max_length=args.max_length)
     pairs = build_pairs(
         model,
         tokenizer,

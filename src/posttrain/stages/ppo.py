@@ -16,10 +16,11 @@ from posttrain.errors import ConfigError
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.rl.ppo import PPOTrainer, steps_summary
+from posttrain.training import fast_paths
 from posttrain.training.common import (
     StopOnSignal,
+    fast_paths_applied,
     finish_run,
-    install_fast_paths,
     peft_config,
     run_interruptibly,
     start_run,
@@ -47,7 +48,6 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, []),
         eval_dataset=data.get("test"),  # hacking_guard: stop keeps the adapter with the best held-out task score
     )  # fmt: skip
-    install_fast_paths(run, trainer.unwrapped.policy, pt_args.fast_paths, padding_free=False)
     stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal
 
     def fit():
@@ -55,7 +55,9 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
             resume_from_checkpoint=training_args.resume_from_checkpoint, should_stop=stopper.should_stop
         )
 
-    metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
+    ctx = fast_paths.context_for(trainer, padding_free=False)
+    with fast_paths_applied(run, trainer.unwrapped.policy, pt_args.fast_paths, ctx):
+        metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
     heldout = None
     if "test" in data:
         heldout = heldout_rewards(

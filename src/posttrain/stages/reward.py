@@ -5,6 +5,10 @@
 plain HF sequence-classification folder in ``output_dir`` itself, which PPO, GRPO (``reward_funcs``) and
 evaluation load directly. Held-out pairwise accuracy is measured on that saved model (and training-split accuracy on
 a seeded sample of at most 64 pairs).
+
+Length: pairs longer than ``max_length`` (prompt + chosen or prompt + rejected, as RewardTrainer tokenizes them) are
+refused by default, naming the file and row (``overlong_samples: error``); ``drop`` skips them with a count, and so
+does ``truncate``: RewardTrainer never cuts a pair (it would filter it out silently).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from posttrain.configs import ModelConfig, PosttrainArguments, RewardConfig
 from posttrain.data import fingerprint, load_preferences
 from posttrain.data.formats import with_system_prompt
+from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
 from posttrain.models.merge import merge_adapter
 from posttrain.models.reward import RewardModel
 from posttrain.training.common import (
@@ -46,13 +51,24 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
 
     run = start_run(training_args)
     data = load_preferences(
-        pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
+        pt_args.datasets,
+        test_split_size=pt_args.test_split_size,
+        seed=training_args.seed,
+        identity=pt_args.identity,
+        with_origin=True,  # for check_pair_lengths' errors (file and row); it removes the column
     )
     data = {split: add_system_prompt(data[split], pt_args.system_prompt) for split in data}
+    loaded = {split: ds.remove_columns(ORIGIN_COLUMN) for split, ds in data.items()}  # what the fingerprint covers
     model, tokenizer, new_token_ids = load_model_and_tokenizer(
         pt_args, training_args, model_args, sequence_classification=True
     )
     model.config.pad_token_id = tokenizer.pad_token_id
+    for split in data:
+        data[split], note = check_pair_lengths(
+            data[split], tokenizer, training_args.max_length, pt_args.overlong_samples, trainer="reward", name=split
+        )
+        if note and run.state.is_main_process:
+            print(f"posttrain: {note}", flush=True)
 
     trainer = RewardTrainer(
         model=model,
@@ -89,7 +105,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         stage="reward",
         title=f"Reward model on {model_args.model_name_or_path}",
         configs=(pt_args, training_args, model_args),
-        data_fingerprint=fingerprint(data, pt_args.datasets),
+        data_fingerprint=fingerprint(loaded, pt_args.datasets),
         summary={k.replace("_", " "): f"{v:.3f}" for k, v in metrics.items() if k.endswith("pairwise_accuracy")},
         metrics=metrics,
     )

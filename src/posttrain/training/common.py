@@ -214,33 +214,36 @@ def run_interruptibly(run: Run, stopper: StopOnSignal, fit, current_step):
     return result
 
 
-def train(run: Run, trainer, training_args, *, fast: str = "all"):
+def train(run: Run, trainer, training_args, *, fast: str = "auto"):
     """``trainer.train`` with resume and signal handling: an interrupted run saves a checkpoint and exits non-zero
     without publishing anything. The trainable weights are first put in the run's compute dtype (TRL leaves a
     quantized model's in bf16 whatever the precision; see :mod:`posttrain.precision`), before the optimizer is built,
-    and the chosen :mod:`~posttrain.training.fast_paths` are installed (``fast``: the stage's ``fast_paths``)."""
+    and the chosen :mod:`~posttrain.training.fast_paths` are installed for the length of training (``fast``: the
+    stage's ``fast_paths``)."""
 
     match_trainable_dtype(trainer.model, compute_dtype(training_args))
-    install_fast_paths(run, trainer.model, fast, padding_free=bool(getattr(trainer, "padding_free", False)))
     if training_args.resume_from_checkpoint:
         keep_trainable_dtypes_on_resume(trainer)
     stopper = StopOnSignal(trainer.accelerator)
     trainer.add_callback(stopper)
-    return run_interruptibly(
-        run,
-        stopper,
-        lambda: trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint),
-        lambda: trainer.state.global_step,
-    )
+    with fast_paths_applied(run, trainer.model, fast, fast_paths.context_for(trainer)):
+        return run_interruptibly(
+            run,
+            stopper,
+            lambda: trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint),
+            lambda: trainer.state.global_step,
+        )
 
 
-def install_fast_paths(run: Run, model, fast: str, *, padding_free: bool) -> dict[str, str]:
-    """Install the chosen fast paths (``fast``: a stage's ``fast_paths``) on ``model`` and say (main process) what
-    each did; ``padding_free``: batches are packed into one row with restarting ``position_ids``."""
-    done = fast_paths.apply(model, fast_paths.parse(fast), padding_free=padding_free)
-    if done and run.state.is_main_process:
-        print("posttrain: fast paths: " + "; ".join(f"{k}: {v}" for k, v in done.items()), flush=True)
-    return done
+def fast_paths_applied(run: Run, model, fast: str, ctx: fast_paths.Context):
+    """:func:`posttrain.training.fast_paths.applied` with the main process saying what each path did and, when
+    training ends, how many calls took it."""
+
+    def log(line: str) -> None:
+        if run.state.is_main_process:
+            print(line, flush=True)
+
+    return fast_paths.applied(model, fast, ctx, log=log)
 
 
 def publish(run: Run) -> None:
