@@ -20,8 +20,10 @@ interpreter and thread count:
   reward only (``decimal_compare``), KV-cached rollouts, reference log-probs from the same model with the adapter off.
 
 Every run trains on the same preference pairs (``builtin`` tasks' template-written right and wrong answers, with the
-same system message), the same number of optimizer steps of the same batch size. Reported: steps/s (optimizer steps /
-``Trainer.train`` timed with the monotonic clock), peak RSS, and posttrain / stock for DPO and the reward model. Results as JSON.
+same system message; posttrain's stages with ``overlong_samples: truncate``, as stock's trainers cut or filter pairs
+longer than ``max_length``), the same number of optimizer steps of the same batch size. Reported: steps/s (optimizer
+steps / ``Trainer.train`` timed with the monotonic clock), peak RSS, and posttrain / stock for DPO and the reward
+model. Results as JSON.
 
     .venv/bin/python benchmarks/preference_throughput.py            # 8 steps of 8 pairs each
     .venv/bin/python benchmarks/preference_throughput.py --smoke    # tiny 2-layer model, 1 step each: checks it runs
@@ -118,7 +120,8 @@ def shared(args, bf16: bool, dropout: float) -> dict:
 def configs(model: str, data: Path, work: Path, args, bf16: bool) -> dict[str, dict]:
     stock_data = {"datasets": [{"path": "json", "data_files": str(data), "split": "train"}], "use_cpu": True,
                   "dtype": "bfloat16" if bf16 else "float32"}  # fmt: skip
-    ours_data = {"datasets": [{"path": str(data)}], "show_example": False}
+    # stock's DPOTrainer cuts overlong pairs and its RewardTrainer filters them out; posttrain refuses them by default
+    ours_data = {"datasets": [{"path": str(data)}], "show_example": False, "overlong_samples": "truncate"}
     dpo = {"beta": 0.1, "loss_type": ["sigmoid"], "max_length": args.max_length, **shared(args, bf16, 0.0)}
     reward = {"max_length": args.max_length, **shared(args, bf16, 0.05)}
     ppo = {

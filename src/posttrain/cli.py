@@ -47,12 +47,13 @@ def _launched() -> bool:
 
 
 def launch_command(stage: str, argv: Sequence[str], accelerate_config: str | None = None) -> list[str]:
-    """The ``accelerate launch`` command line that runs ``stage`` with ``argv``."""
+    """The ``accelerate launch`` command line that runs ``stage`` with ``argv`` (through :mod:`posttrain.launcher`,
+    which passes the stage's exit status on)."""
     config = accelerate_config or os.environ.get(ACCELERATE_CONFIG_ENV)
     return [
         sys.executable,
         "-m",
-        "accelerate.commands.launch",
+        "posttrain.launcher",
         *(["--config_file", config] if config else []),
         "-m",
         "posttrain.stages",

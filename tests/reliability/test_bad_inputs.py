@@ -198,6 +198,7 @@ CASES = [
     Case("negative-learning-rate", "sft", lambda i: i.sft(learning_rate=-1e-4), ("learning_rate", "run.yaml")),
     Case("zero-batch-size", "sft", lambda i: i.sft(per_device_train_batch_size=0), ("per_device_train_batch_size",)),
     Case("bad-choice", "sft", lambda i: i.sft(overlong_samples="shorten"), ("overlong_samples", "shorten")),
+    Case("fast-path-unknown", "sft", lambda i: i.sft(fast_paths="turbo"), ("fast_paths", "turbo")),
     # data
     Case("data-file-missing", "sft", lambda i: i.sft(datasets=[{"path": str(i.tmp / "gone.jsonl")}]), ("gone.jsonl",)),
     Case("data-malformed-jsonl", "sft", lambda i: i.sft(datasets=[{"path": i.file("bad.jsonl", '{"messages": [\n')}]),
@@ -219,6 +220,9 @@ CASES = [
          {k: v for k, v in PAIR.items() if k != "rejected"}])}]), ("pairs.jsonl",)),
     Case("pairs-identical", "reward", lambda i: i.pairs(datasets=[{"path": i.jsonl("same.jsonl", [
          {**PAIR, "rejected": PAIR["chosen"]}])}]), ("same.jsonl", "identical")),
+    Case("pairs-overlong", "dpo", lambda i: i.pairs(datasets=[{"path": i.jsonl("long.jsonl", [PAIR, PAIR, {**PAIR,
+         "chosen": [{"role": "assistant", "content": "9.9 is larger. " * 40}]}])}]),
+         ("long.jsonl", "line 3", "max_length 128", "overlong_samples")),
     # models, adapters and weights
     Case("model-path-missing", "sft", lambda i: i.sft(model_name_or_path=str(i.tmp / "no-model")), ("no-model",)),
     Case("model-without-weights", "sft",
@@ -229,6 +233,8 @@ CASES = [
     Case("adapter-without-weights", "dpo", _adapter_without_weights, ("adapter", "adapter_model.safetensors")),
     Case("adapter-base-missing", "sft", _adapter_missing_base, ("adapter", "deleted-base")),
     Case("unknown-chat-template", "sft", lambda i: i.sft(chat_template="vicuna-ish"), ("vicuna-ish",)),
+    Case("fast-path-cannot-run", "sft", lambda i: i.sft(packing=False, fast_paths="varlen_attention"),
+         ("fast_paths: varlen_attention", "cannot run", "padded")),
     # online RL
     Case("rl-unknown-reward", "ppo", lambda i: _ppo(i, rewards=["exact_mach"]), ("exact_mach", "exact_match")),
     Case("rl-all-reward-weights-zero", "ppo", lambda i: _ppo(i, rewards=[{"name": "has_number", "weight": 0}]),
@@ -316,3 +322,24 @@ def test_the_docs_table_lists_every_case():
     documented = re.findall(r"^\| `([a-z0-9-]+)` \|", DOCS.read_text(), flags=re.M)
     assert documented == [c.id for c in CASES]
     assert len(CASES) >= 30
+
+
+# SFTConfig loss settings posttrain's SFT loss cannot honour: refused by name before anything loads (issue item 4).
+SFT_LOSS_CASES = [
+    ({"completion_only_loss": False}, ("SFTConfig.completion_only_loss=False", "assistant turns only")),
+    ({"loss_type": "focal"}, ("SFTConfig.loss_type='focal'", "nll or dft")),
+]
+
+
+@pytest.mark.parametrize("settings, names", SFT_LOSS_CASES, ids=["completion-only-loss-false", "loss-type-unknown"])
+def test_sft_loss_setting_is_refused_by_name(settings, names, tmp_path, capsys, tiny_chat_model, tiny_base_model):
+    i = Inputs(tmp_path, tiny_chat_model, tiny_base_model)
+    argv = ["sft", *write_config(i, i.sft(**settings))]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code not in (0, None) and "Traceback" not in err, err[-2000:]
+    message = next(line for line in err.splitlines() if line.startswith("posttrain: error: "))
+    assert all(name in message for name in names), message
+    assert not i.out.parent.exists() or not list(i.out.parent.iterdir())
