@@ -36,3 +36,21 @@ def test_manifest_round_trips_without_secrets(tmp_path):
     assert manifest["seed"] == 3 and manifest["config"]["ModelConfig"]["model_name_or_path"] == "m"
     assert set(manifest["libraries"]) >= {"torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"}
     assert json.loads(text) == manifest and not list(tmp_path.glob("*.tmp"))
+
+
+def test_manifest_is_strict_json_with_null_for_numbers_that_do_not_exist(tmp_path):
+    # a PPO run with only rule rewards has no proxy reward: the guard's curves hold NaN for it
+    nan, inf = float("nan"), float("inf")
+    curves = [{"step": 1, "proxy": nan, "rule": 0.5, "kl": inf}, {"step": 2, "proxy": nan, "rule": 0.75, "kl": 0.1}]
+    write_manifest(
+        tmp_path, stage="ppo", hacking_guard={"mode": "warn", "curves": curves}, kl_curve=(nan, -inf, 1.5), metrics={}
+    )
+    text = (tmp_path / "run_manifest.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    manifest = json.loads(text, parse_constant=refuse)
+    assert [c["proxy"] for c in manifest["hacking_guard"]["curves"]] == [None, None]
+    assert [c["rule"] for c in manifest["hacking_guard"]["curves"]] == [0.5, 0.75]
+    assert manifest["hacking_guard"]["curves"][0]["kl"] is None and manifest["kl_curve"] == [None, None, 1.5]

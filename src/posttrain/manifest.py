@@ -1,7 +1,9 @@
 """Run manifests and model cards: what a stage produced, from what, with which code and settings.
 
 A manifest (``run_manifest.json``) is written last, after every artifact is in place, so its presence means the
-stage finished. Values of keys that look like secrets (tokens, API keys, passwords) are never written.
+stage finished. Values of keys that look like secrets (tokens, API keys, passwords) are never written. It is strict
+JSON: a number that does not exist (NaN, e.g. the proxy-reward curve of a run with only rule rewards) or is infinite
+is written as ``null``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -79,6 +82,18 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (also in nested dicts and lists) replaced by None: strict JSON has
+    no NaN, and a number that does not exist is ``null``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def resolved_config(*configs) -> dict[str, Any]:
     """The parsed dataclasses of a run as one JSON-able mapping (secrets redacted)."""
     out = {}
@@ -116,7 +131,8 @@ def write_manifest(output_dir: str | os.PathLike, *, stage: str, configs: tuple 
         **redact(_jsonable(fields)),
         "config": resolved_config(*configs),
     }
-    return atomic_write_text(Path(output_dir) / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(finite(manifest), indent=2, sort_keys=False, allow_nan=False)
+    return atomic_write_text(Path(output_dir) / MANIFEST_NAME, text + "\n")
 
 
 def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any] | None:

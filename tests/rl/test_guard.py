@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 
+import torch
+from safetensors.torch import load_file
+
 from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
 from posttrain.stages import run_stage
 
@@ -111,9 +114,38 @@ def test_grpo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path
     settings = {"model_name_or_path": str(tiny_chat_model), "datasets": PROMPTS, "test_split_size": 8,
                 "rewards": ["has_number"], "load_in_4bit": False, "bf16": False, "max_steps": 5,
                 "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 8,
-                "learning_rate": 3e-3, "logging_steps": 1, "hacking_guard": "stop"}  # fmt: skip
+                "learning_rate": 3e-3, "logging_steps": 1, "hacking_guard": "stop", "save_strategy": "steps",
+                "save_steps": 1}  # fmt: skip
     trainer, _ = run_stage("grpo", ["--config", str(write_stage_config(tmp_path, "grpo", settings))])
     assert trainer.state.global_step == 2
+    # the stop step's checkpoint holds the kept adapter, the one published (TRL wrote it before the restore)
+    published = load_file(tmp_path / "grpo" / "adapter_model.safetensors")
+    checkpoint = load_file(tmp_path / "grpo" / "checkpoint-2" / "adapter_model.safetensors")
+    assert published.keys() == checkpoint.keys()
+    assert all(torch.equal(published[k], checkpoint[k]) for k in published)
+
+
+def test_grpo_stop_checkpoint_holds_the_kept_start_adapter(tmp_path, tiny_chat_model, monkeypatch):
+    import posttrain.rl.heldout as heldout
+
+    from helpers import PROMPTS
+    from tiny import write_stage_config
+
+    fire_at(monkeypatch, 2)
+    scores = iter([1.0, 0.0, 0.0, 0.0])  # held-out scores of the candidates: the start adapter (step 0) wins
+    monkeypatch.setattr(heldout, "heldout_rewards", lambda *args, **kwargs: {"policy": {}})
+    monkeypatch.setattr(heldout, "heldout_task_score", lambda result, rule_names: next(scores))
+    settings = {"model_name_or_path": str(tiny_chat_model), "datasets": PROMPTS, "test_split_size": 8,
+                "rewards": ["has_number"], "load_in_4bit": False, "bf16": False, "max_steps": 5,
+                "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 8,
+                "learning_rate": 3e-3, "logging_steps": 1, "hacking_guard": "stop", "save_strategy": "steps",
+                "save_steps": 1}  # fmt: skip
+    run_stage("grpo", ["--config", str(write_stage_config(tmp_path, "grpo", settings))])
+    manifest = json.loads((tmp_path / "grpo" / "run_manifest.json").read_text())
+    assert manifest["hacking_guard"]["findings"][0]["restored_step"] == 0
+    adapter = load_file(tmp_path / "grpo" / "checkpoint-2" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all((v == 0).all() for v in lora_b)  # the start adapter (LoRA B is zero), not step 2's
     manifest = json.loads((tmp_path / "grpo" / "run_manifest.json").read_text())
     [finding] = manifest["hacking_guard"]["findings"]
     scores = finding["heldout_task_scores"]

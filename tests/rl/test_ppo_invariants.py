@@ -36,13 +36,12 @@ def make_trainer(tmp_path, tiny_chat_model, **overrides):
 
 def training_logprobs(trainer, batch):
     """Log-probs of the rollout's tokens as the update computes them (train mode, with gradients)."""
-    args, context = trainer.args, batch.queries.shape[1]
+    context = batch.queries.shape[1]
     trainer.model.train()
     inputs = sequence_inputs(batch.queries, batch.query_mask, batch.responses, batch.response_mask)
     logits, values = trainer.model(*inputs)
-    logits = ppo_core.top_p_logits(logits[:, context - 1 : -1].float() / args.temperature, args.top_p)
     trainer.model.eval()
-    return ppo_core.logprobs_from_logits(logits, batch.responses), values[:, context - 1 : -1]
+    return trainer.token_logprobs(logits, batch.responses, batch.response_mask).sampler, values[:, context - 1 : -1]
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 1.0), (0.7, 0.9)])
@@ -54,9 +53,10 @@ def test_first_ratio_is_one_and_kl_is_zero_before_any_update(tmp_path, tiny_chat
     logprobs, _ = training_logprobs(trainer, batch)
     ratio = torch.exp(logprobs - batch.logprobs)[mask]
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4), ratio
-    # the adapter starts at zero (lora_B = 0): policy == reference, so every KL estimate is zero
+    # the adapter starts at zero (lora_B = 0): policy == reference, so every KL estimate is zero (the KL compares
+    # the full temperature-scaled distributions, also with top_p < 1)
     for estimator in ("k1", "k3"):
-        kl = ppo_core.kl_penalty(batch.logprobs, batch.ref_logprobs, estimator)[mask]
+        kl = ppo_core.kl_penalty(batch.kl_logprobs, batch.ref_logprobs, estimator)[mask]
         assert kl.abs().max() < 1e-5, (estimator, kl.abs().max())
 
 

@@ -69,7 +69,9 @@ def test_ppo_raises_reward_model_score(tmp_path, tiny_chat_model, reward_model):
         tiny_chat_model,
         rewards=[{"name": "reward_model", "path": str(reward_model)}],
         max_steps=20,
-        learning_rate=5e-3,
+        # with the policy's and the value head's gradients clipped each on their own norm, the reward rose within 20
+        # steps for seeds 42, 1 and 2 at 1e-2 (1 of the 3 at 5e-3; 2 of 3 with the former joint clipping)
+        learning_rate=1e-2,
     )
     trainer, metrics = run_stage("ppo", ["--config", str(config)])
     history = trainer.state.log_history

@@ -111,7 +111,11 @@ class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
     )
     top_p: float = field(
         default=1.0,
-        metadata={"help": "Nucleus sampling; below 1 the log-probs are those of the truncated distribution."},
+        metadata={
+            "help": "Nucleus sampling. Below 1 the PPO ratio uses the log-probs of the truncated distribution that "
+            "sampled, the KL penalty those of the full temperature-scaled distributions (finite when the policy "
+            "samples outside the reference's nucleus), and the logged entropy is over the kept tokens."
+        },
     )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
     num_mini_batches: int = field(default=2, metadata={"help": "Optimizer steps per PPO epoch."})

@@ -5,18 +5,22 @@ in Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO", arXiv:24
 
 1. **Rollout** -- each process samples one reply for each of ``rollout_batch_size`` prompts from the policy
    (:func:`posttrain.models.generation.generate`: batched, left padding, KV cache; ``top_k`` off so the sampling
-   distribution is the softmax the loss uses, divided by ``temperature``). Replies are truncated after the first
-   stop token.
+   distribution is the softmax the loss uses, divided by ``temperature``, truncated to the ``top_p`` nucleus).
+   Replies are truncated after the first stop token.
 2. **Scoring** -- no-grad forward passes give the policy's log-probabilities and values and the reference's
-   log-probabilities. The reference is the same model with the LoRA adapter disabled (no second copy). The reward
-   functions (:mod:`posttrain.rl.rewards`: rule checks, a reward model, weighted) score each reply; a reply without
-   the stop token loses ``missing_eos_penalty``.
+   log-probabilities. The PPO ratio uses the policy's log-probs under the distribution that sampled (the top-p
+   nucleus); the KL penalty compares policy and reference on their full temperature-scaled softmaxes, which stays
+   finite when the policy samples a token outside the reference's nucleus
+   (:func:`~posttrain.rl.ppo_core.sampling_logprobs`). The reference is the same model with the LoRA adapter
+   disabled (no second copy). The reward functions (:mod:`posttrain.rl.rewards`: rule checks, a reward model,
+   weighted) score each reply; a reply without the stop token loses ``missing_eos_penalty``.
 3. **Rewards and advantages** -- per-token reward ``-kl_coef * KL_t`` plus the score at the last token
    (:func:`~posttrain.rl.ppo_core.token_rewards`); GAE(gamma, lambda) with the value head; advantages whitened over
    the batch. ``kl_coef`` is fixed or adaptive (:class:`~posttrain.rl.ppo_core.AdaptiveKLController`).
 4. **Update** -- ``num_ppo_epochs`` passes over the batch in ``num_mini_batches`` shuffled minibatches (each
    accumulated over micro-batches of ``per_device_train_batch_size``): clipped policy loss plus ``vf_coef`` times
-   the clipped value loss, one optimizer step per minibatch, gradients all-reduced by DDP across processes.
+   the clipped value loss, one optimizer step per minibatch, gradients all-reduced by DDP across processes, the
+   policy's and the value head's gradients each clipped to ``max_grad_norm`` on their own.
 
 The value model is a scalar head (zero-initialised) on the policy's last hidden state, sharing the LoRA-adapted
 trunk (as TRL's original ``AutoModelForCausalLMWithValueHead``): one forward pass gives logits and values, and DDP
@@ -25,7 +29,8 @@ sees one module. Dropout is disabled (rollout and update must score the same fun
 Logged every step: mean score (and per reward function), KL to the reference, entropy, policy/value loss, policy
 and value clip fractions, approximate KL of the update, reply length, share of replies with the stop token, the KL
 coefficient, the learning rate. Checkpoints (``save_strategy: steps``) hold the adapter, the value head, the
-optimizer state (safetensors + JSON), the RNG state of every process and the trainer state; ``resume_from_checkpoint``
+optimizer state (safetensors + JSON), the RNG state (CPU and CUDA) of every process and the trainer state (with the
+reward-normalization statistics, gathered over every process so they are the same on each); ``resume_from_checkpoint``
 (a folder, or ``true`` for the newest in ``output_dir``) continues from the step after it with the same prompts and
 samples an uninterrupted run would have used.
 """
@@ -97,8 +102,8 @@ class Rollout:
     query_mask: torch.Tensor
     responses: torch.Tensor
     response_mask: torch.Tensor
-    logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
+    logprobs: torch.Tensor  # the policy's, under the top-p sampler's distribution (the PPO ratio's denominator)
+    ref_logprobs: torch.Tensor  # the reference's, under its full temperature-scaled softmax (the KL penalty's)
     values: torch.Tensor
     entropy: torch.Tensor
     scores: torch.Tensor
@@ -106,6 +111,7 @@ class Rollout:
     per_reward: dict[str, float]
     raw_scores: torch.Tensor  # the weighted reward before normalization (what is logged as `reward`)
     distinct: float = 1.0  # mean distinct-bigram ratio of the replies (repetition, for the hacking guard)
+    kl_logprobs: torch.Tensor | None = None  # the policy's under its full softmax (the KL penalty's; None: logprobs)
 
     def __len__(self) -> int:
         return self.queries.shape[0]
@@ -138,6 +144,30 @@ def pure_sampling(model):
     finally:
         for k, v in saved.items():
             setattr(config, k, v)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's random states: the CPU generator (``torch``) and, with CUDA, every GPU's (``cuda_<i>``:
+    sampling on a GPU draws from the CUDA generator, so without it a resumed run would sample differently)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, cuda in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda_{index}"] = cuda.cpu()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` saved (the CUDA states only where CUDA is available and they were saved)."""
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = [state[f"cuda_{i}"].cpu() for i in range(sum(k.startswith("cuda_") for k in state))]
+    if cuda and torch.cuda.is_available():
+        if len(cuda) != torch.cuda.device_count():
+            warnings.warn(
+                f"the checkpoint holds the random state of {len(cuda)} GPUs and this process sees "
+                f"{torch.cuda.device_count()}: only the first ones are restored",
+                stacklevel=2,
+            )
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
 def resolve_checkpoint(resume: str | bool | None, output_dir: str | Path) -> Path | None:
@@ -279,10 +309,18 @@ class PPOTrainer:
             mask[row, width - len(e) :] = 1
         return ids, mask
 
+    def token_logprobs(self, logits, responses, response_mask, *, entropy: bool = False) -> ppo_core.TokenLogprobs:
+        """Log-probs of the response tokens from the model's logits over query + response (rollout and update alike):
+        temperature-scaled, top-p sampler and full softmax (:func:`~posttrain.rl.ppo_core.sampling_logprobs`)."""
+        context = logits.shape[1] - responses.shape[1]
+        logits = logits[:, context - 1 : -1].float() / self.args.temperature
+        return ppo_core.sampling_logprobs(logits, responses, response_mask, self.args.top_p, entropy=entropy)
+
     @torch.no_grad()
     def _score_tokens(self, queries, query_mask, responses, response_mask, *, reference: bool):
-        """Log-probs of the response tokens (and values, entropy unless ``reference``), in forward batches."""
-        model, out = self.unwrapped, {"logprobs": [], "values": [], "entropy": []}
+        """Log-probs of the response tokens: ``logprobs`` (the sampler's) and ``full_logprobs`` (the full softmax's);
+        unless ``reference`` also values and entropy; in forward batches, every tensor 0 on padding."""
+        model, out = self.unwrapped, {"logprobs": [], "full_logprobs": [], "values": [], "entropy": []}
         device, size, context = self.accelerator.device, self.args.forward_batch_size, queries.shape[1]
         adapter_off = model.policy.disable_adapter() if reference else nullcontext()
         with adapter_off:
@@ -290,12 +328,13 @@ class PPOTrainer:
                 chunk = slice(start, start + size)
                 inputs = sequence_inputs(queries[chunk], query_mask[chunk], responses[chunk], response_mask[chunk])
                 logits, values = model(*(t.to(device) for t in inputs))
-                logits = ppo_core.top_p_logits(logits[:, context - 1 : -1].float() / self.args.temperature,
-                                               self.args.top_p)  # fmt: skip
-                out["logprobs"].append(ppo_core.logprobs_from_logits(logits, responses[chunk].to(device)))
+                tokens, mask = responses[chunk].to(device), response_mask[chunk].to(device)
+                scored = self.token_logprobs(logits, tokens, mask, entropy=not reference)
+                out["logprobs"].append(scored.sampler)
+                out["full_logprobs"].append(scored.full)
                 if not reference:
                     out["values"].append(values[:, context - 1 : -1].float())
-                    out["entropy"].append(ppo_core.entropy_from_logits(logits))
+                    out["entropy"].append(scored.entropy)
         return {k: torch.cat(v) for k, v in out.items() if v}
 
     # ------------------------------------------------------------------------------------------------ rollout
@@ -350,7 +389,7 @@ class PPOTrainer:
             responses.to(device),
             response_mask.to(device),
             policy_out["logprobs"],
-            ref_out["logprobs"],
+            ref_out["full_logprobs"],
             policy_out["values"],
             policy_out["entropy"],
             scores,
@@ -358,6 +397,7 @@ class PPOTrainer:
             per_reward,
             raw_scores,
             sum(distinct_bigram_ratio(c.token_ids) for c in completions) / max(len(completions), 1),
+            kl_logprobs=policy_out["full_logprobs"],
         )
 
     def normalized_total(self, per_func: dict[str, list]) -> list[float]:
@@ -366,15 +406,21 @@ class PPOTrainer:
         mode = self.args.reward_normalization
         n = len(next(iter(per_func.values()))) if per_func else 0
         total = [0.0] * n
+        values_by_name = {
+            name: [float(v) if v is not None and not math.isnan(v) else None for v in per_func[name]]
+            for name in self.rewards.names
+        }
+        if mode in ("running", "batch"):
+            batch_moments = self._global_moments(
+                {k: [v for v in vs if v is not None] for k, vs in values_by_name.items()}
+            )
         for name, weight in zip(self.rewards.names, self.rewards.weights, strict=True):
-            values = [float(v) if v is not None and not math.isnan(v) else None for v in per_func[name]]
-            present = [v for v in values if v is not None]
+            values = values_by_name[name]
             if mode == "running":
-                self.reward_moments[name].update(present)
+                self.reward_moments[name].merge(batch_moments[name])
                 mean, std = self.reward_moments[name].mean, self.reward_moments[name].std
-            elif mode == "batch" and len(present) > 1:
-                mean = sum(present) / len(present)
-                std = (sum((v - mean) ** 2 for v in present) / len(present)) ** 0.5
+            elif mode == "batch" and batch_moments[name].count > 1:
+                mean, std = batch_moments[name].mean, (batch_moments[name].m2 / batch_moments[name].count) ** 0.5
             else:
                 mean, std = 0.0, 1.0
             std = std if std > 1e-6 else 1.0
@@ -383,12 +429,31 @@ class PPOTrainer:
                     total[i] += weight * (v - mean) / std
         return total
 
+    def _global_moments(self, present: dict[str, list[float]]) -> dict[str, ppo_core.RunningMoments]:
+        """Count, mean and sum of squared deviations of each component's scores over every process's rollout
+        (gathered, then combined in rank order): every process normalizes with the same statistics, so the one copy
+        a checkpoint keeps is every process's. With one process these are the local batch's."""
+        from accelerate.utils import gather_object
+
+        local = {}
+        for name, values in present.items():
+            moments = ppo_core.RunningMoments()
+            moments.update(values)
+            local[name] = moments.state()
+        out = {name: ppo_core.RunningMoments() for name in present}
+        for rank in gather_object([local]):
+            for name, state in rank.items():
+                out[name].merge(ppo_core.RunningMoments.of(state["count"], state["mean"], state["m2"]))
+        return out
+
     # ------------------------------------------------------------------------------------------------- update
 
     def advantages(self, batch: Rollout):
-        """Per-token KL and rewards, GAE advantages (whitened) and returns."""
+        """Per-token KL (between the policy's and the reference's full temperature-scaled distributions, see
+        :func:`~posttrain.rl.ppo_core.sampling_logprobs`) and rewards, GAE advantages (whitened) and returns."""
         args, mask = self.args, batch.response_mask
-        kl = ppo_core.kl_penalty(batch.logprobs, batch.ref_logprobs, args.kl_estimator) * mask
+        logprobs = batch.kl_logprobs if batch.kl_logprobs is not None else batch.logprobs
+        kl = ppo_core.masked_fill_padding(ppo_core.kl_penalty(logprobs, batch.ref_logprobs, args.kl_estimator), mask)
         rewards = ppo_core.token_rewards(batch.scores, kl, self.kl_ctl.value, mask)
         if args.whiten_rewards:
             rewards = ppo_core.masked_whiten(rewards, mask, shift_mean=False)
@@ -419,9 +484,7 @@ class PPOTrainer:
                     inputs = sequence_inputs(batch.queries[idx], batch.query_mask[idx], batch.responses[idx], mask)
                     with nullcontext() if last else accelerator.no_sync(self.model):
                         logits, values = self.model(*inputs)
-                        logits = ppo_core.top_p_logits(logits[:, context - 1 : -1].float() / args.temperature,
-                                                       args.top_p)  # fmt: skip
-                        logprobs = ppo_core.logprobs_from_logits(logits, batch.responses[idx])
+                        logprobs = self.token_logprobs(logits, batch.responses[idx], mask).sampler
                         policy = ppo_core.clipped_policy_loss(
                             logprobs, batch.logprobs[idx], advantages[idx], mask, args.cliprange
                         )
@@ -443,12 +506,27 @@ class PPOTrainer:
                         ("approx_kl", policy.approx_kl),
                     ):
                         stats[key].append(float(value.detach()))
-                if args.max_grad_norm and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.clip_gradients()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def clip_gradients(self) -> None:
+        """Clip the policy adapter's and the value head's gradients each to ``max_grad_norm`` (their optimizer
+        groups): under one joint norm a large value-loss gradient (a fresh critic, a reward on a new scale) would
+        shrink the policy's step with it."""
+        from accelerate.utils import DistributedType
+
+        max_norm, accelerator = self.args.max_grad_norm, self.accelerator
+        if not max_norm or max_norm <= 0:
+            return
+        if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.XLA):
+            accelerator.clip_grad_norm_(self.model.parameters(), max_norm)  # sharded gradients: their own clipping
+            return
+        accelerator.unscale_gradients()  # once per step (fp16 loss scaling refuses a second unscale_)
+        for group in self.optimizer.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], max_norm)
 
     def step(self, step: int) -> dict[str, float]:
         """One PPO iteration: rollout, advantages, update, KL controller, learning-rate schedule; gathered metrics."""
@@ -546,10 +624,11 @@ class PPOTrainer:
                     "posttrain ppo: " + json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}})
                 )
             saved = args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0
+            if self.guard.should_stop:  # first restore the kept adapter, so this step's checkpoint holds it
+                self._restore_best_adapter(bar.write if main else None)
             if saved:
                 self.save_checkpoint()
             if self.guard.should_stop:
-                self._restore_best_adapter(bar.write if main else None)
                 bar.close()
                 break
             if should_stop is not None and should_stop():
@@ -620,7 +699,7 @@ class PPOTrainer:
                 )
             )
         accelerator.wait_for_everyone()
-        save_file({"torch": torch.get_rng_state()}, tmp / f"rng_state_{accelerator.process_index}.safetensors")
+        save_file(rng_state(), tmp / f"rng_state_{accelerator.process_index}.safetensors")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
@@ -668,11 +747,10 @@ class PPOTrainer:
                 self.reward_moments[name].load(moments)
         self.scheduler = self._make_scheduler()  # on the restored optimizer, then replayed to the saved step
         with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended here
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             for _ in range(self.state.global_step):
                 self.scheduler.step()
-        rng = checkpoint / f"rng_state_{self.accelerator.process_index}.safetensors"
-        torch.set_rng_state(load_file(rng)["torch"])
+        set_rng_state(load_file(checkpoint / f"rng_state_{self.accelerator.process_index}.safetensors"))
         if self.accelerator.is_main_process:
             print(f"posttrain ppo: resumed from {checkpoint} at step {self.state.global_step}", flush=True)
 

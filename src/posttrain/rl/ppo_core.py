@@ -1,7 +1,8 @@
 """PPO math, free of models and trainers: masked statistics, GAE, whitening, clipped losses, KL penalty, KL controllers.
 
 Every function works on ``(batch, response_length)`` tensors with a ``mask`` that is 1 on real response tokens (up to
-and including the stop token) and 0 on padding after it. References:
+and including the stop token) and 0 on padding after it. Padding is removed with :func:`torch.where`, never by
+multiplying with the mask: a value there may be infinite (``0 * inf`` is NaN, and GAE would spread it). References:
 
 * Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (arXiv:1707.06347): clipped surrogate objective.
 * Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation"
@@ -21,12 +22,18 @@ from dataclasses import dataclass
 import torch
 
 
+def masked_fill_padding(values: torch.Tensor, mask: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """``values`` where ``mask`` is 1, ``value`` elsewhere, whatever (``inf``, NaN) the padding held."""
+    return torch.where(mask.bool(), values, torch.as_tensor(value, dtype=values.dtype, device=values.device))
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is 1 (over all elements, or along ``dim``)."""
-    mask = mask.to(values.dtype)
+    count = mask.to(values.dtype)
+    values = masked_fill_padding(values, mask)
     if dim is None:
-        return (values * mask).sum() / mask.sum().clamp(min=1)
-    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+        return values.sum() / count.sum().clamp(min=1)
+    return values.sum(dim) / count.sum(dim).clamp(min=1)
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
@@ -49,7 +56,7 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened * mask.to(values.dtype)
+    return masked_fill_padding(whitened, mask)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
@@ -67,7 +74,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
 
 def token_rewards(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float, mask: torch.Tensor) -> torch.Tensor:
     """Per-token rewards: ``-kl_coef * kl`` on every response token, plus the sequence score at its last token."""
-    rewards = -kl_coef * kl * mask.to(kl.dtype)
+    rewards = masked_fill_padding(-kl_coef * kl, mask)
     last = (mask.long().sum(1) - 1).clamp(min=0)
     rewards[torch.arange(len(scores), device=scores.device), last] += scores.to(rewards.dtype)
     return rewards
@@ -81,18 +88,18 @@ def gae(
     ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` is 0 after the last real token),
     ``A_t = delta_t + gamma * lam * A_{t+1}``; returns ``(advantages, returns = advantages + values)``, both 0 on
     padding."""
-    mask = mask.to(values.dtype)
-    values = values * mask
-    rewards = rewards * mask
+    keep = mask.bool()
+    values = masked_fill_padding(values, keep)
+    rewards = masked_fill_padding(rewards, keep)
     advantages = torch.zeros_like(values)
     last = torch.zeros_like(values[:, 0])
     length = values.shape[1]
     for t in reversed(range(length)):
         next_value = values[:, t + 1] if t + 1 < length else torch.zeros_like(last)
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        last = (delta + gamma * lam * last) * mask[:, t]
+        last = masked_fill_padding(delta + gamma * lam * last, keep[:, t])
         advantages[:, t] = last
-    return advantages, (advantages + values) * mask
+    return advantages, masked_fill_padding(advantages + values, keep)
 
 
 @dataclass
@@ -131,16 +138,57 @@ def clipped_value_loss(
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) under ``logits`` (``(B, T, V)`` and ``(B, T)``), computed in float32."""
+    """log p(token) under ``logits`` (``(B, T, V)`` and ``(B, T)``), computed in float32 (``-inf`` for a token
+    whose logit is ``-inf``, e.g. outside a top-p nucleus)."""
     logits = logits.float()
     return torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy of the softmax over ``logits``."""
+    """Per-position entropy of the softmax over ``logits``; tokens with a ``-inf`` logit (outside a top-p nucleus)
+    contribute 0, so the entropy of a truncated distribution is that over its kept support, finite."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.special.entr(probs).sum(-1)
+
+
+@dataclass
+class TokenLogprobs:
+    sampler: torch.Tensor  # log-probs under the top-p sampler's distribution (the PPO ratio's)
+    full: torch.Tensor  # log-probs under the whole temperature-scaled softmax (the KL penalty's)
+    entropy: torch.Tensor | None = None  # entropy of the sampler's distribution (over the nucleus)
+
+
+def sampling_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, top_p: float = 1.0, *, entropy: bool = False
+) -> TokenLogprobs:
+    """Log-probs of ``tokens`` (``(B, T)``) under temperature-scaled ``logits`` (``(B, T, V)``), finite everywhere and 0
+    on padding (``mask`` 0) whichever token pads it.
+
+    * ``sampler``: of the distribution top-p sampling drew from (:func:`top_p_logits`: the nucleus, renormalized).
+      These are the log-probs of the PPO ratio, at rollout and in the update alike, so the ratio is an importance
+      weight of the distribution that actually sampled (exactly 1 before any update). A token outside the nucleus
+      recomputed here -- one an update pushed out of its policy's nucleus, or one at the nucleus boundary that
+      rounding differences between the sampler and this forward pass left out -- gets its ``full`` log-prob (finite,
+      and lower than its in-nucleus one would be) rather than ``-inf``.
+    * ``full``: of the whole temperature-scaled softmax (full support). The KL penalty compares policy and reference
+      on these: the reference's own nucleus may exclude a token the policy sampled, and a KL against a truncated
+      reference would be ``+inf``; between the full distributions it is finite, and 0 for identical models.
+    * ``entropy`` (with ``entropy=True``): of the sampler's distribution, over the nucleus it keeps (finite).
+
+    With ``top_p >= 1`` ``sampler`` and ``full`` are the same."""
     logits = logits.float()
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+    full = logprobs_from_logits(logits, tokens)
+    nucleus = top_p_logits(logits, top_p)
+    if top_p < 1.0:
+        sampler = logprobs_from_logits(nucleus, tokens)
+        sampler = torch.where(torch.isfinite(sampler), sampler, full)
+    else:
+        sampler = full
+    return TokenLogprobs(
+        masked_fill_padding(sampler, mask),
+        masked_fill_padding(full, mask),
+        masked_fill_padding(entropy_from_logits(nucleus), mask) if entropy else None,
+    )
 
 
 class FixedKLController:
@@ -192,15 +240,26 @@ class RunningMoments:
     def __init__(self) -> None:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
+    @classmethod
+    def of(cls, count: int, mean: float, m2: float) -> RunningMoments:
+        moments = cls()
+        moments.count, moments.mean, moments.m2 = count, mean, m2
+        return moments
+
     def update(self, values: list[float]) -> None:
         if not values:
             return
         n = len(values)
         mean = sum(values) / n
-        m2 = sum((v - mean) ** 2 for v in values)
-        delta, total = mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.m2 += m2 + delta**2 * self.count * n / total
+        self.merge(RunningMoments.of(n, mean, sum((v - mean) ** 2 for v in values)))
+
+    def merge(self, other: RunningMoments) -> None:
+        """Add the values ``other`` summarizes (e.g. another process's batch)."""
+        if not other.count:
+            return
+        delta, total = other.mean - self.mean, self.count + other.count
+        self.mean += delta * other.count / total
+        self.m2 += other.m2 + delta**2 * self.count * other.count / total
         self.count = total
 
     @property

@@ -62,7 +62,8 @@ def main(
     metrics = dict(result.metrics)
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
     keep_best_adapter(guard_callback, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
-                      name=trainer_name, max_new_tokens=eval_max_new_tokens)  # fmt: skip
+                      name=trainer_name, max_new_tokens=eval_max_new_tokens,
+                      output_dir=training_args.output_dir)  # fmt: skip
     reward_curve = logged(trainer, "reward")
     heldout = None
     if "test" in data:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import TrainerCallback
 
 from posttrain.chat_templates import ChatTemplateError
@@ -89,9 +91,11 @@ class GuardCallback(TrainerCallback):
 
 
 def keep_best_adapter(callback: GuardCallback, step: int, policy, tokenizer, rewards, dataset, *, name: str,
-                      max_new_tokens: int) -> None:  # fmt: skip
+                      max_new_tokens: int, output_dir: str | Path | None = None) -> None:  # fmt: skip
     """After ``hacking_guard: stop`` ended a GRPO/RLOO run: load the candidate adapter with the best held-out task
-    score (as PPO does), record it in the guard's finding and say so."""
+    score (as PPO does), record it in the guard's finding and say so. TRL's Trainer has already written the stop
+    step's checkpoint (``output_dir/checkpoint-<step>``) by then: its adapter is replaced by the kept one, so that a
+    run continued from it starts where this one ended (PPO restores before it checkpoints)."""
     if callback.best is None or not callback.guard.should_stop:
         return
     kept = callback.best.keep_best(step, policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens)
@@ -101,6 +105,9 @@ def keep_best_adapter(callback: GuardCallback, step: int, policy, tokenizer, rew
                                        heldout_task_scores=kept["heldout_task_scores"])  # fmt: skip
     from accelerate import PartialState
 
+    checkpoint = Path(output_dir) / f"checkpoint-{step}" if output_dir is not None else None
+    if checkpoint is not None and checkpoint.is_dir() and PartialState().is_main_process:
+        policy.save_pretrained(checkpoint)
     if PartialState().is_main_process:
         print(f"posttrain {name}: hacking_guard stop: training ended at step {step}; the adapter of step "
               f"{kept['step']} ({kept['label']}: {kept['by']}) is kept", flush=True)  # fmt: skip
