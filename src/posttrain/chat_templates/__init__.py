@@ -24,13 +24,20 @@ the whole conversation identically trains earlier replies in the rewritten histo
 block; Mistral NeMo: without the system prompt), and one that keeps the history prefix-preserving no longer renders
 like the template the model is served with. Per-turn rendering is exact for any template, known or not, at the cost
 of repeating the history once per rewritten turn (only for such templates).
+
+Tool calling and template variables: every rendering of a conversation gets the same ``tools`` (the
+``apply_chat_template(tools=...)`` schemas) and ``template_kwargs`` (extra template variables such as
+``enable_thinking``), so the masks above hold for tool-calling conversations too: an assistant message's
+``tool_calls`` (and ``reasoning_content``) are part of its reply and trained, ``tool`` results are context.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from posttrain.errors import UserError
 
@@ -104,8 +111,23 @@ def setup_chat_template(model, tokenizer, choice: str = "auto") -> list[int]:
     return new_ids
 
 
-def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def render(
+    tokenizer,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = False,
+    tools: list[dict] | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """The chat template's text for ``messages``, with the tool schemas ``tools`` and the extra template variables
+    ``template_kwargs`` (e.g. ``{"enable_thinking": False}``)."""
+    return tokenizer.apply_chat_template(
+        messages,
+        tools=tools,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+        **(template_kwargs or {}),
+    )
 
 
 #: stands in for a reply's content to find where the template starts rendering it
@@ -117,18 +139,19 @@ def _common_prefix(a: str, b: str) -> int:
     return next((k for k in range(n) if a[k] != b[k]), n)
 
 
-def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the ``[start, end)`` character spans of every assistant reply.
+def assistant_spans(tokenizer, messages: list[dict], **context: Any) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the ``[start, end)`` character spans of every assistant reply (``context``:
+    :func:`render`'s ``tools`` and ``template_kwargs``).
 
     Raises :class:`NotPrefixPreservingError` for a template that rewrites earlier turns (see
     :func:`training_segments`, which then trains turn by turn)."""
-    full = render(tokenizer, messages)
+    full = render(tokenizer, messages, **context)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], add_generation_prompt=True)
-        through = render(tokenizer, messages[: i + 1])
+        before = render(tokenizer, messages[:i], add_generation_prompt=True, **context)
+        through = render(tokenizer, messages[: i + 1], **context)
         if not (through.startswith(before) and full.startswith(through)):
             raise NotPrefixPreservingError(
                 "the chat template is not prefix-preserving (rendering a conversation up to an assistant turn is "
@@ -139,7 +162,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return full, spans
 
 
-def _reply(tokenizer, messages: list[dict], i: int) -> tuple[str, str]:
+def _reply(tokenizer, messages: list[dict], i: int, **context: Any) -> tuple[str, str]:
     """``(prompt, reply)`` of assistant turn ``i``: the inference prompt ``render(messages[:i],
     add_generation_prompt=True)`` and the text the template renders for the reply (end-of-turn included).
 
@@ -147,13 +170,13 @@ def _reply(tokenizer, messages: list[dict], i: int) -> tuple[str, str]:
     differently once the conversation ends on a reply (Mistral NeMo's puts the system prompt into the user message
     only while it is the last message): the reply then starts where that rendering stops matching one with a probe
     in place of the content, just after the generation prompt."""
-    before = render(tokenizer, messages[:i], add_generation_prompt=True)
-    through = render(tokenizer, messages[: i + 1])
+    before = render(tokenizer, messages[:i], add_generation_prompt=True, **context)
+    through = render(tokenizer, messages[: i + 1], **context)
     if through.startswith(before):
         return before, through[len(before) :]
-    probe = render(tokenizer, [*messages[:i], {**messages[i], "content": _PROBE}])
+    probe = render(tokenizer, [*messages[:i], {**messages[i], "content": _PROBE}], **context)
     content_at = _common_prefix(through, probe)
-    history = render(tokenizer, messages[:i])
+    history = render(tokenizer, messages[:i], **context)
     generation_prompt = before[len(history) :] if before.startswith(history) else None
     found = through.rfind(generation_prompt, 0, content_at) if generation_prompt is not None else -1
     if found < 0 or content_at >= len(through):
@@ -173,8 +196,15 @@ class Segment:
     spans: list[tuple[int, int]]
 
 
-def training_segments(tokenizer, messages: list[dict]) -> list[Segment]:
-    """The sequences that train every assistant turn of ``messages`` in the context the template gives it.
+def training_segments(
+    tokenizer,
+    messages: list[dict],
+    *,
+    tools: list[dict] | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> list[Segment]:
+    """The sequences that train every assistant turn of ``messages`` in the context the template gives it, every
+    rendering with the tool schemas ``tools`` and the extra template variables ``template_kwargs``.
 
     A prefix-preserving template gives one segment: the whole rendering with every reply's span. Otherwise each
     assistant turn ``i`` is trained as its inference prompt ``render(messages[:i], add_generation_prompt=True)``
@@ -182,14 +212,15 @@ def training_segments(tokenizer, messages: list[dict]) -> list[Segment]:
     prefix of the next segment's text joins it instead of starting a new one, so turns the template does not
     rewrite never repeat the history.
     """
+    context = {"tools": tools, "template_kwargs": template_kwargs}
     try:
-        full, spans = assistant_spans(tokenizer, messages)
+        full, spans = assistant_spans(tokenizer, messages, **context)
         return [Segment(full, spans)]
     except NotPrefixPreservingError:
         pass
     segments: list[Segment] = []
     for i in reversed([i for i, m in enumerate(messages) if m["role"] == "assistant"]):
-        prompt, reply = _reply(tokenizer, messages, i)
+        prompt, reply = _reply(tokenizer, messages, i, **context)
         text = prompt + reply
         span = (len(prompt), len(text))
         if segments and segments[-1].text.startswith(text):
@@ -205,16 +236,30 @@ def _tokenize_segment(tokenizer, segment: Segment) -> dict[str, list[int]]:
     return {"input_ids": encoding["input_ids"], "assistant_masks": mask}
 
 
-def tokenize_conversations(tokenizer, messages: list[dict]) -> list[dict[str, list[int]]]:
+def tokenize_conversations(
+    tokenizer,
+    messages: list[dict],
+    *,
+    tools: list[dict] | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> list[dict[str, list[int]]]:
     """``input_ids`` + ``assistant_masks`` (1 = token is trained) of every training sequence of one conversation:
-    one for a prefix-preserving template, one per diverging assistant turn otherwise (:func:`training_segments`)."""
-    return [_tokenize_segment(tokenizer, segment) for segment in training_segments(tokenizer, messages)]
+    one for a prefix-preserving template, one per diverging assistant turn otherwise (:func:`training_segments`,
+    which passes ``tools`` and ``template_kwargs`` to every rendering)."""
+    segments = training_segments(tokenizer, messages, tools=tools, template_kwargs=template_kwargs)
+    return [_tokenize_segment(tokenizer, segment) for segment in segments]
 
 
-def tokenize_conversation(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
+def tokenize_conversation(
+    tokenizer,
+    messages: list[dict],
+    *,
+    tools: list[dict] | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, list[int]]:
     """``input_ids`` of the rendered conversation and ``assistant_masks`` (1 = token is trained), as one sequence;
     raises :class:`NotPrefixPreservingError` where the template needs several (use :func:`tokenize_conversations`)."""
-    text, spans = assistant_spans(tokenizer, messages)
+    text, spans = assistant_spans(tokenizer, messages, tools=tools, template_kwargs=template_kwargs)
     return _tokenize_segment(tokenizer, Segment(text, spans))
 
 

@@ -11,9 +11,9 @@ Typical use::
     pairs = load_preferences([{"path": "prefs.jsonl"}, {"path": "builtin:all"}])  # prompt / chosen / rejected
 
 Modules: :mod:`.spec` (what to load), :mod:`.formats` (row layouts -> messages), :mod:`.validation` (errors and
-conversation rules), :mod:`.files` (local files), :mod:`.chitchat` (real
-conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together, fingerprints), :mod:`.preference`
-(preference pairs for reward models and DPO).
+conversation rules), :mod:`.tools` (tool calls, reasoning, template variables), :mod:`.files` (local files),
+:mod:`.chitchat` (real conversations), :mod:`.mixture` (fractions), :mod:`.loading` (putting it together,
+fingerprints), :mod:`.preference` (preference pairs for reward models and DPO).
 """
 
 from .chitchat import chitchat_conversations
@@ -35,7 +35,8 @@ from .preference import (
     validate_prompt,
 )
 from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
-from .validation import ALLOWED_ROLES, DataError, DataValidationError, ProblemCollector, validate_messages
+from .tools import Conversation, normalize_conversation
+from .validation import ALLOWED_ROLES, TOOL_ROLE, DataError, DataValidationError, ProblemCollector, validate_messages
 
 __all__ = [
     "ALLOWED_ROLES",
@@ -48,6 +49,8 @@ __all__ = [
     "PREFERENCE_FORMATS",
     "PREFERENCE_FORMS",
     "SUPPORTED_EXTENSIONS",
+    "TOOL_ROLE",
+    "Conversation",
     "DataError",
     "DataValidationError",
     "DatasetSpec",
@@ -63,6 +66,7 @@ __all__ = [
     "looks_local",
     "messages_features",
     "mixture_sizes",
+    "normalize_conversation",
     "preference_features",
     "preference_fingerprint",
     "resolve_local_files",

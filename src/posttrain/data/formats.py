@@ -3,19 +3,30 @@
 Accepted formats (``DatasetSpec.format``):
 
 * ``messages`` -- a ``messages`` column holding ``[{"role": ..., "content": ...}, ...]`` (TRL / OpenAI style).
+  Tool calling and reasoning fields are kept (see :mod:`posttrain.data.tools`): an assistant's ``tool_calls`` and
+  ``reasoning_content`` (also read from ``thinking`` or ``reasoning``), a ``tool`` message's ``tool_call_id`` and
+  ``name``; any other key is dropped.
 * ``sharegpt`` -- a ``conversations`` column holding ``[{"from": ..., "value": ...}, ...]``; ``from`` is one of
-  ``human``/``user``, ``gpt``/``assistant``/``model``/``chatgpt``/``bard``/``bing`` or ``system``.
+  ``human``/``user``, ``gpt``/``assistant``/``model``/``chatgpt``/``bard``/``bing`` or ``system``, or, for tool
+  calling (LLaMA-Factory's layout), ``function_call`` (the value is the JSON of a call ``{"name", "arguments"}`` or
+  a list of calls: an assistant message with ``tool_calls``, merged into the assistant message right before it)
+  and ``observation``/``tool`` (a tool result).
 * ``alpaca`` -- ``instruction``, optional ``input`` and ``output`` columns (optional ``system`` too). A non-empty
   ``input`` is appended to the instruction after a blank line.
 * ``prompt_completion`` -- ``prompt`` and ``completion`` columns, each either a string (a user turn and an assistant
   turn) or a list of messages (TRL's conversational prompt-completion).
 
+Whatever the format, a row may also carry ``tools`` (the tool schemas offered to the model) and
+``chat_template_kwargs`` (extra chat-template variables such as ``enable_thinking``): :data:`ROW_FIELDS`.
+
 ``to_messages`` only reshapes; whether the result is a valid conversation is checked by
-:func:`posttrain.data.validation.validate_messages`, so malformed messages pass through unchanged for it to report.
+:func:`posttrain.data.validation.validate_messages` (and, with tool calls, by
+:func:`posttrain.data.tools.normalize_conversation`), so malformed messages pass through unchanged for it to report.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +34,16 @@ from typing import Any
 
 from .validation import DataError
 
-__all__ = ["FORMATS", "FORMAT_COLUMNS", "SHAREGPT_ROLES", "detect_format", "to_messages"]
+__all__ = [
+    "FORMATS",
+    "FORMAT_COLUMNS",
+    "REASONING_KEYS",
+    "ROW_FIELDS",
+    "SHAREGPT_ROLES",
+    "SHAREGPT_TOOL_CALL",
+    "detect_format",
+    "to_messages",
+]
 
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
@@ -46,8 +66,19 @@ SHAREGPT_ROLES: dict[str, str] = {
     "chatgpt": "assistant",
     "bard": "assistant",
     "bing": "assistant",
+    "observation": "tool",
+    "tool": "tool",
 }
 """ShareGPT ``from`` values (case-insensitive) and the role each becomes."""
+
+SHAREGPT_TOOL_CALL = "function_call"
+"""The ShareGPT ``from`` whose value is the JSON of a tool call (or a list of calls): an assistant's ``tool_calls``."""
+
+REASONING_KEYS: tuple[str, ...] = ("reasoning_content", "thinking", "reasoning")
+"""Message keys read as an assistant's reasoning (the first one set wins); it is kept as ``reasoning_content``."""
+
+ROW_FIELDS: tuple[str, ...] = ("tools", "chat_template_kwargs")
+"""Row fields of every format passed to the chat template: the tool schemas and extra template variables."""
 
 Messages = list[dict[str, Any]]
 
@@ -83,15 +114,48 @@ def _field(row: Mapping[str, Any], key: str, fmt: str, *, source: str, row_numbe
     return row[key]
 
 
-def _keep_role_content(messages: Any) -> Any:
-    """Copy a message list keeping only ``role``/``content`` (non-list values and non-dict items pass through)."""
+def _keep_fields(message: dict[str, Any]) -> dict[str, Any]:
+    """``role``/``content`` and the tool-calling and reasoning fields set (not null) on ``message``."""
+    kept = {k: message[k] for k in ("role", "content") if k in message}
+    if message.get("tool_calls") is not None:
+        kept["tool_calls"] = message["tool_calls"]
+    reasoning = next((message[k] for k in REASONING_KEYS if message.get(k) is not None), None)
+    if reasoning is not None:
+        kept["reasoning_content"] = reasoning
+    if message.get("role") == "tool":
+        kept.update({k: message[k] for k in ("tool_call_id", "name") if message.get(k) is not None})
+    return kept
+
+
+def _keep_message_fields(messages: Any) -> Any:
+    """Copy a message list keeping ``role``/``content`` and the tool-calling and reasoning fields (non-list values
+    and non-dict items pass through)."""
     if not isinstance(messages, list):
         return messages
-    return [{k: m[k] for k in ("role", "content") if k in m} if isinstance(m, dict) else m for m in messages]
+    return [_keep_fields(m) if isinstance(m, dict) else m for m in messages]
 
 
 def _from_messages(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
-    return _keep_role_content(get("messages"))
+    return _keep_message_fields(get("messages"))
+
+
+def _sharegpt_calls(value: Any, index: int) -> list[Any]:
+    """The ``tool_calls`` of a ShareGPT ``function_call`` turn (message ``index``, 1-based): its value is the JSON of
+    a call ``{"name", "arguments"}`` or of a list of calls (or already such an object or list)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise _ShareGPTProblem(
+                f"message {index} ('{SHAREGPT_TOOL_CALL}') value is not valid JSON ({error.msg} at character "
+                f'{error.pos + 1}); expected a call {{"name": ..., "arguments": {{...}}}}'
+            ) from None
+    calls = value if isinstance(value, list) else [value]
+    return [{"type": "function", "function": call} if isinstance(call, dict) else call for call in calls]
+
+
+class _ShareGPTProblem(Exception):
+    """A ShareGPT turn that cannot be reshaped (located by ``to_messages``)."""
 
 
 def _from_sharegpt(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
@@ -105,11 +169,20 @@ def _from_sharegpt(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
             continue
         message: dict[str, Any] = {}
         speaker = turn.get("from", turn.get("role"))
+        value = turn.get("value", turn.get("content"))
+        if isinstance(speaker, str) and speaker.lower() == SHAREGPT_TOOL_CALL:
+            calls = _sharegpt_calls(value, len(messages) + 1)
+            last = messages[-1] if messages else None
+            if isinstance(last, dict) and last.get("role") == "assistant":  # calls after the reply's own text
+                last["tool_calls"] = [*(last.get("tool_calls") or []), *calls]
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": calls})
+            continue
         if speaker is not None:
             message["role"] = SHAREGPT_ROLES.get(speaker.lower(), speaker) if isinstance(speaker, str) else speaker
         if "value" in turn or "content" in turn:
-            message["content"] = turn.get("value", turn.get("content"))
-        messages.append(message)
+            message["content"] = value
+        messages.append(_keep_fields({**turn, **message}) if message.get("role") in ("assistant", "tool") else message)
     return messages
 
 
@@ -128,9 +201,9 @@ def _from_alpaca(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
 
 def _from_prompt_completion(row: Mapping[str, Any], get: Callable[[str], Any]) -> Any:
     prompt, completion = get("prompt"), get("completion")
-    head = _keep_role_content(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    head = _keep_message_fields(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if isinstance(completion, list):
-        return head + _keep_role_content(completion)
+        return head + _keep_message_fields(completion)
     return head + [{"role": "assistant", "content": completion}]
 
 
@@ -154,11 +227,14 @@ def to_messages(row: Mapping[str, Any], fmt: str, *, source: str, row_index: int
         line: The row's 1-based line number when ``source`` is a JSONL file (errors then say ``line N``).
 
     Returns:
-        The messages, keeping only ``role`` and ``content`` of each. The result is not validated: pass it to
-        :func:`~posttrain.data.validation.validate_messages`.
+        The messages, keeping ``role`` and ``content`` of each and the tool-calling and reasoning fields (see the
+        module docstring; ``reasoning_content`` under that name). The result is not validated: pass it to
+        :func:`~posttrain.data.tools.normalize_conversation` (or
+        :func:`~posttrain.data.validation.validate_messages`).
 
     Raises:
-        DataError: If ``row`` is not a mapping or lacks a column its format requires.
+        DataError: If ``row`` is not a mapping or lacks a column its format requires, or a ShareGPT
+            ``function_call`` value is not JSON.
         ValueError: If ``fmt`` is not a concrete format name.
     """
     if fmt not in _CONVERTERS:
@@ -171,7 +247,10 @@ def to_messages(row: Mapping[str, Any], fmt: str, *, source: str, row_index: int
     def get(key: str) -> Any:
         return _field(row, key, fmt, source=source, row_number=row_number, line=line)
 
-    return _CONVERTERS[fmt](row, get)
+    try:
+        return _CONVERTERS[fmt](row, get)
+    except _ShareGPTProblem as problem:
+        raise DataError(source, str(problem), row=row_number, line=line) from None
 
 
 def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:

@@ -9,8 +9,9 @@ and :func:`build_mixture` (fractions, empty checks, train/test split); :func:`fi
 1. each :class:`~posttrain.data.spec.DatasetSpec` is resolved to a builtin task, the chit-chat conversations, local
    files or a Hub dataset -- a source that cannot be opened raises :class:`DataError` right away;
 2. every row is converted to messages (:mod:`~posttrain.data.formats`) and validated
-   (:mod:`~posttrain.data.validation`); all problems, including malformed JSON lines, are collected and raised
-   together as one :class:`DataValidationError`;
+   (:mod:`~posttrain.data.validation`, :mod:`~posttrain.data.tools` for tool calls, reasoning and template
+   variables); all problems, including malformed JSON lines, are collected and raised together as one
+   :class:`DataValidationError`;
 3. the sources are mixed by ``fraction`` (:mod:`~posttrain.data.mixture`) and optionally split into train/test.
 """
 
@@ -33,13 +34,15 @@ from .files import RawRow, read_rows, resolve_local_files
 from .formats import detect_format, drop_trained_prompts, to_messages
 from .mixture import MIXTURE_SOURCE, mixture_sizes
 from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
-from .validation import DataError, ProblemCollector, validate_messages
+from .tools import Conversation, normalize_conversation
+from .validation import DataError, ProblemCollector
 
 if TYPE_CHECKING:
     import datasets
 
 __all__ = [
     "MESSAGES_COLUMN",
+    "ORIGIN_COLUMN",
     "SourceTable",
     "as_specs",
     "build_mixture",
@@ -52,15 +55,48 @@ __all__ = [
 ]
 
 MESSAGES_COLUMN = "messages"
-"""The single column of every dataset :func:`load_conversations` returns."""
+"""The column of every dataset :func:`load_conversations` returns (the only one, unless rows carry tool calls,
+reasoning or template variables)."""
+
+ORIGIN_COLUMN = "origin"
+"""Where each row comes from (``data/tools.jsonl line 3``), in datasets whose rows carry tool calls, reasoning or
+template variables: what the chat-template checks of :func:`posttrain.stages.sft.check_template_support` name."""
 
 
-def messages_features() -> datasets.Features:
-    """The Arrow schema of the returned datasets: ``messages: list[{role: string, content: string}]``."""
+def messages_features(extended: bool = False) -> datasets.Features:
+    """The Arrow schema of the returned datasets: ``messages: list[{role: string, content: string}]``.
+
+    ``extended``: the schema of a dataset some of whose rows carry tool calls, reasoning or template variables
+    (:class:`~posttrain.data.tools.Conversation`): each message also has ``tool_calls`` (``[{id, type, function:
+    {name, arguments}}]``, arguments as JSON text), ``tool_call_id``, ``name`` and ``reasoning_content`` (null where
+    unset), and the rows have ``tools`` and ``chat_template_kwargs`` (JSON text or null) and ``origin``. Read a row
+    back with :meth:`Conversation.from_row <posttrain.data.tools.Conversation.from_row>`.
+    """
     import datasets
 
-    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
-    return datasets.Features({MESSAGES_COLUMN: datasets.List(message)})
+    text = datasets.Value("string")
+    message = {"role": text, "content": text}
+    if not extended:
+        return datasets.Features({MESSAGES_COLUMN: datasets.List(message)})
+    call = {"id": text, "type": text, "function": {"name": text, "arguments": text}}
+    message.update(tool_calls=datasets.List(call), tool_call_id=text, name=text, reasoning_content=text)
+    return datasets.Features(
+        {
+            MESSAGES_COLUMN: datasets.List(message),
+            "tools": text,
+            "chat_template_kwargs": text,
+            ORIGIN_COLUMN: text,
+        }
+    )
+
+
+_EXTRAS = "_extras"
+"""Marks (in memory only) a row that needs :func:`messages_features`' extended schema."""
+
+
+def _conversation_features(rows: list[dict[str, Any]]) -> datasets.Features:
+    """The plain schema, or the extended one when some row carries more than role/content messages."""
+    return messages_features(extended=any(row.get(_EXTRAS) for row in rows))
 
 
 SpecLike = DatasetSpec | Mapping[str, Any]
@@ -240,10 +276,22 @@ def _messages_format(present: list[str], fmt: str, source: str) -> str:
     return detect_format(present, source=source) if fmt == "auto" else fmt
 
 
+def _conversation_row(conversation: Conversation, origin: str | None = None) -> Row:
+    return {**conversation.to_row(origin), _EXTRAS: conversation.has_extras}
+
+
 def _messages_row(data: Mapping[str, Any], fmt: str, source: str, raw: RawRow) -> Row:
     messages = to_messages(data, fmt, source=source, row_index=raw.row - 1, line=raw.line)
-    validate_messages(messages, source=source, row=raw.row, line=raw.line)
-    return {MESSAGES_COLUMN: [{"role": m["role"], "content": m["content"]} for m in messages]}
+    conversation = normalize_conversation(
+        messages,
+        data.get("tools"),
+        data.get("chat_template_kwargs"),
+        source=source,
+        row=raw.row,
+        line=raw.line,
+    )
+    origin = f"{source} line {raw.line}" if raw.line is not None else f"{source} row {raw.row}"
+    return _conversation_row(conversation, origin)
 
 
 def _load_spec(spec: DatasetSpec, *, seed: int, identity: Identity, problems: ProblemCollector) -> list[Row]:
@@ -307,7 +355,10 @@ def load_conversations(
     Returns:
         A ``DatasetDict`` with ``"train"`` (and ``"test"``), each with exactly one column, ``messages``: a list of
         ``{"role", "content"}`` with an optional leading system message, then user/assistant turns alternating
-        from user and ending with an assistant turn.
+        from user and ending with an assistant turn. When some row carries tool calls, tool results, reasoning,
+        ``tools`` or ``chat_template_kwargs`` (:mod:`~posttrain.data.tools`), the splits have the extended schema
+        of :func:`messages_features` instead (``tool`` messages then follow an assistant message that calls tools);
+        read rows with :meth:`Conversation.from_row <posttrain.data.tools.Conversation.from_row>`.
 
     Raises:
         DataError: A source cannot be found, opened or configured (missing local path, unsupported extension,
@@ -320,12 +371,13 @@ def load_conversations(
     def heldout(spec: DatasetSpec, n: int) -> list[Row] | None:
         if not spec.path.startswith(BUILTIN_PREFIX):
             return None
-        return [raw.data for raw in _builtin_rows(spec, seed, identity, pool="eval", n=n)]
+        rows = _builtin_rows(spec, seed, identity, pool="eval", n=n)
+        return [_conversation_row(Conversation(raw.data[MESSAGES_COLUMN])) for raw in rows]
 
     return build_mixture(
         as_specs(specs),
         lambda spec, problems: _load_spec(spec, seed=seed, identity=identity, problems=problems),
-        messages_features(),
+        _conversation_features,
         test_split_size=test_split_size,
         seed=seed,
         heldout=heldout,
@@ -335,7 +387,7 @@ def load_conversations(
 def build_mixture(
     specs: Sequence[DatasetSpec],
     load_spec: Callable[[DatasetSpec, ProblemCollector], list[Row]],
-    features: datasets.Features,
+    features: datasets.Features | Callable[[list[Row]], datasets.Features],
     *,
     test_split_size: float | int | None,
     seed: int,
@@ -345,7 +397,8 @@ def build_mixture(
 
     The shared back half of :func:`load_conversations` and :func:`~posttrain.data.preference.load_preferences`:
     ``load_spec(spec, problems)`` returns the valid rows of one source (dicts with exactly the ``features``
-    columns), recording bad rows in ``problems``; see :func:`load_conversations` for the mixture and split rules.
+    columns, or more), recording bad rows in ``problems``; see :func:`load_conversations` for the mixture and split
+    rules. ``features`` may be a function of the mixed rows (the same schema then serves both splits).
     ``heldout(spec, n)``, when given, returns ``n`` rows of a source's own evaluation pool (built-in tasks) or None:
     the test rows drawn from such a source are replaced by them, so no held-out row comes from a training pool.
 
@@ -368,6 +421,8 @@ def build_mixture(
     sources = [k for k, count in enumerate(counts) for _ in range(min(count, len(parts[k])))]
     if not rows:
         raise DataError(MIXTURE_SOURCE, f"the mixture is empty (rows taken per source: {counts})")
+    if callable(features):
+        features = features(rows)
 
     def table(selected: list[Row]) -> datasets.Dataset:
         return datasets.Dataset.from_dict(
@@ -396,9 +451,10 @@ def build_mixture(
 
 
 def _split_sha256(split: datasets.Dataset) -> str:
-    """One canonical JSON line per row: the value itself for a one-column split (``messages``), else the row."""
+    """One canonical JSON line per row: the value itself for a one-column split (``messages``), else the row
+    (without ``origin``, which says where a row comes from, not what it is)."""
     digest = hashlib.sha256()
-    names = split.column_names
+    names = [name for name in split.column_names if name != ORIGIN_COLUMN]
     for batch in split.iter(batch_size=1000):
         for i in range(len(batch[names[0]])):
             value = batch[names[0]][i] if len(names) == 1 else {name: batch[name][i] for name in names}

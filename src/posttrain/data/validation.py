@@ -21,6 +21,7 @@ from posttrain.errors import UserError
 
 __all__ = [
     "ALLOWED_ROLES",
+    "TOOL_ROLE",
     "MAX_REPORTED_PROBLEMS",
     "DataError",
     "DataValidationError",
@@ -29,7 +30,10 @@ __all__ = [
 ]
 
 ALLOWED_ROLES: tuple[str, ...] = ("system", "user", "assistant")
-"""Roles a training conversation may contain."""
+"""Roles a conversation may contain (SFT conversations with ``tool_use`` may hold :data:`TOOL_ROLE` messages too)."""
+
+TOOL_ROLE = "tool"
+"""The role of a tool's result, answering an assistant message's ``tool_calls`` (SFT data only)."""
 
 MAX_REPORTED_PROBLEMS = 20
 """How many individual problems a :class:`DataValidationError` lists before summarising the rest."""
@@ -130,45 +134,84 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _message_problem(index: int, message: object) -> str | None:
-    """The problem with one message (1-based ``index``), or ``None`` when it is well formed."""
+def _message_problem(index: int, message: object, tool_use: bool = False) -> str | None:
+    """The problem with one message (1-based ``index``), or ``None`` when it is well formed.
+
+    With ``tool_use``, ``tool`` messages are allowed (their content may be empty) and an assistant message that
+    calls tools (``tool_calls``) may have empty or no content."""
     if not isinstance(message, dict):
         return f"message {index} is not an object with 'role' and 'content' (got {_type_name(message)})"
+    role = message.get("role")
+    calls = tool_use and role == "assistant" and bool(message.get("tool_calls"))
     for key in ("role", "content"):
-        if key not in message:
+        if key not in message and not (key == "content" and calls):
             return f"message {index} is missing '{key}'"
-    role, content = message["role"], message["content"]
+    content = message.get("content")
+    roles = (*ALLOWED_ROLES, TOOL_ROLE) if tool_use else ALLOWED_ROLES
     if not isinstance(role, str):
         return f"message {index} has the wrong type: role is {_type_name(role)}"
-    if role not in ALLOWED_ROLES:
-        return f"message {index} has unknown role {role!r} (allowed: {', '.join(ALLOWED_ROLES)})"
+    if role not in roles:
+        return f"message {index} has unknown role {role!r} (allowed: {', '.join(roles)})"
+    if calls and content is None:
+        return None
     if not isinstance(content, str):
         return f"message {index} has the wrong type: content is {_type_name(content)}"
-    if not content.strip():
+    if not content.strip() and not calls and role != TOOL_ROLE:
         return f"message {index} has empty content"
     return None
 
 
-def _order_problem(roles: list[str]) -> str | None:
-    """The problem with the role sequence: optional leading system, then user/assistant alternating from user."""
+def _order_problem(messages: list[dict], tool_use: bool = False) -> str | None:
+    """The problem with the role sequence: optional leading system, then user/assistant alternating from user.
+
+    With ``tool_use`` an assistant message with ``tool_calls`` is followed by one or more ``tool`` messages (its
+    results), and they by the assistant message that goes on."""
+    roles = [m["role"] for m in messages]
     start = 1 if roles[0] == "system" else 0
-    for position, role in enumerate(roles[start:], start=start):
-        expected = "user" if (position - start) % 2 == 0 else "assistant"
+    previous: dict | None = None
+    for position, message in enumerate(messages[start:], start=start):
+        role = message["role"]
+        calls = (
+            tool_use and previous is not None and previous["role"] == "assistant" and bool(previous.get("tool_calls"))
+        )
+        if previous is None or (previous["role"] == "assistant" and not calls):
+            expected = "user"
+        elif previous["role"] == "user":
+            expected = "assistant"
+        elif calls:
+            expected = TOOL_ROLE
+        else:  # after a tool result: more results, or the assistant goes on
+            expected = "assistant" if role != TOOL_ROLE else TOOL_ROLE
         if role != expected:
             if role == "system":
                 return f"message {position + 1} is a system message; only the first message may be one"
+            if role == TOOL_ROLE:
+                return (
+                    f"message {position + 1} is a tool result with no preceding tool call (a 'tool' message follows "
+                    "an assistant message with 'tool_calls', or another tool result)"
+                )
+            if expected == TOOL_ROLE:
+                return (
+                    f"message {position + 1} has role {role!r} but 'tool' was expected (message {position} calls "
+                    "tools: its results come next)"
+                )
             return (
                 f"message {position + 1} has role {role!r} but {expected!r} was expected "
                 "(after an optional first system message, turns must alternate user/assistant starting with user)"
             )
+        previous = message
     if "assistant" not in roles:
         return "conversation has no assistant turn to learn from"
+    if roles[-1] == TOOL_ROLE:
+        return "conversation ends with a tool result (no assistant reply to learn from)"
     if roles[-1] != "assistant":
         return "conversation ends with a user turn (no assistant reply to learn from)"
     return None
 
 
-def validate_messages(messages: Any, *, source: str, row: int | None, line: int | None = None) -> None:
+def validate_messages(
+    messages: Any, *, source: str, row: int | None, line: int | None = None, tool_use: bool = False
+) -> None:
     """Check that ``messages`` is a trainable conversation; raise :class:`DataError` on the first problem.
 
     Args:
@@ -176,6 +219,9 @@ def validate_messages(messages: Any, *, source: str, row: int | None, line: int 
         source: Where it comes from (file or dataset name), used in the error message.
         row: Its 1-based row number in ``source`` (see the module docstring).
         line: Its 1-based line number when ``source`` is a JSONL file.
+        tool_use: Allow tool calling (SFT data, see :mod:`posttrain.data.tools`): ``tool`` messages after an
+            assistant message with ``tool_calls``, whose content may then be empty. The calls themselves are
+            checked by :func:`posttrain.data.tools.normalize_conversation`.
 
     Raises:
         DataError: If ``messages`` is not a non-empty list; a message is not a dict, lacks ``role`` or ``content``,
@@ -189,8 +235,9 @@ def validate_messages(messages: Any, *, source: str, row: int | None, line: int 
     elif not messages:
         problem = "conversation is empty (no messages)"
     else:
-        problem = next(filter(None, (_message_problem(i, m) for i, m in enumerate(messages, start=1))), None)
+        problems = (_message_problem(i, m, tool_use) for i, m in enumerate(messages, start=1))
+        problem = next(filter(None, problems), None)
         if problem is None:
-            problem = _order_problem([m["role"] for m in messages])
+            problem = _order_problem(messages, tool_use)
     if problem is not None:
         raise DataError(source, problem, row=row, line=line)

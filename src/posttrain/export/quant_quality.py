@@ -47,9 +47,9 @@ SUPERBLOCK = 256
 # ------------------------------------------------------------------------------------------------ texts
 
 
-def _render(tokenizer, conversation: list[dict]) -> str:
+def _render(tokenizer, conversation: list[dict], tools=None, template_kwargs=None) -> str:
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(conversation, tokenize=False)
+        return tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False, **(template_kwargs or {}))
     return "\n".join(m["content"] for m in conversation) + "\n"
 
 
@@ -66,9 +66,11 @@ def calibration_texts(tokenizer, datasets=None, n: int = 400, *, seed: int = 42,
     tasks' ``train`` pool (what the default SFT trains on)."""
     if datasets:
         from posttrain.data.loading import load_conversations
+        from posttrain.data.tools import Conversation
 
         rows = load_conversations(datasets, seed=seed, identity=identity)["train"]
-        return [_render(tokenizer, row["messages"]) for row in rows.select(range(min(n, len(rows))))]
+        conversations = [Conversation.from_row(row) for row in rows.select(range(min(n, len(rows))))]
+        return [_render(tokenizer, c.messages, c.tools, c.chat_template_kwargs) for c in conversations]
     from posttrain.tasks import generate_task, task_to_messages
 
     return [_render(tokenizer, task_to_messages(e)) for e in generate_task("all", n, seed=seed, identity=identity)]

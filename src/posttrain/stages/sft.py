@@ -3,16 +3,23 @@
 Conversations are rendered with the tokenizer's chat template and tokenized here, with an assistant-only loss mask
 (:func:`posttrain.chat_templates.tokenize_conversations`: one sequence per conversation, or one per diverging assistant
 turn for a template that is not prefix-preserving, such as Qwen3's); TRL then builds labels, truncates, packs and
-trains.
+trains. Tool calls, tool results, reasoning, ``tools`` and ``chat_template_kwargs`` (:mod:`posttrain.data.tools`) go
+to every rendering; :func:`check_template_support` first makes sure the template renders them.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
+
 from posttrain import chat_templates
-from posttrain.chat_templates import tokenize_conversations
+from posttrain.chat_templates import ChatTemplateError, tokenize_conversations, training_segments
 from posttrain.configs import ModelConfig, PosttrainArguments, SFTConfig
 from posttrain.data import fingerprint, load_conversations
 from posttrain.data.formats import with_system_prompt
+from posttrain.data.loading import ORIGIN_COLUMN
+from posttrain.data.tools import Conversation
+from posttrain.data.validation import TOOL_ROLE, DataError
 from posttrain.errors import ConfigError
 from posttrain.training.common import (
     finish_run,
@@ -163,14 +170,21 @@ def make_parser():
 
 def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = None):
     """Map a ``messages`` dataset to ``input_ids`` + ``assistant_masks`` with the tokenizer's chat template (a
-    conversation may give several rows where the template is not prefix-preserving)."""
+    conversation may give several rows where the template is not prefix-preserving). Rows with tool calls,
+    reasoning, ``tools`` or ``chat_template_kwargs`` (:meth:`~posttrain.data.tools.Conversation.from_row`) render
+    with them."""
 
     def tokenize(batch):
-        rows = [
-            row
-            for messages in batch["messages"]
-            for row in tokenize_conversations(tokenizer, with_system_prompt(messages, system_prompt))
-        ]
+        columns = list(batch)
+        rows = []
+        for k in range(len(batch["messages"])):
+            conversation = Conversation.from_row({column: batch[column][k] for column in columns})
+            rows += tokenize_conversations(
+                tokenizer,
+                with_system_prompt(conversation.messages, system_prompt),
+                tools=conversation.tools,
+                template_kwargs=conversation.chat_template_kwargs,
+            )
         return {key: [row[key] for row in rows] for key in ("input_ids", "assistant_masks")}
 
     return conversations.map(
@@ -179,6 +193,138 @@ def tokenize_dataset(conversations, tokenizer, *, system_prompt: str | None = No
         remove_columns=conversations.column_names,
         desc="Rendering chat template and loss masks",
     )
+
+
+def _warn(message: str) -> None:
+    print(f"posttrain: warning: {message}", flush=True)
+
+
+def _template_text(tokenizer) -> str:
+    template = tokenizer.chat_template
+    if isinstance(template, Mapping):  # named templates
+        return "\n".join(str(t) for t in template.values())
+    return template or ""
+
+
+def _unrendered(tokenizer, conversation: Conversation, system_prompt: str | None, template: str):
+    """``(problem, reasoning)`` for one conversation: the first tool call, tool schema or tool result the template
+    does not render (a sentence, or None), and the 1-based index of the first assistant message whose
+    ``reasoning_content`` is not in its trained reply (or None)."""
+    messages = with_system_prompt(conversation.messages, system_prompt)
+    offset = len(messages) - len(conversation.messages)  # a system prompt the stage adds
+    tool_use = bool(conversation.tools) or any(m["role"] == TOOL_ROLE for m in conversation.messages)
+    advice = (
+        "set `chat_template:` to a tool-capable template (a .jinja file, such as the model family's template with "
+        "tool support), or leave the tool calls out of the data"
+        if tool_use
+        else "set `chat_template:` to a template that renders it (a .jinja file)"
+    )
+    try:
+        segments = training_segments(
+            tokenizer, messages, tools=conversation.tools, template_kwargs=conversation.chat_template_kwargs
+        )
+    except ChatTemplateError as error:
+        kwargs = conversation.chat_template_kwargs
+        if not kwargs:
+            return str(error), None
+        return (
+            f"{error} (rendered with the row's chat_template_kwargs {json.dumps(kwargs)}: do they contradict the "
+            "row, such as reasoning_content with enable_thinking false?)"
+        ), None
+    except Exception as error:  # the template's own raise_exception, or what it cannot handle
+        return f"{template} cannot render this conversation ({type(error).__name__}: {error}); {advice}", None
+    replies = [segment.text[a:b] for segment in segments for a, b in segment.spans]
+    texts = [segment.text for segment in segments]
+    assistants = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    reasoning_missing = None
+    for i, reply in zip(assistants, replies):
+        message = messages[i]
+        for call in message.get("tool_calls", ()):
+            name = call["function"]["name"]
+            if name not in reply:
+                return (
+                    f"message {i + 1 - offset} calls tool {name!r}, but {template} does not render tool calls (the "
+                    f"trained reply lacks {name!r}); {advice}"
+                ), None
+        reasoning = (message.get("reasoning_content") or "").strip()
+        if reasoning and reasoning not in reply and reasoning_missing is None:
+            reasoning_missing = i + 1 - offset
+    for tool in conversation.tools or ():
+        name = tool["function"]["name"]
+        if not any(name in text for text in texts):
+            return (
+                f"the row lists tools, but {template} does not render them (the rendered conversation lacks "
+                f"{name!r}); {advice}"
+            ), None
+    for i, message in enumerate(messages):
+        content = message["content"].strip() if message["role"] == TOOL_ROLE else ""
+        escaped = json.dumps(content, ensure_ascii=False)[1:-1]
+        if content and not any(content in text or escaped in text for text in texts):
+            return (
+                f"message {i + 1 - offset} is a tool result, but {template} does not render tool results (the "
+                f"rendered conversation lacks its content); {advice}"
+            ), None
+    return None, reasoning_missing
+
+
+def check_template_support(
+    data,
+    tokenizer,
+    *,
+    system_prompt: str | None = None,
+    template: str | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> None:
+    """Make sure the chat template renders what the rows give it besides plain messages, before anything trains.
+
+    ``data`` is a dataset or a ``DatasetDict`` from :func:`~posttrain.data.load_conversations`; only rows with tool
+    calls, tool results, reasoning, ``tools`` or ``chat_template_kwargs`` are rendered (as training renders them).
+    ``template`` names the template in messages (default: ``the chat template of <tokenizer path>``).
+
+    Raises:
+        DataError: Naming the row (file and line/row) and the template, when a tool call is missing from its trained
+            reply, a listed tool or a tool result from the rendered conversation, or the template fails on the row.
+
+    Warns (``warn``, one line each, once per call with a count): when the template leaves an assistant message's
+    ``reasoning_content`` out of the trained reply (only the replies are trained), and for each
+    ``chat_template_kwargs`` key the template's source never mentions (e.g. ``enable_thinking`` for a template
+    without a thinking switch: it changes nothing).
+    """
+    splits = list(data.values()) if isinstance(data, Mapping) else [data]
+    template = template or f"the chat template of {getattr(tokenizer, 'name_or_path', '') or 'the tokenizer'}"
+    source = _template_text(tokenizer)
+    reasoning_rows, reasoning_missing, first_missing = 0, 0, ""
+    unused: dict[str, list[str]] = {}
+    for split in splits:
+        if ORIGIN_COLUMN not in split.column_names:  # plain messages only
+            continue
+        for row in split:
+            conversation = Conversation.from_row(row)
+            if not conversation.has_extras:
+                continue
+            origin = row.get(ORIGIN_COLUMN) or "a training row"
+            for key in conversation.chat_template_kwargs or {}:
+                if key not in source:
+                    unused.setdefault(key, []).append(origin)
+            problem, missing = _unrendered(tokenizer, conversation, system_prompt, template)
+            if problem is not None:
+                raise DataError(origin, problem)
+            if any(m.get("reasoning_content") for m in conversation.messages):
+                reasoning_rows += 1
+            if missing is not None:
+                reasoning_missing += 1
+                first_missing = first_missing or f"{origin}, message {missing}"
+    if reasoning_missing:
+        warn(
+            f"{reasoning_missing} of {reasoning_rows} conversations with 'reasoning_content' (first: {first_missing}) "
+            f"lose it: {template} does not render it, so the reasoning is not trained, only the replies are"
+        )
+    for key, origins in unused.items():
+        rows = "1 row" if len(origins) == 1 else f"{len(origins)} rows"
+        warn(
+            f"chat_template_kwargs key {key!r} ({rows}, first: {origins[0]}) is never referenced by {template}: it "
+            "changes nothing"
+        )
 
 
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
@@ -191,6 +337,17 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
     )
     model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
+    check_template_support(
+        data,
+        tokenizer,
+        system_prompt=pt_args.system_prompt,
+        template=(
+            f"the chat template of {model_args.model_name_or_path}"
+            if pt_args.chat_template == "auto"
+            else f"chat template {pt_args.chat_template!r}"
+        ),
+        warn=_warn if run.state.is_main_process else lambda message: None,
+    )
 
     with run.state.main_process_first():
         tokenized = {
