@@ -25,6 +25,12 @@ block; Mistral NeMo: without the system prompt), and one that keeps the history 
 like the template the model is served with. Per-turn rendering is exact for any template, known or not, at the cost
 of repeating the history once per rewritten turn (only for such templates).
 
+A generation prompt that ends with a think block the turn's rendering replaces (DeepSeek-R1 distills and Nemotron 3
+open ``<think>\n``; their history renders no or an empty block) locates the reply after the prompt less that block,
+and the turn is trained as the template renders it. A template with no end-of-turn token (GLM-4.5, whose replies end
+where the next ``<|user|>``/``<|observation|>`` header starts, the tokens runtimes stop on) gets that next header
+trained as the reply's end marker, appended after the conversation's last reply (docs/families.md).
+
 Tool calling and template variables: every rendering of a conversation gets the same ``tools`` (the
 ``apply_chat_template(tools=...)`` schemas) and ``template_kwargs`` (extra template variables such as
 ``enable_thinking``), so the masks above hold for tool-calling conversations too: an assistant message's
@@ -34,6 +40,7 @@ Tool calling and template variables: every rendering of a conversation gets the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +166,63 @@ def assistant_spans(tokenizer, messages: list[dict], **context: Any) -> tuple[st
                 f"mask; such conversations are trained turn by turn (training_segments). First differing turn: {i}"
             )
         spans.append((len(before), len(through)))
+    if spans and _needs_end_marker(tokenizer, messages, **context):
+        full, spans = _with_end_markers(tokenizer, messages, full, spans, **context)
     return full, spans
+
+
+#: the think block a generation prompt ends with: opened for the model to write into (DeepSeek-R1 distills,
+#: Nemotron 3) or closed empty (Qwen3.5 without thinking)
+_THINK_OPENING = re.compile(r"<think>\s*(</think>\s*)?$")
+
+
+def _needs_end_marker(tokenizer, messages: list[dict], **context: Any) -> bool:
+    """Whether the template renders a reply with nothing after it (GLM-4.5: no end-of-turn token; the next role
+    header, ``<|user|>`` or ``<|observation|>``, is what ends the reply and what runtimes stop on)."""
+    i = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+    if i is None:
+        return False
+    probe = render(tokenizer, [*messages[:i], {"role": "assistant", "content": _PROBE}], **context)
+    return _PROBE in probe and not probe[probe.rindex(_PROBE) + len(_PROBE) :].strip()
+
+
+def _end_marker(tokenizer, messages: list[dict], i: int, reply: str, **context: Any) -> str:
+    """The next role header that ends assistant turn ``i`` in a template without an end-of-turn token: what the
+    template renders between the reply and the next message's content (a user message when the conversation ends
+    with the reply), up to its first whitespace (``<|user|>``, ``<|observation|>``, leading whitespace included)."""
+    following = messages[i + 1] if i + 1 < len(messages) else {"role": "user"}
+    text = render(tokenizer, [*messages[: i + 1], {**following, "content": _PROBE}], **context)
+    content_at = text.find(_PROBE)
+    # where the reply ends: the longest of its last characters found before the next content (the template may
+    # render the reply differently once another message follows, e.g. GLM drops its reasoning)
+    reply_end = -1
+    for size in range(min(16, len(reply.rstrip())), 0, -1) if content_at >= 0 else ():
+        tail = reply.rstrip()[-size:]
+        if (found := text.rfind(tail, 0, content_at)) >= 0:
+            reply_end = found + size
+            break
+    marker = re.match(r"\s*\S+", text[reply_end:content_at]) if reply_end >= 0 else None
+    if marker is None or _PROBE in marker.group():
+        raise ChatTemplateError(
+            f"the chat template ends assistant turn {i} with no end-of-turn token and no role header after it, so "
+            "the model could not learn where a reply ends"
+        )
+    return marker.group()
+
+
+def _with_end_markers(tokenizer, messages, full: str, spans: list[tuple[int, int]], **context):
+    """``full`` and ``spans`` with every reply's span extended over its end marker (:func:`_end_marker`); a marker
+    that the rendering does not contain (after the conversation's last reply) is appended to the text."""
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    extended = []
+    for i, (start, end) in zip(turns, spans):
+        marker = _end_marker(tokenizer, messages, i, full[start:end], **context)
+        if not full.startswith(marker, end):
+            if end != len(full):
+                raise NotPrefixPreservingError(f"assistant turn {i} is not followed by its end marker {marker!r}")
+            full += marker
+        extended.append((start, end + len(marker)))
+    return full, extended
 
 
 def _reply(tokenizer, messages: list[dict], i: int, **context: Any) -> tuple[str, str]:
@@ -179,13 +242,22 @@ def _reply(tokenizer, messages: list[dict], i: int, **context: Any) -> tuple[str
     history = render(tokenizer, messages[:i], **context)
     generation_prompt = before[len(history) :] if before.startswith(history) else None
     found = through.rfind(generation_prompt, 0, content_at) if generation_prompt is not None else -1
-    if found < 0 or content_at >= len(through):
-        raise ChatTemplateError(
-            f"the chat template renders assistant turn {i} without the generation prompt it gives the model "
-            f"({generation_prompt!r}), so the reply to train cannot be located; fix the template's "
-            "add_generation_prompt branch"
-        )
-    return before, through[found + len(generation_prompt) :]
+    if found >= 0 and content_at < len(through):
+        return before, through[found + len(generation_prompt) :]
+    opening = _THINK_OPENING.search(generation_prompt or "")
+    if opening is not None and opening.start() > 0:
+        # The generation prompt ends with a think block that the turn's rendering replaces (DeepSeek-R1 distills:
+        # the reply without its reasoning; Nemotron 3: an empty "<think></think>"; Qwen3.5 without thinking: the
+        # reply's own reasoning): the reply is what the template renders after the prompt less that block.
+        header = generation_prompt[: opening.start()]
+        found = through.rfind(header, 0, content_at)
+        if found >= 0 and content_at < len(through):
+            return before[: len(before) - len(opening.group())], through[found + len(header) :]
+    raise ChatTemplateError(
+        f"the chat template renders assistant turn {i} without the generation prompt it gives the model "
+        f"({generation_prompt!r}), so the reply to train cannot be located; fix the template's "
+        "add_generation_prompt branch"
+    )
 
 
 @dataclass
@@ -219,8 +291,11 @@ def training_segments(
     except NotPrefixPreservingError:
         pass
     segments: list[Segment] = []
+    end_marker = _needs_end_marker(tokenizer, messages, **context)
     for i in reversed([i for i, m in enumerate(messages) if m["role"] == "assistant"]):
         prompt, reply = _reply(tokenizer, messages, i, **context)
+        if end_marker:
+            reply += _end_marker(tokenizer, messages, i, reply, **context)
         text = prompt + reply
         span = (len(prompt), len(text))
         if segments and segments[-1].text.startswith(text):
