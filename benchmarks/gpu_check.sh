@@ -3,6 +3,10 @@
 # and one PPO step on the 1B shape; writes benchmarks/results/gpu_check.json. Under 8 minutes on one modern GPU.
 #   benchmarks/gpu_check.sh [--liger] [--shapes llama-3.2-1b] [--output FILE]
 #   benchmarks/gpu_check.sh --dry-run      # CPU, 2-layer tiny shapes, 64-token rows, 1 step (the test suite runs it)
+# Scale-out engines (accelerate_configs/fsdp_qlora.yaml, deepspeed_zero3.yaml, multi_node.yaml on all GPUs; bf16,
+# NCCL and the CUDA-only paths tests/e2e/test_scale_out.py cannot run on a CPU); benchmarks/results/gpu_check_engines.json:
+#   benchmarks/gpu_check.sh --engines      # a few minutes; multi-node needs 2 GPUs; needs DeepSpeed (make setup)
+#   benchmarks/gpu_check.sh --engines --dry-run   # CPU: write and print the plan only (the test suite runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

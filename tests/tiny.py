@@ -166,3 +166,94 @@ def write_stage_config(tmp_path, name, settings):
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps({**defaults, **settings}))
     return path
+
+
+# --- scale-out runs (tests/e2e/test_scale_out.py, benchmarks/gpu_check.py --engines) ---------------------------------
+
+
+def engine_probe():
+    """The folder to put on PYTHONPATH of a training run: its ``sitecustomize`` makes each rank print
+    ``e2e-engine: {json}`` after ``Accelerator.prepare`` (and enables FSDP on CPU-only hosts, which accelerate 1.15
+    refuses); see its docstring."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / "e2e" / "engine_probe"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(accelerate_config, script, *args, cwd, env, machines: int = 1, timeout: int = 600):
+    """``accelerate launch --config_file accelerate_config script args``, once per machine (``--machine_rank`` 0, 1,
+    ... when ``machines`` > 1), all at once; ``env``: one environment, or a list with one per machine. Returns
+    ``(return codes, combined output)``; past ``timeout`` seconds (a hang) every launch is stopped with its ranks
+    (SIGTERM to its process group, which torchrun passes on to the ranks; SIGKILL a minute later) and its return code
+    is None."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    logs = []  # one output file per launch (pipes read one after the other could fill up and block a rank)
+    procs = []
+    try:
+        for rank in range(machines):
+            log = open(os.path.join(str(cwd), f"accelerate-launch-{rank}.log"), "w+")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(
+                    [*command, *(["--machine_rank", str(rank)] if machines > 1 else []), str(script), *map(str, args)],
+                    cwd=cwd,
+                    env=env[rank] if isinstance(env, list) else env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
+    finally:
+        for proc in procs:  # SIGTERM first: torchrun's agent then stops its ranks (they run in sessions of their own)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
+    if None in codes:
+        outputs.append(f"accelerate_launch: killed after {timeout} s (return code None: still running)")
+    return codes, "\n".join(outputs)
+
+
+def fast_paths_report(output: str) -> dict[str, str]:
+    """``{name: what it did}`` from the stage's one ``posttrain: fast paths: a: ...; b: off: why`` line."""
+    marker = "posttrain: fast paths: "  # may follow another rank's unfinished progress bar on the same line
+    lines = [line[line.index(marker) + len(marker) :] for line in output.splitlines() if marker in line]
+    assert len(lines) == 1, lines  # the main process says it, once
+    entries = lines[0].split("; ")
+    return dict(entry.split(": ", 1) for entry in entries)
+
+
+def engine_reports(output: str) -> list[dict]:
+    """The ``e2e-engine: {json}`` lines of :func:`engine_probe`, one per rank."""
+    marker = "e2e-engine: "
+    return [json.loads(line[line.index(marker) + len(marker) :]) for line in output.splitlines() if marker in line]

@@ -19,6 +19,7 @@ matches (otherwise the cached merge itself is the base). When a recorded base no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -253,7 +254,30 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None
 
 
 def merged_adapter(adapter_dir: str | Path) -> Path:
-    """Cached full-precision merge of an adapter folder (rebuilt when the adapter's files change)."""
+    """Cached full-precision merge of an adapter folder (rebuilt when the adapter's files change).
+
+    Under a distributed launch (DDP, FSDP, DeepSpeed) the first process of each machine merges while the others wait
+    at a barrier, and it merges with plain loading: ZeRO-3 would otherwise partition the base model it loads
+    (``zero.Init`` needs every rank, which are waiting) and FSDP's RAM-efficient loading would give it weights on the
+    meta device. Every rank passes the barrier, also when the merge is cached already.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return _merged_adapter(adapter_dir)
+    import os
+
+    if int(os.environ.get("LOCAL_RANK", dist.get_rank())) == 0:  # the cache is per machine
+        with _plain_loading():
+            target = _merged_adapter(adapter_dir)
+        dist.barrier()
+    else:
+        dist.barrier()
+        target = _merged_adapter(adapter_dir)
+    return target
+
+
+def _merged_adapter(adapter_dir: str | Path) -> Path:
     from filelock import FileLock
 
     target = cache_dir() / "merged" / f"{Path(adapter_dir).resolve().name}-{adapter_digest(adapter_dir)}"
@@ -265,3 +289,27 @@ def merged_adapter(adapter_dir: str | Path) -> Path:
             print(f"posttrain: merging adapter {adapter_dir} into its full-precision base -> {target}", flush=True)
             merge_adapter(adapter_dir, target)
     return target
+
+
+@contextlib.contextmanager
+def _plain_loading():
+    """Load whole models on this process whatever engine launched it, for the length of the block: transformers'
+    ZeRO-3 hook (its module-level DeepSpeed config reference, transformers 5.23) and accelerate's FSDP loading
+    variables are set aside and put back after."""
+    import os
+
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved_env = {
+        k: os.environ.pop(k) for k in ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING") if k in os.environ
+    }
+    has_ref = hasattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref")
+    saved_ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    if has_ref:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        if has_ref:
+            hf_deepspeed._hf_deepspeed_config_weak_ref = saved_ref
+        os.environ.update(saved_env)
