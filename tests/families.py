@@ -166,3 +166,17 @@ def build_tiny_family_model(family: str, path, *, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def trained_runs(tokenizer, row) -> list[str]:
+    """The decoded runs of consecutive trained tokens of one tokenized sequence."""
+    runs, current = [], []
+    for token, flag in zip(row["input_ids"], row["assistant_masks"]):
+        if flag:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return [tokenizer.decode(r, skip_special_tokens=False, clean_up_tokenization_spaces=False) for r in runs]

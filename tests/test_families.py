@@ -9,7 +9,7 @@ by turn, each reply in the prompt the unchanged template renders at inference (p
 from __future__ import annotations
 
 import pytest
-from families import FAMILIES, SPECS, build_tiny_family_model, load_family_tokenizer
+from families import FAMILIES, SPECS, build_tiny_family_model, load_family_tokenizer, trained_runs
 
 SYSTEM = {"role": "system", "content": "Answer briefly."}
 TURNS = [
@@ -43,20 +43,6 @@ def family(request):
 @pytest.fixture(scope="module")
 def tokenizer(family):
     return load_family_tokenizer(family)
-
-
-def trained_runs(tokenizer, row) -> list[str]:
-    """The decoded runs of consecutive trained tokens of one tokenized sequence."""
-    runs, current = [], []
-    for token, flag in zip(row["input_ids"], row["assistant_masks"]):
-        if flag:
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return [tokenizer.decode(r, skip_special_tokens=False, clean_up_tokenization_spaces=False) for r in runs]
 
 
 def test_template_renders_with_generation_prompt(family, tokenizer):

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from families import load_family_tokenizer
+from families import load_family_tokenizer, trained_runs
 
 from posttrain.data import DataError, DatasetSpec, load_conversations
 from posttrain.data.tools import Conversation, normalize_conversation
@@ -45,19 +45,6 @@ def tokenize(tokenizer, conv: Conversation):
     from posttrain.chat_templates import tokenize_conversations
 
     return tokenize_conversations(tokenizer, conv.messages, tools=conv.tools, template_kwargs=conv.chat_template_kwargs)
-
-
-def trained_runs(tokenizer, row) -> list[str]:
-    runs, current = [], []
-    for token, flag in zip(row["input_ids"], row["assistant_masks"]):
-        if flag:
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return [tokenizer.decode(r, skip_special_tokens=False) for r in runs]
 
 
 @pytest.fixture(scope="module", params=["qwen2_5", "qwen3"])

@@ -32,9 +32,20 @@ def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: s
         return read_prompts(spec.path, limit=spec.num_samples, system_prompt=system_prompt)
     conversations = load_conversations([spec], seed=seed, identity=identity)["train"]
     items = []
-    for row in conversations:
+    for number, row in enumerate(conversations, start=1):
         # everything before the last assistant reply
-        items.append(PromptItem(with_system_prompt(row["messages"][:-1], system_prompt)))
+        prompt = row["messages"][:-1]
+        carried = [key for key in ("tool_calls", "reasoning_content") if any(m.get(key) for m in prompt)]
+        if row.get("tools") or any(m["role"] == "tool" for m in prompt):
+            carried.insert(0, "tools")
+        if carried:  # RL prompts are role/content turns: refuse what would otherwise be dropped
+            raise DataError(
+                spec.path,
+                f"{', '.join(carried)} in an RL prompt: prompts for PPO/GRPO/RLOO/pairs are plain role/content "
+                "turns; use conversations without them",
+                row=number,
+            )
+        items.append(PromptItem(with_system_prompt(prompt, system_prompt)))
     return items
 
 

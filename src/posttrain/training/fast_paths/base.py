@@ -104,7 +104,4 @@ def base_model(model):
 
 def autocast_on(device_type: str) -> bool:
     """Autocast active for ``device_type`` (``torch.is_autocast_enabled()`` without an argument asks about CUDA only)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # pragma: no cover - torch < 2.4 (outside every path's verified range)
-        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    return torch.is_autocast_enabled(device_type)  # torch >= 2.4, every path's verified range
