@@ -633,3 +633,33 @@ def test_reward_lengths_are_reward_trainers(chat_tokenizer, length_pairs):
     trl_rows = RewardTrainer._prepare_dataset(None, ds, chat_tokenizer, args, "t").to_list()
     ours = _measure(chat_tokenizer, ds.to_list(), set())
     assert [(m.chosen, m.rejected) for m in ours] == [(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in trl_rows]
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        (
+            {"prompt": "2+3?", "chosen": [{**bot("5"), "reasoning_content": "2+3=5"}], "rejected": "6"},
+            "chosen message 1",
+        ),
+        (
+            {
+                "chosen": [
+                    {"role": "user", "content": "2+3?"},
+                    {**bot(""), "tool_calls": [{"function": {"name": "a"}}]},
+                ],
+                "rejected": [{"role": "user", "content": "2+3?"}, bot("6")],
+            },
+            "chosen message 2",
+        ),
+    ],
+    ids=["reasoning-in-reply", "tool-call-in-conversation"],
+)
+def test_tool_and_reasoning_fields_in_pairs_are_refused_by_name(tmp_path, row, named):
+    """Preference pairs are role/content turns: a field SFT data carries is refused by name, never dropped."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(
+        DataValidationError, match=rf"pairs\.jsonl line 1: {named} has '(reasoning_content|tool_calls)'"
+    ):
+        load_preferences([{"path": str(path)}])

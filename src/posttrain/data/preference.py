@@ -182,7 +182,19 @@ class _Row:
             raise self.error(f"{what} {error.problem}") from None
 
 
-def _role_content(messages: list[Any]) -> list[Any]:
+# tool-calling and reasoning fields SFT data carries (posttrain.data.tools); preference pairs are role/content only
+UNSUPPORTED_MESSAGE_KEYS = ("tool_calls", "tool_call_id", "reasoning_content", "thinking", "reasoning")
+
+
+def _role_content(messages: list[Any], at: _Row, what: str) -> list[Any]:
+    """``role``/``content`` of each message; a tool-calling or reasoning field is refused by name, never dropped."""
+    for i, m in enumerate(messages, start=1):
+        found = [k for k in UNSUPPORTED_MESSAGE_KEYS if isinstance(m, dict) and m.get(k) is not None]
+        if found:
+            raise at.error(
+                f"{what} message {i} has {', '.join(repr(k) for k in found)}: preference pairs are role/content "
+                "turns (tool calls and reasoning are supported in SFT data only)"
+            )
     return [{k: m[k] for k in ("role", "content") if k in m} if isinstance(m, dict) else m for m in messages]
 
 
@@ -195,7 +207,7 @@ def _prompt(value: Any, at: _Row) -> list[Any]:
         raise at.error(f"prompt has the wrong type: expected a string or a list of messages, got {_type_name(value)}")
     if not value:
         raise at.error("prompt is empty (no messages)")
-    return _role_content(value)
+    return _role_content(value, at, "prompt")
 
 
 def _completion(value: Any, side: str, at: _Row, *, prompt_is_list: bool) -> dict[str, str]:
@@ -217,6 +229,7 @@ def _completion(value: Any, side: str, at: _Row, *, prompt_is_list: bool) -> dic
                 raise at.error(f"{side} message is missing '{key}'")
         if message["role"] != "assistant":
             raise at.error(f"{side} message has role {message['role']!r}; it must be the 'assistant' reply")
+        _role_content([message], at, side)  # a tool call or reasoning in the reply is refused by name
     else:
         raise at.error(
             f"{side} has the wrong type: expected a string or a list with one assistant message, got "
@@ -286,7 +299,7 @@ def _implicit(row: Mapping[str, Any], at: _Row) -> tuple[list[Any], dict[str, st
                 f"{side} has the wrong type: without a 'prompt' field, chosen and rejected must be full "
                 f"conversations (lists of messages), got {_type_name(value)}"
             )
-        messages = _role_content(value)
+        messages = _role_content(value, at, side)
         at.validate(messages, side)
         sides[side] = messages
     chosen, rejected = sides["chosen"], sides["rejected"]
