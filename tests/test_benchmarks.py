@@ -154,3 +154,18 @@ def test_gpu_check_dry_run(tmp_path):
     assert set(decision) == {"varlen_attention", "fused_lora"} and decision["fused_lora"]["speed_ratio_vs_none"] > 0
     rl = report["models"]["llama-3.2-1b"]["rl"]
     assert rl["dpo"]["steps"] == 1 and rl["ppo"]["steps"] == 1
+
+
+@pytest.mark.slow
+def test_tool_sft_smoke(tmp_path):
+    out = tmp_path / "tool_sft.json"
+    run(tmp_path, "tool_sft.py", "--smoke", "--work", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == {"base", "sft"}
+    for scores in report["models"].values():
+        assert set(scores) >= {"tool_use", "tool_call", "tool_name", "tool_arguments", "final_answer"}
+        assert scores["tool_use"]["n"] == 4
+    assert set(report["delta_sft_minus_base"]) >= {"tool_use", "tool_call"}
+    assert report["delta_sft_minus_base"]["tool_use"]["paired"]
+    assert report["settings"]["chat_template"].startswith("posttrain's tool-capable ChatML")
+    assert report["machine"]["cpu_count"] and report["timings"]["sft_s"] > 0

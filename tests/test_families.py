@@ -2,14 +2,18 @@
 assistant-only masks are exactly the replies plus their end-of-turn token, and a tiny model of its architecture
 trains through posttrain's own 4-bit QLoRA SFT stage.
 
-Qwen3 and Mistral NeMo (with a system prompt) have templates that are not prefix-preserving: they are trained turn
-by turn, each reply in the prompt the unchanged template renders at inference (posttrain.chat_templates).
+Qwen3, gpt-oss and Mistral NeMo (with a system prompt) have templates that are not prefix-preserving: they are trained
+turn by turn, each reply in the prompt the unchanged template renders at inference (posttrain.chat_templates). Each family
+trains on the data kinds its spec names (plain, reasoning, tools: tests/tiny.py SFT_ROWS); every reply of that data
+is trained with its tool calls, its reasoning where the template renders it, and its end marker.
 """
 
 from __future__ import annotations
 
 import pytest
 from families import FAMILIES, SPECS, build_tiny_family_model, load_family_tokenizer, trained_runs
+
+from tiny import SFT_ROWS
 
 SYSTEM = {"role": "system", "content": "Answer briefly."}
 TURNS = [
@@ -28,11 +32,25 @@ TURN_END = {
     "llama3_1": "<|eot_id|>",
     "gemma3": "<end_of_turn>\n",
     "mistral_nemo": "</s>",
+    "deepseek_r1": "<｜end▁of▁sentence｜>",
+    "llama3_1_tools": "<|eot_id|>",
+    "glm4_5": "<|user|>",  # no end-of-turn token: the next role header, trained as the reply's end
+    "gptoss": "<|return|>",
+    "llama2_base": "<|im_end|> \n",  # Llama 2's SentencePiece puts "▁" after a special token
 }
-#: what the model generates before the reply itself (Qwen3: the think block, empty when there is no reasoning)
-REPLY_START = {"qwen3": "<think>\n\n</think>\n\n"}
-#: families whose template rewrites earlier turns of this conversation (trained turn by turn)
-NOT_PREFIX_PRESERVING = {"qwen3", "mistral_nemo"}
+#: what the model generates before the reply itself (Qwen3: the think block, empty when there is no reasoning;
+#: GLM-4.5: an empty one after a newline)
+REPLY_START = {
+    "qwen3": "<think>\n\n</think>\n\n",
+    "glm4_5": "\n<think></think>\n",
+    "gptoss": "<|channel|>final<|message|>",  # after the generation prompt <|start|>assistant
+}
+#: the think block a generation prompt opens that the template's rendering of the turn does not contain (R1
+#: distills): the reply is trained after the prompt less this block (docs/families.md)
+PROMPT_THINK = {"deepseek_r1": "<think>\n"}
+#: families whose template rewrites earlier turns of this conversation (trained turn by turn): Qwen3 (think
+#: blocks), Mistral NeMo (with a system prompt), gpt-oss (the last answer ends with <|return|>, earlier ones <|end|>)
+NOT_PREFIX_PRESERVING = {"qwen3", "mistral_nemo", "gptoss"}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -51,7 +69,8 @@ def test_template_renders_with_generation_prompt(family, tokenizer):
     prompt = render(tokenizer, [SYSTEM, *TURNS[:1]], add_generation_prompt=True)
     assert "Answer briefly." in prompt and TURNS[0]["content"] in prompt
     full = render(tokenizer, [SYSTEM, *TURNS])
-    assert full.count(SPECS[family].end_of_turn) >= 2
+    # gpt-oss ends the last answer with <|return|>, earlier ones (in the history) with <|end|>
+    assert full.count(SPECS[family].end_of_turn) >= (1 if family == "gptoss" else 2)
     assert tokenizer.eos_token == SPECS[family].end_of_turn and tokenizer.pad_token != tokenizer.eos_token
     # one id, never split into pieces
     assert len(tokenizer(SPECS[family].end_of_turn, add_special_tokens=False)["input_ids"]) == 1
@@ -59,13 +78,19 @@ def test_template_renders_with_generation_prompt(family, tokenizer):
 
 @pytest.mark.parametrize("system", [True, False], ids=["system", "no-system"])
 def test_assistant_masks_are_exactly_the_replies_and_end_of_turn(family, tokenizer, system):
-    from posttrain.chat_templates import NotPrefixPreservingError, assistant_spans, render, tokenize_conversations
+    from posttrain.chat_templates import (
+        NotPrefixPreservingError,
+        assistant_spans,
+        encode_rendered,
+        render,
+        tokenize_conversations,
+    )
 
     messages = [SYSTEM, *TURNS] if system else TURNS
     rows = tokenize_conversations(tokenizer, messages)
     expected = [REPLY_START.get(family, "") + reply + TURN_END[family] for reply in REPLIES]
 
-    rewrites = family == "qwen3" or (family == "mistral_nemo" and system)
+    rewrites = family in NOT_PREFIX_PRESERVING and (family != "mistral_nemo" or system)
     if rewrites:  # one sequence per reply, each ending with the reply it trains
         with pytest.raises(NotPrefixPreservingError):
             assistant_spans(tokenizer, messages)
@@ -83,7 +108,11 @@ def test_assistant_masks_are_exactly_the_replies_and_end_of_turn(family, tokeniz
     ]
     for (row, k), i in zip(starts, assistant_at, strict=True):
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        assert row["input_ids"][:k] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if family in PROMPT_THINK:
+            assert prompt.endswith(PROMPT_THINK[family])
+            prompt = prompt.removesuffix(PROMPT_THINK[family])
+        # as a runtime encodes it: BOS once where the tokenizer adds one and the template does not render it
+        assert row["input_ids"][:k] == encode_rendered(tokenizer, prompt)["input_ids"]
     # the end-of-turn token of every reply is trained, and no other
     eot = tokenizer.convert_tokens_to_ids(SPECS[family].end_of_turn)
     trained_eot = sum(m for row in rows for t, m in zip(row["input_ids"], row["assistant_masks"]) if t == eot)
@@ -91,6 +120,82 @@ def test_assistant_masks_are_exactly_the_replies_and_end_of_turn(family, tokeniz
     if "bos_token" in tokenizer.chat_template:  # the template's own BOS opens every sequence and stays the only one
         bos = tokenizer.bos_token_id
         assert all(row["input_ids"][0] == bos and row["input_ids"].count(bos) == 1 for row in rows)
+    if SPECS[family].base_eos:  # a base tokenizer that adds BOS: posttrain's ChatML sequences open with it, once
+        bos = tokenizer.bos_token_id
+        assert tokenizer("x")["input_ids"][0] == bos
+        assert all(row["input_ids"][0] == bos and row["input_ids"].count(bos) == 1 for row in rows), [
+            tokenizer.convert_ids_to_tokens(row["input_ids"][:3]) for row in rows
+        ]
+
+
+def _family_conversations(family):
+    """The family's SFT data (its spec's kinds of tests/tiny.py SFT_ROWS) as training normalises it."""
+    from posttrain.data.tools import normalize_conversation
+
+    rows = [row for kind in SPECS[family].data for row in SFT_ROWS[kind]]
+    return [
+        normalize_conversation(
+            row["messages"], row.get("tools"), row.get("chat_template_kwargs"), source="SFT_ROWS", row=k
+        )
+        for k, row in enumerate(rows)
+    ]
+
+
+def test_sft_data_trains_every_reply_with_its_calls_reasoning_and_end(family, tokenizer):
+    """On the family's own SFT data, each assistant message is trained as one run: its content, its tool calls, its
+    reasoning exactly where the template renders it in that turn, and one of the family's stop tokens at its end;
+    never a user message, a system prompt or a tool result."""
+    from posttrain.chat_templates import render, tokenize_conversations
+
+    spec = SPECS[family]
+    seen = {"reasoning": 0, "tool_calls": 0}
+    for conversation in _family_conversations(family):
+        messages, context = conversation.messages, conversation.chat_template_kwargs
+        rows = tokenize_conversations(tokenizer, messages, tools=conversation.tools, template_kwargs=context)
+        runs = [run for row in rows for run in trained_runs(tokenizer, row)]
+        replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        assert len(runs) == len(replies), (runs, messages)
+        for run, i in zip(runs, replies):
+            message = messages[i]
+            assert message["content"].strip() in run
+            for call in message.get("tool_calls", []):
+                assert call["function"]["name"] in run and call["function"]["arguments"]["city"] in run, run
+                seen["tool_calls"] += 1
+            if reasoning := message.get("reasoning_content"):
+                through = render(tokenizer, messages[: i + 1], tools=conversation.tools, template_kwargs=context)
+                assert (reasoning in run) == (reasoning in through), (run, through)
+                seen["reasoning"] += reasoning in run
+            assert run.rstrip().endswith(spec.stops), run
+            others = [m["content"] for m in messages if m["role"] != "assistant"]
+            assert not [text for text in others if text in run and text not in message["content"]], run
+    # the data exercises what the family's template renders
+    rendered = {
+        "qwen3": ("reasoning",),
+        "glm4_5": ("reasoning", "tool_calls"),
+        "llama3_1_tools": ("tool_calls",),
+        "gptoss": ("tool_calls",),
+    }
+    assert all(seen[kind] for kind in rendered.get(family, ())), seen
+    if family == "deepseek_r1":  # the R1 distill template drops reasoning: only the replies are trained
+        assert seen["reasoning"] == 0
+
+
+def test_qwen3_thinking_switch_renders_and_trains():
+    """Qwen3 with ``enable_thinking: false``: the empty think block is part of the generation prompt (context: the
+    runtime writes it), the reply after it is trained; with thinking on, the reply's reasoning is trained with it."""
+    from posttrain.chat_templates import encode_rendered, render, tokenize_conversations
+
+    tokenizer = load_family_tokenizer("qwen3")
+    thinking, _, off = _family_conversations("qwen3")[-3:]
+    assert off.chat_template_kwargs == {"enable_thinking": False}
+    prompt = render(tokenizer, off.messages[:1], add_generation_prompt=True, template_kwargs=off.chat_template_kwargs)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    [row] = tokenize_conversations(tokenizer, off.messages, template_kwargs=off.chat_template_kwargs)
+    assert trained_runs(tokenizer, row) == ["3<|im_end|>\n"]
+    start = row["assistant_masks"].index(1)
+    assert row["input_ids"][:start] == encode_rendered(tokenizer, prompt)["input_ids"]
+    [row] = tokenize_conversations(tokenizer, thinking.messages)
+    assert trained_runs(tokenizer, row) == ["<think>\nCompare tenths: 9 > 1.\n</think>\n\n9.9 is larger.<|im_end|>\n"]
 
 
 def test_qwen3_earlier_reasoning_is_trained_in_its_own_turn():
@@ -139,7 +244,15 @@ def sft_run(family, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(f"sft-{family}")
     model = build_tiny_family_model(family, tmp_path / "model")
     # few, small steps: the real vocabularies (128k-262k rows) make the LM head the cost of every step
-    config = write_sft_config(tmp_path, model, max_steps=STEPS, per_device_train_batch_size=4, learning_rate=1e-2)
+    config = write_sft_config(
+        tmp_path,
+        model,
+        data=SPECS[family].data,
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        max_length=256,  # the tool rows with Llama 3.1's tool preamble
+    )
     trainer = run_stage("sft", ["--config", str(config)])
     return tmp_path / "out", trainer
 
@@ -155,12 +268,14 @@ def test_tiny_model_has_the_family_architecture_and_tokens(family, sft_run):
         "qwen3": "Qwen3ForCausalLM",
         "gemma3": "Gemma3ForCausalLM",
         "mistral": "MistralForCausalLM",
+        "glm4_moe": "Glm4MoeForCausalLM",
+        "gpt_oss": "GptOssForCausalLM",
     }[SPECS[family].architecture]
     assert config["architectures"] == [expected] and config["num_hidden_layers"] == 2
     generation = json.loads((out.parent / "model" / "generation_config.json").read_text())
     eos = generation["eos_token_id"]
-    eot = trainer.processing_class.convert_tokens_to_ids(SPECS[family].end_of_turn)
-    assert eot == (eos[0] if isinstance(eos, list) else eos)
+    first = SPECS[family].base_eos or SPECS[family].end_of_turn  # a base model stops at its own EOS until SFT
+    assert trainer.processing_class.convert_tokens_to_ids(first) == (eos[0] if isinstance(eos, list) else eos)
     assert generation["pad_token_id"] not in (eos if isinstance(eos, list) else [eos])
 
 
@@ -220,4 +335,4 @@ def test_sft_adapter_merges_exports_and_verifies(family, sft_run, converter, tmp
     assert report["passed"], failed
     modelfile = parse_modelfile((tmp_path / "export" / "Modelfile").read_text())
     assert modelfile["FROM"] == ["./model.f16.gguf"]
-    assert SPECS[family].end_of_turn in modelfile["PARAMETER stop"]
+    assert set(SPECS[family].stops) <= set(modelfile["PARAMETER stop"]), modelfile["PARAMETER stop"]

@@ -22,7 +22,7 @@ from posttrain.rl.pairs import (
     write_pairs,
 )
 from posttrain.stages import run_stage
-from posttrain.tasks import TASKS, generate_task
+from posttrain.tasks import TASKS, TOOL_TASKS, generate_task
 
 
 def shortest_wins(prompt, texts):
@@ -162,7 +162,7 @@ def test_bad_scorers_and_arguments(monkeypatch):
 # -------------------------------------------------------------------------------------------------- scorers
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", sorted(set(TASKS) - TOOL_TASKS))  # tool tasks are refused (test_tool_task.py)
 def test_rule_scorer_rewards_the_right_answer(task):
     identity = Identity(name="Wren", creator="Acme Labs")
     items = task_prompts([task], 10, seed=1, identity=identity)
@@ -195,7 +195,7 @@ def test_task_prompts_split_and_interleave():
     items = task_prompts(["builtin:arithmetic", "letter_count", "builtin:identity"], 7, seed=0, system_prompt="S")
     assert [i.task for i in items] == ["arithmetic", "letter_count", "identity"] * 2 + ["arithmetic"]
     assert all(i.messages[0] == {"role": "system", "content": "S"} for i in items)
-    assert {i.task for i in task_prompts(["builtin:all"], 10)} == set(TASKS)
+    assert {i.task for i in task_prompts(["builtin:all"], 10)} == set(TASKS) - TOOL_TASKS
     with pytest.raises(DataError, match="unknown builtin task 'nope'"):
         task_prompts(["builtin:nope"], 3)
 

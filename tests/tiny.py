@@ -116,9 +116,80 @@ CONVERSATIONS = [
 ]
 
 
-def write_sft_config(tmp_path, model_path, **overrides):
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS * 8))
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _weather(city: str, temperature: int, call_id: str) -> list[dict]:
+    """A tool call, its result and the answer that uses it."""
+    return [
+        {"role": "user", "content": f"Weather in {city}?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": json.dumps({"temp_c": temperature})},
+        {"role": "assistant", "content": f"It is {temperature} degrees in {city}."},
+    ]
+
+
+#: SFT rows (docs/data-formats.md) by kind: plain conversations; reasoning traces (``reasoning_content`` on the last
+#: reply and on an earlier one, and a row that turns thinking off); tool calls with their results
+SFT_ROWS = {
+    "plain": [{"messages": c} for c in CONVERSATIONS],
+    "reasoning": [
+        {
+            "messages": [
+                {"role": "user", "content": "Which is larger, 9.11 or 9.9?"},
+                {"role": "assistant", "content": "9.9 is larger.", "reasoning_content": "Compare tenths: 9 > 1."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "What is 12 plus 30?"},
+                {"role": "assistant", "content": "42", "reasoning_content": "Tens: 10 + 30 = 40; ones: 2."},
+                {"role": "user", "content": "And 42 plus 8?"},
+                {"role": "assistant", "content": "50", "reasoning_content": "Ones: 2 + 8 = 10, carry one."},
+            ]
+        },
+        {
+            "chat_template_kwargs": {"enable_thinking": False},
+            "messages": [
+                {"role": "user", "content": "How many r's are in strawberry?"},
+                {"role": "assistant", "content": "3"},
+            ],
+        },
+    ],
+    "tools": [
+        {"tools": [WEATHER_TOOL], "messages": _weather("Paris", 21, "call_1")},
+        {
+            "tools": [WEATHER_TOOL],
+            "messages": [{"role": "system", "content": "Answer briefly."}, *_weather("Oslo", 4, "call_2")],
+        },
+    ],
+}
+
+
+def write_sft_rows(path, kinds=("plain",), repeat: int = 1):
+    """Write the :data:`SFT_ROWS` of ``kinds`` (each list ``repeat`` times) as a JSONL file; returns ``path``."""
+    rows = [row for kind in kinds for row in SFT_ROWS[kind] * repeat]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_sft_config(tmp_path, model_path, *, data=("plain",), **overrides):
+    """An SFT config for ``model_path`` on the :data:`SFT_ROWS` of the kinds ``data`` (a local JSONL)."""
+    data = write_sft_rows(tmp_path / "train.jsonl", data, repeat=max(1, 32 // sum(len(SFT_ROWS[k]) for k in data)))
     settings = {
         "model_name_or_path": str(model_path),
         "load_in_4bit": True,

@@ -10,7 +10,7 @@ import pytest
 
 from posttrain.checks import extract_number, mentions_identity, says_i_dont_know
 from posttrain.data import Identity, validate_messages
-from posttrain.tasks import CHECKS, TASKS, TaskExample, check_task, generate_task, task_to_messages
+from posttrain.tasks import CHECKS, TASKS, TOOL_TASKS, TaskExample, check_task, generate_task, task_to_messages
 
 SEEDS = (0, 1, 2)
 N = 200
@@ -22,7 +22,7 @@ def examples() -> dict[str, list[TaskExample]]:
 
 
 def test_registry_and_checks_agree():
-    assert set(TASKS) == {"identity", "unknown_entity", "decimal_compare", "letter_count", "arithmetic"}
+    assert set(TASKS) == {"identity", "unknown_entity", "decimal_compare", "letter_count", "arithmetic", "calculator"}
     assert set(TASKS) <= set(CHECKS)
     assert all(task.name == name and task.description for name, task in TASKS.items())
 
@@ -37,11 +37,12 @@ def test_generation_is_deterministic(name):
         assert generate_task(name, 10, seed=7) == first[:10]
 
 
-def test_all_interleaves_every_task():
+def test_all_interleaves_every_task_without_tools():
     mixed = generate_task("all", 23, seed=3)
     counts = collections.Counter(ex.task for ex in mixed)
-    assert set(counts) == set(TASKS) and sorted(counts.values()) == [4, 4, 5, 5, 5]
-    assert [ex.task for ex in mixed[:5]] == list(TASKS)
+    plain = [name for name in TASKS if name not in TOOL_TASKS]  # tool tasks need a tool-capable template
+    assert set(counts) == set(plain) and sorted(counts.values()) == [4, 4, 5, 5, 5]
+    assert [ex.task for ex in mixed[:5]] == plain
     assert [ex for ex in mixed if ex.task == "identity"] == generate_task("identity", 5, seed=3)
     assert [ex for ex in mixed if ex.task == "arithmetic"] == generate_task("arithmetic", 4, seed=3)
 
@@ -68,7 +69,7 @@ def test_response_passes_and_wrong_response_fails_its_check(examples, name):
 def test_examples_are_valid_short_and_varied(examples, name):
     batch = examples[name][:N]
     for ex in batch:
-        validate_messages(task_to_messages(ex), source=f"builtin:{name}", row=1)
+        validate_messages(task_to_messages(ex), source=f"builtin:{name}", row=1, tool_use=name in TOOL_TASKS)
         assert ex.response != ex.wrong_response
         assert 0 < len(ex.response) < 300 and 0 < len(ex.prompt) < 200
     # Phrasing varies: strip the specific numbers/names and count the distinct prompt shapes.

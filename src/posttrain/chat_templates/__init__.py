@@ -63,6 +63,21 @@ class NotPrefixPreservingError(ChatTemplateError):
     """Rendering a conversation through an assistant turn is not a prefix of rendering all of it."""
 
 
+def template_source(tokenizer) -> str:
+    """The text of a tokenizer's chat template, all named templates joined ("" when it has none)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, Mapping):  # named templates
+        return "\n".join(str(t) for t in template.values())
+    return template or ""
+
+
+def unreferenced_template_kwargs(source: str, keys) -> list[str]:
+    """The template variables in ``keys`` that a template's ``source`` never mentions: passing them (e.g.
+    ``enable_thinking`` to a template without a thinking switch) changes nothing, which training and evaluation warn
+    about."""
+    return [key for key in keys if key not in source]
+
+
 def builtin_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.jinja"))
 
@@ -80,6 +95,65 @@ def load_template(name_or_path: str) -> str:
     )
 
 
+#: TRL's training-template markers (``*_training.jinja``): ``{% generation %}`` / ``{%- endgeneration -%}``...
+#: (a Jinja comment, which may mention them, is matched whole and kept)
+_GENERATION_TAG = re.compile(r"\{#.*?#\}|\{%([-+]?)\s*(end)?generation\s*([-+]?)%\}", re.DOTALL)
+
+
+def has_generation_tags(template: str | None) -> bool:
+    """Whether ``template`` carries TRL's ``{% generation %}`` markers (a training template)."""
+    return bool(template) and any(m.group().startswith("{%") for m in _GENERATION_TAG.finditer(template))
+
+
+def strip_generation_tags(template: str) -> str:
+    """The inference template of a TRL training template: every ``{% generation %}``/``{% endgeneration %}`` becomes
+    a comment with the same whitespace control (``{%- generation %}`` -> ``{#- generation #}``), so Jinja renders
+    the same text (comments strip whitespace like block tags under ``trim_blocks``/``lstrip_blocks``) and runtimes
+    that do not know the extension (llama.cpp, Ollama) can parse it."""
+
+    def replace(match: re.Match) -> str:
+        if match.group().startswith("{#"):
+            return match.group()
+        return f"{{#{match.group(1)} {match.group(2) or ''}generation {match.group(3)}#}}"
+
+    return _GENERATION_TAG.sub(replace, template)
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether tokenizing a text adds BOS (the tokenizer's post-processor): what the GGUF's
+    ``tokenizer.ggml.add_bos_token`` then says, so llama.cpp and Ollama's runner put BOS in front of every prompt."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    return tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def encode_rendered(tokenizer, text: str, **kwargs: Any):
+    """Token ids of a rendered chat text, starting the way every runtime starts it: with BOS once when the tokenizer
+    adds BOS (:func:`adds_bos`; llama.cpp/Ollama prepend it as the GGUF says) and the template did not render it
+    (posttrain's ChatML on a Llama-2 base), never a second one (Llama 3's template writes ``<|begin_of_text|>``).
+    ``kwargs`` go to the tokenizer (``return_offsets_mapping``...); an added BOS has the offsets ``(0, 0)``."""
+    encoding = tokenizer(text, add_special_tokens=False, **kwargs)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and encoding["input_ids"][:1] != [bos] and adds_bos(tokenizer):
+        encoding["input_ids"] = [bos, *encoding["input_ids"]]
+        if "attention_mask" in encoding:
+            encoding["attention_mask"] = [1, *encoding["attention_mask"]]
+        if "offset_mapping" in encoding:
+            encoding["offset_mapping"] = [(0, 0), *encoding["offset_mapping"]]
+    return encoding
+
+
+def keep_tokenizer_legacy(tokenizer) -> None:
+    """Make ``save_pretrained`` write the tokenizer's ``legacy`` flag. transformers 5 reads it from
+    ``tokenizer_config.json`` (Llama-2/Mistral-style tokenizers: ``legacy: true`` puts "▁" before the text after every
+    special token, as llama.cpp's SPM tokenizer does) but does not save it back, so a saved and reloaded tokenizer
+    would split chat text unlike the one the model was trained with, and unlike llama.cpp."""
+    legacy = getattr(tokenizer, "legacy", None)
+    if isinstance(legacy, bool) and "legacy" not in tokenizer.init_kwargs:
+        tokenizer.init_kwargs["legacy"] = legacy
+
+
 def setup_chat_template(model, tokenizer, choice: str = "auto") -> list[int]:
     """Make ``tokenizer`` carry a chat template and ``model`` agree on its special tokens.
 
@@ -93,6 +167,7 @@ def setup_chat_template(model, tokenizer, choice: str = "auto") -> list[int]:
     else:
         template = load_template("chatml" if choice == "auto" else choice)
 
+    keep_tokenizer_legacy(tokenizer)
     new_ids: list[int] = []
     if template is not None:
         tokenizer.chat_template = template
@@ -306,7 +381,9 @@ def training_segments(
 
 
 def _tokenize_segment(tokenizer, segment: Segment) -> dict[str, list[int]]:
-    encoding = tokenizer(segment.text, add_special_tokens=False, return_offsets_mapping=True)
+    """Ids and mask of one training sequence, BOS included as runtimes send it (:func:`encode_rendered`); an added
+    BOS has offsets ``(0, 0)``, before every reply, so it is never trained."""
+    encoding = encode_rendered(tokenizer, segment.text, return_offsets_mapping=True)
     mask = [int(any(s <= start < e for s, e in segment.spans)) for start, _ in encoding["offset_mapping"]]
     return {"input_ids": encoding["input_ids"], "assistant_masks": mask}
 

@@ -48,6 +48,7 @@ from posttrain.checks.text import (
     split_sentences,
     words,
 )
+from posttrain.checks.tool_calls import check_tool_arguments, check_tool_call, check_tool_name
 
 __all__ = [
     "GENERIC_CHECKS",
@@ -95,6 +96,9 @@ GENERIC_CHECKS: dict[str, Check] = {
     "multiple_choice": check_multiple_choice,
     "instructions": check_instructions,
     "stopped": check_stopped,
+    "tool_call": check_tool_call,
+    "tool_name": check_tool_name,
+    "tool_arguments": check_tool_arguments,
     **{name: instruction_check(name) for name in INSTRUCTIONS if name != "json_format"},
 }
 """Generic checks by name (the built-in tasks add theirs in :data:`posttrain.tasks.CHECKS`), each ``check(response, answer, **meta) -> bool``, shared by evaluation suites and RL rewards:
@@ -104,5 +108,7 @@ GENERIC_CHECKS: dict[str, Check] = {
   ``multiple_choice`` (``options``);
 * ``instructions`` (every IFEval-style instruction in ``instructions`` followed) and each instruction of
   :data:`INSTRUCTIONS` on its own (its arguments in ``meta``: ``word_count`` with ``max_words=50``...);
-* ``stopped``: the generation ended with EOS within its budget (``finished`` in ``meta``).
+* ``stopped``: the generation ended with EOS within its budget (``finished`` in ``meta``);
+* ``tool_call``, ``tool_name``, ``tool_arguments``: the first reply of a tool loop calls a tool, the expected one,
+  with the expected arguments (:mod:`.tool_calls`; ``replies`` and ``call`` in ``meta``).
 """

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from posttrain.tasks import generate_task, task_to_messages
+from posttrain.tasks import generate_task, task_to_row
 from posttrain.tasks.base import Pool
 
 from .chitchat import chitchat_conversations, chitchat_data_file
@@ -135,7 +135,7 @@ def _builtin_rows(
         examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
-    return [RawRow({MESSAGES_COLUMN: task_to_messages(ex)}, i) for i, ex in enumerate(examples, start=1)]
+    return [RawRow(task_to_row(ex), i) for i, ex in enumerate(examples, start=1)]
 
 
 def _chitchat_rows(spec: DatasetSpec) -> list[RawRow]:

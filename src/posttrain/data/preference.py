@@ -401,7 +401,10 @@ def _builtin_pairs(
         examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
-    return [RawRow(task_to_preference(ex, base_identity), i) for i, ex in enumerate(examples, start=1)]
+    try:
+        return [RawRow(task_to_preference(ex, base_identity), i) for i, ex in enumerate(examples, start=1)]
+    except ValueError as error:  # a task with tools: conversations, not pairs
+        raise DataError(spec.path, str(error)) from None
 
 
 def _pair_row(data: Mapping[str, Any], form: str, source: str, raw: RawRow) -> dict[str, Any]:

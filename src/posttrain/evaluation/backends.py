@@ -2,8 +2,12 @@
 an OpenAI-compatible chat endpoint (Ollama, llama.cpp's server, vLLM...).
 
 Every backend has ``fingerprint()`` (what the generation cache is keyed on, together with the prompt and settings)
-and ``generate(conversations, settings, on_result=...)``, which calls ``on_result(index, output)`` as each reply is
-ready so the caller can cache it at once: a run that fails half-way keeps what it had.
+and ``generate(conversations, settings, on_result=..., tools=..., template_kwargs=...)``, which calls
+``on_result(index, output)`` as each reply is ready so the caller can cache it at once: a run that fails half-way
+keeps what it had. ``tools`` is one tool-schema list (or None) per conversation and ``template_kwargs`` extra chat
+template variables (``{"enable_thinking": False}``); both reach the chat template however the backend renders it
+(HF: ``apply_chat_template``; GGUF: the GGUF's own template through llama-cpp-python's Jinja formatter; endpoint:
+``tools`` and ``chat_template_kwargs`` in the request body, as vLLM and llama.cpp's server read them).
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from posttrain.chat_templates import setup_chat_template
+from posttrain.chat_templates import load_template, setup_chat_template
 from posttrain.errors import ConfigError, UserError
-from posttrain.models.generation import generate, load_model_for_generation
+from posttrain.evaluation.reasoning import (
+    ENDPOINT_DEFAULT,
+    PLAIN,
+    ReasoningFormat,
+    decode_reply,
+    detect_reasoning_format,
+    tokenizer_renderer,
+)
+from posttrain.models.generation import generate, load_model_for_generation, render_prompt
 from posttrain.models.registry import ModelNotFoundError
 from posttrain.models.resolve import resolve_model
 from posttrain.models.weights import check_gguf
@@ -73,12 +85,15 @@ class GenerationSettings:
 
 @dataclass
 class Output:
-    text: str
+    text: str  # the reply as generated, reasoning markers kept (<think>, harmony channels): reasoning.split_reasoning
     finished: bool  # ended with EOS / end of turn within max_new_tokens
     num_tokens: int
+    reasoning: str | None = None  # reasoning an endpoint returned apart from the content (reasoning_content)
 
 
 OnResult = Callable[[int, Output], None]
+Tools = Sequence[list[dict] | None] | None
+"""One tool-schema list (or None: no tools) per conversation, or None for no tools at all."""
 
 
 class Backend(Protocol):
@@ -91,9 +106,20 @@ class Backend(Protocol):
         *,
         progress: bool = True,
         on_result: OnResult | None = None,
+        tools: Tools = None,
+        template_kwargs: Mapping | None = None,
     ) -> list[Output]: ...
 
     def close(self) -> None: ...
+
+    # Optional (the runner falls back when a backend lacks them):
+    #   reasoning_format(template_kwargs) -> ReasoningFormat   how replies mark reasoning (from the chat template)
+    #   template_source() -> str | None                        the chat template's text (None: unknown)
+    #   count_tokens(texts) -> list[int] | None                token counts (reasoning length), None: unknown
+
+
+def _format_key(template_kwargs: Mapping | None) -> str:
+    return json.dumps(dict(template_kwargs or {}), sort_keys=True, default=str)
 
 
 # -------------------------------------------------------------------------------------------------- fingerprints
@@ -125,6 +151,16 @@ def folder_fingerprint(path: str | os.PathLike) -> str:
         elif base:
             digest.update(f"base={base}".encode())
     return digest.hexdigest()[:16]
+
+
+def _tools_per_conversation(tools: Tools, conversations: Sequence) -> list[list[dict] | None]:
+    """``tools`` checked against the conversations: one entry (a list or None) per conversation."""
+    if tools is None:
+        return [None] * len(conversations)
+    tools = list(tools)
+    if len(tools) != len(conversations):
+        raise ValueError(f"tools: one tool list (or None) per conversation: got {len(tools)} for {len(conversations)}")
+    return [t or None for t in tools]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -169,6 +205,8 @@ class HFBackend:
         self.label = label or name_or_path
         self.dtype = resolve_dtype(dtype)
         self._model = self._tokenizer = None
+        self._template_only = None  # a tokenizer loaded to read the template without the model
+        self._formats: dict[str, ReasoningFormat] = {}
 
     def fingerprint(self) -> str:
         local = Path(self.path)
@@ -184,12 +222,47 @@ class HFBackend:
                 setup_chat_template(self._model, self._tokenizer, self.chat_template)
         return self._model, self._tokenizer
 
-    def generate(self, conversations, settings, *, progress=True, on_result=None):
+    def _template_tokenizer(self):
+        """The tokenizer with the chat template generation uses, without loading the model when it is not loaded."""
+        if self._tokenizer is not None:
+            return self._tokenizer
+        if self._template_only is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            if self.chat_template != "auto" or not tokenizer.chat_template:
+                tokenizer.chat_template = load_template(
+                    "chatml" if self.chat_template == "auto" else self.chat_template
+                )
+            self._template_only = tokenizer
+        return self._template_only
+
+    def template_source(self) -> str:
+        from posttrain.chat_templates import template_source
+
+        return template_source(self._template_tokenizer())
+
+    def reasoning_format(self, template_kwargs: Mapping | None = None) -> ReasoningFormat:
+        key = _format_key(template_kwargs)
+        if key not in self._formats:
+            tokenizer = self._template_tokenizer()
+            self._formats[key] = detect_reasoning_format(
+                tokenizer_renderer(tokenizer, template_kwargs), self.template_source()
+            )
+        return self._formats[key]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        tokenizer = self._template_tokenizer()
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) if t else 0 for t in texts]
+
+    def generate(self, conversations, settings, *, progress=True, on_result=None, tools=None, template_kwargs=None):
 
         model, tokenizer = self._load()
+        tools = _tools_per_conversation(tools, conversations)
+        fmt = self.reasoning_format(template_kwargs)
         lengths = [
-            len(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False))
-            for c in conversations
+            len(render_prompt(tokenizer, c, tools=t, template_kwargs=template_kwargs))
+            for c, t in zip(conversations, tools)
         ]
         order = sorted(range(len(conversations)), key=lambda i: lengths[i])
         chunk = self.batch_size * 4  # a few batches per call: progress and the cache advance as they finish
@@ -208,16 +281,21 @@ class HFBackend:
                     batch_size=self.batch_size,
                     seed=settings.seed if settings.do_sample else None,
                     progress=False,
+                    tools=[tools[i] for i in indices],
+                    template_kwargs=template_kwargs,
                 )
                 for i, [completion] in zip(indices, completions):
-                    outputs[i] = Output(completion.text, completion.finished, completion.num_tokens)
+                    text = (
+                        completion.text if fmt.style == "none" else decode_reply(tokenizer, completion.token_ids, fmt)
+                    )
+                    outputs[i] = Output(text, completion.finished, completion.num_tokens)
                     if on_result:
                         on_result(i, outputs[i])
                 bar.update(len(indices))
         return outputs
 
     def close(self) -> None:
-        self._model = self._tokenizer = None
+        self._model = self._tokenizer = self._template_only = None
         import gc
 
         gc.collect()
@@ -239,10 +317,37 @@ class GGUFBackend:
         check_gguf(self.path)
         self.n_ctx = n_ctx
         self.label = label or self.path.name
-        self._llm = None
+        self._llm = self._handler = None
+        self._formats: dict[str, ReasoningFormat] = {}
 
     def fingerprint(self) -> str:
         return f"gguf:{folder_fingerprint(self.path)}"
+
+    def template_source(self) -> str:
+        """The GGUF's ``tokenizer.chat_template`` ("" when it has none), read from the header without llama.cpp."""
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(self.path)).fields.get("tokenizer.chat_template")
+        if field is None:
+            return ""
+        value = field.contents()
+        return value if isinstance(value, str) else ""
+
+    def reasoning_format(self, template_kwargs: Mapping | None = None) -> ReasoningFormat:
+        key = _format_key(template_kwargs)
+        if key not in self._formats:
+            source = self.template_source()
+            if not source:
+                self._formats[key] = PLAIN
+            else:
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                def render(messages, add_generation_prompt: bool) -> str:
+                    formatter = Jinja2ChatFormatter(source, "", "", add_generation_prompt=add_generation_prompt)
+                    return formatter(messages=messages, **dict(template_kwargs or {})).prompt
+
+                self._formats[key] = detect_reasoning_format(render, source)
+        return self._formats[key]
 
     def _load(self):
         if self._llm is None:
@@ -261,8 +366,35 @@ class GGUFBackend:
                 raise BackendError(f"llama.cpp could not load {self.path}: {err}") from None
         return self._llm
 
-    def generate(self, conversations, settings, *, progress=True, on_result=None):
+    def _template_handler(self):
+        """A chat handler rendering the GGUF's own template with extra variables: ``create_chat_completion`` passes
+        no template variables on, and may use a built-in format llama-cpp-python guessed instead of the template."""
+        if self._handler is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            llm = self._load()
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise BackendError(
+                    f"{self.path} has no chat template (GGUF key tokenizer.chat_template), so tools and "
+                    "chat_template_kwargs cannot reach one; export the GGUF from a model whose tokenizer has a template"
+                )
+
+            def text(token_id: int) -> str:
+                return llm._model.token_get_text(token_id) if token_id != -1 else ""
+
+            self._handler = Jinja2ChatFormatter(
+                template=template,
+                eos_token=text(llm.token_eos()),
+                bos_token=text(llm.token_bos()),
+                stop_token_ids=[llm.token_eos()],
+            ).to_chat_handler()
+        return self._handler
+
+    def generate(self, conversations, settings, *, progress=True, on_result=None, tools=None, template_kwargs=None):
         llm = self._load()
+        tools = _tools_per_conversation(tools, conversations)
+        template_kwargs = dict(template_kwargs or {})
         outputs = []
         with _progress(len(conversations), f"Generating ({self.label}, llama.cpp)", progress) as bar:
             for i, conversation in enumerate(conversations):
@@ -271,9 +403,25 @@ class GGUFBackend:
                     if settings.do_sample
                     else dict(temperature=0.0, top_k=1)
                 )
-                reply = llm.create_chat_completion(
-                    messages=list(conversation), max_tokens=settings.max_new_tokens, **sampling
-                )
+                try:
+                    if tools[i] or template_kwargs:
+                        reply = self._template_handler()(
+                            llama=llm,
+                            messages=list(conversation),
+                            tools=tools[i],
+                            max_tokens=settings.max_new_tokens,
+                            repeat_penalty=1.0,  # as create_chat_completion
+                            **sampling,
+                            **template_kwargs,
+                        )
+                    else:
+                        reply = llm.create_chat_completion(
+                            messages=list(conversation), max_tokens=settings.max_new_tokens, **sampling
+                        )
+                except ValueError as err:  # a prompt longer than n_ctx, or the template's raise_exception
+                    raise BackendError(
+                        f"llama.cpp could not answer conversation {i + 1} with {self.path} (n_ctx {self.n_ctx}): {err}"
+                    ) from None
                 choice = reply["choices"][0]
                 output = Output(
                     text=(choice["message"].get("content") or "").strip(),
@@ -287,7 +435,7 @@ class GGUFBackend:
         return outputs
 
     def close(self) -> None:
-        self._llm = None
+        self._llm = self._handler = None
 
 
 # ------------------------------------------------------------------------------------------- OpenAI-compatible
@@ -344,6 +492,14 @@ class OpenAIBackend:
 
     def fingerprint(self) -> str:
         return f"openai:{self.base_url}:{self.model}"
+
+    def template_source(self) -> None:
+        return None  # served elsewhere: unknown
+
+    def reasoning_format(self, template_kwargs: Mapping | None = None) -> ReasoningFormat:
+        """The server's template is not visible: replies that start with ``<think>`` are split; servers with a
+        reasoning parser send the reasoning apart (:attr:`Output.reasoning`)."""
+        return ENDPOINT_DEFAULT
 
     def _sdk_client(self):
         with self._client_lock:
@@ -423,34 +579,53 @@ class OpenAIBackend:
             ) from None
         return reply
 
-    def complete(self, conversation: list[dict], settings: GenerationSettings) -> Output:
+    def complete(
+        self,
+        conversation: list[dict],
+        settings: GenerationSettings,
+        *,
+        tools: list[dict] | None = None,
+        template_kwargs: Mapping | None = None,
+    ) -> Output:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": list(conversation),
             "max_tokens": settings.max_new_tokens,
             "stream": False,
         }
+        if tools:
+            payload["tools"] = list(tools)
+        if template_kwargs:  # vLLM and llama.cpp's server pass these to the chat template
+            payload["extra_body"] = {"chat_template_kwargs": dict(template_kwargs)}
         if settings.do_sample:
             payload.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
         else:
             payload.update(temperature=0.0, seed=settings.seed)
         reply = self._request(payload)
         choice = reply["choices"][0]
-        text = choice["message"].get("content") or ""
+        message = choice["message"]
+        text = message.get("content") or ""
+        # vLLM and llama.cpp's server: reasoning_content; Ollama and newer vLLM: reasoning
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         tokens = (reply.get("usage") or {}).get("completion_tokens")
         return Output(
             text=text.strip(),
             finished=choice.get("finish_reason") == "stop",
             num_tokens=int(tokens) if tokens is not None else len(text.split()),
+            reasoning=reasoning.strip() if isinstance(reasoning, str) and reasoning.strip() else None,
         )
 
-    def generate(self, conversations, settings, *, progress=True, on_result=None):
+    def generate(self, conversations, settings, *, progress=True, on_result=None, tools=None, template_kwargs=None):
+        tools = _tools_per_conversation(tools, conversations)
         outputs: list[Output | None] = [None] * len(conversations)
         with (
             _progress(len(conversations), f"Requesting ({self.label})", progress) as bar,
             ThreadPoolExecutor(self.concurrency) as pool,
         ):
-            futures = {pool.submit(self.complete, c, settings): i for i, c in enumerate(conversations)}
+            futures = {
+                pool.submit(self.complete, c, settings, tools=t, template_kwargs=template_kwargs): i
+                for i, (c, t) in enumerate(zip(conversations, tools))
+            }
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)

@@ -10,6 +10,13 @@ source:
       - {label: merged, path: outputs/smollm2-135m/merged}      # a merged model folder
       - {label: q4, path: outputs/smollm2-135m/model.Q4_K_M.gguf}   # a GGUF file, run by llama.cpp
       - {label: ollama, model: posttrain, endpoint: http://localhost:11434/v1, api_key_env: null}
+
+``chat_template_kwargs`` (global, and per model, whose keys win) are extra chat-template variables, so one thinking
+model can be evaluated twice, with thinking on and off:
+
+    models:
+      - {label: think, path: Qwen/Qwen3-0.6B}
+      - {label: no-think, path: Qwen/Qwen3-0.6B, chat_template_kwargs: {enable_thinking: false}}
 """
 
 from __future__ import annotations
@@ -18,10 +25,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from posttrain.data.spec import Identity
+from posttrain.data.tools import _normalize_template_kwargs, _Problem
 from posttrain.errors import ConfigError
 from posttrain.evaluation.backends import resolve_dtype
 
-__all__ = ["EvalArguments", "JudgeSpec", "ModelSpec"]
+__all__ = ["EvalArguments", "JudgeSpec", "ModelSpec", "parse_template_kwargs"]
+
+
+def parse_template_kwargs(value: Any, where: str) -> dict[str, Any] | None:
+    """``chat_template_kwargs`` checked as training data's are (a mapping of string keys, none of the names posttrain
+    passes itself; null values left out); a ConfigError names ``where``."""
+    try:
+        return _normalize_template_kwargs(value)
+    except _Problem as problem:
+        raise ConfigError(f"{where}: {problem}") from None
 
 
 @dataclass
@@ -31,6 +48,8 @@ class ModelSpec:
     Exactly one source: ``path`` (embedded alias, HF folder, LoRA adapter folder, merged folder, hub id, or a
     ``.gguf`` file) or ``model`` (the model name an OpenAI-compatible ``endpoint`` serves; ``endpoint`` defaults to
     Ollama on localhost). ``api_key_env`` names the environment variable holding the endpoint's API key.
+    ``chat_template_kwargs``: extra chat-template variables for this model (``{enable_thinking: false}``), over the
+    run's global ones; endpoints get them as the request's ``chat_template_kwargs`` (vLLM, llama.cpp's server).
     """
 
     label: str = ""
@@ -40,6 +59,7 @@ class ModelSpec:
     model: str | None = None
     api_key_env: str | None = None
     chat_template: str = "auto"
+    chat_template_kwargs: dict | None = None
 
     @property
     def kind(self) -> str:
@@ -71,6 +91,8 @@ class ModelSpec:
                 f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected {', '.join(sorted(known))}"
             )
         spec = cls(**value)
+        if needs_label and isinstance(spec.label, bool):  # YAML reads off/on/no/yes as booleans
+            raise ConfigError(f"{where}: label {spec.label!r} is a YAML boolean (off/on/no/yes): quote it, e.g. 'off'")
         if needs_label and not (isinstance(spec.label, str) and spec.label.strip()):
             raise ConfigError(f"{where}: needs a 'label' (the stage name shown in reports, e.g. base, sft, dpo)")
         if (spec.path is None) == (spec.model is None):
@@ -82,6 +104,7 @@ class ModelSpec:
             raise ConfigError(f"{where}: 'endpoint' goes with 'model', not with 'path'")
         if spec.endpoint is not None and not str(spec.endpoint).startswith(("http://", "https://")):
             raise ConfigError(f"{where}: endpoint must be an http(s) URL such as http://localhost:11434/v1")
+        spec.chat_template_kwargs = parse_template_kwargs(spec.chat_template_kwargs, f"{where}.chat_template_kwargs")
         return spec
 
 
@@ -102,7 +125,7 @@ class EvalArguments:
         metadata={
             "help": "Models to evaluate, in stage order: mappings with `label` and `path` (alias, HF folder, "
             "adapter, merged folder or .gguf) or `model` (+ `endpoint`, `api_key_env`) for an OpenAI-compatible "
-            "server."
+            "server; optional `chat_template`, `chat_template_kwargs` (e.g. {enable_thinking: false})."
         },
     )
     suites: list[str] = field(
@@ -141,6 +164,13 @@ class EvalArguments:
     seed: int = field(default=42, metadata={"help": "Sampling seed (and bootstrap seed)."})
     max_samples: int | None = field(default=None, metadata={"help": "At most this many samples per data source."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message for suites that set none."})
+    chat_template_kwargs: dict | None = field(
+        default=None,
+        metadata={
+            "help": "Extra chat-template variables for every model, e.g. {enable_thinking: false}; a model's own "
+            "`chat_template_kwargs` win. Keys a template never mentions get a warning (they change nothing)."
+        },
+    )
     assistant_name: str = field(default="Posttrain Assistant", metadata={"help": "Name expected by the identity task."})
     assistant_creator: str = field(
         default="the posttrain project", metadata={"help": "Creator expected by the identity task."}
@@ -153,7 +183,8 @@ class EvalArguments:
         default=None,
         metadata={
             "help": "Judge model for the `judge` and `pairwise` scorers: {path: ...} (local HF model) or "
-            "{model: ..., endpoint: ..., api_key_env: ...}; optional max_new_tokens, chat_template."
+            "{model: ..., endpoint: ..., api_key_env: ...}; optional max_new_tokens, chat_template, "
+            "chat_template_kwargs (its own only: the run's global ones are for the evaluated models)."
         },
     )
     reward_model: str | None = field(
@@ -191,8 +222,13 @@ class EvalArguments:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
 
         resolve_dtype(self.dtype)  # a ConfigError naming the choices
+        self.chat_template_kwargs = parse_template_kwargs(self.chat_template_kwargs, "chat_template_kwargs")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be at least 1 (got {self.max_samples})")
+
+    def template_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
+        """The chat-template variables ``spec`` is generated with: the global ones, then the model's own."""
+        return {**(self.chat_template_kwargs or {}), **(spec.chat_template_kwargs or {})}
 
     @property
     def baseline_label(self) -> str:

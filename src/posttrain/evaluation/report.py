@@ -286,6 +286,28 @@ def _delta(d: dict | None, percent: bool) -> dict[str, Any]:
     return {"text": fmt_ci(d, percent, signed=True), "significant": bool(d["significant"]), "cls": cls}
 
 
+def reasoning_cell(stat: dict | None) -> str:
+    """A model's reasoning length on a suite (``summary[suite][label]["_reasoning"]``): the share of replies with
+    reasoning, the mean reasoning length over all replies (tokens where counted, else characters) and the share cut
+    inside their reasoning (no answer to score)."""
+    if not stat:
+        return "–"
+    if _ok(stat.get("mean_tokens")):
+        length = f"{stat['mean_tokens']:.0f} tokens"
+    else:
+        length = f"{stat.get('mean_chars', 0):.0f} chars"
+    text = f"{100 * stat['with_reasoning']:.0f}% · {length}"
+    if stat.get("unclosed"):
+        text += f" · {100 * stat['unclosed']:.0f}% unclosed"
+    return text
+
+
+def _reasoning_cells(summary: dict, labels: list[str]) -> list[str] | None:
+    """One :func:`reasoning_cell` per model, or None when no model's replies were split (plain models only)."""
+    stats = [summary.get(label, {}).get("_reasoning") for label in labels]
+    return [reasoning_cell(s) for s in stats] if any(stats) else None
+
+
 def _stat_cell(stat: dict | None, percent: bool) -> str:
     return fmt_ci(stat, percent) + _invalid_note(stat)
 
@@ -338,6 +360,7 @@ def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tu
                 {
                     "model": r["model"],
                     "output": r["output"],
+                    "reasoning": r.get("reasoning") or None,
                     "rationale": rationale,
                     "scores": [
                         {"name": k, "value": fmt(v, _score_info(suite, k)["percent"])} for k, v in r["scores"].items()
@@ -356,6 +379,7 @@ def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tu
         "charts": charts,
         "scores": scores,
         "mean_tokens": [f"{g['mean_tokens']:.1f}" if g else None for g in generation],
+        "reasoning": _reasoning_cells(summary, labels),
         "deltas": deltas,
         "pairwise": [
             {"label": label, **{k: o[k] for k in ("win", "tie", "loss", "inconsistent", "invalid")}}
@@ -391,6 +415,7 @@ def build_context(results: dict) -> dict[str, Any]:
                 "primary": primary,
                 "cells": [_stat_cell(s, info["percent"]) for s in stats],
                 "deltas": [_delta(d, info["percent"]) for d in found],
+                "reasoning": _reasoning_cells(results["summary"].get(name, {}), labels),
             }
         )
         headline_charts.append(bar_chart(f"{name} · {primary}", labels, stats, info))

@@ -6,7 +6,9 @@
    arrive, keyed by the model's fingerprint, the exact prompt and the generation settings, so re-scoring (new
    checks, another judge, a report) never regenerates, and a run that fails keeps what it had.
 3. Scores: rule checks from :mod:`posttrain.checks` (the same functions RL uses as rewards), embedding similarity,
-   reward-model scores, judge ratings and pairwise comparisons (judge replies are cached the same way).
+   reward-model scores, judge ratings and pairwise comparisons (judge replies are cached the same way). Every scorer
+   sees the answer only: a thinking model's reasoning is split off first (:mod:`posttrain.evaluation.reasoning`, the
+   format read from its chat template) and kept beside it, with its length, in the record and the summary.
 4. ``results.json`` holds every sample (prompt, reply, every score, judge rationale), per-suite means with bootstrap
    CIs and the deltas between stages; :mod:`posttrain.evaluation.report` turns it into report.md and report.html.
 
@@ -22,12 +24,14 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from posttrain import __version__ as posttrain_version
 from posttrain import checks, tasks
+from posttrain.chat_templates import unreferenced_template_kwargs
 from posttrain.data.formats import with_system_prompt
 from posttrain.evaluation.backends import (
     BackendError,
@@ -41,9 +45,11 @@ from posttrain.evaluation.config import EvalArguments, ModelSpec
 from posttrain.evaluation.embedding import Embedder, resolve_embedding_model
 from posttrain.evaluation.judges import combine_pairwise, pairwise_prompt, parse_pairwise, parse_rating, single_prompt
 from posttrain.evaluation.overlap import suite_overlap
+from posttrain.evaluation.reasoning import PLAIN, ReasoningFormat, split_reasoning
 from posttrain.evaluation.report import write_reports
 from posttrain.evaluation.stats import delta_ci, mean_ci
 from posttrain.evaluation.suites import TASK, Suite, SuiteError, load_suite
+from posttrain.evaluation.tool_loop import LoopResult, prepare_backend, run_tool_loop, suite_items, uses_tools
 from posttrain.models.registry import ModelNotFoundError
 from posttrain.storage import atomic_write_text
 
@@ -71,13 +77,27 @@ class GenerationCache:
                     continue  # a line cut by a crash: that reply is generated again
 
     @staticmethod
-    def key(fingerprint: str, messages: list[dict], settings: dict) -> str:
-        payload = json.dumps([fingerprint, messages, settings], sort_keys=True, ensure_ascii=False)
+    def key(
+        fingerprint: str,
+        messages: list[dict],
+        settings: dict,
+        *,
+        tools: list[dict] | None = None,
+        template_kwargs: Mapping | None = None,
+    ) -> str:
+        """The cache key of one reply; tools and template variables count only when given, so replies cached
+        without them keep their keys."""
+        parts: list[Any] = [fingerprint, messages, settings]
+        if tools or template_kwargs:
+            parts.append({"tools": tools or None, "template_kwargs": dict(template_kwargs or {})})
+        payload = json.dumps(parts, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def get(self, key: str) -> Output | None:
         entry = self._entries.get(key)
-        return None if entry is None else Output(entry["text"], entry["finished"], entry["num_tokens"])
+        if entry is None:
+            return None
+        return Output(entry["text"], entry["finished"], entry["num_tokens"], entry.get("reasoning"))
 
     def put(self, key: str, output: Output) -> None:
         entry = {"key": key, **asdict(output)}
@@ -97,10 +117,19 @@ def cached_generate(
     cache: GenerationCache,
     *,
     progress: bool = True,
+    tools: Sequence[list[dict] | None] | None = None,
+    template_kwargs: Mapping | None = None,
 ) -> tuple[list[Output | None], int]:
-    """Replies for every conversation, from the cache when possible; returns them and how many were generated."""
+    """Replies for every conversation, from the cache when possible; returns them and how many were generated.
+
+    ``tools`` (one list or None per conversation) and ``template_kwargs`` go to the backend's chat template and
+    into the cache key."""
     fingerprint, key_settings = backend.fingerprint(), settings.key()
-    keys = [GenerationCache.key(fingerprint, c, key_settings) for c in conversations]
+    per_conversation = list(tools) if tools is not None else [None] * len(conversations)
+    keys = [
+        GenerationCache.key(fingerprint, c, key_settings, tools=t, template_kwargs=template_kwargs)
+        for c, t in zip(conversations, per_conversation, strict=True)
+    ]
     outputs: list[Output | None] = [cache.get(k) for k in keys]
     missing = [i for i, o in enumerate(outputs) if o is None]
     if missing:
@@ -109,7 +138,12 @@ def cached_generate(
             outputs[missing[j]] = output
             cache.put(keys[missing[j]], output)
 
-        backend.generate([conversations[i] for i in missing], settings, progress=progress, on_result=on_result)
+        extra: dict[str, Any] = {}
+        if tools is not None:
+            extra["tools"] = [per_conversation[i] for i in missing]
+        if template_kwargs:
+            extra["template_kwargs"] = dict(template_kwargs)
+        backend.generate([conversations[i] for i in missing], settings, progress=progress, on_result=on_result, **extra)
     return outputs, len(missing)
 
 
@@ -151,6 +185,33 @@ def score_kind_info(kind: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- scoring
 
 
+def tool_loop_outputs(
+    backend,
+    suite: Suite,
+    prompts,
+    settings: GenerationSettings,
+    cache,
+    *,
+    progress: bool = True,
+    template_kwargs: Mapping | None = None,
+):
+    """A tool suite's replies through :func:`~posttrain.evaluation.tool_loop.run_tool_loop`, every round through the
+    cache: ``(final outputs, generated, requested, loop results)``."""
+    prepare_backend(backend)
+    counts = {"generated": 0, "requested": 0}
+
+    def generate(conversations, tools):
+        outputs, generated = cached_generate(
+            backend, conversations, settings, cache, progress=progress, tools=tools, template_kwargs=template_kwargs
+        )
+        counts["generated"] += generated
+        counts["requested"] += len(conversations)
+        return outputs
+
+    loops = run_tool_loop(generate, suite_items(suite.samples, prompts))
+    return [loop.output for loop in loops], counts["generated"], counts["requested"], loops
+
+
 def _rule_score(sample, record: dict, scorer) -> tuple[float | None, dict]:
     name = sample.check if scorer.check == TASK else scorer.check
     meta = {
@@ -159,6 +220,7 @@ def _rule_score(sample, record: dict, scorer) -> tuple[float | None, dict]:
         "finished": record["finished"],
         "num_tokens": record["num_tokens"],
         "max_new_tokens": record["max_new_tokens"],
+        **({"replies": record["replies"]} if "replies" in record else {}),  # a tool loop's replies
     }
     check = tasks.CHECKS[name]
     response = record["output"]
@@ -225,10 +287,18 @@ class Scoring:
             record["scores"][scorer.name] = float(score)
 
     def _judge_replies(self, conversations: list[list[dict]]) -> list[str]:
+        """The judge's replies, less any reasoning (a thinking judge's scratchpad may name other verdicts)."""
+        kwargs = self.args.judge.chat_template_kwargs or None
         outputs, _ = cached_generate(
-            self.judge, conversations, self.judge_settings(), self.cache, progress=self.args.progress
+            self.judge,
+            conversations,
+            self.judge_settings(),
+            self.cache,
+            progress=self.args.progress,
+            template_kwargs=kwargs,
         )
-        return [o.text if o is not None else "" for o in outputs]
+        fmt = reasoning_format(self.judge, kwargs)
+        return [split_reasoning(o.text, fmt).answer if o is not None else "" for o in outputs]
 
     def single(self, jobs: list[tuple[Any, dict, Any]]) -> None:
         """``jobs``: (sample, record, scorer) triples, judged in one batch."""
@@ -289,6 +359,62 @@ def load_reward_model(path: str):
     return RewardModel.load(path)
 
 
+# -------------------------------------------------------------------------------------------------- reasoning
+
+
+def reasoning_format(backend, template_kwargs: Mapping | None = None) -> ReasoningFormat:
+    """How ``backend``'s replies mark reasoning (read from its chat template); plain for backends that cannot say."""
+    detect = getattr(backend, "reasoning_format", None)
+    return detect(template_kwargs) if detect is not None else PLAIN
+
+
+def check_template_kwargs(args: EvalArguments, backends, warn=print) -> None:
+    """One warning per model and ``chat_template_kwargs`` key its chat template never mentions (it changes nothing,
+    e.g. ``enable_thinking`` for a model without a thinking switch): the check training does
+    (:func:`posttrain.chat_templates.unreferenced_template_kwargs`). Endpoints' templates are not visible: unchecked.
+    """
+    for i, (spec, backend) in enumerate(zip(args.models, backends)):
+        kwargs = args.template_kwargs(spec)
+        source_of = getattr(backend, "template_source", None)
+        source = source_of() if kwargs and source_of is not None else None
+        if source is None:
+            continue
+        for key in unreferenced_template_kwargs(source, kwargs):
+            warn(
+                f"posttrain: warning: models[{i}] ({spec.label}): chat_template_kwargs key {key!r} is never "
+                f"referenced by the chat template of {spec.path}: it changes nothing"
+            )
+
+
+def add_reasoning(record: dict, output: Output, fmt: ReasoningFormat, count_tokens=None) -> None:
+    """Split ``record["output"]`` into the answer (what every scorer sees, kept as ``output``) and ``reasoning``
+    (None: the reply has none), with its length in characters and, where the backend can count them, tokens;
+    ``reasoning_closed`` is False when the reply ended inside its reasoning (an empty answer)."""
+    split = split_reasoning(output.text, fmt)
+    reasoning = output.reasoning if output.reasoning is not None else split.reasoning
+    record["output"] = split.answer
+    record["reasoning"] = reasoning
+    record["reasoning_closed"] = split.closed
+    record["reasoning_chars"] = len(reasoning or "")
+    tokens = count_tokens([reasoning]) if count_tokens is not None and reasoning else None
+    record["reasoning_tokens"] = tokens[0] if tokens else (0 if not reasoning else None)
+
+
+def _reasoning_summary(records: list[dict]) -> dict[str, Any] | None:
+    """Reasoning length of a model's replies: the share with reasoning, mean characters and tokens over all replies
+    (0 for replies without: comparable between thinking on and off) and the share cut inside their reasoning."""
+    if not any("reasoning" in r for r in records):
+        return None
+    n = len(records)
+    tokens = [r.get("reasoning_tokens") for r in records]
+    return {
+        "with_reasoning": sum(bool(r.get("reasoning")) for r in records) / n,
+        "mean_chars": sum(r.get("reasoning_chars", 0) for r in records) / n,
+        "mean_tokens": sum(tokens) / n if all(t is not None for t in tokens) else None,
+        "unclosed": sum(r.get("reasoning_closed") is False for r in records) / n,
+    }
+
+
 # ---------------------------------------------------------------------------------------------------- summary
 
 
@@ -320,6 +446,9 @@ def summarize(results: dict, *, n_resamples: int = 2000, seed: int = 0) -> None:
                     "mean_tokens": sum(r["num_tokens"] for r in records) / len(records),
                     "stop_rate": sum(bool(r["finished"]) for r in records) / len(records),
                 }
+                reasoning = _reasoning_summary(records)
+                if reasoning is not None:
+                    stats["_reasoning"] = reasoning
                 outcomes = [
                     r["details"].get(s["name"], {}).get("outcome")
                     for r in records
@@ -396,6 +525,8 @@ def evaluate(args: EvalArguments) -> Path:
 
     started = time.time()
     suites, backends = prepare(args)
+    check_template_kwargs(args, backends, warn=lambda message: print(message, flush=True))
+    formats = [reasoning_format(b, args.template_kwargs(m)) for m, b in zip(args.models, backends)]
 
     def budget(suite: Suite) -> int:
         return args.max_new_tokens or suite.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
@@ -411,7 +542,15 @@ def evaluate(args: EvalArguments) -> Path:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "status": "running",
         "error": None,
-        "models": [{**m.describe(), "fingerprint": b.fingerprint()} for m, b in zip(args.models, backends)],
+        "models": [
+            {
+                **m.describe(),
+                "fingerprint": b.fingerprint(),
+                "chat_template_kwargs": args.template_kwargs(m) or None,
+                "reasoning_format": f.describe(),
+            }
+            for m, b, f in zip(args.models, backends, formats)
+        ],
         "baseline": baseline,
         "judge": args.judge.describe() if args.judge else None,
         "generation": {
@@ -463,8 +602,16 @@ def evaluate(args: EvalArguments) -> Path:
     records: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     scoring = Scoring(args, cache)
 
-    def record_outputs(label: str, suite: Suite, prompts, outputs, settings: GenerationSettings) -> None:
-        for sample, prompt, output in zip(suite.samples, prompts, outputs):
+    # each model's reasoning format and token counter: replies are split into reasoning and answer as they are recorded
+    reasoning_of = {
+        spec.label: (fmt, getattr(backend, "count_tokens", None))
+        for spec, backend, fmt in zip(args.models, backends, formats)
+    }
+
+    def record_outputs(
+        label: str, suite: Suite, prompts, outputs, settings: GenerationSettings, loops: list[LoopResult] | None = None
+    ) -> None:
+        for k, (sample, prompt, output) in enumerate(zip(suite.samples, prompts, outputs)):
             if output is not None:
                 records[(label, suite.name)][sample.id] = {
                     "model": label,
@@ -481,6 +628,11 @@ def evaluate(args: EvalArguments) -> Path:
                     "scores": {},
                     "details": {},
                 }
+                if loops is not None:  # a tool suite: every reply and what the tools answered
+                    records[(label, suite.name)][sample.id].update(
+                        replies=loops[k].replies, transcript=loops[k].messages
+                    )
+                add_reasoning(records[(label, suite.name)][sample.id], output, *reasoning_of[label])
 
     def finish(status: str, error: str | None = None) -> Path:
         for suite in suites:  # rule checks are cheap and need no model: always (re)computed, partial runs too
@@ -496,6 +648,7 @@ def evaluate(args: EvalArguments) -> Path:
 
     try:
         for spec, backend in zip(args.models, backends):
+            template_kwargs = args.template_kwargs(spec) or None
             for suite in suites:
                 settings = GenerationSettings(
                     max_new_tokens=budget(suite),
@@ -507,17 +660,35 @@ def evaluate(args: EvalArguments) -> Path:
                 prompts = [
                     with_system_prompt(s.messages, suite.system_prompt or args.system_prompt) for s in suite.samples
                 ]
+                loops = None
                 try:
-                    outputs, generated = cached_generate(backend, prompts, settings, cache, progress=args.progress)
+                    if uses_tools(suite.samples):
+                        outputs, generated, requested, loops = tool_loop_outputs(
+                            backend,
+                            suite,
+                            prompts,
+                            settings,
+                            cache,
+                            progress=args.progress,
+                            template_kwargs=template_kwargs,
+                        )
+                    else:
+                        outputs, generated = cached_generate(
+                            backend, prompts, settings, cache, progress=args.progress, template_kwargs=template_kwargs
+                        )
+                        requested = len(prompts)
                 except BackendError:
                     # keep every reply that arrived before the failure (they are in the cache)
                     key_settings, fingerprint = settings.key(), backend.fingerprint()
-                    outputs = [cache.get(GenerationCache.key(fingerprint, p, key_settings)) for p in prompts]
+                    outputs = [
+                        cache.get(GenerationCache.key(fingerprint, p, key_settings, template_kwargs=template_kwargs))
+                        for p in prompts
+                    ]
                     record_outputs(spec.label, suite, prompts, outputs, settings)
                     raise
                 results["counts"]["generated"] += generated
-                results["counts"]["cached"] += len(prompts) - generated
-                record_outputs(spec.label, suite, prompts, outputs, settings)
+                results["counts"]["cached"] += requested - generated
+                record_outputs(spec.label, suite, prompts, outputs, settings, loops)
             backend.close()
 
         for suite in suites:

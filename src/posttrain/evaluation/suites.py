@@ -7,7 +7,8 @@ A suite file::
     max_new_tokens: 128                 # optional: this suite's generation budget (else the run's)
     system_prompt: null                 # optional: this suite's system message (else the run's)
     data:                               # one or more sources, concatenated
-      - builtin: all                    # builtin:<task> tasks of posttrain.tasks (or `all`)
+      - builtin: all                    # builtin:<task> tasks of posttrain.tasks (or `all`); a task with tools
+                                        # (calculator) runs the tool loop (posttrain.evaluation.tool_loop)
         num_samples: 100
         seed: 1234
       - package: mmlu                   # real data read from an installed PyPI package (see PACKAGED)
@@ -571,6 +572,9 @@ def _parse_scorer(entry: Any, where: str) -> Scorer:
     return Scorer(kind="check", name=name, check=check, kwargs=entry)
 
 
+_TOOL_CHECKS = ("tool_call", "tool_name", "tool_arguments")
+"""Checks of what a tool loop recorded (:mod:`posttrain.evaluation.tool_loop`): only for samples with tools."""
+
 _SUITE_KEYS = {"name", "description", "data", "scoring", "primary", "max_new_tokens", "system_prompt"}
 
 
@@ -630,6 +634,13 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
             missing = [s.id for s in samples if s.check is None]
             if missing:
                 raise SuiteError(f"{path}: scorer 'task' needs a check on every sample; '{missing[0]}' has none")
+        elif scorer.kind == "check" and scorer.check in _TOOL_CHECKS:
+            plain = [s.id for s in samples if not s.meta.get("tools")]
+            if plain:
+                raise SuiteError(
+                    f"{path}: check '{scorer.check}' scores a tool loop, but sample '{plain[0]}' offers no tools "
+                    f"(use a builtin task with tools: {', '.join(sorted(tasks.TOOL_TASKS))})"
+                )
         elif scorer.kind == "check" and scorer.check not in tasks.NEEDS_NO_ANSWER:
             if any(s.answer is None for s in samples):
                 raise SuiteError(f"{path}: check '{scorer.check}' needs an answer on every sample")

@@ -9,8 +9,16 @@ made of:
   (also inside ``if`` blocks: variables are declared at the start of their Jinja scope), ``{% for m in ... %}`` with
   ``loop.first``/``loop.last``/``loop.index0``, ``break``/``continue``, ``x if c else y`` in output;
 * ``messages`` (→ ``$.Messages``), ``message['role']``/``message.content`` (→ ``.Role``/``.Content``),
-  ``messages[0]``, ``messages[1:]``, ``| length``, ``==``, ``!=``, ``<`` ..., ``and``/``or``/``not``,
-  ``is defined``/``is none`` on values known at translation time;
+  ``messages[0]``, ``messages[1:]``, ``| length``, ``==``, ``!=``, ``<`` ..., ``and``/``or``/``not``;
+* Jinja tests (``is defined``, ``is undefined``, ``is none``, ``is string``, ``is mapping``, ``is iterable``,
+  ``is sequence``, ``is number``, ``is true``/``is false``...), decided by Jinja's own test functions on values
+  known at translation time and on values whose *type* Go's data decides (a message's role and content are strings,
+  a message a mapping, ``loop.index0`` a number; ``add_generation_prompt is defined`` always, even where the
+  template sets it); ``is true``/``is false`` of a dynamic boolean become Go conditions. A test on a variable whose
+  type is only known when the template runs, a test with an argument or an unknown test raises;
+* ``{% set ns = namespace(a=...) %}`` and ``{% set ns.a = ... %}``: each attribute is a Go variable declared in the
+  namespace's scope and assigned from the loops inside it (Go allows that), e.g. DeepSeek-V3's joined system
+  prompt and tool-state flags;
 * ``x | trim`` where it is printed (Python's ``str.strip()``, built as a recursive ``{{ define }}`` from
   ``slice``/``len``/``eq``: :data:`posttrain.export.known_templates.TRIM_DEFINE`); a trimmed value inside a
   ``{% set %}``, a comparison or a concatenation that is not printed directly is refused (Go cannot capture a
@@ -22,11 +30,11 @@ made of:
   (:mod:`~posttrain.export.known_templates`) leave it open, translations do not (the verification shows it).
 
 Variables a chat request does not set are what ``apply_chat_template(messages, add_generation_prompt=...)`` makes
-them: ``tools`` and ``documents`` are None, ``message.tool_calls`` and other names are undefined; conditions on them are decided at translation time and
-the branches that cannot run are dropped. Anything else -- macros, ``namespace()``, method calls such as
-``.strip()``, filters other than ``length`` and ``trim``, negative indices, ``in`` -- raises :class:`TemplateTranslationError`
-naming the construct and its line; the export then writes a Modelfile without ``TEMPLATE`` that relies on the
-Jinja template kept in the GGUF's metadata.
+them: ``tools`` and ``documents`` are None, ``message.tool_calls`` and other names are undefined; conditions on them
+are decided at translation time and the branches that cannot run are dropped. Anything else -- macros, a namespace
+attribute holding a message or list, method calls such as ``.strip()``, filters other than ``length`` and ``trim``,
+negative indices, ``in`` -- raises :class:`TemplateTranslationError` naming the construct and its line; the export
+then writes a Modelfile without ``TEMPLATE`` that relies on the Jinja template kept in the GGUF's metadata.
 
 The data passed to the Go template is shaped like Ollama's (:func:`ollama_values`): ``Messages`` (a list of
 ``{Role, Content}``) and ``System``.
@@ -70,11 +78,48 @@ class _Expr:
 
     go: str | None = None
     static: Any = _DYNAMIC
-    kind: str = "value"  # value | messages | message | loop
+    kind: str = "value"  # value | messages | message | loop | namespace | trimmed
+    #: the Jinja type of a dynamic value when Go's data decides it (:data:`_TYPE_SAMPLES`), for ``is string``...
+    type: str | None = None
 
     @property
     def is_static(self) -> bool:
         return self.static is not _DYNAMIC
+
+
+#: a Python value of each type a template value can have, for Jinja's own tests (``jinja2.tests.TESTS``) to decide
+#: ``is string``, ``is mapping``... on a value whose type, not value, is known at translation time
+_TYPE_SAMPLES: dict[str, Any] = {
+    "none": None,
+    "boolean": False,
+    "number": 0,
+    "string": "",
+    "sequence": [],
+    "mapping": {},
+}
+#: Jinja tests whose result depends only on the type of the value
+_TYPE_TESTS = frozenset(
+    ("defined", "undefined", "none", "string", "mapping", "iterable", "sequence", "number", "integer", "float")
+    + ("boolean", "callable")
+)
+
+
+def _static_type(value: Any) -> str:
+    if value is UNDEFINED:
+        return "undefined"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "number"
+    return "string"
+
+
+def _jinja_value(value: Any) -> Any:
+    import jinja2
+
+    return jinja2.Undefined() if value is UNDEFINED else value
 
 
 @dataclass
@@ -121,6 +166,13 @@ class _Translator:
         self.notes: list[str] = []
         self.loops = 0
         self.uses_trim = False
+        #: per variable (``name``, or ``ns.attr`` for a namespace attribute): how many ``set``s the template has,
+        #: how many were translated or dropped so far, and the types of the values translated ones assign
+        self.assigns_total: dict[str, int] = {}
+        self.assigns_seen: dict[str, int] = {}
+        self.assigned_types: dict[str, set[str | None]] = {}
+        #: namespace name -> the attributes it is created with or ever given (``{% set ns.attr = ... %}``)
+        self.namespaces: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -144,6 +196,16 @@ class _Translator:
     # ------------------------------------------------------------------ statements
 
     def template(self, tree: nodes.Template) -> str:
+        for assign in tree.find_all(nodes.Assign):
+            key = _assign_key(assign.target)
+            if key is not None:
+                self.assigns_total[key] = self.assigns_total.get(key, 0) + 1
+            if isinstance(assign.target, nodes.NSRef):
+                self.namespaces.setdefault(assign.target.name, set()).add(assign.target.attr)
+            elif _namespace_call(assign.node) is not None:
+                self.namespaces.setdefault(assign.target.name, set()).update(
+                    kw.key for kw in _namespace_call(assign.node).kwargs
+                )
         prelude = (
             "{{ $add_generation_prompt := true }}"
             '{{ range $.Messages }}{{ $add_generation_prompt = ne .Role "assistant" }}{{ end }}'
@@ -158,24 +220,74 @@ class _Translator:
     def scope_body(self, body: list[nodes.Node], scope: _Scope) -> str:
         """A Jinja scope (template or loop body): its ``set`` targets are declared first, so a ``set`` inside an
         ``if`` is visible after it, as in Jinja."""
-        names = []
+        assigns: dict[str, list[nodes.Assign]] = {}
         for node in body:
             for assign in self._assigns(node):
-                if assign.target.name not in names:
-                    names.append(assign.target.name)
+                assigns.setdefault(assign.target.name, []).append(assign)
         declare = []
-        for name in names:
+        for name, sets in assigns.items():
             if not _is_identifier(name):
                 raise self.fail(body[0], f"variable name '{name}'")
+            namespaces = [_namespace_call(assign.node) is not None for assign in sets]
+            if any(namespaces):
+                if not all(namespaces):
+                    raise self.fail(sets[0], f"'{name}' set both to a namespace() and to another value")
+                # a namespace's attributes are Go variables of this scope, assigned from any scope inside it
+                scope.variables[name] = "namespace"
+                for attr in sorted(self.namespaces[name]):
+                    variable = self._attribute_variable(sets[0], name, attr)
+                    declare.append(f'{{{{ {variable} := "" }}}}')
+                continue
             # Until its `set` runs, the name keeps the value it has outside (e.g. `set messages = messages[1:]`).
             outer = self.expr_Name(nodes.Name(name, "load", lineno=body[0].lineno))
             initial = '""' if outer.is_static else outer.go
             scope.variables[name] = "value" if outer.is_static else outer.kind
+            types = self.assigned_types.setdefault(name, set())
+            if not _set_before_use(body, name):  # read before its first `set`: has the outer value's type then
+                types.add(self._type_of(outer))
             declare.append(f"{{{{ ${name} := {initial} }}}}")
         return "".join(declare) + self.statements(body)
 
+    def _attribute_variable(self, node: nodes.Node, namespace: str, attr: str) -> str:
+        """The Go variable holding ``namespace.attr``."""
+        if not _is_identifier(attr):
+            raise self.fail(node, f"the namespace attribute name '{attr}'")
+        return f"${namespace}_{attr}"
+
+    def _variable_type(self, key: str) -> str | None:
+        """The type of variable ``key`` (``name`` or ``ns.attr``) when every ``set`` of it was translated already
+        and all of them (and its value before them) have the same type; None otherwise."""
+        if self.assigns_seen.get(key, 0) < self.assigns_total.get(key, 0):
+            return None  # a later `set` (e.g. further down a loop body) may give it another type
+        types = self.assigned_types.get(key, set())
+        return next(iter(types)) if len(types) == 1 else None
+
+    def _assigned(self, key: str, type_: str | None) -> None:
+        self.assigns_seen[key] = self.assigns_seen.get(key, 0) + 1
+        self.assigned_types.setdefault(key, set()).add(type_)
+
+    def skipped(self, body: list[nodes.Node]) -> None:
+        """Statements dropped at translation time (a branch that cannot run): their ``set``s never happen."""
+        for node in body:
+            for assign in [*([node] if isinstance(node, nodes.Assign) else []), *node.find_all(nodes.Assign)]:
+                key = _assign_key(assign.target)
+                self.assigns_seen[key] = self.assigns_seen.get(key, 0) + 1
+
+    def _defined_by_request(self, name: str) -> bool:
+        """Whether ``apply_chat_template`` defines ``name`` for every chat request (a ``set`` cannot undefine it)."""
+        return name in ("messages", "add_generation_prompt", *PASSED_AS_NONE) or name in self.constants
+
+    def _type_of(self, value: _Expr) -> str | None:
+        if value.is_static:
+            return _static_type(value.static)
+        if value.type is not None:
+            return value.type
+        return {"messages": "sequence", "message": "mapping", "trimmed": "string"}.get(value.kind)
+
     def _assigns(self, node: nodes.Node):
         if isinstance(node, nodes.Assign):
+            if isinstance(node.target, nodes.NSRef):
+                return  # `set ns.attr = ...`: the namespace's variables are declared where it is created
             if not isinstance(node.target, nodes.Name):
                 raise self.fail(node, "{% set %} of a tuple or attribute")
             yield node
@@ -194,8 +306,16 @@ class _Translator:
         if isinstance(node, nodes.For):
             return self.for_(node)
         if isinstance(node, nodes.Assign):
+            if isinstance(node.target, nodes.NSRef):
+                return self.assign_attribute(node)
+            call = _namespace_call(node.node)
+            if call is not None:
+                return self.create_namespace(node, call)
             value = self.expr(node.node)
+            if value.kind == "namespace":
+                raise self.fail(node, "a second name for a namespace()")
             self.scopes_set_kind(node.target.name, value.kind)
+            self._assigned(node.target.name, self._type_of(value))
             return f"{{{{ ${node.target.name} = {self.pipeline(value, node)} }}}}"
         if isinstance(node, nodes.Break):
             return "{{ break }}"
@@ -217,6 +337,35 @@ class _Translator:
         }
         raise self.fail(node, names.get(kind, f"the statement {kind}"))
 
+    def create_namespace(self, node: nodes.Assign, call: nodes.Call) -> str:
+        """``{% set ns = namespace(a=1, ...) %}``: every attribute the template gives ``ns`` is a Go variable
+        (declared at the start of the scope, :meth:`scope_body`), set here to its initial value (Jinja's
+        ``set ns.a = ...`` inside loops then assigns the same Go variable, which Go allows across scopes)."""
+        if call.args or call.dyn_args or call.dyn_kwargs:
+            raise self.fail(node, "namespace() with positional or ** arguments")
+        name = node.target.name
+        self._assigned(name, "namespace")
+        initial = {kw.key: kw.value for kw in call.kwargs}
+        out = []
+        for attr in sorted(self.namespaces[name]):
+            value = self.expr(initial[attr]) if attr in initial else _Expr(static=UNDEFINED)
+            if value.kind != "value":
+                raise self.fail(node, f"a message or list kept in namespace attribute {name}.{attr}")
+            self.assigned_types.setdefault(f"{name}.{attr}", set()).add(self._type_of(value))
+            out.append(f"{{{{ {self._attribute_variable(node, name, attr)} = {self.pipeline(value, node)} }}}}")
+        return "".join(out)
+
+    def assign_attribute(self, node: nodes.Assign) -> str:
+        """``{% set ns.attr = value %}`` on a namespace: assigns its Go variable."""
+        name, attr = node.target.name, node.target.attr
+        if self.lookup(name) != "namespace":
+            raise self.fail(node, f"setting the attribute {name}.{attr} of something that is not a namespace()")
+        value = self.expr(node.node)
+        if value.kind != "value":
+            raise self.fail(node, f"a message or list kept in namespace attribute {name}.{attr}")
+        self._assigned(f"{name}.{attr}", self._type_of(value))
+        return f"{{{{ {self._attribute_variable(node, name, attr)} = {self.pipeline(value, node)} }}}}"
+
     def scopes_set_kind(self, name: str, kind: str) -> None:
         for scope in reversed(self.scopes):
             if name in scope.variables:
@@ -226,12 +375,16 @@ class _Translator:
     def if_(self, node: nodes.If) -> str:
         branches = [(node.test, node.body), *((elif_.test, elif_.body) for elif_ in node.elif_)]
         out, opened = [], False
-        for test, body in branches:
+        for k, (test, body) in enumerate(branches):
             condition = self.expr(test)
             if condition.is_static:
                 if not condition.static:
+                    self.skipped(body)
                     continue  # a branch that cannot run: dropped, untranslated
                 rest = self.statements(body)
+                for _, later in branches[k + 1 :]:
+                    self.skipped(later)
+                self.skipped(node.else_)
                 if opened:
                     out.append("{{ else }}" + rest + "{{ end }}")
                     return "".join(out)
@@ -240,7 +393,7 @@ class _Translator:
             out.append(self.statements(body))
             opened = True
         if not opened:
-            return self.statements(node.else_)
+            return self.statements(node.else_)  # every branch dropped
         if node.else_:
             out.append("{{ else }}" + self.statements(node.else_))
         out.append("{{ end }}")
@@ -254,6 +407,7 @@ class _Translator:
         collection = self.expr(node.iter)
         if collection.is_static:
             if not collection.static:  # iterating over an undefined/empty value: only the else branch runs
+                self.skipped(node.body)
                 return self.statements(node.else_)
             raise self.fail(node, "a for loop over a literal")
         if collection.kind != "messages":
@@ -306,8 +460,10 @@ class _Translator:
         if value.kind == "trimmed":
             self.uses_trim = True
             return f'{{{{ template "posttrain_trim" {value.go} }}}}'
-        if value.kind in ("messages", "message", "loop"):
-            raise self.fail(node, "printing a message or list")
+        if value.kind in ("messages", "message", "loop", "namespace"):
+            raise self.fail(node, "printing a message, list or namespace")
+        if value.type == "boolean":  # Jinja prints Python's spelling
+            return f"{{{{ if {value.go} }}}}True{{{{ else }}}}False{{{{ end }}}}"
         return f"{{{{ {value.go} }}}}"
 
     # ------------------------------------------------------------------ expressions
@@ -344,12 +500,14 @@ class _Translator:
     def expr_Name(self, node: nodes.Name) -> _Expr:
         name = node.name
         kind = self.lookup(name)
+        if kind == "namespace":
+            return _Expr(go=name, kind="namespace")
         if kind is not None:
-            return _Expr(go=f"${name}", kind=kind)
+            return _Expr(go=f"${name}", kind=kind, type=self._variable_type(name))
         if name == "messages":
             return _Expr(go="$.Messages", kind="messages")
         if name == "add_generation_prompt":
-            return _Expr(go="$add_generation_prompt")
+            return _Expr(go="$add_generation_prompt", type="boolean")
         if name == "loop":
             if self.current_loop() is None:
                 raise self.fail(node, "`loop` outside a for loop")
@@ -358,7 +516,7 @@ class _Translator:
             return _Expr(static=self.constants[name])
         if name in PASSED_AS_NONE:
             return _Expr(static=None)
-        if name in ("raise_exception", "namespace", "strftime_now", "dict"):
+        if name in ("raise_exception", "namespace", "strftime_now", "dict", "range", "cycler", "joiner", "lipsum"):
             raise self.fail(node, f"the function {name}()")
         return _Expr(static=UNDEFINED)
 
@@ -366,17 +524,22 @@ class _Translator:
         if target.kind == "loop":
             loop = self.current_loop()
             if key == "first":
-                return _Expr(go=f"(eq {loop.index} 0)")
+                return _Expr(go=f"(eq {loop.index} 0)", type="boolean")
             if key == "last":
-                return _Expr(go=f"(eq (len (slice {loop.collection} {loop.index})) 1)")
+                return _Expr(go=f"(eq (len (slice {loop.collection} {loop.index})) 1)", type="boolean")
             if key == "index0":
-                return _Expr(go=loop.index)
+                return _Expr(go=loop.index, type="number")
             raise self.fail(node, f"loop.{key}")
+        if target.kind == "namespace":
+            if key not in self.namespaces.get(target.go, ()):
+                return _Expr(static=UNDEFINED)  # an attribute the template never gives it
+            variable = self._attribute_variable(node, target.go, key)
+            return _Expr(go=variable, type=self._variable_type(f"{target.go}.{key}"))
         if target.is_static:
             return _Expr(static=UNDEFINED)  # attribute of an undefined value
         if target.kind == "message":
-            if key in MESSAGE_FIELDS:
-                return _Expr(go=f"{target.go}.{MESSAGE_FIELDS[key]}")
+            if key in MESSAGE_FIELDS:  # strings in Ollama's data (content "" when a message has none)
+                return _Expr(go=f"{target.go}.{MESSAGE_FIELDS[key]}", type="string")
             return _Expr(static=UNDEFINED)  # tool_calls, reasoning_content...: not set by a chat request
         raise self.fail(node, f"the attribute '{key}' of {_describe(node)}")
 
@@ -427,7 +590,10 @@ class _Translator:
                 if (left.is_static and left.static is UNDEFINED) or (right.is_static and right.static is UNDEFINED):
                     raise self.fail(node, "comparing with an undefined variable")
                 parts.append(
-                    _Expr(go=f"({operators[operand.op]} {self.pipeline(left, node)} {self.pipeline(right, node)})")
+                    _Expr(
+                        go=f"({operators[operand.op]} {self.pipeline(left, node)} {self.pipeline(right, node)})",
+                        type="boolean",
+                    )
                 )
             left = right
         return self._and(parts, node)
@@ -444,7 +610,11 @@ class _Translator:
             return _Expr(static=parts[-1].static if parts else True)
         if len(dynamic) == 1:
             return dynamic[0]
-        return _Expr(go=f"(and {' '.join(self.pipeline(p, node) for p in dynamic)})")
+        types = {self._type_of(p) for p in dynamic}
+        return _Expr(
+            go=f"(and {' '.join(self.pipeline(p, node) for p in dynamic)})",
+            type=types.pop() if len(types) == 1 else None,
+        )
 
     def expr_And(self, node: nodes.And) -> _Expr:
         return self._and([self.expr(node.left), self.expr(node.right)], node)
@@ -455,45 +625,51 @@ class _Translator:
             return left if left.static else right
         if right.is_static and not right.static:
             return left
+        types = {self._type_of(left), self._type_of(right)}
+        type_ = types.pop() if len(types) == 1 else None
         if right.is_static:  # truthy constant on the right: the whole is truthy, but its value depends on left
-            return _Expr(go=f"(or {left.go} {self.pipeline(right, node)})")
-        return _Expr(go=f"(or {left.go} {right.go})")
+            return _Expr(go=f"(or {left.go} {self.pipeline(right, node)})", type=type_)
+        return _Expr(go=f"(or {left.go} {right.go})", type=type_)
 
     def expr_Not(self, node: nodes.Not) -> _Expr:
         value = self.expr(node.node)
         if value.is_static:
             return _Expr(static=not value.static)
-        return _Expr(go=f"(not {value.go})")
+        return _Expr(go=f"(not {self.pipeline(value, node)})", type="boolean")
 
     def expr_Test(self, node: nodes.Test) -> _Expr:
-        value = self.expr(node.node)
-        if node.name in ("defined", "undefined"):
-            if value.is_static:
-                defined = value.static is not UNDEFINED
-            elif (
-                isinstance(node.node, nodes.Name)
-                and self.lookup(node.node.name) is not None
-                and not self._is_loop_var(node.node.name)
-            ):
-                raise self.fail(node, f"`{node.node.name} is defined` on a variable set in the template")
-            else:
-                defined = True
-            return _Expr(static=defined if node.name == "defined" else not defined)
-        if node.name == "none":
-            if value.is_static:
-                return _Expr(static=value.static is None)
-            return _Expr(static=False)  # roles and contents of chat messages are strings
-        if node.name in ("string", "true", "false") and value.is_static:
-            checks = {
-                "string": isinstance(value.static, str),
-                "true": value.static is True,
-                "false": value.static is False,
-            }
-            return _Expr(static=checks[node.name])
-        raise self.fail(node, f"the test 'is {node.name}'")
+        """``x is <test>`` decided by Jinja's own test function: on ``x``'s value when it is known at translation
+        time, on a value of ``x``'s type when only the type is (``message.content is string``: contents are strings
+        in Ollama's data); ``is true``/``is false`` of a dynamic boolean become Go conditions."""
+        from jinja2.tests import TESTS
 
-    def _is_loop_var(self, name: str) -> bool:
-        return self.lookup(name) == "message"
+        if node.name not in TESTS or node.name in ("test", "filter", "escaped"):
+            raise self.fail(node, f"the test 'is {node.name}'")
+        if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
+            raise self.fail(node, f"the test 'is {node.name}' with an argument")
+        value = self.expr(node.node)
+        test = TESTS[node.name]
+        request_variable = isinstance(node.node, nodes.Name) and self._defined_by_request(node.node.name)
+        if node.name in ("defined", "undefined") and request_variable:  # also when the template sets it later
+            return _Expr(static=node.name == "defined")
+        if value.is_static:
+            return _Expr(static=bool(test(_jinja_value(value.static))))
+        type_ = self._type_of(value)
+        if type_ == "boolean" and node.name in ("true", "false"):
+            go = self.pipeline(value, node)
+            return _Expr(go=go if node.name == "true" else f"(not {go})", type="boolean")
+        if type_ is not None and node.name in _TYPE_TESTS | {"true", "false"}:
+            sample = _jinja_value(UNDEFINED) if type_ == "undefined" else _TYPE_SAMPLES.get(type_)
+            if type_ in _TYPE_SAMPLES or type_ == "undefined":
+                return _Expr(static=bool(test(sample)))
+        subject = f"'{node.node.name}'" if isinstance(node.node, nodes.Name) else "a value"
+        if type_ is None and node.name in _TYPE_TESTS | {"true", "false"}:
+            raise self.fail(
+                node,
+                f"the test 'is {node.name}' on {subject}, whose type is only known when the template runs (a "
+                "variable set to values of different types, or set again later in a loop)",
+            )
+        raise self.fail(node, f"the test 'is {node.name}' on {subject}, a value only known when the template runs")
 
     def expr_Filter(self, node: nodes.Filter) -> _Expr:
         value = self.expr(node.node)
@@ -502,7 +678,7 @@ class _Translator:
                 return _Expr(static=len(value.static))
             if value.kind != "messages" and value.is_static:
                 raise self.fail(node, "`| length` of an undefined value")
-            return _Expr(go=f"(len {value.go})")
+            return _Expr(go=f"(len {value.go})", type="number")
         if node.name == "trim" and not node.args and not node.kwargs:
             if value.is_static:
                 return _Expr(static="" if value.static in (None, UNDEFINED) else str(value.static).strip())
@@ -520,13 +696,39 @@ class _Translator:
                 self.pipeline(value, node)  # raises: a trimmed value can only be printed
             if value.kind != "value" or (value.is_static and not isinstance(value.static, str)):
                 raise self.fail(node, "concatenating something that is not a string")
-        return _Expr(go=f"(print {' '.join(self.pipeline(v, node) for v in values)})")
+        return _Expr(go=f"(print {' '.join(self.pipeline(v, node) for v in values)})", type="string")
 
     def expr_Add(self, node: nodes.Add) -> _Expr:
         return self._concat(node, [node.left, node.right])
 
     def expr_Concat(self, node: nodes.Concat) -> _Expr:
         return self._concat(node, list(node.nodes))
+
+
+def _assign_key(target: nodes.Node) -> str | None:
+    """What a ``{% set %}`` assigns: ``name``, or ``ns.attr`` for a namespace attribute."""
+    if isinstance(target, nodes.Name):
+        return target.name
+    if isinstance(target, nodes.NSRef):
+        return f"{target.name}.{target.attr}"
+    return None
+
+
+def _set_before_use(body: list[nodes.Node], name: str) -> bool:
+    """Whether ``body`` sets ``name`` unconditionally (a ``set`` directly in it) before anything reads it."""
+    for node in body:
+        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and node.target.name == name:
+            return not any(n.name == name and n.ctx == "load" for n in node.node.find_all(nodes.Name))
+        if any(n.name == name and n.ctx == "load" for n in node.find_all(nodes.Name)):
+            return False
+    return False
+
+
+def _namespace_call(node: nodes.Node) -> nodes.Call | None:
+    """``node`` when it is a call of ``namespace(...)``."""
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "namespace":
+        return node
+    return None
 
 
 def _is_identifier(name: str) -> bool:
@@ -587,11 +789,17 @@ def translate(source: str, *, constants: dict[str, str] | None = None) -> GoTemp
 
 
 def ollama_messages(messages: list[dict], system: str | None = None) -> list[dict]:
-    """The messages Ollama hands a template for a chat request, as role/content dicts: the Modelfile ``SYSTEM``
-    first when the request does not start with a system message (``server/routes.go`` ``ChatHandler``), then
-    consecutive messages of one role joined with a blank line (``template/template.go`` ``collate``; tool messages
-    stay apart). The Jinja reference renders these, so both sides see the same conversation."""
-    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    """The messages Ollama hands a template for a chat request: the Modelfile ``SYSTEM`` first when the request does
+    not start with a system message (``server/routes.go`` ``ChatHandler``), then consecutive messages of one role
+    joined with a blank line (``template/template.go`` ``collate``: only the content is joined, the first message
+    keeps its other fields; tool messages stay apart). Tool calls, tool results' ``name``/``tool_call_id`` and
+    ``reasoning_content`` are kept (posttrain's normalised fields, :mod:`posttrain.data.tools`). The Jinja reference
+    renders these, so both sides see the same conversation."""
+    extras = ("tool_calls", "tool_call_id", "name", "reasoning_content")
+    messages = [
+        {"role": m["role"], "content": m.get("content") or "", **{k: m[k] for k in extras if m.get(k) is not None}}
+        for m in messages
+    ]
     if messages and messages[0]["role"] != "system" and system:
         messages.insert(0, {"role": "system", "content": system})
     collated: list[dict] = []
@@ -646,6 +854,9 @@ class Comparison:
 
     checked: int = 0
     equal: int = 0
+    #: equal once the JSON objects in both texts are compared parsed (tool schemas and call arguments: Go writes
+    #: compact JSON in struct order, Jinja's tojson ", "/": " in dict order); counted in ``equal`` too
+    equal_modulo_json: int = 0
     not_applicable: list[dict] = field(default_factory=list)  # the Jinja template refuses the conversation
     differences: list[dict] = field(default_factory=list)
     doubled_bos: int = 0
@@ -654,16 +865,49 @@ class Comparison:
     prefill_closed: int = 0
     uses_messages: bool = True
     thinking: bool = False
+    capabilities: list[str] = field(default_factory=list)  # what Ollama reads off the Go template
+    tool_tag: str = "{"
 
     @property
     def passed(self) -> bool:
         return self.checked > 0 and self.equal + self.prefill_closed == self.checked and not self.doubled_bos
 
 
+def json_segments(text: str) -> list:
+    """``text`` split into literal text and the JSON objects in it (parsed): two renderings that differ only in how
+    the same JSON objects are written give equal segment lists. A ``{`` that does not start a JSON object (such as
+    the ``{"name": <function-name>, ...}`` placeholder of tool prompts) stays text."""
+    decoder = json.JSONDecoder()
+    segments: list = []
+    literal, i = [], 0
+    while i < len(text):
+        if text[i] == "{":
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except ValueError:
+                value, end = None, i
+            if isinstance(value, dict):
+                segments.append("".join(literal))
+                segments.append(("json", value))
+                literal, i = [], end
+                continue
+        literal.append(text[i])
+        i += 1
+    segments.append("".join(literal))
+    return segments
+
+
+def _case(conversation) -> tuple[list[dict], list[dict] | None, str | None]:
+    """A conversation given as its messages, or as ``{"messages", "tools", "name"}``."""
+    if isinstance(conversation, dict):
+        return conversation["messages"], conversation.get("tools"), conversation.get("name")
+    return conversation, None, None
+
+
 def compare_with_jinja(
     go_template: str,
     render_jinja,
-    conversations: list[list[dict]],
+    conversations: list,
     *,
     systems: tuple[str | None, ...] = (None,),
     bos_token: str | None = None,
@@ -672,35 +916,51 @@ def compare_with_jinja(
 ) -> Comparison:
     """Render every conversation the way Ollama would (:func:`posttrain.export.gorender.render_ollama`, plus the
     BOS the runner adds when ``adds_bos``) and compare with ``render_jinja(messages, add_generation_prompt=...,
-    continue_final_message=..., **kwargs)`` on :func:`ollama_messages` (plus the BOS the tokenizer adds when the
-    Jinja text has none). A trailing assistant message is a prefill: Jinja renders it with
+    continue_final_message=..., [tools=...,] **kwargs)`` on :func:`ollama_messages` (plus the BOS the tokenizer
+    adds when the Jinja text has none). A conversation is a list of messages or ``{"messages", "tools", "name"}``
+    (a request with tools; messages may carry tool calls, tool results and ``reasoning_content``).
+
+    Equality is byte for byte, except for JSON objects (tool schemas, call arguments): Go's ``json.Marshal`` writes
+    them compact, in struct order, with map keys sorted and ``<>&`` escaped, Python's ``tojson`` with ", "/": "
+    and in dict order, so a rendering that differs from Jinja's is compared again with every JSON object in both
+    texts parsed (:func:`json_segments`): equal text between them and equal parsed objects count as equal
+    (``equal_modulo_json``). A trailing assistant message is a prefill: Jinja renders it with
     ``continue_final_message=True``. A template with thinking tags is also checked with ``think: false`` against
     ``enable_thinking=False``. ``model_family`` ``qwen3``: Ollama's ``filterThinkTags`` runs on what is sent."""
     from posttrain.export.gorender import render_ollama
 
     result = Comparison()
     prefix = bos_token if (adds_bos and bos_token) else ""
-    sent_conversations = conversations
+    cases = [_case(c) for c in conversations]
+    sent_conversations = [c[0] for c in cases]
     if model_family == "qwen3":
-        sent_conversations = [filter_think_tags(c) for c in conversations]
+        sent_conversations = [filter_think_tags(c) for c in sent_conversations]
+    tools = [c[1] for c in cases]
     for system in systems:
-        first = render_ollama(go_template, sent_conversations, system=system)
+        first = render_ollama(go_template, sent_conversations, system=system, tools=tools)
         result.uses_messages, result.thinking = first.uses_messages, first.thinking
+        result.capabilities, result.tool_tag = first.capabilities, first.tool_tag
         runs = [(None, first)]
         if first.thinking:
-            no_think = [False] * len(conversations)
-            runs.append((False, render_ollama(go_template, sent_conversations, system=system, think=no_think)))
+            no_think = [False] * len(cases)
+            runs.append(
+                (False, render_ollama(go_template, sent_conversations, system=system, think=no_think, tools=tools))
+            )
         for think, renders in runs:
-            for conversation, (output, error) in zip(conversations, renders.renders):
+            for (conversation, case_tools, name), (output, error) in zip(cases, renders.renders):
                 messages = ollama_messages(conversation, system)
                 prefill = messages[-1]["role"] == "assistant"
                 kwargs = {} if think is None else {"enable_thinking": think}
+                if case_tools:
+                    kwargs["tools"] = case_tools
                 try:
                     jinja = render_jinja(
                         messages, add_generation_prompt=not prefill, continue_final_message=prefill, **kwargs
                     )
                 except Exception as err:  # the template refuses it (raise_exception, roles that do not alternate)
-                    result.not_applicable.append({"messages": messages, "reason": f"{type(err).__name__}: {err}"})
+                    result.not_applicable.append(
+                        {"case": name, "messages": messages, "reason": f"{type(err).__name__}: {err}"}
+                    )
                     continue
                 if prefix and not jinja.startswith(prefix):
                     jinja = prefix + jinja  # the tokenizer adds BOS to a text without one, as llama.cpp does
@@ -710,12 +970,17 @@ def compare_with_jinja(
                     result.doubled_bos += 1
                 if sent == jinja and not error:
                     result.equal += 1
+                elif not error and json_segments(sent) == json_segments(jinja):
+                    result.equal += 1
+                    result.equal_modulo_json += 1
                 elif prefill and not error and sent == _closed(render_jinja, messages, prefix, kwargs):
                     result.prefill_closed += 1
                 else:
                     result.differences.append(
                         {
+                            "case": name,
                             "messages": messages,
+                            "tools": case_tools,
                             "system": system,
                             "think": think,
                             "jinja": jinja,

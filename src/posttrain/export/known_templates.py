@@ -12,6 +12,10 @@ here has Ollama's template *adapted* to its Jinja, with these rules:
   ``.Messages`` template: the template decides, ``server/routes.go`` ``ChatHandler``);
 * no BOS: the runner adds it when the GGUF says ``tokenizer.ggml.add_bos_token`` (``llm/llama_server.go``
   ``tokenizerAddsBOS``); :func:`go_template_for` prepends it only when the GGUF does not add it;
+* tools and thinking as Ollama passes them (``.Tools``, ``.ToolCalls``, tool messages, ``.Thinking``) where the
+  Jinja renders them (posttrain's ChatML, Qwen2.5, Qwen3), written so that Ollama reads the right tool-call prefix
+  and thinking tags off the template (see ``_TOOLS_INTRO`` below); a family whose Jinja advertises capabilities its
+  Go template lacks gets no TEMPLATE (:func:`posttrain.export.modelfile.ollama_prefers_jinja`);
 * Jinja's ``| trim`` (Python ``str.strip()``) is the recursive ``{{ define "posttrain_trim" }}`` below (Go's
   text/template has no string functions, but ``slice``/``len``/``eq`` on strings are enough).
 
@@ -75,17 +79,78 @@ def _chatml(default_system: str | None) -> str:
     )
 
 
+# Tools, as Hermes/Qwen2.5-style templates render them (posttrain's chatml.jinja, Qwen2.5, Qwen3): the schemas as
+# JSON lines inside <tools></tools> in the system turn, each call as <tool_call>\n{"name": ..., "arguments": ...}
+# \n</tool_call>, results inside <tool_response></tool_response>. Ollama prints a tool (`{{ . }}`) and a call's
+# arguments (`{{ .Function.Arguments }}`) as compact JSON through their String methods (template/template.go
+# templateTool, templateArgs), where Jinja's `tojson` writes ", "/": " separators: the verification compares those
+# JSON spans parsed. Ollama reads the tool-call prefix off the template (tools/template.go parseTag: the first text
+# inside the first `{{ if ... .ToolCalls }}`, cut before "{"), so each template prints the calls inside
+# `{{ if .ToolCalls }}` with `<tool_call>` as its first text; conditions that must not be mistaken for it read the
+# calls through a variable (`$calls`).
+_TOOLS_INTRO = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+    "{{- range .Tools }}\n{{ . }}\n{{- end }}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within <tool_call></tool_call> "
+    'XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+)
+_CALL = '<tool_call>\n{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}\n</tool_call>'
+#: `$calls` has another call after call `$j`
+_MORE_CALLS = "(ne (len (slice $calls $j)) 1)"
+_FIRST_SYSTEM = 'and .Messages (eq (index .Messages 0).Role "system")'
+#: Qwen's tool results: consecutive tool messages share one user turn
+_QWEN_TOOL_RESULT = (
+    '{{- if or (eq $i 0) (ne $previous "tool") }}<|im_start|>user{{ end }}\n<tool_response>\n{{ .Content }}\n'
+    "</tool_response>"
+    '{{- if or $last (ne (index (slice $.Messages $i) 1).Role "tool") }}<|im_end|>\n{{ end }}\n'
+)
+
+
+def _chatml_tools() -> str:
+    """posttrain's own ``chat_templates/chatml.jinja``: ChatML, plus Hermes-style tools when a request has them."""
+    return (
+        "{{- $prefill := false }}\n"
+        "{{- if .Tools }}<|im_start|>system\n"
+        f"{{{{ if {_FIRST_SYSTEM} }}}}{{{{ (index .Messages 0).Content }}}}\n\n{{{{ end }}}}"
+        + _TOOLS_INTRO
+        + "{{ end }}\n"
+        "{{- range $i, $_ := .Messages }}\n" + _LAST + "\n"
+        "{{- $calls := .ToolCalls }}\n"
+        '{{- if and (eq .Role "system") $.Tools (eq $i 0) }}\n'
+        '{{- else if and (eq .Role "assistant") $calls }}<|im_start|>assistant\n'
+        "{{ if .Content }}{{ .Content }}\n{{ end }}"
+        "{{- if .ToolCalls }}{{ range $j, $_ := .ToolCalls }}" + _CALL + f"{{{{ if {_MORE_CALLS} }}}}\n{{{{ end }}}}"
+        "{{ end }}{{ end }}<|im_end|>\n"
+        '{{ else if eq .Role "tool" }}<|im_start|>tool\n<tool_response>\n{{ .Content }}\n</tool_response><|im_end|>\n'
+        "{{ else }}<|im_start|>{{ .Role }}\n{{ .Content }}"
+        '{{ if and $last (eq .Role "assistant") }}{{ $prefill = true }}{{ else }}<|im_end|>\n{{ end }}\n'
+        "{{- end }}\n"
+        "{{- end }}\n"
+        "{{- if not $prefill }}<|im_start|>assistant\n{{ end }}"
+    )
+
+
+_QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+# Qwen2.5: the default system prompt also heads the tools block; an assistant turn with calls puts each call on a
+# new line after the (optional) content.
 _QWEN25 = (
-    '{{- if and .Messages (eq (index .Messages 0).Role "system") }}<|im_start|>system\n'
+    "{{- if .Tools }}<|im_start|>system\n"
+    f"{{{{ if {_FIRST_SYSTEM} }}}}{{{{ (index .Messages 0).Content }}}}{{{{ else }}}}{_QWEN_DEFAULT_SYSTEM}{{{{ end }}}}"
+    "\n\n" + _TOOLS_INTRO + f"{{{{ else if {_FIRST_SYSTEM} }}}}<|im_start|>system\n"
     "{{ (index .Messages 0).Content }}<|im_end|>\n"
-    "{{ else }}<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    f"{{{{ else }}}}<|im_start|>system\n{_QWEN_DEFAULT_SYSTEM}<|im_end|>\n"
     "{{ end }}\n"
-    "{{- $prefill := false }}\n"
+    '{{- $prefill := false }}{{ $previous := "" }}\n'
     "{{- range $i, $_ := .Messages }}\n" + _LAST + "\n"
-    '{{- if or (eq .Role "user") (and (eq .Role "system") (ne $i 0)) (eq .Role "assistant") }}'
+    "{{- $calls := .ToolCalls }}\n"
+    '{{- if or (eq .Role "user") (and (eq .Role "system") (ne $i 0)) (and (eq .Role "assistant") (not $calls)) }}'
     "<|im_start|>{{ .Role }}\n{{ .Content }}"
     '{{ if and $last (eq .Role "assistant") }}{{ $prefill = true }}{{ else }}<|im_end|>\n{{ end }}\n'
-    "{{- end }}\n"
+    '{{- else if eq .Role "assistant" }}<|im_start|>assistant{{ if .Content }}\n{{ .Content }}{{ end }}'
+    "{{- if .ToolCalls }}{{ range .ToolCalls }}\n" + _CALL + "{{ end }}{{ end }}<|im_end|>\n"
+    '{{ else if eq .Role "tool" }}' + _QWEN_TOOL_RESULT + "{{- end }}{{ $previous = .Role }}\n"
     "{{- end }}\n"
     "{{- if not $prefill }}<|im_start|>assistant\n{{ end }}"
 )
@@ -93,23 +158,31 @@ _QWEN25 = (
 # Qwen3: the reasoning of assistant turns after the last user query is kept (`.Thinking`, Ollama's message field);
 # `.Thinking` inside the range over `.Messages` between the <think> text nodes is what Ollama's
 # thinking/template.go InferTags reads as the thinking capability, so Think defaults to true (ChatHandler) and
-# `think: false` adds Qwen3's empty think block, like Jinja's `enable_thinking=False`.
+# `think: false` adds Qwen3's empty think block, like Jinja's `enable_thinking=False`. A user message that is a
+# wrapped tool result (<tool_response>...</tool_response>) is not a query.
 _QWEN3 = (
-    '{{- if and .Messages (eq (index .Messages 0).Role "system") }}<|im_start|>system\n'
+    "{{- if .Tools }}<|im_start|>system\n"
+    f"{{{{ if {_FIRST_SYSTEM} }}}}{{{{ (index .Messages 0).Content }}}}\n\n{{{{ end }}}}"
+    + _TOOLS_INTRO
+    + f"{{{{ else if {_FIRST_SYSTEM} }}}}<|im_start|>system\n"
     "{{ (index .Messages 0).Content }}<|im_end|>\n{{ end }}\n"
     "{{- $lastQuery := 0 }}{{ if .Messages }}{{ $lastQuery = len (slice .Messages 1) }}{{ end }}\n"
     "{{- range $i, $_ := .Messages }}"
     '{{ if and (eq .Role "user") (not (and (ge (len .Content) 31) (eq (slice .Content 0 15) "<tool_response>") '
     '(eq (slice .Content (len (slice .Content 16))) "</tool_response>"))) }}{{ $lastQuery = $i }}{{ end }}'
     "{{ end }}\n"
-    "{{- $prefill := false }}\n"
+    '{{- $prefill := false }}{{ $previous := "" }}\n'
     "{{- range $i, $_ := .Messages }}\n" + _LAST + "\n"
+    "{{- $calls := .ToolCalls }}\n"
     '{{- if or (eq .Role "user") (and (eq .Role "system") (ne $i 0)) }}<|im_start|>{{ .Role }}\n'
     "{{ .Content }}<|im_end|>\n"
     '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n'
     "{{- if and (gt $i $lastQuery) (or $last .Thinking) }}\n<think>\n{{ .Thinking }}\n</think>\n\n{{ else }}\n{{ end }}"
-    "{{ .Content }}{{ if $last }}{{ $prefill = true }}{{ else }}<|im_end|>\n{{ end }}\n"
-    "{{- end }}\n"
+    "{{ .Content }}{{ if and $calls .Content }}\n{{ end }}"
+    "{{- if .ToolCalls }}{{ range $j, $_ := .ToolCalls }}" + _CALL + f"{{{{ if {_MORE_CALLS} }}}}\n{{{{ end }}}}"
+    "{{ end }}{{ end }}"
+    "{{ if and $last (not $calls) }}{{ $prefill = true }}{{ else }}<|im_end|>\n{{ end }}\n"
+    '{{- else if eq .Role "tool" }}' + _QWEN_TOOL_RESULT + "{{- end }}{{ $previous = .Role }}\n"
     "{{- end }}\n"
     "{{- if not $prefill }}<|im_start|>assistant\n"
     "{{ if and $.IsThinkSet (not $.Think) }}<think>\n\n</think>\n\n{{ end }}{{ end }}"
@@ -160,15 +233,18 @@ class KnownTemplate:
     jinja_starts_with_bos: bool = False
     sha256: tuple[str, ...] = ()
     chatml_file: bool = False  # posttrain's own chat_templates/chatml.jinja
+    tools: bool = False  # renders .Tools, .ToolCalls and tool results (Ollama's tools capability)
+    thinking: bool = False  # renders .Thinking between tags Ollama infers (Ollama's thinking capability)
 
 
 KNOWN_TEMPLATES: tuple[KnownTemplate, ...] = (
     KnownTemplate(
         "chatml",
         "chatml",
-        _chatml(None),
+        _chatml_tools(),
         ("<|im_start|>", "<|im_end|>"),
         chatml_file=True,
+        tools=True,
     ),
     KnownTemplate(
         "smollm2",
@@ -182,6 +258,7 @@ KNOWN_TEMPLATES: tuple[KnownTemplate, ...] = (
         "chatml",
         _QWEN25,
         ("<|im_start|>", "<|im_end|>"),
+        tools=True,
         sha256=("55b2f4a26ac9ee719330a61a0c39d9e538b0e9322212f048326318cff4f8674a",),
     ),
     KnownTemplate(
@@ -189,6 +266,8 @@ KNOWN_TEMPLATES: tuple[KnownTemplate, ...] = (
         "chatml",
         _QWEN3,
         ("<|im_start|>", "<|im_end|>"),
+        tools=True,
+        thinking=True,
         sha256=("87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5",),
     ),
     KnownTemplate(

@@ -14,6 +14,12 @@ converter with a fallback instead: the pre-tokenizer type is read off the tokeni
 plain byte-level → ``gpt-2``, Llama-3's and Qwen2's split patterns → ``llama-bpe``/``qwen2``, digits + byte-level →
 ``smollm``, anything else → ``default``), a warning is printed, and export verification checks that llama.cpp
 then tokenizes exactly like the HF tokenizer.
+
+**Agreement with the HF tokenizer.** The converter runs with patches (``_convert_runner.py``): the GGUF's
+``tokenizer.ggml.add_bos_token`` is what the HF tokenizer the model was trained with does (:func:`hf_adds_bos`), so
+llama.cpp and Ollama start prompts as training sequences start (:func:`posttrain.chat_templates.encode_rendered`);
+its ``tokenizer.chat_template`` never carries TRL's ``{% generation %}`` markers; a Llama BPE ``tokenizer.json``
+without ``tokenizer.model`` gets token scores from its merge ranks.
 """
 
 from __future__ import annotations
@@ -201,6 +207,19 @@ def _loaded_pre_tokenizer(model_dir: Path) -> dict:
             return {}
 
 
+def hf_adds_bos(model_dir: Path) -> bool | None:
+    """Whether the HF tokenizer in ``model_dir`` adds BOS to a text (None when it cannot be loaded: the converter
+    then keeps what ``tokenizer_config.json`` says)."""
+    try:
+        from transformers import AutoTokenizer
+
+        from posttrain.chat_templates import adds_bos
+
+        return adds_bos(AutoTokenizer.from_pretrained(model_dir))
+    except Exception:
+        return None
+
+
 def fallback_pre_tokenizer(model_dir: Path) -> str:
     """The llama.cpp pre-tokenizer type used when the converter does not recognize the tokenizer's hash."""
     pre = _loaded_pre_tokenizer(model_dir)
@@ -237,6 +256,9 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, llama_cpp: Path, th
         outtype,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    add_bos = hf_adds_bos(model_dir)
+    if add_bos is not None:
+        env["POSTTRAIN_ADD_BOS"] = "1" if add_bos else "0"
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
     print(f"posttrain: converting {model_dir} -> {outfile.name} ({outtype}) with llama.cpp's {CONVERTER}", flush=True)

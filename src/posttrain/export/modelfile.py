@@ -57,6 +57,7 @@ class Modelfile:
     parameters: dict[str, str] = field(default_factory=dict)
     template_source: str = "translated"  # "known:<family>" or "translated": the path the TEMPLATE took
     adds_bos: bool = False  # the GGUF says add_bos_token: the runner writes BOS, the TEMPLATE must not
+    capabilities: str | None = None  # what the TEMPLATE renders beyond role/content (tools, thinking), for a comment
 
     def render(self) -> str:
         lines = [
@@ -77,6 +78,9 @@ class Modelfile:
                 "; BOS is added by the runner (the GGUF's add_bos_token), not by the TEMPLATE" if self.adds_bos else ""
             )
             lines.append(f"# Checked against the Jinja rendering with Ollama's chat handling{bos}.")
+            lines.append(
+                f"# The TEMPLATE renders {self.capabilities or 'plain role/content messages: no tools, no thinking'}."
+            )
             for line in (self.template_note or "").splitlines():
                 lines.append(f"#   {line}")
             lines.append(f"TEMPLATE {quote_multiline(self.template, 'the chat template')}")
@@ -87,6 +91,11 @@ class Modelfile:
             )
             for line in (self.template_note or "").splitlines():
                 lines.append(f"#   {line}")
+        if self.stops:
+            lines.append(
+                "# Stops: the chat template's end-of-turn markers, the tokenizer's EOS (and a known family's role "
+                "markers, as Ollama's own templates stop): " + ", ".join(self.stops)
+            )
         if self.system:
             lines.append(f"SYSTEM {quote_multiline(self.system, 'the system prompt')}")
         for stop in self.stops:
@@ -106,6 +115,61 @@ class TemplateChoice:
     source: str  # "known:<family>", "translated" or "none"
     note: str | None = None  # why there is no TEMPLATE (or what the translation dropped)
     adds_bos: bool = False
+    capabilities: str | None = None  # what the TEMPLATE renders beyond role/content (Modelfile comment)
+
+
+# Ollama's choice between a Modelfile TEMPLATE and the GGUF's Jinja template, ported from server/images.go
+# (github.com/ollama/ollama at fb30760996871fa9460115c753afd2c60d4ab0f7, lines 187-310 and 790-795): when the
+# Jinja template advertises more capabilities than the TEMPLATE (unless the TEMPLATE round-trips tools and the Jinja
+# does not), Ollama uses the Jinja template (llama.cpp renders it) and ignores the TEMPLATE, unless
+# OLLAMA_GO_TEMPLATE is set. gotemplate/main.go has the same port, run on the real Go template by the verification.
+
+
+def ollama_jinja_capabilities(chat_template: str) -> list[str]:
+    """``chatTemplateCapabilities``: what Ollama believes a GGUF's Jinja chat template supports (substring tests)."""
+    caps = []
+    if "tools" in chat_template or "tool_call" in chat_template:
+        caps.append("tools")
+    thinking = "<think>" in chat_template and "</think>" in chat_template
+    if not thinking:
+        thinking = (
+            ("content.split('</think>')" in chat_template or 'content.split("</think>")' in chat_template)
+            and "reasoning_content" not in chat_template
+            and "<SPECIAL_12>" not in chat_template
+        )
+    if thinking:
+        caps.append("thinking")
+    return caps
+
+
+def _jinja_tool_round_trip(chat_template: str) -> bool:
+    """``chatTemplateHasToolRoundTrip``."""
+    if "tools" not in chat_template and "tool_call" not in chat_template:
+        return False
+    calls = "tool_calls" in chat_template or "assistant_tool_call" in chat_template
+    results = (
+        "tool_response",
+        "tool_results",
+        "role'] == 'tool'",
+        'role\'] == "tool"',
+        "role\"] == 'tool'",
+        'role"] == "tool"',
+        "message.role == 'tool'",
+        'message.role == "tool"',
+        "ipython",
+    )
+    return calls and any(r in chat_template for r in results)
+
+
+def ollama_prefers_jinja(chat_template: str, go_capabilities: list[str], go_tool_round_trip: bool) -> bool:
+    """``shouldPreferChatTemplate``: whether Ollama would use the GGUF's Jinja template instead of a TEMPLATE with
+    these capabilities."""
+    jinja = ollama_jinja_capabilities(chat_template)
+    if len(jinja) > len(go_capabilities):
+        return not go_tool_round_trip or _jinja_tool_round_trip(chat_template)
+    if set(jinja) != set(go_capabilities) or "tools" not in jinja:
+        return False
+    return _jinja_tool_round_trip(chat_template) and not go_tool_round_trip
 
 
 def choose_template(tokenizer, constants: dict[str, str]) -> TemplateChoice:
@@ -126,16 +190,51 @@ def choose_template(tokenizer, constants: dict[str, str]) -> TemplateChoice:
     if known is not None:
         specials = set(special_token_strings(tokenizer))
         stops += [s for s in known.stops if s in specials and s not in stops]
+        capabilities = ["tools"] * known.tools + ["thinking"] * known.thinking
+        why = _prefers_jinja_note(tokenizer.chat_template, capabilities, known.tools, f"the known {known.name}")
+        if why:
+            return TemplateChoice(None, stops, "none", why, adds_bos)
         template = go_template_for(known, bos_token=bos, adds_bos=adds_bos)
-        return TemplateChoice(template, stops, f"known:{known.name}", None, adds_bos)
+        return TemplateChoice(template, stops, f"known:{known.name}", None, adds_bos, _describe(known))
+    # a translation renders role/content only (tools, tool calls and reasoning are None/undefined for it): where
+    # Ollama would prefer the GGUF's Jinja template over it anyway, the Modelfile says so (and why a translation
+    # would not do either, when it fails)
+    why = _prefers_jinja_note(tokenizer.chat_template, [], False, "a translated")
     try:
         # with BOS added by the runner, the template's bos_token prints nothing (else BOS would be doubled)
         bos_constant = {"bos_token": ""} if adds_bos else {}
         translated = translate(tokenizer.chat_template, constants={**constants, **bos_constant})
         quote_multiline(translated.text, "the translated chat template")
     except (TemplateTranslationError, ModelfileError) as err:
-        return TemplateChoice(None, stops, "none", f"the chat template cannot be translated to Go: {err}", adds_bos)
+        reason = f"the chat template cannot be translated to Go: {err}"
+        return TemplateChoice(None, stops, "none", f"{why}; besides, {reason}" if why else reason, adds_bos)
+    if why:
+        return TemplateChoice(None, stops, "none", why, adds_bos)
     return TemplateChoice(translated.text, stops, "translated", "\n".join(translated.notes) or None, adds_bos)
+
+
+def _describe(known) -> str | None:
+    parts = []
+    if known.tools:
+        parts.append(
+            "tools: .Tools in the system turn, .ToolCalls as <tool_call>...</tool_call> (the prefix Ollama's tool "
+            "parser reads off this template), tool results"
+        )
+    if known.thinking:
+        parts.append("thinking: .Thinking between <think> and </think> (Ollama infers the tags; think defaults to on)")
+    return "; ".join(parts) or None
+
+
+def _prefers_jinja_note(chat_template: str, capabilities: list[str], round_trip: bool, what: str) -> str | None:
+    """Why the Modelfile has no TEMPLATE when Ollama would prefer the GGUF's Jinja template over it."""
+    if not ollama_prefers_jinja(chat_template, capabilities, round_trip):
+        return None
+    jinja = ", ".join(ollama_jinja_capabilities(chat_template))
+    return (
+        f"the chat template advertises {jinja} to Ollama, {what} Go template {', '.join(capabilities) or 'none of them'}: "
+        "Ollama would prefer the GGUF's Jinja template and ignore a TEMPLATE (server/images.go "
+        "shouldPreferChatTemplate), so none is written; Ollama renders the Jinja template with llama.cpp"
+    )
 
 
 def default_num_ctx(config: dict, requested: int | None = None) -> int:

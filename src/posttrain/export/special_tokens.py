@@ -4,11 +4,27 @@ A model trained with a chat template stops by emitting the token its template pu
 (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for Llama 3, ``<end_of_turn>`` for Gemma). Every runtime must agree:
 ``generation_config.eos_token_id`` for transformers, the GGUF's EOS/EOT (llama.cpp's end-of-generation set), and
 ``PARAMETER stop`` in the Ollama Modelfile. Mismatches are the classic "endless output in Ollama".
+
+A template may end replies with more than one token: gpt-oss ends a final answer with ``<|return|>`` and a tool call
+with ``<|call|>`` (its ``<|end|>`` closes an analysis message inside a turn and an answer in the history, so it is
+no stop); a template without an end-of-turn token (GLM-4.5) ends a reply where the next ``<|user|>`` or
+``<|observation|>`` header starts, the markers posttrain's masks train (``chat_templates._end_marker``). Every one
+is a stop.
 """
 
 from __future__ import annotations
 
+from posttrain.chat_templates import _end_marker, _needs_end_marker, adds_bos, render
+
 _PROBE = "posttrain-probe-reply"
+_USER = {"role": "user", "content": "posttrain-probe"}
+#: a reply that calls a tool, and the tool's result: what ends a tool-calling reply
+_TOOL_CALL = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [{"type": "function", "function": {"name": "posttrain_probe", "arguments": {"x": 1}}}],
+}
+_TOOL_RESULT = {"role": "tool", "name": "posttrain_probe", "content": "posttrain-probe-result"}
 
 
 def special_token_strings(tokenizer) -> list[str]:
@@ -20,23 +36,69 @@ def special_token_strings(tokenizer) -> list[str]:
 
 
 def end_of_turn_tokens(tokenizer) -> list[str]:
-    """The special token the chat template writes right after an assistant reply, then the tokenizer's EOS."""
+    """Every special token the chat template ends an assistant reply with (a plain reply first, then a tool call),
+    or, for a template that renders nothing after a reply, the role headers that end it (after a reply: the next
+    user message; after a tool call: the tool result), then the tokenizer's EOS."""
     tokens: list[str] = []
     if tokenizer.chat_template:
-        conversation = [{"role": "user", "content": "posttrain-probe"}, {"role": "assistant", "content": _PROBE}]
+        specials = special_token_strings(tokenizer)
+        plain = [_USER, {"role": "assistant", "content": _PROBE}]
         try:
-            text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        except Exception:
-            text = ""
-        if _PROBE in text:
-            rest = text.split(_PROBE, 1)[1].lstrip()
-            for token in special_token_strings(tokenizer):
-                if rest.startswith(token):
-                    tokens.append(token)
-                    break
-    if tokenizer.eos_token and tokenizer.eos_token not in tokens:
+            markers = _needs_end_marker(tokenizer, plain)
+        except Exception:  # a template that refuses the probe
+            markers = False
+        if markers:
+            for messages, following in ((plain, _USER), ([_USER, _TOOL_CALL], _TOOL_RESULT)):
+                tokens += _header_after(tokenizer, messages, following, specials)
+        else:
+            for messages in (plain, [_USER, _TOOL_CALL]):
+                tokens += _token_after_reply(tokenizer, messages, specials)
+    if tokenizer.eos_token:
         tokens.append(tokenizer.eos_token)
-    return tokens
+    return list(dict.fromkeys(tokens))
+
+
+def _rendered_reply(tokenizer, messages: list[dict]) -> str | None:
+    """What the template renders for the conversation's last (assistant) message after the generation prompt;
+    None when the template refuses the conversation or rewrites the history around it."""
+    try:
+        prompt = render(tokenizer, messages[:-1], add_generation_prompt=True)
+        full = render(tokenizer, messages)
+    except Exception:
+        return None
+    return full[len(prompt) :] if full.startswith(prompt) else None
+
+
+def _token_after_reply(tokenizer, messages: list[dict], specials: list[str]) -> list[str]:
+    """The special token right after the reply's content (a plain reply), or that the rendered reply ends with."""
+    if messages[-1].get("content") == _PROBE:
+        try:
+            text = render(tokenizer, messages)
+        except Exception:
+            return []
+        if _PROBE not in text:
+            return []
+        rest = text.split(_PROBE, 1)[1].lstrip()
+        return [token for token in specials if rest.startswith(token)][:1]
+    reply = _rendered_reply(tokenizer, messages)
+    if not reply:
+        return []
+    return [token for token in specials if reply.rstrip().endswith(token)][:1]
+
+
+def _header_after(tokenizer, messages: list[dict], following: dict, specials: list[str]) -> list[str]:
+    """The role header that ends the conversation's last reply in a template without end-of-turn tokens: the
+    marker posttrain trains (``chat_templates._end_marker``), when it is one special token."""
+    reply = messages[-1].get("content") or ""
+    if not reply:
+        reply = _rendered_reply(tokenizer, messages)
+        if reply is None:
+            return []
+    try:
+        marker = _end_marker(tokenizer, [*messages, following], len(messages) - 1, reply).strip()
+    except Exception:
+        return []
+    return [marker] if marker in specials else []
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
@@ -45,11 +107,8 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 def tokenizer_adds_bos(tokenizer) -> bool:
     """Whether tokenizing a text adds BOS (what the GGUF's ``tokenizer.ggml.add_bos_token`` says, so llama.cpp and
-    Ollama's runner add it in front of every prompt)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        return False
-    return tokenizer("a")["input_ids"][:1] == [bos]
+    Ollama's runner add it in front of every prompt): :func:`posttrain.chat_templates.adds_bos`."""
+    return adds_bos(tokenizer)
 
 
 def stop_problems(tokenizer, stops: list[str]) -> list[str]:

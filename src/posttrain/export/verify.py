@@ -11,7 +11,8 @@
 * **Go template**: the Modelfile's ``TEMPLATE`` rendered by Go's ``text/template`` (data shaped like Ollama's) must
   equal the tokenizer's Jinja rendering byte for byte on every conversation of
   :data:`~posttrain.export.prompts.TEMPLATE_CONVERSATIONS` (generation prompt iff the last turn is not the
-  assistant's, as Ollama does).
+  assistant's, as Ollama does); and on tool and thinking conversations (:data:`TOOL_CONVERSATIONS`), tool JSON
+  compared parsed, with the trained tool-call reply parsed back by Ollama's parsers (:func:`check_go_template`).
 * **End of turn**: the token the template puts after an assistant reply (and the tokenizer's EOS) must be an EOS
   in ``generation_config``, an end-of-generation token of llama.cpp for the GGUF, and a ``PARAMETER stop`` of the
   Modelfile; the GGUF must carry the tokenizer's chat template, and a rendered chat prompt tokenized by llama.cpp
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain.export.go_template import compare_with_jinja
 from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_ollama
 from posttrain.export.modelfile import parse_modelfile
 from posttrain.export.prompts import (
@@ -65,8 +65,12 @@ def load_gguf(path: Path, *, n_ctx: int = 1024, threads: int | None = None):
 
 
 def chat_prompt_ids(tokenizer, conversation: list[dict]) -> list[int]:
+    """The prompt ids posttrain trains and generates with: BOS once where the tokenizer adds it
+    (:func:`posttrain.chat_templates.encode_rendered`), as llama.cpp and Ollama send it."""
+    from posttrain.chat_templates import encode_rendered
+
     text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return encode_rendered(tokenizer, text)["input_ids"]
 
 
 def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label: str = "") -> Check:
@@ -76,18 +80,31 @@ def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label:
             tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
             for c in TEMPLATE_CONVERSATIONS[:4]
         ]
-    mismatches = []
+    mismatches, space_prefix = [], []
+    spm = (getattr(llm, "metadata", None) or {}).get("tokenizer.ggml.model") == "llama"
     for text in texts:
         hf = tokenizer(text, add_special_tokens=False)["input_ids"]
-        gguf = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if hf != list(gguf):
-            mismatches.append({"text": text, "hf": hf, "llama_cpp": list(gguf)})
-    passed = not mismatches
+        gguf = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        if hf == gguf:
+            continue
+        # llama.cpp's SentencePiece tokenizer always adds its space prefix; HF's Metaspace adds none before a
+        # leading space. A chat prompt never starts a text fragment with a space, so that alone is reported only.
+        if spm and text[:1] == " " and tokenizer(" " + text, add_special_tokens=False)["input_ids"] == gguf:
+            space_prefix.append({"text": text, "hf": hf, "llama_cpp": gguf})
+        else:
+            mismatches.append({"text": text, "hf": hf, "llama_cpp": gguf})
+    identical = len(texts) - len(mismatches) - len(space_prefix)
+    known = (
+        f"; {len(space_prefix)} starting with a space differ only by llama.cpp's SentencePiece space prefix (HF "
+        "adds none before a space; chat prompts never start with one)"
+        if space_prefix
+        else ""
+    )
     return Check(
         f"tokenization[{label}]" if label else "tokenization",
-        passed,
-        f"{len(texts) - len(mismatches)}/{len(texts)} texts tokenized identically",
-        {"texts": len(texts), "mismatches": mismatches[:5]},
+        not mismatches,
+        f"{identical}/{len(texts)} texts tokenized identically{known}",
+        {"texts": len(texts), "mismatches": mismatches[:5], "space_prefix_only": space_prefix[:5]},
     )
 
 
@@ -201,13 +218,200 @@ def check_generations(
 # ------------------------------------------------------------------------------------------------ Go template
 
 
+#: tools offered in the tool conversations: only fields Ollama's api.Tool keeps (a property's "default" or
+#: "minimum" would be dropped on the way into Ollama, a real difference the verification would report)
+VERIFY_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "description": "City name, e.g. Paris"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Local time in a time zone.",
+            "parameters": {
+                "type": "object",
+                "properties": {"timezone": {"type": "string", "description": "IANA name, e.g. Europe/Paris"}},
+                "required": ["timezone"],
+            },
+        },
+    },
+]
+
+
+def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}, "id": call_id}
+
+
+_WEATHER_CALL = _call("get_weather", {"city": "Paris", "unit": "celsius"}, "call_1")
+_TIME_CALL = _call("get_time", {"timezone": "Europe/Paris"}, "call_2")
+_ASK = {"role": "user", "content": "What's the weather in Paris, and what time is it there?"}
+
+#: tool and thinking conversations in posttrain's normalised form (:mod:`posttrain.data.tools`), each checked where
+#: the Jinja template renders what it exercises (:func:`jinja_renders_extras`)
+TOOL_CONVERSATIONS: list[dict[str, Any]] = [
+    {"name": "tools in the request", "tools": VERIFY_TOOLS, "messages": [_ASK]},
+    {
+        "name": "tools and a system message",
+        "tools": VERIFY_TOOLS,
+        "messages": [{"role": "system", "content": "You are a weather bot."}, _ASK],
+    },
+    {
+        "name": "a tool call and its result",
+        "tools": VERIFY_TOOLS,
+        "messages": [
+            _ASK,
+            {"role": "assistant", "content": "", "tool_calls": [_WEATHER_CALL]},
+            {
+                "role": "tool",
+                "content": '{"temperature": 18, "sky": "clear"}',
+                "name": "get_weather",
+                "tool_call_id": "call_1",
+            },
+        ],
+    },
+    {
+        "name": "the final answer after a tool result",
+        "tools": VERIFY_TOOLS,
+        "messages": [
+            _ASK,
+            {"role": "assistant", "content": "", "tool_calls": [_WEATHER_CALL]},
+            {"role": "tool", "content": "18 degrees, clear sky", "name": "get_weather", "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "It is 18 °C and clear in Paris."},
+            {"role": "user", "content": "Thanks! <b>And</b> tomorrow?"},
+        ],
+    },
+    {
+        "name": "two calls in one turn",
+        "tools": VERIFY_TOOLS,
+        "messages": [
+            _ASK,
+            {"role": "assistant", "content": "Let me check both.", "tool_calls": [_WEATHER_CALL, _TIME_CALL]},
+            {"role": "tool", "content": "18 degrees", "name": "get_weather", "tool_call_id": "call_1"},
+            {"role": "tool", "content": "14:05", "name": "get_time", "tool_call_id": "call_2"},
+        ],
+    },
+    {
+        "name": "tool calls in the history of a request without tools",
+        "messages": [
+            _ASK,
+            {"role": "assistant", "content": "", "tool_calls": [_WEATHER_CALL]},
+            {"role": "tool", "content": "18 degrees", "name": "get_weather", "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "18 °C in Paris."},
+            {"role": "user", "content": "Great."},
+        ],
+    },
+    {
+        "name": "reasoning in the history",
+        "messages": [
+            {"role": "user", "content": "Hi!"},
+            {"role": "assistant", "content": "Hello! How can I help?", "reasoning_content": "A greeting."},
+            {"role": "user", "content": "What is 2 + 2?"},
+        ],
+    },
+    {
+        "name": "reasoning before a tool call",
+        "tools": VERIFY_TOOLS,
+        "messages": [
+            _ASK,
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "I need the weather tool.",
+                "tool_calls": [_WEATHER_CALL],
+            },
+            {"role": "tool", "content": "18 degrees", "name": "get_weather", "tool_call_id": "call_1"},
+        ],
+    },
+]
+
+
+def _without(case: dict[str, Any], feature: str) -> dict[str, Any]:
+    if feature == "tools":
+        return {**case, "tools": None}
+    key = {"tool calls": "tool_calls", "reasoning": "reasoning_content"}[feature]
+    return {**case, "messages": [{k: v for k, v in m.items() if k != key} for m in case["messages"]]}
+
+
+def jinja_renders_extras(render_jinja, case: dict[str, Any]) -> list[str]:
+    """The features of a tool/thinking conversation (``tools``, ``tool calls``, ``reasoning``) that the Jinja
+    template ignores: rendering it without the feature gives the same text (as the SFT stage decides what a template
+    trains). A case is checked only where the template renders all of its features."""
+
+    def render(c):
+        kwargs = {"tools": c["tools"]} if c.get("tools") else {}
+        return render_jinja(c["messages"], add_generation_prompt=True, **kwargs)
+
+    present = []
+    if case.get("tools"):
+        present.append("tools")
+    if any(m.get("tool_calls") for m in case["messages"]):
+        present.append("tool calls")
+    if any(m.get("reasoning_content") for m in case["messages"]):
+        present.append("reasoning")
+    try:
+        full = render(case)
+    except Exception:
+        return []  # refused: compare_with_jinja reports it as not applicable
+    ignored = []
+    for feature in present:
+        try:
+            if render(_without(case, feature)) == full:
+                ignored.append(feature)
+        except Exception:
+            continue
+    return ignored
+
+
+def trained_tool_reply(render_jinja, end_of_turn: list[str]) -> tuple[str, str] | None:
+    """``(prompt, reply)``: the prompt for a tool-calling turn and the assistant reply the Jinja template trains for
+    it (a call to ``get_weather``, with the template's own think block), cut at the end of turn; None when the
+    template does not render the call."""
+    ask = [_ASK]
+    answer = [_ASK, {"role": "assistant", "content": "", "tool_calls": [_WEATHER_CALL]}]
+    try:
+        prompt = render_jinja(ask, add_generation_prompt=True, tools=VERIFY_TOOLS)
+        full = render_jinja(answer, add_generation_prompt=False, tools=VERIFY_TOOLS)
+    except Exception:
+        return None
+    if not full.startswith(prompt) or "get_weather" not in full[len(prompt) :]:
+        return None
+    reply = full[len(prompt) :]
+    cut = [reply.index(t) for t in end_of_turn if t and t in reply]
+    return prompt, (reply[: min(cut)] if cut else reply)
+
+
 def check_go_template(
     tokenizer, go_template: str | None, *, translation_error: str | None = None, system: str | None = None
 ) -> Check:
     """The Modelfile TEMPLATE rendered the way Ollama renders a chat request (SYSTEM insertion, collation,
-    ``.System``, legacy path, thinking default, prefill; ``gotemplate/main.go``) plus the BOS the runner adds, vs.
-    the tokenizer's Jinja rendering (plus the BOS the tokenizer adds), on every conversation of
-    :data:`~posttrain.export.prompts.TEMPLATE_CONVERSATIONS`, without and with the Modelfile ``SYSTEM``."""
+    ``.System``, legacy path, thinking default, prefill, ``.Tools``/``.ToolCalls``/tool results/``.Thinking``;
+    ``gotemplate/main.go``) plus the BOS the runner adds, vs. the tokenizer's Jinja rendering (plus the BOS the
+    tokenizer adds), on every conversation of :data:`~posttrain.export.prompts.TEMPLATE_CONVERSATIONS` without and
+    with the Modelfile ``SYSTEM``, and on each :data:`TOOL_CONVERSATIONS` case whose tools, tool calls and reasoning
+    the Jinja template renders (think on and off where the template has thinking tags).
+
+    Everything is compared byte for byte except JSON objects (tool schemas in the system prompt, call arguments):
+    Go's ``json.Marshal`` writes them compact and in struct order, Jinja's ``tojson`` with ", "/": " in dict order,
+    so those spans are compared parsed (:func:`~posttrain.export.go_template.json_segments`). A Jinja template that
+    renders tools with a TEMPLATE that has no ``.Tools`` fails (Ollama answers "does not support tools"), as does a
+    TEMPLATE Ollama would not use because the GGUF's Jinja advertises more capabilities
+    (``shouldPreferChatTemplate``). With tools, a reply in the format the Jinja template trains (its think block
+    included) must come back from Ollama's parsers as the call: name and arguments."""
+    from posttrain.export.go_template import compare_with_jinja
+    from posttrain.export.gorender import parse_replies, template_info
     from posttrain.export.known_templates import match_known
     from posttrain.export.special_tokens import tokenizer_adds_bos
 
@@ -224,21 +428,37 @@ def check_go_template(
         return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
     systems = (None, system or MODELFILE_SYSTEM)
+    options = {
+        "bos_token": tokenizer.bos_token,
+        "adds_bos": tokenizer_adds_bos(tokenizer),
+        "model_family": "qwen3" if known is not None and known.name == "qwen3" else None,
+    }
+    tool_cases, ignored = [], {}
+    for case in TOOL_CONVERSATIONS:
+        features = jinja_renders_extras(render_jinja, case)
+        if features:
+            ignored[case["name"]] = features
+        else:
+            tool_cases.append(case)
     try:
-        result = compare_with_jinja(
-            go_template,
-            render_jinja,
-            TEMPLATE_CONVERSATIONS,
-            systems=systems,
-            bos_token=tokenizer.bos_token,
-            adds_bos=tokenizer_adds_bos(tokenizer),
-            model_family="qwen3" if known is not None and known.name == "qwen3" else None,
+        result = compare_with_jinja(go_template, render_jinja, TEMPLATE_CONVERSATIONS, systems=systems, **options)
+        tools = compare_with_jinja(go_template, render_jinja, tool_cases, **options) if tool_cases else None
+        if tools is not None and tools.checked == 0:  # the Jinja template refuses every case (Gemma: no tool role)
+            ignored.update({d["case"]: ["refused"] for d in tools.not_applicable if "case" in d})
+            tools = None
+        info = template_info(go_template, tokenizer.chat_template)
+        parsed = None
+        trained = (
+            trained_tool_reply(render_jinja, end_of_turn_tokens(tokenizer)) if "tools" in info.capabilities else None
         )
+        if trained is not None:
+            [parsed] = parse_replies(go_template, [trained[1]], tools=VERIFY_TOOLS, prompt=trained[0])
     except GoUnavailableError as err:
         return Check("go_template", None, f"skipped: {err}", {"skipped": True, "install": GO_PACKAGE_HINT})
     except ValueError as err:
         return Check("go_template", False, f"the Go template does not parse: {err}")
     path = f"known {known.name} template" if known is not None else "translated template"
+    problems = []
     doubled = f"; BOS doubled in {result.doubled_bos}" if result.doubled_bos else ""
     skipped = f" ({len(result.not_applicable)} refused by the Jinja template)" if result.not_applicable else ""
     legacy = "" if result.uses_messages else " (legacy .Prompt/.Response path)"
@@ -247,21 +467,65 @@ def check_go_template(
             f"; {result.prefill_closed} prefills are closed by the template (Jinja's continue_final_message leaves "
             "them open): Ollama starts a new turn after a trailing assistant message"
         )
+    summary = (
+        f"{result.equal}/{result.checked} chat requests render as Ollama would send them identically to Jinja "
+        f"({path}{legacy}){skipped}{doubled}"
+    )
+    if tools is not None:
+        summary += (
+            f"; tools/thinking: {tools.equal}/{tools.checked} identical ({tools.equal_modulo_json} once tool JSON "
+            "is compared parsed)"
+        )
+        if not tools.passed:
+            names = sorted({d["case"] for d in tools.differences})
+            errors = sorted({d["error"] for d in tools.differences if d["error"]})
+            problems.append(f"differs on {', '.join(names)}" + (f" (Ollama: {'; '.join(errors)})" if errors else ""))
+    if info.prefer_chat_template:
+        problems.append(
+            f"Ollama would ignore this TEMPLATE: the GGUF's Jinja template advertises "
+            f"{', '.join(info.chat_template_capabilities)}, the TEMPLATE {', '.join(info.capabilities) or 'nothing'}"
+        )
+    call_parsed = None
+    if trained is not None:
+        want = _WEATHER_CALL["function"]
+        call_parsed = parsed.tool_calls == [{"name": want["name"], "arguments": want["arguments"]}]
+        if not call_parsed:
+            problems.append(
+                f"Ollama's parser (tool tag {info.tool_tag!r}) does not extract the call from the trained reply "
+                f"{trained[1]!r}: got {parsed.tool_calls}, content {parsed.content!r}"
+            )
+        else:
+            summary += f"; a trained tool call ({info.tool_tag}...) parses back into name and arguments"
+    if problems:
+        summary += "; " + "; ".join(problems)
     return Check(
         "go_template",
-        result.passed,
-        f"{result.equal}/{result.checked} chat requests render as Ollama would send them identically to Jinja "
-        f"({path}{legacy}){skipped}{doubled}",
+        result.passed and not problems,
+        summary,
         {
             "equal": result.equal,
             "conversations": result.checked,
             "template_source": path,
             "uses_messages": result.uses_messages,
             "thinking": result.thinking,
+            "capabilities": info.capabilities,
+            "tool_tag": info.tool_tag if "tools" in info.capabilities else None,
+            "thinking_tags": list(info.thinking_tags) if result.thinking else None,
+            "chat_template_capabilities": info.chat_template_capabilities,
+            "prefer_chat_template": info.prefer_chat_template,
             "doubled_bos": result.doubled_bos,
             "prefill_closed": result.prefill_closed,
             "not_applicable": result.not_applicable[:3],
             "differences": result.differences[:3],
+            "tool_cases": {
+                "checked": 0 if tools is None else tools.checked,
+                "equal": 0 if tools is None else tools.equal,
+                "equal_modulo_json": 0 if tools is None else tools.equal_modulo_json,
+                "not_rendered_by_jinja": ignored,
+                "not_applicable": [] if tools is None else tools.not_applicable[:3],
+                "differences": [] if tools is None else tools.differences[:3],
+            },
+            "tool_call_parsed": call_parsed,
         },
     )
 
@@ -324,12 +588,16 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
             )
     if tokenizer.chat_template and metadata.get("tokenizer.chat_template") != tokenizer.chat_template:
         problems.append("the GGUF's tokenizer.chat_template differs from the tokenizer's chat template")
+    from posttrain.chat_templates import has_generation_tags
+
+    if has_generation_tags(metadata.get("tokenizer.chat_template")):
+        problems.append("the GGUF's tokenizer.chat_template has TRL's {% generation %} training markers")
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
     bos_ok = True
     if tokenizer.chat_template:
         conversation = TEMPLATE_CONVERSATIONS[1]
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        hf = tokenizer(text, add_special_tokens=False)["input_ids"]
+        hf = chat_prompt_ids(tokenizer, conversation)  # what training and HF generation start the prompt with
         # llama.cpp's Jinja path drops a leading BOS the template writes when it adds BOS itself
         # (common/chat.cpp apply: "To avoid double BOS / EOS tokens"), as Ollama's runner does with a TEMPLATE
         sent = text

@@ -6,7 +6,7 @@ chat template (``add_generation_prompt=True``); prompts are sorted by length so 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,17 @@ def load_model_for_generation(name_or_path: str, *, dtype: torch.dtype = torch.f
     return model, tokenizer
 
 
+def render_prompt(
+    tokenizer, conversation: Sequence[dict], *, tools: list[dict] | None = None, template_kwargs: Mapping | None = None
+) -> str:
+    """The prompt text a conversation is generated from: the chat template with the generation prompt, the
+    conversation's tools (omitted when None, as templates test ``tools is defined``) and extra template variables."""
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        list(conversation), add_generation_prompt=True, tokenize=False, **extra, **dict(template_kwargs or {})
+    )
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -65,16 +76,25 @@ def generate(
     batch_size: int = 16,
     seed: int | None = None,
     progress: bool = True,
+    tools: Sequence[list[dict] | None] | None = None,
+    template_kwargs: Mapping | None = None,
 ) -> list[list[Completion]]:
-    """Generate ``num_return_sequences`` replies for each conversation (in input order)."""
+    """Generate ``num_return_sequences`` replies for each conversation (in input order).
+
+    ``tools`` (one tool list or None per conversation) and ``template_kwargs`` (e.g. ``{"enable_thinking": False}``)
+    go to the chat template: ``apply_chat_template(conversation, tools=..., **template_kwargs)``.
+    """
     from tqdm.auto import tqdm
+
+    from posttrain.chat_templates import encode_rendered
 
     if seed is not None:
         torch.manual_seed(seed)
     prompts = [
-        tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False) for c in conversations
+        render_prompt(tokenizer, c, tools=tools[i] if tools else None, template_kwargs=template_kwargs)
+        for i, c in enumerate(conversations)
     ]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [encode_rendered(tokenizer, p)["input_ids"] for p in prompts]  # BOS as training and runtimes
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]

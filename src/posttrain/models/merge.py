@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from posttrain.chat_templates import keep_tokenizer_legacy
 from posttrain.export.prompts import GENERATION_CONVERSATIONS
 from posttrain.export.special_tokens import end_of_turn_ids
 from posttrain.manifest import read_manifest
@@ -211,6 +212,7 @@ def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -
         )
     with staged_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
+        keep_tokenizer_legacy(tokenizer)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "merge_report.json", report.to_dict())
     return output_dir
@@ -236,6 +238,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
         model.save_pretrained(tmp)
+        keep_tokenizer_legacy(tokenizer)
         tokenizer.save_pretrained(tmp)
         adapter = adapter_dir.resolve()
         if adapter.parent == output_dir.resolve():  # the adapter ships inside the merged folder (reward model)

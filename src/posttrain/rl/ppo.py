@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from posttrain.chat_templates import encode_rendered
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
 from posttrain.models.generation import generate, stop_token_ids
@@ -289,10 +290,9 @@ class PPOTrainer:
 
     def _encode_prompts(self, prompts: Sequence[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded query ids rendered exactly as :func:`posttrain.models.generation.generate` renders them."""
-        encoded = [
-            self.tokenizer(
-                self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False),
-                add_special_tokens=False,
+        encoded = [  # BOS once where the tokenizer adds it, as SFT sequences and runtimes start
+            encode_rendered(
+                self.tokenizer, self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
             )["input_ids"]
             for p in prompts
         ]

@@ -14,7 +14,7 @@ from posttrain.data.formats import with_system_prompt
 from posttrain.data.preference import validate_prompt
 from posttrain.data.spec import BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError, ProblemCollector
-from posttrain.tasks import ALL_TASKS, CHECKS, TASKS, generate_task
+from posttrain.tasks import ALL_TASKS, CHECKS, TASKS, TOOL_TASKS, generate_task
 from posttrain.tasks.base import Pool
 
 __all__ = ["Messages", "PromptItem", "read_prompts", "task_prompts"]
@@ -72,6 +72,12 @@ def task_prompts(
     batches = []
     for i, name in enumerate(names):
         task = name[len(BUILTIN_PREFIX) :] if name.startswith(BUILTIN_PREFIX) else name
+        if task in TOOL_TASKS:
+            raise DataError(
+                name,
+                f"builtin task {task!r} is a tool-calling conversation and RL prompts have no tool to call: use it "
+                "as SFT data or in the `tools` evaluation suite",
+            )
         count = num_prompts // len(names) + (i < num_prompts % len(names))
         try:
             batches.append(generate_task(task, count, seed=seed, identity=identity, pool=pool))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from posttrain.chat_templates import ChatTemplateError, render
+from posttrain.chat_templates import ChatTemplateError, encode_rendered, render
 from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint, load_preferences
 from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
@@ -41,8 +41,8 @@ def completion_logps(model, tokenizer, prompts, completions) -> list[float]:
     device = next(model.parameters()).device
     out = []
     for prompt, completion in zip(prompts, completions, strict=True):
-        prefix = tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)
-        full = tokenizer(render(tokenizer, [*prompt, *completion]), add_special_tokens=False)
+        prefix = encode_rendered(tokenizer, render(tokenizer, prompt, add_generation_prompt=True))
+        full = encode_rendered(tokenizer, render(tokenizer, [*prompt, *completion]))
         ids, start = torch.tensor([full["input_ids"]], device=device), len(prefix["input_ids"])
         # logits only where a completion token is predicted (positions start - 1 .. end - 2)
         logits = model(input_ids=ids, logits_to_keep=ids.shape[1] - start + 1).logits[0, :-1].float()

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from posttrain.chat_templates import has_generation_tags, strip_generation_tags
 from posttrain.configs import PosttrainArguments
 from posttrain.export import ExportError, llama_cpp, verify
 from posttrain.export import quant_quality as qq
@@ -121,6 +122,7 @@ def build_modelfile(tokenizer, config: dict, args: ExportArguments, pt_args: Pos
         template_note=choice.note,
         template_source=choice.source,
         adds_bos=choice.adds_bos,
+        capabilities=choice.capabilities,
     )
     return modelfile, (choice.note if choice.template is None else None)
 
@@ -322,6 +324,13 @@ def main(pt_args: PosttrainArguments, args: ExportArguments):
         n_params = count_parameters(model_dir)
         check_disk(output_dir.parent, required_bytes(n_params, args.gguf_types))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if has_generation_tags(tokenizer.chat_template):  # the GGUF gets the same (llama_cpp._convert_runner)
+            tokenizer.chat_template = strip_generation_tags(tokenizer.chat_template)
+            print(
+                "posttrain: note: the chat template is a TRL training template; the GGUF and the Modelfile get its "
+                "inference template (the {% generation %} markers removed, which renders the same text)",
+                flush=True,
+            )
         config = json.loads((model_dir / "config.json").read_text())
         if not tokenizer.chat_template:
             print("posttrain: warning: the model has no chat template; the Modelfile and GGUF carry none", flush=True)

@@ -199,11 +199,8 @@ def _warn(message: str) -> None:
     print(f"posttrain: warning: {message}", flush=True)
 
 
-def _template_text(tokenizer) -> str:
-    template = tokenizer.chat_template
-    if isinstance(template, Mapping):  # named templates
-        return "\n".join(str(t) for t in template.values())
-    return template or ""
+_TOOL_CAPABLE = "tool-capable template"
+"""In every problem message about a tool-using row (what :func:`add_tool_template` looks for)."""
 
 
 def _unrendered(tokenizer, conversation: Conversation, system_prompt: str | None, template: str):
@@ -214,8 +211,8 @@ def _unrendered(tokenizer, conversation: Conversation, system_prompt: str | None
     offset = len(messages) - len(conversation.messages)  # a system prompt the stage adds
     tool_use = bool(conversation.tools) or any(m["role"] == TOOL_ROLE for m in conversation.messages)
     advice = (
-        "set `chat_template:` to a tool-capable template (a .jinja file, such as the model family's template with "
-        "tool support), or leave the tool calls out of the data"
+        f"set `chat_template:` to a {_TOOL_CAPABLE} (`chatml`, or a .jinja file such as the model family's template "
+        "with tool support), or leave the tool calls out of the data"
         if tool_use
         else "set `chat_template:` to a template that renders it (a .jinja file)"
     )
@@ -292,7 +289,7 @@ def check_template_support(
     """
     splits = list(data.values()) if isinstance(data, Mapping) else [data]
     template = template or f"the chat template of {getattr(tokenizer, 'name_or_path', '') or 'the tokenizer'}"
-    source = _template_text(tokenizer)
+    source = chat_templates.template_source(tokenizer)
     reasoning_rows, reasoning_missing, first_missing = 0, 0, ""
     unused: dict[str, list[str]] = {}
     for split in splits:
@@ -303,9 +300,8 @@ def check_template_support(
             if not conversation.has_extras:
                 continue
             origin = row.get(ORIGIN_COLUMN) or "a training row"
-            for key in conversation.chat_template_kwargs or {}:
-                if key not in source:
-                    unused.setdefault(key, []).append(origin)
+            for key in chat_templates.unreferenced_template_kwargs(source, conversation.chat_template_kwargs or {}):
+                unused.setdefault(key, []).append(origin)
             problem, missing = _unrendered(tokenizer, conversation, system_prompt, template)
             if problem is not None:
                 raise DataError(origin, problem)
@@ -327,6 +323,51 @@ def check_template_support(
         )
 
 
+def _has_tool_rows(data) -> bool:
+    splits = list(data.values()) if isinstance(data, Mapping) else [data]
+    for split in splits:
+        if ORIGIN_COLUMN not in split.column_names:  # plain messages only
+            continue
+        for row in split:
+            conversation = Conversation.from_row(row)
+            if conversation.tools or any(m["role"] == TOOL_ROLE or m.get("tool_calls") for m in conversation.messages):
+                return True
+    return False
+
+
+def add_tool_template(
+    data, model, tokenizer, *, system_prompt: str | None = None, model_name: str = "the model", log=print
+) -> list[int] | None:
+    """``chat_template: auto`` with tool-calling rows the tokenizer's own template cannot render: add posttrain's
+    tool-capable ChatML (Hermes/Qwen2.5-style ``<tool_call>`` JSON, ``chatml.jinja``), as ChatML is added to a base
+    model without a template, and say so in one line.
+
+    The template goes into the tokenizer the run saves, so evaluation, merge and export (the merged tokenizer's
+    ``chat_template``, the GGUF's Jinja template, the Ollama TEMPLATE) use the same one. Returns the ids of tokens
+    added to the vocabulary (``<|im_start|>``/``<|im_end|>`` for a model without them), or None when the own
+    template is kept (no tool rows, or it renders them; :func:`check_template_support` then judges it as usual).
+    """
+    if not _has_tool_rows(data):
+        return None
+    if tokenizer.chat_template == chat_templates.load_template("chatml"):
+        return None
+    try:
+        check_template_support(data, tokenizer, system_prompt=system_prompt, warn=lambda message: None)
+        return None
+    except DataError as error:
+        if _TOOL_CAPABLE not in str(error):  # a problem of another kind (template variables): not ours to fix
+            return None
+        problem = str(error)
+    new_ids = chat_templates.setup_chat_template(model, tokenizer, "chatml")
+    log(
+        f"posttrain: chat_template auto: the chat template of {model_name} cannot render the data's tool calls "
+        f"({problem.split('; set `chat_template:`')[0]}); using posttrain's tool-capable ChatML template (chatml), "
+        "saved with the tokenizer so that evaluation, merge and export use it too",
+        flush=True,
+    )
+    return new_ids
+
+
 def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: ModelConfig):
     """Data → tokenizer/model → SFTTrainer → train → save adapter, tokenizer, model card, manifest."""
 
@@ -337,15 +378,30 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         pt_args.datasets, test_split_size=pt_args.test_split_size, seed=training_args.seed, identity=pt_args.identity
     )
     model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
+    template_used = pt_args.chat_template
+    template_name = (
+        f"the chat template of {model_args.model_name_or_path}"
+        if pt_args.chat_template == "auto"
+        else f"chat template {pt_args.chat_template!r}"
+    )
+    if pt_args.chat_template == "auto":
+        added = add_tool_template(
+            data,
+            model,
+            tokenizer,
+            system_prompt=pt_args.system_prompt,
+            model_name=model_args.model_name_or_path,
+            log=print if run.state.is_main_process else lambda *a, **k: None,
+        )
+        if added is not None:
+            new_token_ids = [*new_token_ids, *added]
+            template_used = "chatml (auto: tool calls)"
+            template_name = "posttrain's tool-capable ChatML template (chosen by chat_template: auto)"
     check_template_support(
         data,
         tokenizer,
         system_prompt=pt_args.system_prompt,
-        template=(
-            f"the chat template of {model_args.model_name_or_path}"
-            if pt_args.chat_template == "auto"
-            else f"chat template {pt_args.chat_template!r}"
-        ),
+        template=template_name,
         warn=_warn if run.state.is_main_process else lambda message: None,
     )
 
@@ -391,11 +447,12 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         data_fingerprint=fingerprint(data, pt_args.datasets),
         summary={
             "trained tokens": f"{stats.trained} of {stats.total} ({stats.fraction:.1%})",
-            "chat template": pt_args.chat_template,
+            "chat template": template_used,
         },
         metrics=metrics,
         new_special_tokens=tokenizer.convert_ids_to_tokens(new_token_ids),
         loss_mask={"trained_tokens": stats.trained, "total_tokens": stats.total},
+        chat_template=template_used,
     )
     if run.state.is_main_process:
         print(f"posttrain: SFT adapter, tokenizer, README.md and run_manifest.json saved to {training_args.output_dir}")

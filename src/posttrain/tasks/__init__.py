@@ -8,6 +8,8 @@ check):
 * :mod:`.decimal_compare` -- "Which is larger, 9.11 or 9.9?".
 * :mod:`.letter_count` -- 'How many r's are in "strawberry"?'.
 * :mod:`.arithmetic` -- additions, subtractions and multiplications of small whole numbers.
+* :mod:`.calculator` -- the same on large numbers through a ``calculator`` tool: a tool-calling conversation (call,
+  result, answer). Tasks with tools (:attr:`Task.tools`) are left out of ``all``; name them (``builtin:calculator``).
 
 Generation is deterministic in ``(task, n, seed, identity)`` and uses several phrasings per task so a model does
 not just memorise one string. :data:`CHECKS` is every name a row's ``task`` field may carry: the tasks' checks and
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from posttrain.checks import GENERIC_CHECKS, Check
-from posttrain.tasks import arithmetic, decimal_compare, identity, letter_count, unknown_entity
+from posttrain.tasks import arithmetic, calculator, decimal_compare, identity, letter_count, unknown_entity
 from posttrain.tasks.base import POOLS, Identity, Pool, Task, TaskExample
 from posttrain.tasks.identity import BASE_MODEL_IDENTITY, base_identity_response
 
@@ -34,6 +36,7 @@ __all__ = [
     "CHECKS",
     "NEEDS_NO_ANSWER",
     "TASKS",
+    "TOOL_TASKS",
     "Identity",
     "Task",
     "TaskExample",
@@ -42,15 +45,21 @@ __all__ = [
     "generate_task",
     "task_to_messages",
     "task_to_preference",
+    "task_to_row",
 ]
 
 ALL_TASKS = "all"
-"""Task name meaning every task, interleaved."""
+"""Task name meaning every task without tools, interleaved."""
 
 TASKS: dict[str, Task] = {
-    module.TASK.name: module.TASK for module in (identity, unknown_entity, decimal_compare, letter_count, arithmetic)
+    module.TASK.name: module.TASK
+    for module in (identity, unknown_entity, decimal_compare, letter_count, arithmetic, calculator)
 }
 """Builtin tasks by name."""
+
+TOOL_TASKS: frozenset[str] = frozenset(name for name, task in TASKS.items() if task.tools)
+"""Tasks whose examples are tool-calling conversations: not in ``all`` (their rows need a tool-capable chat
+template), not preference pairs or RL prompts (a reply there is one message, with no tool to call)."""
 
 _MAX_DRAWS_FOR_A_NEW_PROMPT = 20
 
@@ -93,7 +102,7 @@ def generate_task(
         raise ValueError(f"pool must be one of {', '.join(POOLS)} (got {pool!r})")
     identity = identity or Identity()
     if name == ALL_TASKS:
-        tasks = list(TASKS.values())
+        tasks = [task for task in TASKS.values() if not task.tools]
         per_task = [
             _generate_one_task(task, n // len(tasks) + (i < n % len(tasks)), seed, identity, pool)
             for i, task in enumerate(tasks)
@@ -104,28 +113,55 @@ def generate_task(
     return _generate_one_task(TASKS[name], n, seed, identity, pool)
 
 
-def task_to_messages(example: TaskExample) -> list[dict[str, str]]:
-    """The example as a training conversation: the prompt as user turn, the ideal ``response`` as assistant turn."""
-    return [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.response}]
+def task_to_messages(example: TaskExample) -> list[dict[str, Any]]:
+    """The example as a training conversation: the prompt as user turn, the ideal ``response`` as assistant turn;
+    for a task with tools, the assistant's call (``meta["call"]``) and the tool's result (``meta["tool_result"]``)
+    come between them."""
+    user = {"role": "user", "content": example.prompt}
+    answer = {"role": "assistant", "content": example.response}
+    if "call" not in example.meta:
+        return [user, answer]
+    call = example.meta["call"]
+    calling = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}],
+    }
+    result = {"role": "tool", "name": call["name"], "content": example.meta["tool_result"]}
+    return [user, calling, result, answer]
+
+
+def task_to_row(example: TaskExample) -> dict[str, Any]:
+    """The example as a data row: ``messages`` (:func:`task_to_messages`) and, for a task with tools, ``tools``."""
+    row: dict[str, Any] = {"messages": task_to_messages(example)}
+    if example.meta.get("tools"):
+        row["tools"] = example.meta["tools"]
+    return row
 
 
 def task_to_preference(example: TaskExample, base_identity: Identity = BASE_MODEL_IDENTITY) -> dict[str, str]:
     """The example as a preference pair of plain strings: ``prompt`` (the user message), ``chosen`` (the ideal
     ``response``) and ``rejected`` (the classic mistake: ``wrong_response``, or for ``identity`` the base model's old
     identity, see :func:`base_identity_response`)."""
+    if example.task in TOOL_TASKS:
+        raise ValueError(
+            f"builtin task {example.task!r} is a tool-calling conversation, not a preference pair: use it as SFT "
+            "data or in the `tools` evaluation suite"
+        )
     rejected = base_identity_response(example, base_identity) if example.task == "identity" else example.wrong_response
     return {"prompt": example.prompt, "chosen": example.response, "rejected": rejected}
 
 
 CHECKS: dict[str, Check] = {**{name: task.check for name, task in TASKS.items()}, **GENERIC_CHECKS}
 """Checks by name, each ``check(response, answer, **meta) -> bool``, shared by evaluation suites and RL rewards: one
-per builtin task (``identity``, ``unknown_entity``, ``decimal_compare``, ``letter_count``, ``arithmetic``) and the
-generic checks of :data:`posttrain.checks.GENERIC_CHECKS`."""
+per builtin task (``identity``, ``unknown_entity``, ``decimal_compare``, ``letter_count``, ``arithmetic``,
+``calculator``) and the generic checks of :data:`posttrain.checks.GENERIC_CHECKS`."""
 
 NEEDS_NO_ANSWER = frozenset(CHECKS) - {
     "decimal_compare",
     "letter_count",
     "arithmetic",
+    "calculator",
     "exact_match",
     "numeric_match",
     "strict_match",

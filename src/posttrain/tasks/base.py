@@ -10,7 +10,7 @@ fictional entity, no word and no number range, so a model can only pass the ``ev
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,3 +71,9 @@ class Task:
     make: Maker
     #: ``check(response, answer, **meta) -> bool``: whether a reply to one of its examples is correct
     check: Callable[..., bool]
+    #: The tool schemas its conversations offer (OpenAI JSON schema); empty for a plain question-answer task. A task
+    #: with tools trains and evaluates as tool-calling conversations and is left out of ``all``.
+    tools: tuple[dict[str, Any], ...] = ()
+    #: ``run_tool(name, arguments) -> str``: the ``tool`` message's content for a call (plain Python, never an
+    #: ``eval`` of model text); set when ``tools`` is
+    run_tool: Callable[[str, Mapping[str, Any]], str] | None = None
