@@ -133,3 +133,102 @@ def test_evaluate_states_the_overlap_with_the_evaluated_runs_training_prompts(tm
     assert "1 of them" in overlap_line(found)
     clean = suite_overlap([str(run)], [load_suite("builtin")])
     assert clean["suites"]["builtin"]["normalized"] == 0 and "none of them" in overlap_line(clean)
+
+
+def _run_with_relative_data(tmp_path):
+    """A finished SFT run started in ``tmp_path/project`` with a relative dataset path, as the pipeline writes it."""
+    import json
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]}) + "\n")  # fmt: skip
+    run = project / "outputs" / "sft"
+    run.mkdir(parents=True)
+    (run / "run_manifest.json").write_text(json.dumps({"stage": "sft", "working_dir": str(project), "config": {
+        "PosttrainArguments": {"datasets": [{"path": "data/train.jsonl"}]}, "SFTConfig": {"seed": 0},
+        "ModelConfig": {"model_name_or_path": "smollm2-135m-instruct"}}}))  # fmt: skip
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: mine\ndata:\n  - samples:\n      - {prompt: 'what is 2+2', answer: '4'}\nscoring: [exact_match]\n"
+    )
+    return project, run, load_suite(str(suite))
+
+
+def test_overlap_of_a_finished_run_is_checked_from_another_folder(tmp_path, monkeypatch):
+    """Relative training-data paths are read against the folder the run was started in (its manifest's
+    ``working_dir``), not the current one."""
+    from posttrain.evaluation.overlap import suite_overlap
+
+    _, run, suite = _run_with_relative_data(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    found = suite_overlap([str(run)], [suite])
+    assert found["training_prompts"] == 1 and found["suites"]["mine"]["normalized"] == 1
+    assert "unchecked" not in found
+
+
+def test_overlap_with_training_data_gone_warns_instead_of_failing(tmp_path, monkeypatch, capsys):
+    from posttrain.evaluation.overlap import overlap_line, suite_overlap
+
+    project, run, suite = _run_with_relative_data(tmp_path)
+    (project / "data" / "train.jsonl").unlink()
+    monkeypatch.chdir(tmp_path)
+    found = suite_overlap([str(run)], [suite])
+    assert (
+        found["checked_against"] == [] and len(found["unchecked"]) == 1 and "data/train.jsonl" in found["unchecked"][0]
+    )
+    assert "not checked" in capsys.readouterr().out
+    assert "Not checked (training data gone)" in overlap_line(found)
+
+
+def test_manifest_records_the_working_dir(tmp_path, monkeypatch):
+    from posttrain.manifest import read_manifest, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    write_manifest(tmp_path / "run", stage="sft")
+    assert read_manifest(tmp_path / "run")["working_dir"] == str(tmp_path)
+
+
+def test_a_shared_follow_up_does_not_condemn_a_conversation():
+    """Multi-turn rows are compared on what the model is asked: each user turn with the turns before it. A generic
+    follow-up shared by every conversation ("Are you sure?") keeps held-out rows; a repeated first turn drops one."""
+    from posttrain.data.formats import drop_trained_prompts, prompt_keys
+
+    def chat(first, follow_up="Are you sure?"):
+        return [{"role": "user", "content": first}, {"role": "assistant", "content": "Yes."},
+                {"role": "user", "content": follow_up}, {"role": "assistant", "content": "Quite."}]  # fmt: skip
+
+    assert prompt_keys(chat("Is 9.9 > 9.11?"))[0] == "is 9 9 9 11"
+    assert len(prompt_keys(chat("a"))) == 2 and prompt_keys("Hello!") == ["hello"]
+    train = [chat(f"Question {i}?") for i in range(8)]
+    test = [chat("Another question?"), chat("question 3"), chat("New one?", follow_up="Question 5?")]
+    kept = drop_trained_prompts(train, test)
+    assert kept == [test[0], test[2]]  # the second repeats a training first turn; the third's follow-up is new here
+
+
+def test_held_out_split_left_empty_warns_and_training_goes_on(capsys):
+    from types import SimpleNamespace
+
+    from posttrain.data.formats import drop_trained_prompts
+    from posttrain.training.common import eval_split
+
+    rows = [[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}]] * 4
+    assert drop_trained_prompts(rows[:3], rows[3:]) == []
+    assert "no held-out split" in capsys.readouterr().out
+    args = SimpleNamespace(eval_strategy="steps")
+    assert eval_split({"train": rows}, args) is None and args.eval_strategy == "no"
+    assert eval_split({"train": rows, "test": rows}, SimpleNamespace(eval_strategy="steps")) == rows
+
+
+def test_loading_without_a_held_out_row_left_has_no_test_split(tmp_path):
+    import json
+
+    from posttrain.data import DatasetSpec, load_conversations
+
+    data = tmp_path / "same.jsonl"
+    row = {"messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there"}]}
+    data.write_text("\n".join(json.dumps(row) for _ in range(10)) + "\n")
+    splits = load_conversations([DatasetSpec(path=str(data))], test_split_size=0.2, seed=0)
+    assert set(splits) == {"train"} and len(splits["train"]) == 8

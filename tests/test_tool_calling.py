@@ -233,3 +233,31 @@ def test_loaded_tool_data_tokenizes_through_the_sft_path(tool_data):
     assert len(tokenized) == 2
     assert trained_runs(tokenizer, tokenized[1]) == [f"{CALL}<|im_end|>\n", f"{ANSWER}<|im_end|>\n"]
     assert "Be brief." in tokenizer.decode(tokenized[0]["input_ids"])  # the stage's system prompt, plain rows only
+
+
+def test_arguments_go_to_each_template_the_way_it_prints_them():
+    """Arguments are stored as objects; TRL's DeepSeek-V3 template prints ``tool['function']['arguments']`` as text
+    (an object fails there), Qwen's ``| tojson`` and Gemma 4's own syntax take the object: each gets what it needs."""
+    from pathlib import Path
+
+    import trl
+
+    from posttrain.chat_templates import CallStyle, call_style, render
+
+    templates = Path(trl.__file__).parent / "chat_templates"
+    conv = conversation()
+    qwen = load_family_tokenizer("qwen2_5")
+    assert call_style(qwen) == CallStyle()
+    assert '{"name": "get_weather", "arguments": {"city": "Paris"}}' in render(qwen, conv.messages, tools=conv.tools)
+
+    deepseek = load_family_tokenizer("qwen2_5")
+    deepseek.chat_template = (templates / "deepseekv3.jinja").read_text()
+    assert call_style(deepseek) == CallStyle(text_arguments=True)
+    with pytest.raises(TypeError):  # what the stored object would do
+        deepseek.apply_chat_template(conv.messages, tools=conv.tools, tokenize=False)
+    assert '```json\n{"city": "Paris"}\n```' in render(deepseek, conv.messages, tools=conv.tools)
+
+    gemma4 = load_family_tokenizer("qwen2_5")
+    gemma4.chat_template = (templates / "gemma4.jinja").read_text()
+    assert call_style(gemma4) == CallStyle()
+    assert "call:get_weather{city:" in render(gemma4, conv.messages, tools=conv.tools)

@@ -128,6 +128,8 @@ def write_manifest(output_dir: str | os.PathLike, *, stage: str, configs: tuple 
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "libraries": library_versions(),
         "hardware": hardware(),
+        # relative paths in the config (datasets, the model it started from) are relative to this folder
+        "working_dir": os.getcwd(),
         **redact(_jsonable(fields)),
         "config": resolved_config(*configs),
     }

@@ -39,6 +39,7 @@ Tool calling and template variables: every rendering of a conversation gets the 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -202,7 +203,11 @@ def render(
     template_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
     """The chat template's text for ``messages``, with the tool schemas ``tools`` and the extra template variables
-    ``template_kwargs`` (e.g. ``{"enable_thinking": False}``)."""
+    ``template_kwargs`` (e.g. ``{"enable_thinking": False}``); tool-call arguments are passed the way the template
+    expects them (:func:`call_style`)."""
+    if any(m.get("tool_calls") for m in messages):
+        style = call_style(tokenizer)
+        messages = [_in_call_style(m, style) for m in messages]
     return tokenizer.apply_chat_template(
         messages,
         tools=tools,
@@ -210,6 +215,72 @@ def render(
         add_generation_prompt=add_generation_prompt,
         **(template_kwargs or {}),
     )
+
+
+_ARGUMENTS_PROBE = {"posttrain_probe": 1}
+
+
+@dataclass(frozen=True)
+class CallStyle:
+    """How a template wants an assistant tool call: ``arguments`` as JSON text rather than an object, and an empty
+    ``content`` as None."""
+
+    text_arguments: bool = False
+    content_none: bool = False
+
+
+_CALL_STYLES: dict[str, CallStyle] = {}
+
+
+def call_style(tokenizer) -> CallStyle:
+    """The :class:`CallStyle` under which the tokenizer's chat template renders a tool call with its arguments as
+    JSON.
+
+    posttrain stores arguments as objects with ``content: ""``, what most templates expect (Qwen's
+    ``arguments | tojson``, ``if message.content``). A template that prints ``tool['function']['arguments']`` as
+    text (DeepSeek-V3's: an object fails or prints as Python's ``{'key': 1}``) or renders calls only when
+    ``content is none`` needs them otherwise. Probed through the tokenizer's own ``apply_chat_template`` once per
+    template: objects and ``""`` unless the call is then missing or printed as Python's repr, else the first other
+    style whose rendering shows the arguments as JSON."""
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(chat_template, str) or "arguments" not in chat_template:
+        return CallStyle()
+    if chat_template not in _CALL_STYLES:
+        _CALL_STYLES[chat_template] = _probe_call_style(tokenizer)
+    return _CALL_STYLES[chat_template]
+
+
+def _probe_call_style(tokenizer) -> CallStyle:
+    def rendering(style: CallStyle) -> str | None:
+        arguments = json.dumps(_ARGUMENTS_PROBE) if style.text_arguments else _ARGUMENTS_PROBE
+        call = {"type": "function", "function": {"name": "posttrain_probe_call", "arguments": arguments}}
+        reply = {"role": "assistant", "content": None if style.content_none else "", "tool_calls": [call]}
+        try:
+            return tokenizer.apply_chat_template([{"role": "user", "content": "x"}, reply], tokenize=False)
+        except Exception:  # the template refuses this style (e.g. '+' of a string and an object)
+            return None
+
+    text = rendering(CallStyle())
+    if text is not None and "posttrain_probe_call" in text and repr(_ARGUMENTS_PROBE) not in text:
+        return CallStyle()  # the call is rendered from the object, in the template's own way (tojson, Gemma 4's)
+    for style in (CallStyle(content_none=True), CallStyle(True, False), CallStyle(True, True)):
+        text = rendering(style)
+        if text is not None and re.search(r'"posttrain_probe":\s*1', text):
+            return style
+    return CallStyle()
+
+
+def _in_call_style(message: dict, style: CallStyle) -> dict:
+    if not message.get("tool_calls") or style == CallStyle():
+        return message
+    calls = []
+    for call in message["tool_calls"]:
+        function = call.get("function", call)
+        if style.text_arguments and not isinstance(function.get("arguments"), str):
+            function = {**function, "arguments": json.dumps(function.get("arguments"), ensure_ascii=False)}
+        calls.append({**call, "function": function} if "function" in call else function)
+    content = None if style.content_none and not message.get("content") else message.get("content")
+    return {**message, "content": content, "tool_calls": calls}
 
 
 #: stands in for a reply's content to find where the template starts rendering it

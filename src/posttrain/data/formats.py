@@ -275,21 +275,34 @@ def user_texts(messages: Any) -> list[str]:
     return [str(m["content"]) for m in messages or () if m.get("role") == "user"]
 
 
+def prompt_keys(messages: Any) -> list[str]:
+    """What the model is asked at each user turn, as held-out and evaluation rows are compared with training rows:
+    the normalized user turns up to and including it. A generic follow-up that many conversations share ("Are you
+    sure?") only matches together with what preceded it; a single-turn prompt is its normalized text."""
+    keys, context = [], []
+    for text in user_texts(messages):
+        context.append(normalize_prompt(text))
+        keys.append(" \u241e ".join(context))
+    return keys
+
+
 def drop_trained_prompts(train: list, test: list, prompt_of=lambda row: row) -> list:
-    """The held-out rows none of whose user turns (normalized) also occurs in a training row (real data repeats
-    itself: "Hello"); says how many were dropped, and refuses a held-out set that would be left empty."""
-    trained = {normalize_prompt(text) for row in train for text in user_texts(prompt_of(row))}
-    kept = [row for row in test if not any(normalize_prompt(t) in trained for t in user_texts(prompt_of(row)))]
-    if len(kept) < len(test):
+    """The held-out rows in which the model is asked nothing it was trained on (:func:`prompt_keys`: each user turn
+    in its context; real data repeats itself: "Hello"), saying how many were dropped. When none is left, the run
+    goes on without a held-out split, with a warning: a split the user may not have asked for never stops training."""
+    trained = {key for row in train for key in prompt_keys(prompt_of(row))}
+    kept = [row for row in test if not any(key in trained for key in prompt_keys(prompt_of(row)))]
+    if kept and len(kept) < len(test):
         print(
-            f"posttrain: test_split_size: {len(test) - len(kept)} of {len(test)} held-out rows dropped: a prompt of "
-            "theirs also occurs in the training rows",
+            f"posttrain: test_split_size: {len(test) - len(kept)} of {len(test)} held-out rows dropped: the model is "
+            "asked the same (each user turn with the turns before it) in a training row",
             flush=True,
         )
-    if not kept:
-        raise DataError(
-            "test_split_size",
-            f"every one of the {len(test)} held-out rows repeats a training prompt; "
-            "use more varied data or a larger test_split_size",
+    if test and not kept:
+        print(
+            f"posttrain: warning: test_split_size: every one of the {len(test)} held-out rows repeats a training "
+            "prompt (each user turn with the turns before it), so this run has no held-out split; use more varied "
+            "data or a larger test_split_size",
+            flush=True,
         )
     return kept

@@ -444,6 +444,8 @@ def build_mixture(
             for j, row in zip(places, replacement or (), strict=False):
                 test[j] = row
     test = drop_trained_prompts(train, test, lambda row: row.get(MESSAGES_COLUMN, row.get("prompt")))
+    if not test:
+        return datasets.DatasetDict({"train": table(train)})
     return datasets.DatasetDict({"train": table(train), "test": table(test)})
 
 

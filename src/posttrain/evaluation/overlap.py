@@ -34,6 +34,8 @@ class StagePrompts:
     stage: str
     train: set[str] = field(default_factory=set)
     heldout: set[str] = field(default_factory=set)
+    #: why the prompts could not be rendered (the run's training data is gone): its overlap is not checked
+    unchecked: str | None = None
 
 
 def stage_prompts(stage: str, datasets: list, *, seed: int = 42, test_split_size=None, identity: Identity | None = None,
@@ -69,9 +71,38 @@ def pairs_prompts(
     return StagePrompts("pairs", train={text for item in items for text in user_texts(item.messages)})
 
 
+def _resolved(value: Any, working_dir: str | None) -> Any:
+    """A relative local path of a run's config as the run saw it: against the run's ``working_dir`` (recorded in its
+    manifest), so a finished run can be checked from any folder."""
+    if not working_dir or not isinstance(value, str) or not value or Path(value).is_absolute():
+        return value
+    candidate = Path(working_dir) / value
+    return str(candidate) if candidate.exists() and not Path(value).exists() else value
+
+
+def _resolved_datasets(datasets: list, working_dir: str | None) -> list:
+    out = []
+    for spec in datasets:
+        if isinstance(spec, dict):
+            spec = {**spec, "path": _resolved(spec.get("path"), working_dir)}
+            files = spec.get("data_files")
+            if isinstance(files, str):
+                spec["data_files"] = _resolved(files, working_dir)
+            elif isinstance(files, list):
+                spec["data_files"] = [_resolved(f, working_dir) for f in files]
+        out.append(spec)
+    return out
+
+
 def manifest_prompts(folder: str | Path) -> list[StagePrompts]:
     """The training prompts of the run in ``folder`` and of the runs it started from (its ``model_name_or_path``
-    chain of posttrain output folders), from their ``run_manifest.json``; [] for a folder without one."""
+    chain of posttrain output folders), from their ``run_manifest.json``; [] for a folder without one.
+
+    Relative paths in a run's config are read against the folder the run was started in (``working_dir`` in its
+    manifest). A run whose training data is gone gives a :class:`StagePrompts` with ``unchecked`` set (and a
+    warning) instead of failing the evaluation."""
+    from posttrain.errors import UserError
+
     found: list[StagePrompts] = []
     seen: set[Path] = set()
     current = Path(folder)
@@ -80,6 +111,7 @@ def manifest_prompts(folder: str | Path) -> list[StagePrompts]:
         manifest = read_manifest(current)
         if manifest is None or manifest.get("stage") not in _KIND:
             break
+        working_dir = manifest.get("working_dir")
         config = manifest.get("config", {})
         pt_args = config.get("PosttrainArguments", {})
         training = next((v for k, v in config.items() if k.endswith("Config") and "seed" in v), {})
@@ -87,12 +119,18 @@ def manifest_prompts(folder: str | Path) -> list[StagePrompts]:
                       and v.get("model_name_or_path")), None)  # fmt: skip
         identity = Identity(name=pt_args.get("assistant_name", Identity.name),
                             creator=pt_args.get("assistant_creator", Identity.creator))  # fmt: skip
-        found.append(stage_prompts(manifest["stage"], pt_args.get("datasets") or [], seed=training.get("seed", 42),
-                                   test_split_size=pt_args.get("test_split_size"), identity=identity,
-                                   system_prompt=pt_args.get("system_prompt")))  # fmt: skip
+        datasets = _resolved_datasets(pt_args.get("datasets") or [], working_dir)
+        try:
+            found.append(stage_prompts(manifest["stage"], datasets, seed=training.get("seed", 42),
+                                       test_split_size=pt_args.get("test_split_size"), identity=identity,
+                                       system_prompt=pt_args.get("system_prompt")))  # fmt: skip
+        except (UserError, OSError) as error:
+            reason = f"the training data of {current} could not be read ({error})"
+            print(f"posttrain: warning: {reason}; its overlap with the evaluation prompts is not checked", flush=True)
+            found.append(StagePrompts(manifest["stage"], unchecked=reason))
         if not model:
             break
-        current = Path(model)
+        current = Path(_resolved(model, working_dir))
     return found
 
 
@@ -122,7 +160,10 @@ def overlap_line(check: dict[str, Any] | None) -> str:
     """The report's one line about the overlap checked (``results["overlap"]``)."""
     if not check:
         return "Held-out check: none of the evaluated models is a posttrain training run, so no overlap was checked."
+    missing = f" Not checked (training data gone): {'; '.join(check['unchecked'])}." if check.get("unchecked") else ""
     if not check["checked_against"]:
+        if missing:
+            return "Held-out check:" + missing
         return "Held-out check: no evaluated model has training prompts on record (no run_manifest.json)."
     found = sum(s["normalized"] for s in check["suites"].values())
     total = sum(s["prompts"] for s in check["suites"].values())
@@ -130,7 +171,7 @@ def overlap_line(check: dict[str, Any] | None) -> str:
     verdict = "none of them" if not found else f"{found} of them (see results.json)"
     return (
         f"Held-out check: {total} suite prompts compared with the {check['training_prompts']} training prompts of "
-        f"{against} (exact and normalized): {verdict} occur in training."
+        f"{against} (exact and normalized): {verdict} occur in training.{missing}"
     )
 
 
@@ -138,13 +179,19 @@ def suite_overlap(model_paths: Iterable[str], suites: Iterable[Any]) -> dict[str
     """How many prompts of each suite also occur among the training prompts of the evaluated models' runs."""
     trained: set[str] = set()
     checked: list[str] = []
+    unchecked: list[str] = []
     for path in model_paths:
         if not path or not Path(path).is_dir():
             continue
         for rendered in manifest_prompts(path):
+            if rendered.unchecked:
+                unchecked.append(f"{rendered.stage} ({path}): {rendered.unchecked}")
+                continue
             checked.append(f"{rendered.stage} ({path})")
             trained |= rendered.train
     result: dict[str, Any] = {"checked_against": checked, "training_prompts": len(trained), "suites": {}}
+    if unchecked:
+        result["unchecked"] = unchecked
     for suite in suites:
         prompts = [text for sample in suite.samples for text in user_texts(sample.messages)]
         found = overlap(prompts, trained)

@@ -49,7 +49,9 @@ SUPERBLOCK = 256
 
 def _render(tokenizer, conversation: list[dict], tools=None, template_kwargs=None) -> str:
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False, **(template_kwargs or {}))
+        from posttrain.chat_templates import render
+
+        return render(tokenizer, conversation, tools=tools, template_kwargs=template_kwargs)
     return "\n".join(m["content"] for m in conversation) + "\n"
 
 

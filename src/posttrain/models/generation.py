@@ -56,9 +56,10 @@ def render_prompt(
 ) -> str:
     """The prompt text a conversation is generated from: the chat template with the generation prompt, the
     conversation's tools (omitted when None, as templates test ``tools is defined``) and extra template variables."""
-    extra = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(
-        list(conversation), add_generation_prompt=True, tokenize=False, **extra, **dict(template_kwargs or {})
+    from posttrain.chat_templates import render
+
+    return render(
+        tokenizer, list(conversation), add_generation_prompt=True, tools=tools, template_kwargs=template_kwargs
     )
 
 

@@ -103,5 +103,6 @@ def load_prompts(
                 for j, item in zip(places, fresh, strict=True):
                     test[j] = _row(item)
         train = [rows[i] for i in order[n_test:]]
-        splits = {"train": train, "test": drop_trained_prompts(train, test, lambda row: row["prompt"])}
+        test = drop_trained_prompts(train, test, lambda row: row["prompt"])
+        splits = {"train": train, "test": test} if test else {"train": train}
     return datasets.DatasetDict({name: datasets.Dataset.from_list(split) for name, split in splits.items()})

@@ -25,7 +25,14 @@ from posttrain.data import fingerprint, load_preferences
 from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
 from posttrain.models.generation import stop_token_ids
 from posttrain.stages.reward import add_system_prompt
-from posttrain.training.common import finish_run, load_model_and_tokenizer, peft_config, start_run, train
+from posttrain.training.common import (
+    eval_split,
+    finish_run,
+    load_model_and_tokenizer,
+    peft_config,
+    start_run,
+    train,
+)
 
 
 def make_parser():
@@ -105,7 +112,7 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
         ref_model=None,  # with a peft adapter, TRL scores the reference with the adapter disabled
         args=training_args,
         train_dataset=data["train"],
-        eval_dataset=data.get("test") if training_args.eval_strategy != "no" else None,
+        eval_dataset=eval_split(data, training_args),
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )

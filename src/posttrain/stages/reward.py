@@ -20,6 +20,7 @@ from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
 from posttrain.models.merge import merge_adapter
 from posttrain.models.reward import RewardModel
 from posttrain.training.common import (
+    eval_split,
     finish_run,
     load_model_and_tokenizer,
     peft_config,
@@ -74,7 +75,7 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         model=model,
         args=training_args,
         train_dataset=data["train"],
-        eval_dataset=data.get("test") if training_args.eval_strategy != "no" else None,
+        eval_dataset=eval_split(data, training_args),
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids, task_type="SEQ_CLS"),
     )

@@ -22,6 +22,7 @@ from posttrain.data.tools import Conversation
 from posttrain.data.validation import TOOL_ROLE, DataError
 from posttrain.errors import ConfigError
 from posttrain.training.common import (
+    eval_split,
     finish_run,
     load_model_and_tokenizer,
     peft_config,
@@ -426,7 +427,7 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
-        eval_dataset=tokenized.get("test") if training_args.eval_strategy != "no" else None,
+        eval_dataset=eval_split(tokenized, training_args),
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )

@@ -272,6 +272,20 @@ def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_cla
     return model, tokenizer, new_token_ids
 
 
+def eval_split(data, training_args):
+    """The held-out split the trainer evaluates on, or None (``eval_strategy: no``). A run left without a held-out
+    split (every held-out row repeated a training prompt) turns periodic evaluation off instead of failing."""
+    if training_args.eval_strategy == "no":
+        return None
+    if "test" not in data:
+        print(
+            f"posttrain: no held-out split, so eval_strategy {training_args.eval_strategy!s} is turned off", flush=True
+        )
+        training_args.eval_strategy = "no"
+        return None
+    return data["test"]
+
+
 def peft_config(model, model_args, new_token_ids, *, task_type: str | None = None):
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
