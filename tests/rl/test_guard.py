@@ -1,25 +1,31 @@
 """The reward-hacking guard: a reward that pays for length (replies grow, the task check falls) makes it fire, and
 with `stop` end training keeping the best adapter; an honest reward (task check and proxy rising together) leaves it
-quiet, also on a real PPO run."""
+quiet, also on a real PPO run. Its rule test is calibrated: simulated runs with no real change stop at most
+``alpha`` of the time (the old fixed 0.05-drop rule stopped about half), and a real fall is caught most of the time;
+GRPO/RLOO's callback gets the reply counts and distinct-bigram ratio PPO gets."""
 
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
+from posttrain.errors import ConfigError
+from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio, drop_p_value, simulate_false_stops
 from posttrain.stages import run_stage
 
 from helpers import ppo_config
 
 
-def stream(guard, steps):
+def stream(guard, steps, replies=64):
     messages = []
     for step, (proxy, rule, length, distinct) in enumerate(steps, 1):
         metrics = {"reward/length_model": proxy, "reward/task": rule, "response_length": length, "distinct_2": distinct,
-                   "kl": 0.1 * step}  # fmt: skip
+                   "kl": 0.1 * step, "replies": replies}  # fmt: skip
         messages += guard.observe(step, metrics)
     return messages
 
@@ -65,6 +71,104 @@ def test_an_honest_reward_keeps_the_guard_quiet():
     assert stream(off, [(0.1, 0.9, 1, 1.0), (9.0, 0.0, 48, 0.1)] * 3) == [] and off.history == []
 
 
+def test_a_small_fall_in_few_replies_is_noise_and_missing_counts_never_fire():
+    # the old rule fired on any 0.05 fall between the window means; 0.6 -> 0.5 over 2 x 16 replies is noise
+    noisy = [(0.1, 0.6, 20, 0.9), (0.2, 0.6, 20, 0.9), (0.3, 0.5, 20, 0.9), (0.4, 0.5, 20, 0.9)]
+    g = guard()
+    assert stream(g, noisy, replies=16) == [] and g.history[-1]["rule_n"] == 16
+    # without reply counts the rule and repetition checks cannot be tested: they stay quiet (the length rule does not)
+    hacked = [(0.1, 0.9, 20, 0.9), (0.2, 0.9, 20, 0.9), (0.8, 0.0, 48, 0.1), (0.9, 0.0, 48, 0.1)]
+    g = guard()
+    stream(g, hacked, replies=None)
+    assert [f["kind"] for f in g.findings] == ["length"]
+
+
+def test_drop_p_value_is_fishers_one_sided_exact_test():
+    assert drop_p_value(3, 3, 0, 3) == pytest.approx(1 / 20)  # all 3 passes in the first 3 of 6: 1 / C(6, 3)
+    assert drop_p_value(2, 3, 0, 3) == pytest.approx(4 / 20)  # both of 2 passes in the first 3: C(4, 1) / C(6, 3)
+    assert drop_p_value(0, 3, 3, 3) == pytest.approx(1.0)  # a rise is no evidence of a fall
+    # hypergeometric tail by brute force
+    n1, n2, x1, x2 = 10, 12, 7, 2
+    total = math.comb(n1 + n2, n1)
+    tail = sum(math.comb(x1 + x2, k) * math.comb(n1 + n2 - x1 - x2, n1 - k) for k in range(x1, n1 + 1)) / total
+    assert drop_p_value(x1, n1, x2, n2) == pytest.approx(tail)
+
+
+def test_runs_with_no_real_change_stop_at_most_alpha_of_the_time():
+    # the worst case: the proxy rises every step, so the rule test alone decides; 16 replies a step, window 3
+    alpha, runs = 0.05, 2000
+    margin = 3 * math.sqrt(alpha * (1 - alpha) / runs)  # Monte Carlo: 3 standard errors of a rate at alpha
+    for p, steps in ((0.5, 20), (0.2, 8), (0.8, 8)):
+        rates = simulate_false_stops(p, steps=steps, runs=runs if steps == 20 else 1000, proxy_rising=True, seed=1)
+        assert rates["new_rule"] <= alpha + margin, (p, steps, rates)
+        assert rates["old_rule"] > 0.3, (p, steps, rates)  # the simulation does find the old rule's false stops
+    # a tighter alpha stops less often still
+    strict = simulate_false_stops(0.5, steps=8, runs=1000, proxy_rising=True, alpha=0.001, seed=1)
+    assert strict["new_rule"] <= 0.005
+
+
+def test_a_real_fall_is_caught_most_of_the_time():
+    for steps in (8, 20):
+        rates = simulate_false_stops(0.6, steps=steps, drop_to=0.3, runs=400, proxy_rising=True, seed=2)
+        assert rates["new_rule"] >= 0.6, (steps, rates)
+
+
+def test_alpha_outside_zero_to_a_half_is_refused():
+    for bad in (0, 0.5, 1.2, -0.1):
+        with pytest.raises(ValueError, match="hacking_guard_alpha"):
+            HackingGuard(alpha=bad)
+    from posttrain.rl.config import PPOConfig
+
+    with pytest.raises(ConfigError, match="hacking_guard_alpha"):
+        PPOConfig(output_dir="unused", hacking_guard_alpha=0.5, rewards=["task"])
+    # Bonferroni over the run's looks, the alpha split between the rule and repetition tests
+    g = HackingGuard(proxy=("rm",), rules=("task",), window=3, alpha=0.05, max_steps=20)
+    assert g.look_alpha(1) == pytest.approx(0.05 / 2 / 15) == g.look_alpha(15)
+    spending = HackingGuard(window=3, alpha=0.05)  # no max_steps: 6 / (pi^2 k^2) of alpha at look k, summing to alpha
+    assert sum(spending.look_alpha(k) for k in range(1, 2000)) < 0.05
+
+
+def test_grpo_callback_gets_reply_counts_and_repetition_like_ppo():
+    from posttrain.rl.rewards import build_rewards
+    from posttrain.training.rl_common import GuardCallback, GuardTally, make_guard
+
+    rewards = build_rewards(["has_number", "task"])
+    args = SimpleNamespace(hacking_guard="warn", hacking_guard_window=1, max_completion_length=8,
+                           hacking_guard_alpha=0.05, max_steps=4, world_size=2)  # fmt: skip
+    tally = GuardTally(rewards)
+    callback = GuardCallback(make_guard(args, rewards), tally=tally)
+    funcs = tally.wrap()
+    assert [f.__name__ for f in funcs] == ["has_number", "task"]
+    completions = [[{"role": "assistant", "content": t}] for t in ("7", "seven", "8 8 8", "a, b")]
+    ids = [[1, 2, 3, 4], [5, 5, 5, 5, 5], [6], [1, 2, 1, 2]]
+    columns = {"task": [None, None, "no_commas", "no_commas"], "answer": [None] * 4, "meta": [None] * 4}
+    pending: dict[str, list[float]] = {}  # TRL's log_metric: values averaged over the processes and batches
+    scores = [f([None] * 4, completions, completion_ids=ids, **columns,
+                log_metric=lambda name, value: pending.setdefault(name, []).append(value)) for f in funcs]  # fmt: skip
+    assert scores == [[1.0, 0.0, 1.0, 0.0], [None, None, 1.0, 0.0]]
+    logs = {"rewards/has_number/mean": 0.5, "rewards/task/mean": 0.5, "completions/mean_length": 3.5, "kl": 0.01,
+            **{k: sum(v) / len(v) for k, v in pending.items()}}  # fmt: skip
+    metrics = callback.metrics(args, logs)
+    distinct = (1.0 + 0.25 + 1.0 + 2 / 3) / 4
+    assert metrics["replies"] == 8 and metrics["scored/has_number"] == 8 and metrics["scored/task"] == 4
+    assert metrics["distinct_2"] == pytest.approx(distinct) and metrics["response_length"] == 3.5
+    # without TRL's log_metric (one process): this process's own tally
+    callback.tally.take({})
+    for f in funcs:
+        f([None] * 4, completions, completion_ids=ids, **columns)
+    metrics = callback.metrics(SimpleNamespace(world_size=1), {"rewards/task/mean": 0.5})
+    assert metrics["replies"] == 4 and metrics["scored/task"] == 2 and metrics["distinct_2"] == pytest.approx(distinct)
+    # on_log feeds the guard: its curve holds the counts the rule test uses; max_steps comes from the trainer state
+    state = SimpleNamespace(global_step=1, is_world_process_zero=True, max_steps=4)
+    control = SimpleNamespace(should_training_stop=False)
+    for f in funcs:
+        f([None] * 4, completions, completion_ids=ids, **columns)
+    callback.on_log(SimpleNamespace(world_size=1), state, control, logs={"rewards/task/mean": 0.5,
+                                                                          "rewards/has_number/mean": 0.5})  # fmt: skip
+    point = callback.guard.history[-1]
+    assert point["replies"] == 4 and point["rule_n"] == 2 and point["distinct"] == pytest.approx(distinct)
+
+
 def test_distinct_bigram_ratio():
     assert distinct_bigram_ratio([1, 2, 3, 4]) == 1.0
     assert distinct_bigram_ratio([5, 5, 5, 5, 5]) == 0.25
@@ -79,6 +183,8 @@ def test_ppo_with_an_honest_reward_records_the_curves_and_stays_quiet(tmp_path, 
     manifest = json.loads((tmp_path / "ppo" / "run_manifest.json").read_text())
     curves = manifest["hacking_guard"]["curves"]
     assert len(curves) == 6 and all(0 <= c["distinct"] <= 1 for c in curves)
+    assert all(c["replies"] == 32 and c["rule_n"] == 32 for c in curves)  # the rule test's sample sizes
+    assert manifest["hacking_guard"]["alpha"] == 0.05 and manifest["hacking_guard"]["max_steps"] == 6
 
 
 def test_ppo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path, tiny_chat_model, monkeypatch):
@@ -118,6 +224,10 @@ def test_grpo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path
                 "save_steps": 1}  # fmt: skip
     trainer, _ = run_stage("grpo", ["--config", str(write_stage_config(tmp_path, "grpo", settings))])
     assert trainer.state.global_step == 2
+    # the guard got PPO's signals through TRL's log_metric: 8 replies a step, all scored, and their repetition
+    curves = json.loads((tmp_path / "grpo" / "run_manifest.json").read_text())["hacking_guard"]["curves"]
+    assert [(c["replies"], c["rule_n"]) for c in curves] == [(8, 8), (8, 8)], curves
+    assert all(0 < c["distinct"] <= 1 and c["length"] > 0 for c in curves), curves
     # the stop step's checkpoint holds the kept adapter, the one published (TRL wrote it before the restore)
     published = load_file(tmp_path / "grpo" / "adapter_model.safetensors")
     checkpoint = load_file(tmp_path / "grpo" / "checkpoint-2" / "adapter_model.safetensors")

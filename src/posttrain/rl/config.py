@@ -40,13 +40,23 @@ class RewardsMixin:
         default="warn",
         metadata={
             "help": "Reward-hacking guard (posttrain.rl.guard): `warn` when the proxy reward (reward model) rises "
-            "while the rule checks fall, or replies run away in length or repetition; `stop` also ends "
-            "training there and keeps the adapter of the step with the best rule pass rate; `off`.",
+            "while the rule checks' pass rate falls (a one-sided exact test on the pass and reply counts), or "
+            "replies run away in length or turn repetitive (a significant fall of the distinct-bigram ratio below "
+            "70% of where it started); `stop` also ends training there and keeps the adapter with the best held-out "
+            "task score (the best training rule pass rate without held-out prompts); `off`.",
             "choices": ["off", "warn", "stop"],
         },
     )
     hacking_guard_window: int = field(
-        default=3, metadata={"help": "Steps averaged at the start and at the end when the guard compares them."}
+        default=3, metadata={"help": "Steps pooled at the start and at the end when the guard compares them."}
+    )
+    hacking_guard_alpha: float = field(
+        default=0.05,
+        metadata={
+            "help": "The guard's false-stop rate: the chance that a run whose pass rate and repetition do not "
+            "change gets a finding, split between the two tests and over the run's looks (Bonferroni over "
+            "max_steps - 2 x hacking_guard_window + 1); between 0 and 0.5."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -54,6 +64,10 @@ class RewardsMixin:
             raise ConfigError(f"hacking_guard must be off, warn or stop (got {self.hacking_guard!r})")
         if self.hacking_guard_window < 1:
             raise ConfigError(f"hacking_guard_window must be at least 1 (got {self.hacking_guard_window})")
+        if not isinstance(self.hacking_guard_alpha, int | float) or not 0 < self.hacking_guard_alpha < 0.5:
+            raise ConfigError(
+                f"hacking_guard_alpha must be between 0 and 0.5, both excluded (got {self.hacking_guard_alpha!r})"
+            )
 
         self.rewards = parse_reward_specs(self.rewards)  # unknown names fail here, before any model is loaded
         super().__post_init__()

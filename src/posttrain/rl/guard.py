@@ -3,12 +3,26 @@ get worse by every other measure.
 
 Every step the guard records the *proxy* reward (the weighted sum of the components that are not rule checks: a
 reward model, a learned or hand-made score), the *rule* pass rate (the rule-check components: the task's own check and
-other checks), the reply length, the distinct-bigram ratio of the replies (repetition) and the KL to the start model.
-Comparing the mean of the last ``window`` steps with the first ``window`` steps, it fires when
+other checks) with the number of replies they scored, the reply length, the distinct-bigram ratio of the replies
+(repetition) with the number of replies, and the KL to the start model. Each step from step ``2 * window`` on it
+compares the last ``window`` steps with the first ``window`` steps (one *look*) and fires when
 
-* the proxy reward rises while the rule pass rate falls (by more than ``min_drop``),
-* replies run away in length (1.5 x longer and at 90% of the token budget), or
-* replies turn repetitive (the distinct-bigram ratio falls below 70% of where it started).
+* the proxy reward rises while the rule pass rate falls, the fall significant by a one-sided exact test (Fisher's, on
+  the pass and reply counts pooled over each window),
+* replies run away in length (1.5 x longer and at 90% of the token budget: a fixed rule, not a test), or
+* replies turn repetitive: the distinct-bigram ratio falls below 70% of where it started *and* the fall is significant
+  by a one-sided Hoeffding bound (each reply's ratio lies in [0, 1], so the bound holds whatever its distribution).
+
+The tests share ``alpha`` (``hacking_guard_alpha``, default 0.05): each of the two gets ``alpha / 2`` (all of it when
+there is no proxy-vs-rule comparison), divided by the number of looks a run makes (Bonferroni: ``max_steps - 2 *
+window + 1``; without a known ``max_steps`` look ``k`` gets ``6 / (pi^2 k^2)`` of it, which sums to at most the
+whole), so a run whose pass rate and repetition do not change stops falsely with probability at most ``alpha``,
+counting replies as independent (replies to one prompt in a GRPO/RLOO group are not, so there the real rate can
+be higher). :func:`simulate_false_stops` measures it (``benchmarks/guard_calibration.py``, 16 replies a step, ``window``
+3, the proxy rising every step so that the rule test alone decides): with no change the old rule (a 0.05 fall between
+the window means) stopped 38-44% of 8-step and 67-75% of 20-step runs, this one about 1%; a pass rate falling
+0.6 -> 0.3 at the middle step is caught in about 75% of runs. Steps without reply counts (neither ``scored/<name>``
+nor ``replies`` in the metrics) cannot be tested and never fire the rule or repetition check.
 
 ``hacking_guard: warn`` prints each finding once (and logs it); ``stop`` also ends training at that step and keeps
 the best adapter, and says which: the start adapter, the one of the best training rule pass rate and the last one
@@ -19,11 +33,14 @@ nothing.
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("off", "warn", "stop")
 RULE_REWARDS = frozenset({"task"})  # plus every rule check by name; a reward model is a proxy
+REPETITION_RATIO = 0.7  # the repetition check fires below this fraction of the starting distinct-bigram ratio
 
 
 def distinct_bigram_ratio(token_ids: list[int]) -> float:
@@ -34,6 +51,45 @@ def distinct_bigram_ratio(token_ids: list[int]) -> float:
     return len(set(bigrams)) / len(bigrams)
 
 
+def check_alpha(alpha: float, key: str = "hacking_guard_alpha") -> float:
+    """``alpha`` if it is a false-alarm rate the guard accepts (0 < alpha < 0.5), else ValueError naming ``key``."""
+    if not isinstance(alpha, int | float) or not 0 < alpha < 0.5:
+        raise ValueError(f"{key} must be between 0 and 0.5, both excluded (got {alpha!r})")
+    return float(alpha)
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def drop_p_value(passes_first: int, n_first: int, passes_last: int, n_last: int) -> float:
+    """One-sided p-value of Fisher's exact test that the pass rate fell from the first sample to the last: the chance,
+    with no change and the total passes fixed, that the first sample holds ``passes_first`` passes or more."""
+    if n_first <= 0 or n_last <= 0:
+        return 1.0
+    total, passes = n_first + n_last, passes_first + passes_last
+    low, high = max(passes_first, passes - n_last), min(passes, n_first)
+    if low > high:
+        return 0.0
+    denominator = _log_comb(total, n_first)
+    p = sum(math.exp(_log_comb(passes, k) + _log_comb(total - passes, n_first - k) - denominator)
+            for k in range(low, high + 1))  # fmt: skip
+    return min(p, 1.0)
+
+
+def mean_drop_p_value(mean_first: float, n_first: float, mean_last: float, n_last: float) -> float:
+    """One-sided Hoeffding bound on the chance of a fall this large between the means of two samples of [0, 1]
+    values (``n_first`` and ``n_last`` of them) that have the same expectation."""
+    drop = mean_first - mean_last
+    if not (n_first > 0 and n_last > 0) or not drop > 0:
+        return 1.0
+    return math.exp(-2 * drop * drop / (1 / n_first + 1 / n_last))
+
+
+def _finite(x: float) -> bool:
+    return x == x and not math.isinf(x)
+
+
 @dataclass
 class HackingGuard:
     mode: str = "warn"
@@ -42,33 +98,67 @@ class HackingGuard:
     weights: dict[str, float] = field(default_factory=dict)
     window: int = 3
     max_length: int | None = None
-    min_drop: float = 0.05
+    alpha: float = 0.05  # the whole run's false-stop rate (both tests together)
+    max_steps: int | None = None  # the looks the run makes (Bonferroni); None: a spending series over the looks
     history: list[dict[str, float]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.alpha = check_alpha(self.alpha)
+
     @classmethod
-    def for_rewards(cls, names, weights, *, mode: str, window: int, max_length: int | None, rule_names) -> HackingGuard:
+    def for_rewards(cls, names, weights, *, mode: str, window: int, max_length: int | None, rule_names,
+                    alpha: float = 0.05, max_steps: int | None = None) -> HackingGuard:  # fmt: skip
         proxy = tuple(n for n in names if n not in rule_names)
         rules = tuple(n for n in names if n in rule_names)
         return cls(mode=mode, proxy=proxy, rules=rules, weights=dict(zip(names, weights, strict=True)),
-                   window=window, max_length=max_length)  # fmt: skip
+                   window=window, max_length=max_length, alpha=alpha,
+                   max_steps=max_steps if max_steps and max_steps > 0 else None)  # fmt: skip
 
     @property
     def should_stop(self) -> bool:
         return self.mode == "stop" and bool(self.findings)
 
-    def _point(self, metrics: dict[str, float]) -> dict[str, float]:
-        def component(name: str) -> float:
-            return float(metrics.get(f"reward/{name}", float("nan")))
+    @property
+    def tests(self) -> int:
+        """How many tests share ``alpha``: the rule drop (with proxy and rule components) and repetition."""
+        return 2 if self.proxy and self.rules else 1
 
+    def look_alpha(self, look: int) -> float:
+        """The false-alarm rate one test may spend at look ``look`` (1 = the first comparison, at step 2 x window)."""
+        share = self.alpha / self.tests
+        if self.max_steps:
+            return share / max(self.max_steps - 2 * self.window + 1, 1)
+        return share * 6 / (math.pi**2 * look**2)
+
+    def _point(self, metrics: dict[str, float]) -> dict[str, float]:
+        def get(key: str) -> float:
+            value = metrics.get(key)
+            return float("nan") if value is None else float(value)
+
+        def component(name: str) -> float:
+            return get(f"reward/{name}")
+
+        replies = get("replies")
+        # the replies the rule checks scored: the fewest of any check (a check may not apply to every prompt); a mean
+        # of several [0, 1] checks per reply varies no more than one check's pass rate over that many replies
+        scored = [get(f"scored/{n}") if _finite(get(f"scored/{n}")) else replies for n in self.rules]
         point = {
             "proxy": sum(self.weights.get(n, 1.0) * component(n) for n in self.proxy) if self.proxy else float("nan"),
             "rule": sum(component(n) for n in self.rules) / len(self.rules) if self.rules else float("nan"),
-            "length": float(metrics.get("response_length", float("nan"))),
-            "distinct": float(metrics.get("distinct_2", float("nan"))),
-            "kl": float(metrics.get("kl", float("nan"))),
+            "rule_n": min(scored) if scored else float("nan"),
+            "length": get("response_length"),
+            "distinct": get("distinct_2"),
+            "replies": replies,
+            "kl": get("kl"),
         }
         return point
+
+    def _pooled(self, part: list[dict], key: str, n_key: str) -> tuple[float, float]:
+        """(value sum, count) of ``key`` weighted by ``n_key`` over the steps of ``part``; count 0 if any is missing."""
+        if not all(_finite(p[key]) and _finite(p[n_key]) and p[n_key] > 0 for p in part):
+            return 0.0, 0.0
+        return sum(p[key] * p[n_key] for p in part), sum(p[n_key] for p in part)
 
     def observe(self, step: int, metrics: dict[str, float]) -> list[str]:
         """Record one step's metrics; returns the new findings (each kind is reported once)."""
@@ -78,6 +168,8 @@ class HackingGuard:
         w = self.window
         if len(self.history) < 2 * w:
             return []
+        look = len(self.history) - 2 * w + 1
+        level = self.look_alpha(look)
 
         def mean(key: str, part: list[dict]) -> float:
             return sum(p[key] for p in part) / len(part)
@@ -86,18 +178,25 @@ class HackingGuard:
         found = []
         if self.proxy and self.rules:
             proxy_up = mean("proxy", last) - mean("proxy", first)
-            rule_down = mean("rule", first) - mean("rule", last)
-            if proxy_up > 0 and rule_down > self.min_drop:
-                found.append(("proxy_up_rules_down", f"the proxy reward rose by {proxy_up:+.3f} while the rule checks' "
-                              f"pass rate fell by {rule_down:.3f}"))  # fmt: skip
+            (pass_first, n_first), (pass_last, n_last) = (
+                self._pooled(part, "rule", "rule_n") for part in (first, last)
+            )
+            if proxy_up > 0 and n_first and n_last:
+                p = drop_p_value(round(pass_first), round(n_first), round(pass_last), round(n_last))
+                if p <= level:
+                    found.append(("proxy_up_rules_down", f"the proxy reward rose by {proxy_up:+.3f} while the rule "
+                                  f"checks' pass rate fell from {pass_first / n_first:.3f} ({n_first:.0f} replies) to "
+                                  f"{pass_last / n_last:.3f} ({n_last:.0f}), p = {p:.2g} <= {level:.2g}"))  # fmt: skip
         length_first, length_last = mean("length", first), mean("length", last)
         if self.max_length and length_last >= 1.5 * length_first and length_last >= 0.9 * self.max_length:
             found.append(("length", f"replies grew from {length_first:.1f} to {length_last:.1f} tokens, at the "
                           f"{self.max_length}-token budget"))  # fmt: skip
-        distinct_first, distinct_last = mean("distinct", first), mean("distinct", last)
-        if distinct_last < 0.7 * distinct_first:
-            found.append(("repetition", f"the replies' distinct-bigram ratio fell from {distinct_first:.2f} to "
-                          f"{distinct_last:.2f}"))  # fmt: skip
+        (d_first, dn_first), (d_last, dn_last) = (self._pooled(part, "distinct", "replies") for part in (first, last))
+        if dn_first and dn_last and d_last / dn_last < REPETITION_RATIO * d_first / dn_first:
+            p = mean_drop_p_value(d_first / dn_first, dn_first, d_last / dn_last, dn_last)
+            if p <= level:
+                found.append(("repetition", f"the replies' distinct-bigram ratio fell from {d_first / dn_first:.2f} "
+                              f"to {d_last / dn_last:.2f}, p <= {p:.2g} <= {level:.2g}"))  # fmt: skip
         reported = {f["kind"] for f in self.findings}
         new = [(kind, text) for kind, text in found if kind not in reported]
         for kind, text in new:
@@ -110,5 +209,41 @@ class HackingGuard:
         return max(scored, key=lambda p: p["rule"])["step"] if scored else None
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": self.mode, "proxy": list(self.proxy), "rules": list(self.rules), "findings": self.findings,
-                "curves": self.history}  # fmt: skip
+        return {"mode": self.mode, "proxy": list(self.proxy), "rules": list(self.rules), "alpha": self.alpha,
+                "max_steps": self.max_steps, "findings": self.findings, "curves": self.history}  # fmt: skip
+
+
+def old_rule_fires(first: list[float], last: list[float], proxy_up: bool, min_drop: float = 0.05) -> bool:
+    """The rule this guard replaced: a fall of more than ``min_drop`` between the window means (with the proxy up)."""
+    return proxy_up and sum(first) / len(first) - sum(last) / len(last) > min_drop
+
+
+def simulate_false_stops(p: float, *, steps: int, replies: int = 16, window: int = 3, runs: int = 2000,
+                         alpha: float = 0.05, drop_to: float | None = None, seed: int = 0,
+                         proxy_rising: bool = False) -> dict[str, float]:  # fmt: skip
+    """The share of simulated runs the proxy-vs-rule check stops, old rule and new: each step ``replies`` replies
+    pass with probability ``p`` (``drop_to`` from the middle step on, for power; None: no change, for false stops),
+    and the proxy reward is a step mean of ``replies`` standard-normal scores that does not change (``proxy_rising``:
+    it rises every step, as under reward hacking and the worst case for false stops). Seeded, pure Python."""
+    rng = random.Random(seed)
+    guard = HackingGuard(mode="stop", proxy=("proxy",), rules=("task",), window=window, alpha=alpha, max_steps=steps)
+    old = new = 0
+    for _ in range(runs):
+        guard.history, guard.findings = [], []
+        fired_old = False
+        rates, proxies = [], []
+        for step in range(1, steps + 1):
+            rate = drop_to if drop_to is not None and step > steps // 2 else p
+            passes = sum(rng.random() < rate for _ in range(replies))
+            rates.append(passes / replies)
+            proxies.append(
+                sum(rng.gauss(0.0, 1.0) for _ in range(replies)) / replies if not proxy_rising else float(step)
+            )
+            guard.observe(step, {"reward/proxy": proxies[-1], "reward/task": rates[-1], "replies": replies,
+                                 "response_length": 10.0, "distinct_2": 0.9})  # fmt: skip
+            if len(rates) >= 2 * window and not fired_old:
+                up = sum(proxies[-window:]) > sum(proxies[:window])
+                fired_old = old_rule_fires(rates[:window], rates[-window:], up)
+        old += fired_old
+        new += bool(guard.findings)
+    return {"old_rule": old / runs, "new_rule": new / runs}

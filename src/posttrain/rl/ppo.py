@@ -44,7 +44,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -112,6 +112,7 @@ class Rollout:
     per_reward: dict[str, float]
     raw_scores: torch.Tensor  # the weighted reward before normalization (what is logged as `reward`)
     distinct: float = 1.0  # mean distinct-bigram ratio of the replies (repetition, for the hacking guard)
+    scored: dict[str, int] = field(default_factory=dict)  # replies each reward scored (not None), for the guard
     kl_logprobs: torch.Tensor | None = None  # the policy's under its full softmax (the KL penalty's; None: logprobs)
 
     def __len__(self) -> int:
@@ -254,7 +255,8 @@ class PPOTrainer:
         self.reward_moments = {name: ppo_core.RunningMoments() for name in rewards.names}
         self.guard = HackingGuard.for_rewards(
             rewards.names, rewards.weights, mode=args.hacking_guard, window=args.hacking_guard_window,
-            max_length=args.max_completion_length, rule_names=rewards.rule_names,
+            max_length=args.max_completion_length, rule_names=rewards.rule_names, alpha=args.hacking_guard_alpha,
+            max_steps=args.max_steps,
         )  # fmt: skip
         self.best_adapter = BestAdapter(self.unwrapped)  # what hacking_guard: stop keeps
 
@@ -397,6 +399,7 @@ class PPOTrainer:
             per_reward,
             raw_scores,
             sum(distinct_bigram_ratio(c.token_ids) for c in completions) / max(len(completions), 1),
+            scored={name: sum(s is not None and s == s for s in vals) for name, vals in per_func.items()},
             kl_logprobs=policy_out["full_logprobs"],
         )
 
@@ -547,6 +550,8 @@ class PPOTrainer:
             "eos_fraction": batch.finished.float().mean(),
             "distinct_2": torch.tensor(batch.distinct),
             **{f"reward/{k}": torch.tensor(v) for k, v in batch.per_reward.items()},
+            "replies": torch.tensor(float(len(batch))),
+            **{f"scored/{k}": torch.tensor(float(v)) for k, v in batch.scored.items()},
             **{k: torch.tensor(v) for k, v in update.items()},
         }
         names = list(local)
@@ -555,6 +560,9 @@ class PPOTrainer:
         )
         gathered = self.accelerator.reduce(stacked, reduction="mean")
         metrics = {k: float(v) for k, v in zip(names, gathered.tolist(), strict=True)}
+        for k in names:  # counts: the mean over the processes times their number is the total (the guard's samples)
+            if k == "replies" or k.startswith("scored/"):
+                metrics[k] = float(round(metrics[k] * self.accelerator.num_processes))
         metrics["kl_coef"] = self.kl_ctl.value
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         self.kl_ctl.update(metrics["kl"], len(batch) * self.accelerator.num_processes)

@@ -18,6 +18,7 @@ from posttrain.rl.heldout import BestAdapter, heldout_lines, heldout_metrics, he
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import (
     GuardCallback,
+    GuardTally,
     keep_best_adapter,
     load_policy,
     load_rewards,
@@ -45,9 +46,10 @@ def main(
     rewards = load_rewards(training_args, model, tokenizer)
     training_args.reward_weights = rewards.weights
     trainer_class = {"grpo": trl.GRPOTrainer, "rloo": trl.RLOOTrainer}[trainer_name]
+    tally = GuardTally(rewards)  # reply counts and repetition for the hacking guard, where the rewards are computed
     trainer = trainer_class(
         model=model,
-        reward_funcs=rewards.funcs,
+        reward_funcs=tally.wrap(),
         args=training_args,
         train_dataset=data["train"],
         processing_class=tokenizer,
@@ -56,7 +58,7 @@ def main(
     rewards.to(trainer.accelerator.device)
     guard = make_guard(training_args, rewards)
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    guard_callback = GuardCallback(guard, BestAdapter(policy))
+    guard_callback = GuardCallback(guard, BestAdapter(policy), tally)
     trainer.add_callback(guard_callback)
     result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)

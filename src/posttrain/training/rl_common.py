@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from posttrain.chat_templates import ChatTemplateError
 from posttrain.models.generation import stop_token_ids
-from posttrain.rl.guard import HackingGuard
+from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
 from posttrain.rl.heldout import BestAdapter
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
@@ -58,29 +58,114 @@ def reward_summary(metrics: dict) -> dict:
     return {}
 
 
+class GuardTally:
+    """What the guard needs of each GRPO/RLOO generation batch, recorded where TRL computes the rewards (the reward
+    functions it is given are :meth:`wrap`'s): the replies scored, each rule check's scored replies (its non-``None``
+    scores) and the replies' distinct-bigram ratios (from the ``completion_ids`` TRL passes). Each batch's figures also
+    go to TRL's ``log_metric`` (``guard/replies``, ``guard/distinct_2_sum``, ``guard/scored/<name>``), which averages
+    them over the processes and the batches of a logging step, so every process sees the same totals."""
+
+    def __init__(self, rewards) -> None:
+        self.rewards = rewards
+        self.rule_names = rewards.rule_names
+        self.batches = 0  # this process's generation batches since the last log
+        self.replies = 0
+        self.distinct_sum = 0.0
+        self.scored: dict[str, int] = {}
+
+    def wrap(self) -> list:
+        """The reward functions to hand TRL: each records its scores here before returning them."""
+        pairs = zip(self.rewards.funcs, self.rewards.names, strict=True)
+        return [_RecordedReward(func, name, self, first=i == 0) for i, (func, name) in enumerate(pairs)]
+
+    def record(self, name: str, scores, completions, completion_ids, log_metric, *, first: bool) -> None:
+        if first:
+            ratios = [distinct_bigram_ratio(list(ids)) for ids in completion_ids] if completion_ids is not None else []
+            self.batches += 1
+            self.replies += len(completions)
+            self.distinct_sum += sum(ratios)
+            if log_metric is not None:
+                log_metric("guard/replies", float(len(completions)))
+                if completion_ids is not None:
+                    log_metric("guard/distinct_2_sum", float(sum(ratios)))
+        if name in self.rule_names:
+            scored = sum(s is not None and s == s for s in scores)
+            self.scored[name] = self.scored.get(name, 0) + scored
+            if log_metric is not None:
+                log_metric(f"guard/scored/{name}", float(scored))
+
+    def take(self, logs: dict, world_size: int = 1) -> dict[str, float]:
+        """The guard's count metrics of the logging step that ``logs`` reports (``replies``, ``distinct_2``,
+        ``scored/<name>``), totals over every process: from TRL's averaged ``guard/`` metrics where present (times
+        processes times batches), else this process's own tally; then the tally starts again."""
+        batches, replies, distinct_sum, scored = self.batches, self.replies, self.distinct_sum, dict(self.scored)
+        self.batches, self.replies, self.distinct_sum, self.scored = 0, 0, 0.0, {}
+        metrics: dict[str, float] = {}
+        if batches == 0:
+            return metrics
+        scale = batches * max(int(world_size), 1)
+        if logs.get("guard/replies"):
+            metrics["replies"] = logs["guard/replies"] * scale
+            if logs.get("guard/distinct_2_sum") is not None:
+                metrics["distinct_2"] = logs["guard/distinct_2_sum"] / logs["guard/replies"]
+            for name in self.rule_names:
+                if logs.get(f"guard/scored/{name}") is not None:
+                    metrics[f"scored/{name}"] = logs[f"guard/scored/{name}"] * scale
+        elif replies:
+            metrics["replies"] = float(replies * max(int(world_size), 1))
+            metrics["distinct_2"] = distinct_sum / replies
+            metrics.update({f"scored/{name}": float(n * max(int(world_size), 1)) for name, n in scored.items()})
+        return metrics
+
+
+class _RecordedReward:
+    """A reward function that also tells a :class:`GuardTally` what it scored (TRL names it by ``__name__``)."""
+
+    def __init__(self, func, name: str, tally: GuardTally, *, first: bool) -> None:
+        self.func, self.tally, self.first = func, tally, first
+        self.__name__ = name
+
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        scores = self.func(prompts, completions, completion_ids=completion_ids, **kwargs)
+        self.tally.record(self.__name__, scores, completions, completion_ids, kwargs.get("log_metric"),
+                          first=self.first)  # fmt: skip
+        return scores
+
+
 class GuardCallback(TrainerCallback):
     """The reward-hacking guard (:mod:`posttrain.rl.guard`) on TRL's GRPO/RLOO logs (``rewards/<name>/mean``,
-    ``completions/mean_length``, ``kl``); with ``stop`` it ends training at the step the guard fires, after offering
+    ``completions/mean_length``, ``kl``) and the reply counts and distinct-bigram ratio a :class:`GuardTally` recorded
+    where the rewards were computed; with ``stop`` it ends training at the step the guard fires, after offering
     every logged step's adapter to ``best`` (a :class:`~posttrain.rl.heldout.BestAdapter`), which
     :func:`keep_best_adapter` then chooses from."""
 
-    def __init__(self, guard: HackingGuard, best: BestAdapter | None = None) -> None:
+    def __init__(self, guard: HackingGuard, best: BestAdapter | None = None, tally: GuardTally | None = None) -> None:
         self.guard = guard
         self.best = best if guard.mode == "stop" else None
+        self.tally = tally
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if self.guard.max_steps is None and (state.max_steps or 0) > 0:
+            self.guard.max_steps = state.max_steps  # the looks the run makes (TRL derives it from the epochs)
         if self.best is not None:
             self.best.start(state.global_step)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        rewards = {
-            k.split("/")[1]: v for k, v in (logs or {}).items() if k.startswith("rewards/") and k.endswith("/mean")
-        }
+    def metrics(self, args, logs: dict) -> dict[str, float] | None:
+        """The guard's metrics dict of one TRL log (None where it reports no rewards)."""
+        rewards = {k.split("/")[1]: v for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")}
         if not rewards:
-            return
+            return None
         metrics = {f"reward/{name}": value for name, value in rewards.items()}
-        metrics["response_length"] = (logs or {}).get("completions/mean_length", float("nan"))
-        metrics["kl"] = (logs or {}).get("kl", float("nan"))
+        metrics["response_length"] = logs.get("completions/mean_length", float("nan"))
+        metrics["kl"] = logs.get("kl", float("nan"))
+        if self.tally is not None:
+            metrics.update(self.tally.take(logs, getattr(args, "world_size", 1)))
+        return metrics
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = self.metrics(args, logs or {})
+        if metrics is None:
+            return
         for message in self.guard.observe(state.global_step, metrics):
             if state.is_world_process_zero:
                 print(f"posttrain: warning: {message}", flush=True)
@@ -117,4 +202,5 @@ def make_guard(training_args, rewards) -> HackingGuard:
     return HackingGuard.for_rewards(
         rewards.names, rewards.weights, mode=training_args.hacking_guard, window=training_args.hacking_guard_window,
         max_length=training_args.max_completion_length, rule_names=rewards.rule_names,
+        alpha=training_args.hacking_guard_alpha, max_steps=training_args.max_steps,
     )  # fmt: skip
