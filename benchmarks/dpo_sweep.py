@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""DPO's beta and learning rate, chosen by measurement: a small grid on the default DPO config, scored on held-out
-built-in prompts, plus the time ``precompute_ref_log_probs`` saves.
+"""DPO's beta and learning rate, chosen by measurement: a small grid on the default DPO config, chosen on the
+built-in tasks' validation pool and reported on their sealed test pool, plus the time ``precompute_ref_log_probs``
+saves.
 
     .venv/bin/python benchmarks/dpo_sweep.py                     # needs outputs/smollm2-135m/{sft,pairs} (make pipeline-full)
     .venv/bin/python benchmarks/dpo_sweep.py --beta 0.1 0.3 --lr 5e-5 1e-4 2e-4 --steps 30 --max-samples 100
@@ -10,9 +11,12 @@ built-in prompts, plus the time ``precompute_ref_log_probs`` saves.
 Every grid point trains ``recipes/configs/smollm2-135m/dpo.yaml`` (its on-policy pairs from the SFT model) with only
 ``beta``, ``learning_rate`` and ``output_dir`` changed, each in its own process, one after the other. The grid's
 default point is trained a second time with ``precompute_ref_log_probs: true`` (same data, seed, steps): the wall-time
-ratio of the two runs is printed. One evaluation run then scores the SFT model and every DPO model on the same
-held-out ``builtin`` prompts (the tasks' evaluation pool, never trained on: ``tests/test_heldout.py``), greedy, and
-prints each model's score with its 95% CI and the paired difference DPO - SFT with its paired bootstrap 95% CI.
+ratio of the two runs is printed. One evaluation run then scores the SFT model and every DPO model, greedy, on two
+disjoint held-out suites (neither trained on: ``tests/test_heldout.py``): ``--select-suite`` (default
+``builtin-validation``, the tasks' validation pool), on which the grid point with the best paired gain over SFT is
+chosen, and ``builtin`` (the sealed test pool), on which only the chosen point's score is reported, with its 95% CI
+and the paired difference DPO - SFT with its paired bootstrap 95% CI. A selection suite that reads the test pool is
+refused.
 Results: ``--output`` (default ``benchmarks/results/dpo_sweep.json``); the measured table is in ``docs/dpo-sweep.md``.
 """
 
@@ -56,12 +60,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--steps", type=int, default=None, help="max_steps (default: dpo.yaml's)")
     parser.add_argument("--max-samples", type=int, default=100, help="held-out builtin prompts per task group")
+    parser.add_argument("--select-suite", default="builtin-validation",
+                        help="the suite the grid point is chosen on (never one reading the test pool)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DPO outputs and logs here")
     parser.add_argument("--reuse", action="store_true", help="keep grid points already trained in --workdir")
     parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/dpo_sweep.json")
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes: the whole sweep end to end")
     args = parser.parse_args()
     args.output = args.output or ROOT / f"benchmarks/results/dpo_sweep{'_smoke' if args.smoke else ''}.json"
+    from posttrain.evaluation.suites import SuiteError, check_selection_suite, load_suite
+
+    try:  # before anything trains: a choice made on the test pool would make its report optimistic
+        check_selection_suite(load_suite(args.select_suite), "--select-suite")
+    except SuiteError as err:
+        sys.exit(f"dpo_sweep: {err}")
 
     config_path, config = CONFIG, yaml.safe_load(CONFIG.read_text())
     eval_overrides = {}
@@ -117,7 +129,7 @@ def main() -> None:
     eval_config.update(
         models=[{"label": "sft", "path": config["model_name_or_path"]}]
         + [{"label": n, "path": str(work / n)} for n in evaluated],
-        suites=["builtin"],
+        suites=[args.select_suite, "builtin"],
         max_samples=args.max_samples,
         baseline="sft",
         output_dir=str(work / "eval"),
@@ -130,33 +142,47 @@ def main() -> None:
     else:
         eval_seconds = run(["evaluate", "--config", str(eval_yaml)], work / "evaluate.log")
     results = json.loads((work / "eval" / "results.json").read_text())
-    suite = next(s for s in results["suites"] if s["name"] == "builtin")
-    primary = suite["primary"]
-    summary = results["summary"]["builtin"]
-    deltas = {d["to"]: d for d in results["deltas"] if d["suite"] == "builtin" and d["score"] == primary
-              and d["from"] == "sft"}  # fmt: skip
+    selection = results["suites"][0]["name"]  # the suite's own name (e.g. builtin-validation)
+
+    def table(suite_name: str, names: list[str]) -> tuple[dict, dict, str]:
+        suite = next(s for s in results["suites"] if s["name"] == suite_name)
+        primary = suite["primary"]
+        summary = results["summary"][suite_name]
+        deltas = {d["to"]: d for d in results["deltas"] if d["suite"] == suite_name and d["score"] == primary
+                  and d["from"] == "sft"}  # fmt: skip
+        sft = summary["sft"][primary]
+        print(f"\n{suite_name} ({primary}), {sft['total']} prompts, greedy")
+        print(f"{'model':24} {'score [95% CI]':22} {'vs SFT [paired 95% CI]':26} stop rate  train s")
+        print(f"{'sft':24} {pct(sft['mean']):>5} [{pct(sft['low'])}, {pct(sft['high'])}]")
+        scored = {}
+        for name in names:
+            s, d = summary[name][primary], deltas[name]
+            stop = summary[name]["_generation"]["stop_rate"]
+            scored[name] = {"score": s, "delta": d, "stop_rate": stop}
+            print(f"{name:24} {pct(s['mean']):>5} [{pct(s['low'])}, {pct(s['high'])}]   "
+                  f"{pct(d['delta'], True):>6} [{pct(d['low'], True)}, {pct(d['high'], True)}]   {pct(stop):>6}%  {runs[name]['seconds']:6.0f}")  # fmt: skip
+        return scored, sft, primary
 
     def pct(x: float, signed: bool = False) -> str:
         return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
-    sft = summary["sft"][primary]
-    print(f"\nheld-out builtin ({primary}), {sft['total']} prompts, greedy; evaluation {eval_seconds:.0f} s")
-    print(f"{'model':24} {'score [95% CI]':22} {'vs SFT [paired 95% CI]':26} stop rate  train s")
-    print(f"{'sft':24} {pct(sft['mean']):>5} [{pct(sft['low'])}, {pct(sft['high'])}]")
+    print(f"evaluation {eval_seconds:.0f} s")
+    validation, sft_validation, primary = table(selection, evaluated)
     for name in evaluated:
-        s, d = summary[name][primary], deltas[name]
-        stop = summary[name]["_generation"]["stop_rate"]
-        runs[name].update(score=s, delta=d, stop_rate=stop)
-        print(f"{name:24} {pct(s['mean']):>5} [{pct(s['low'])}, {pct(s['high'])}]   "
-              f"{pct(d['delta'], True):>6} [{pct(d['low'], True)}, {pct(d['high'], True)}]   {pct(stop):>6}%  {runs[name]['seconds']:6.0f}")  # fmt: skip
-    best = max(evaluated, key=lambda n: (runs[n]["delta"]["delta"], runs[n]["delta"]["low"]))
+        runs[name]["validation"] = validation[name]
+    best = max(evaluated, key=lambda n: (validation[n]["delta"]["delta"], validation[n]["delta"]["low"]))
+    print(f"\nchosen on {selection}: {best}; its score on the sealed test pool (nothing was chosen on it):")
+    test, sft, _ = table("builtin", [best])
+    runs[best].update(test[best])
     plain, pre = runs[label(*default)], runs[label(*default, True)]
     ratio = plain["seconds"] / pre["seconds"]
     print(f"\nbest: {best}; precompute_ref_log_probs at {label(*default)}: {plain['seconds']:.0f} s without, "
           f"{pre['seconds']:.0f} s with: ratio {ratio:.2f}x")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"runs": runs, "sft": sft, "best": best, "precompute_ratio": ratio,
-                                       "primary": primary, "max_samples": args.max_samples}, indent=2) + "\n")  # fmt: skip
+    args.output.write_text(json.dumps({"runs": runs, "sft": sft, "sft_validation": sft_validation, "best": best,
+                                       "selection_suite": selection, "report_suite": "builtin",
+                                       "precompute_ratio": ratio, "primary": primary,
+                                       "max_samples": args.max_samples}, indent=2) + "\n")  # fmt: skip
     print(f"results: {args.output}")
 
 

@@ -182,7 +182,7 @@ def serve_check(args, sft_dir: Path, work: Path, n: int = 8) -> dict:
     started = time.monotonic()
     with llama_server(gguf, alias="tools", n_ctx=2048, log_path=work / "server.log") as base_url:
         client = openai.OpenAI(base_url=base_url, api_key="unused")
-        for example in generate_task("calculator", n, seed=args.seed, pool="eval"):
+        for example in generate_task("calculator", n, seed=args.seed, pool="validation"):
             reply = client.chat.completions.create(
                 model="tools",
                 messages=[{"role": "user", "content": example.prompt}],

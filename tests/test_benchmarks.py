@@ -118,6 +118,19 @@ def test_dpo_sweep_smoke(tmp_path):
     assert report["precompute_ratio"] > 0
     assert {r["precompute_ref_log_probs"] for r in report["runs"].values()} == {True, False}
     assert report["best"] in report["runs"] and "delta" in report["runs"][report["best"]]
+    # chosen on the validation pool, reported on the sealed test pool: only the chosen point has a test score
+    assert report["selection_suite"] == "builtin-validation" and report["report_suite"] == "builtin"
+    assert all("validation" in r for r in report["runs"].values() if not r["precompute_ref_log_probs"])
+    assert [n for n, r in report["runs"].items() if "score" in r] == [report["best"]]
+
+
+def test_dpo_sweep_refuses_to_choose_on_the_test_pool(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / "dpo_sweep.py"), "--smoke", "--select-suite", "builtin",
+                           "--workdir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0
+    assert "--select-suite: suite 'builtin' reads the sealed test pool" in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_ppo_vs_trl112_smoke(tmp_path):

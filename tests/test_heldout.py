@@ -1,5 +1,6 @@
 """Held-out discipline: no prompt any shipped config trains on appears (exactly or normalized) in a shipped evaluation
-suite or in any stage's held-out set, and the built-in tasks' two pools are disjoint."""
+suite or in any stage's held-out set; the built-in tasks' three pools (train, validation, test) are disjoint, and no
+selection code path reads the sealed test pool."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from posttrain.configs import parse_args
-from posttrain.data.spec import Identity
+from posttrain.data.spec import DatasetSpec, Identity
 from posttrain.evaluation.overlap import StagePrompts, normalize_prompt, overlap, pairs_prompts, stage_prompts
 from posttrain.evaluation.suites import SuiteError, load_suite, shipped_suites
 from posttrain.stages import STAGES
@@ -91,17 +92,115 @@ def test_no_training_prompt_is_in_any_stages_heldout_set(shipped):
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_each_task_has_disjoint_train_and_eval_pools_with_variety(task):
-    train = generate_task(task, 400, seed=1)
-    evaluation = generate_task(task, 200, seed=2, pool="eval")
-    train_prompts = {e.prompt for e in train}
-    eval_prompts = {e.prompt for e in evaluation}
-    assert overlap(eval_prompts, train_prompts).clean
-    assert len(eval_prompts) >= 8 and len(train_prompts) >= 20  # many phrasings, not one memorisable string
-    # the evaluation pool has its own phrasings: no training prompt shares its first three words with it
-    starts = {" ".join(normalize_prompt(p).split()[:3]) for p in train_prompts}
-    shared = [p for p in eval_prompts if " ".join(normalize_prompt(p).split()[:3]) in starts]
-    assert len(shared) <= len(eval_prompts) // 4, shared[:5]
+def test_each_task_has_three_disjoint_pools_with_variety(task):
+    pools = {pool: {e.prompt for e in generate_task(task, 400 if pool == "train" else 200, seed=2, pool=pool)}
+             for pool in ("train", "validation", "test")}  # fmt: skip
+    assert len(pools["train"]) >= 20  # many phrasings, not one memorisable string
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert overlap(pools[a], pools[b]).clean, (a, b)
+        # each held-out pool has its own phrasings: no prompt of another pool shares its first three words with it
+        starts = {" ".join(normalize_prompt(p).split()[:3]) for p in pools[a]}
+        shared = [p for p in pools[b] if " ".join(normalize_prompt(p).split()[:3]) in starts]
+        assert len(shared) <= len(pools[b]) // 4, (a, b, shared[:5])
+    for pool in ("validation", "test"):
+        assert len(pools[pool]) >= 8
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_held_out_pools_never_repeat_a_prompt(task):
+    for pool in ("validation", "test"):
+        prompts = [e.prompt for e in generate_task(task, 300, seed=5, pool=pool)]
+        assert len(prompts) == len(set(prompts)) and prompts, pool
+    # the training pool keeps the size asked for (repeats allowed: identity has 22 phrasings)
+    assert len(generate_task(task, 300, seed=5)) == 300
+
+
+def test_the_builtin_suite_reads_only_the_test_pool_and_has_distinct_prompts():
+    test = load_suite("builtin")
+    validation = load_suite("builtin-validation")
+    assert test.sources[0]["pool"] == "test" and validation.sources[0]["pool"] == "validation"
+    for suite in (test, validation):
+        prompts = [s.messages[-1]["content"] for s in suite.samples]
+        assert len(prompts) == len(set(prompts)) >= 80
+    expected = {e.prompt for e in generate_task("all", 100, seed=1234, pool="test")}
+    assert {s.messages[-1]["content"] for s in test.samples} == expected
+    assert overlap([s.messages[-1]["content"] for s in test.samples],
+                   [s.messages[-1]["content"] for s in validation.samples]).clean  # fmt: skip
+    # each task's generation budget fits its answers
+    assert {s.group: s.max_new_tokens for s in test.samples} == {n: t.max_new_tokens for n, t in TASKS.items()
+                                                                 if not t.tools}  # fmt: skip
+
+
+def test_a_suite_cannot_read_the_training_pool(tmp_path):
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("data:\n  - builtin: arithmetic\n    pool: train\nscoring: [task]\n")
+    with pytest.raises(SuiteError, match="pool must be one of validation, test"):
+        load_suite(str(suite))
+
+
+def test_the_old_eval_pool_name_reads_validation_with_a_warning():
+    with pytest.warns(FutureWarning, match="validation"):
+        old = generate_task("arithmetic", 5, seed=1, pool="eval")
+    assert [e.prompt for e in old] == [e.prompt for e in generate_task("arithmetic", 5, seed=1, pool="validation")]
+
+
+def test_no_selection_code_path_reads_the_test_pool(monkeypatch, tmp_path):
+    """Run every code path that holds data out for a choice (training stages' held-out splits, RL held-out prompts,
+    the quantization check's texts, the shipped stage configs' held-out sets) and record which pools they read."""
+    import posttrain.tasks as tasks_module
+    from posttrain.data.loading import load_conversations
+    from posttrain.data.preference import load_preferences
+    from posttrain.export.quant_quality import heldout_texts
+    from posttrain.rl.prompts import load_prompts
+
+    read = []
+    real = tasks_module.generate_task
+
+    def recording(name, n, seed=42, identity=None, pool="train"):
+        read.append(pool)
+        return real(name, n, seed=seed, identity=identity, pool=pool)
+
+    for module in ("posttrain.tasks", "posttrain.data.loading", "posttrain.data.preference",
+                   "posttrain.rl.prompt_items"):  # fmt: skip
+        monkeypatch.setattr(f"{module}.generate_task", recording)
+    spec = [{"path": "builtin:all", "num_samples": 60}]
+    assert "test" in load_conversations(spec, seed=1, test_split_size=12)
+    assert "test" in load_preferences(spec, seed=1, test_split_size=12)
+    assert "test" in load_prompts([DatasetSpec(path="builtin:all", num_samples=60)], test_split_size=12)
+
+    class Tokenizer:
+        chat_template = None
+
+    monkeypatch.setattr("posttrain.export.quant_quality._render", lambda tokenizer, conversation: "x")
+    assert heldout_texts(Tokenizer(), 12)
+    _shipped_stage_prompts()
+    assert "validation" in read and "train" in read
+    assert "test" not in read, "a selection code path read the sealed test pool"
+
+
+def test_no_module_but_the_evaluation_suites_names_the_test_pool():
+    """Static guard: outside the evaluation suites (the report path), no source or benchmark module passes the
+    test pool to anything."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = {root / "src/posttrain/evaluation/suites.py", root / "src/posttrain/tasks/base.py",
+               root / "src/posttrain/tasks/__init__.py"}  # fmt: skip
+    offenders = []
+    for path in [*(root / "src").rglob("*.py"), *(root / "benchmarks").glob("*.py")]:
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "pool":
+                value = node.value
+                # a function's own ``pool`` parameter passed on is checked where it is called (the test above)
+                if not (isinstance(value, ast.Name) and value.id in ("SELECTION_POOL", "pool")) and not (
+                    isinstance(value, ast.Constant) and value.value in ("train", "validation")
+                ):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+            if isinstance(node, ast.Name) and node.id == "REPORT_POOL":
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, offenders
 
 
 def test_normalized_overlap_catches_what_exact_misses():

@@ -16,11 +16,11 @@ from posttrain.tasks.calculator import TOOLS, calculator, run_tool
 
 @pytest.fixture(scope="module")
 def examples():
-    return {pool: generate_task("calculator", 60, seed=3, pool=pool) for pool in ("train", "eval")}
+    return {pool: generate_task("calculator", 60, seed=3, pool=pool) for pool in ("train", "validation", "test")}
 
 
 def test_conversation_calls_the_tool_whose_result_the_answer_states(examples):
-    for example in examples["train"] + examples["eval"]:
+    for example in examples["train"] + examples["validation"] + examples["test"]:
         user, calling, result, answer = task_to_messages(example)
         assert user == {"role": "user", "content": example.prompt}
         [call] = calling["tool_calls"]
@@ -40,9 +40,11 @@ def test_numbers_are_large_and_the_pools_use_different_ones(examples):
         pool: {v for e in batch for k, v in e.meta["call"]["arguments"].items() if k in "ab"}
         for pool, batch in examples.items()
     }
-    assert all(n % 4 == 3 for n in operands["eval"]) and not any(n % 4 == 3 for n in operands["train"])
-    assert min(operands["train"] | operands["eval"]) >= 10  # nothing a model just knows
-    assert {e.meta["call"]["arguments"]["operation"] for e in examples["eval"]} == {"add", "subtract", "multiply"}
+    assert not any(n % 4 == 3 for n in operands["train"])
+    assert all(n % 8 == 3 for n in operands["validation"]) and all(n % 8 == 7 for n in operands["test"])
+    assert min(operands["train"] | operands["validation"] | operands["test"]) >= 10  # nothing a model just knows
+    for pool in ("validation", "test"):
+        assert {e.meta["call"]["arguments"]["operation"] for e in examples[pool]} == {"add", "subtract", "multiply"}
 
 
 def test_rows_load_with_tools_and_validate(examples):

@@ -65,7 +65,9 @@ def _sampled_number_rate(model, tokenizer, *, reference: bool) -> float:
     from posttrain.rl.rewards import RuleReward
     from posttrain.tasks import generate_task
 
-    prompts = [[{"role": "user", "content": ex.prompt}] for ex in generate_task("arithmetic", 16, seed=1, pool="eval")]
+    prompts = [
+        [{"role": "user", "content": ex.prompt}] for ex in generate_task("arithmetic", 16, seed=1, pool="validation")
+    ]
     model.eval()
     with model.disable_adapter() if reference else nullcontext():
         samples = generation.generate(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import generate_task, task_to_row
-from posttrain.tasks.base import Pool
+from posttrain.tasks.base import SELECTION_POOL, Pool
 
 from .chitchat import chitchat_conversations, chitchat_data_file
 from .files import RawRow, read_rows, resolve_local_files
@@ -371,7 +371,7 @@ def load_conversations(
     def heldout(spec: DatasetSpec, n: int) -> list[Row] | None:
         if not spec.path.startswith(BUILTIN_PREFIX):
             return None
-        rows = _builtin_rows(spec, seed, identity, pool="eval", n=n)
+        rows = _builtin_rows(spec, seed, identity, pool=SELECTION_POOL, n=n)
         return [_conversation_row(Conversation(raw.data[MESSAGES_COLUMN])) for raw in rows]
 
     return build_mixture(
@@ -399,8 +399,9 @@ def build_mixture(
     ``load_spec(spec, problems)`` returns the valid rows of one source (dicts with exactly the ``features``
     columns, or more), recording bad rows in ``problems``; see :func:`load_conversations` for the mixture and split
     rules. ``features`` may be a function of the mixed rows (the same schema then serves both splits).
-    ``heldout(spec, n)``, when given, returns ``n`` rows of a source's own evaluation pool (built-in tasks) or None:
-    the test rows drawn from such a source are replaced by them, so no held-out row comes from a training pool.
+    ``heldout(spec, n)``, when given, returns up to ``n`` rows of a source's own validation pool (built-in tasks) or
+    None: the test rows drawn from such a source are replaced by them (those it has no distinct row for are left
+    out), so no held-out row comes from a training pool.
 
     Raises:
         DataError: No sources, an empty source or mixture, or a bad ``test_split_size``.
@@ -441,8 +442,13 @@ def build_mixture(
         for k, spec in enumerate(specs):
             places = [j for j, source in enumerate(test_sources) if source == k]
             replacement = heldout(spec, len(places)) if places else None
-            for j, row in zip(places, replacement or (), strict=False):
+            if replacement is None:
+                continue
+            for j, row in zip(places, replacement, strict=False):
                 test[j] = row
+            short = set(places[len(replacement) :])  # its pool has fewer distinct prompts: a smaller held-out split
+            test = [row for j, row in enumerate(test) if j not in short]
+            test_sources = [source for j, source in enumerate(test_sources) if j not in short]
     test = drop_trained_prompts(train, test, lambda row: row.get(MESSAGES_COLUMN, row.get("prompt")))
     if not test:
         return datasets.DatasetDict({"train": table(train)})

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import BASE_MODEL_IDENTITY, generate_task, task_to_preference
-from posttrain.tasks.base import Pool
+from posttrain.tasks.base import SELECTION_POOL, Pool
 
 from .files import RawRow
 from .formats import FORMAT_COLUMNS
@@ -473,7 +473,7 @@ def load_preferences(
     def heldout(spec: DatasetSpec, n: int) -> list[dict[str, Any]] | None:
         if not spec.path.startswith(BUILTIN_PREFIX):
             return None
-        rows = _builtin_pairs(spec, seed, identity, base_identity, pool="eval", n=n)
+        rows = _builtin_pairs(spec, seed, identity, base_identity, pool=SELECTION_POOL, n=n)
         problems = ProblemCollector()
         pairs = list(
             normalize_rows(SourceTable(spec.path, rows, "preference"), problems, detect=_pair_form, convert=_pair_row)

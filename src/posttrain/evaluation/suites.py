@@ -4,13 +4,15 @@ A suite file::
 
     name: builtin                       # default: the file's stem
     description: Built-in tasks with known answers.
-    max_new_tokens: 128                 # optional: this suite's generation budget (else the run's)
+    max_new_tokens: 128                 # optional: this suite's generation budget (else each builtin task's own,
+                                        # fitted to its answers, else the default)
     system_prompt: null                 # optional: this suite's system message (else the run's)
     data:                               # one or more sources, concatenated
       - builtin: all                    # builtin:<task> tasks of posttrain.tasks (or `all`); a task with tools
                                         # (calculator) runs the tool loop (posttrain.evaluation.tool_loop)
-        num_samples: 100
+        num_samples: 100                # distinct prompts: a task whose pool has fewer gives fewer
         seed: 1234
+        pool: test                      # test (sealed: reports, the default) or validation (choosing settings)
       - package: mmlu                   # real data read from an installed PyPI package (see PACKAGED)
         num_samples: 50
       - file: my_eval.jsonl             # .jsonl/.json/.yaml rows, relative to the suite file
@@ -54,7 +56,7 @@ from posttrain import checks, tasks
 from posttrain.assets import package_file
 from posttrain.data.spec import Identity
 from posttrain.errors import ConfigError
-from posttrain.tasks import ALL_TASKS, TASKS, generate_task
+from posttrain.tasks import ALL_TASKS, HELD_OUT_POOLS, REPORT_POOL, TASKS, generate_task
 
 __all__ = [
     "MODEL_SCORERS",
@@ -95,6 +97,8 @@ class Sample:
         meta: Facts the checks need (``options``, ``instructions``, ``name``...).
         reference: Reference answer(s) for the judge and embedding similarity.
         group: Breakdown key in reports (builtin task, MT-Bench category...).
+        max_new_tokens: This prompt's generation budget when neither the run nor the suite sets one (a builtin
+            task's, fitted to its answers); None: the default.
     """
 
     id: str
@@ -104,6 +108,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     reference: str | list[str] | None = None
     group: str | None = None
+    max_new_tokens: int | None = None
 
     @property
     def question(self) -> str:
@@ -487,7 +492,7 @@ def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples:
     if len(kinds) != 1:
         raise SuiteError(f"{where}: a data source needs exactly one of {', '.join(_SOURCE_KINDS)} (got {dict(source)})")
     kind = kinds[0]
-    allowed = {kind, "num_samples", "seed"}
+    allowed = {kind, "num_samples", "seed"} | ({"pool"} if kind == "builtin" else set())
     unknown = set(source) - allowed
     if unknown:
         raise SuiteError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} in a '{kind}' source")
@@ -502,7 +507,14 @@ def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples:
         name = source["builtin"]
         if name != ALL_TASKS and name not in TASKS:
             raise SuiteError(f"{where}: unknown builtin task '{name}'; available: {', '.join([*TASKS, ALL_TASKS])}")
-        examples = generate_task(name, num_samples or 50, seed=seed, identity=identity, pool="eval")
+        pool = source.get("pool", REPORT_POOL)
+        if pool not in HELD_OUT_POOLS:
+            raise SuiteError(
+                f"{where}: pool must be one of {', '.join(HELD_OUT_POOLS)} ('test' for reports, 'validation' for "
+                f"choosing settings; 'train' is what training reads), got {pool!r}"
+            )
+        examples = generate_task(name, num_samples or 50, seed=seed, identity=identity, pool=pool)
+        info["pool"] = pool
         samples = [
             Sample(
                 id=f"{name}-{seed}-{i}",
@@ -512,6 +524,7 @@ def _load_source(source: Any, where: str, base_dir: Path, identity, max_samples:
                 meta=dict(e.meta),
                 reference=e.response,
                 group=e.task,
+                max_new_tokens=TASKS[e.task].max_new_tokens,
             )
             for i, e in enumerate(examples)
         ]
@@ -576,6 +589,18 @@ _TOOL_CHECKS = ("tool_call", "tool_name", "tool_arguments")
 """Checks of what a tool loop recorded (:mod:`posttrain.evaluation.tool_loop`): only for samples with tools."""
 
 _SUITE_KEYS = {"name", "description", "data", "scoring", "primary", "max_new_tokens", "system_prompt"}
+
+
+def check_selection_suite(suite: Suite, key: str) -> Suite:
+    """``suite`` if it may be used to choose anything (a sweep's winner, a default, a checkpoint): none of its
+    builtin sources reads the sealed ``test`` pool; else a :class:`SuiteError` naming ``key``."""
+    sealed = [source for source in suite.sources if source.get("pool") == REPORT_POOL]
+    if sealed:
+        raise SuiteError(
+            f"{key}: suite '{suite.name}' reads the sealed test pool of builtin:{sealed[0]['builtin']}; choose "
+            "settings on a validation suite (e.g. builtin-validation) and report on the test one"
+        )
+    return suite
 
 
 def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = None) -> Suite:

@@ -132,7 +132,7 @@ class ExportArguments:
         default=4,
         metadata={
             "help": "Quantization quality as llama.cpp's `perplexity --kl-divergence` measures it: chunks of held-out "
-            "text (built-in tasks' eval pool, never training data) on which every GGUF's next-token distributions are "
+            "text (built-in tasks' validation pool, never training data) on which every GGUF's next-token distributions are "
             "compared with the reference's (KL divergence, top-1 agreement, perplexity): 4 x 256 tokens score 508 positions; 0 skips it."
         },
     )

@@ -1,6 +1,6 @@
 """Quantization quality as llama.cpp's ``llama-perplexity --kl-divergence`` measures it, and importance matrices.
 
-**Metrics.** A held-out text set (built-in tasks' ``eval`` pool, rendered through the chat template: never
+**Metrics.** A held-out text set (built-in tasks' ``validation`` pool, rendered through the chat template: never
 training data) is tokenized, cut into chunks of ``n_ctx`` tokens (BOS first where the GGUF adds one) and run
 through a reference (the float32 HF model, or the f16 GGUF) and through each GGUF. As llama.cpp does, the first
 half of every chunk is context only; at every later position the next-token distributions are compared:
@@ -56,11 +56,11 @@ def _render(tokenizer, conversation: list[dict], tools=None, template_kwargs=Non
 
 
 def heldout_texts(tokenizer, n: int = 200, *, seed: int = 7) -> list[str]:
-    """Conversations of the built-in tasks' ``eval`` pool (disjoint from every training pool) rendered as the
+    """Conversations of the built-in tasks' ``validation`` pool (disjoint from the training and test pools) rendered as the
     model sees them."""
-    from posttrain.tasks import generate_task, task_to_messages
+    from posttrain.tasks import SELECTION_POOL, generate_task, task_to_messages
 
-    return [_render(tokenizer, task_to_messages(e)) for e in generate_task("all", n, seed=seed, pool="eval")]
+    return [_render(tokenizer, task_to_messages(e)) for e in generate_task("all", n, seed=seed, pool=SELECTION_POOL)]
 
 
 def calibration_texts(tokenizer, datasets=None, n: int = 400, *, seed: int = 42, identity=None) -> list[str]:

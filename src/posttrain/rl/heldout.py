@@ -1,7 +1,7 @@
 """Held-out reward of an RL stage (PPO, GRPO, RLOO): one function, so the three stages report comparable figures.
 
 Greedy replies of the reference (the adapter disabled: the start model) and of the trained policy to the held-out
-prompts (from the built-in tasks' evaluation pool, see :mod:`posttrain.tasks.base`) are scored by every reward
+prompts (from the built-in tasks' validation pool, see :mod:`posttrain.tasks.base`) are scored by every reward
 component on its own and by their weighted total, which includes the missing-EOS penalty where the stage trains with
 one. Each difference policy - reference comes with a paired bootstrap 95% CI over the prompts. Processes generate
 their share of the prompts and the scores are gathered, so every process returns the same figures.

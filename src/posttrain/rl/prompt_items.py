@@ -49,7 +49,7 @@ def task_prompts(
     system_prompt: str | None = None,
     pool: Pool = "train",
 ) -> list[PromptItem]:
-    """Prompts of builtin tasks (from their ``pool``: ``train`` or ``eval``), with the facts :func:`rule_scorer`
+    """Prompts of builtin tasks (from their ``pool``: ``train``, ``validation`` or ``test``), with the facts :func:`rule_scorer`
     needs.
 
     Args:

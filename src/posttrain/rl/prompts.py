@@ -19,6 +19,7 @@ from posttrain.data.formats import drop_trained_prompts, with_system_prompt
 from posttrain.data.spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, DatasetSpec, Identity
 from posttrain.data.validation import DataError
 from posttrain.rl.prompt_items import PromptItem, read_prompts, task_prompts
+from posttrain.tasks.base import SELECTION_POOL
 
 COLUMNS = ("prompt", "task", "answer", "meta")
 
@@ -93,15 +94,22 @@ def load_prompts(
         order = list(range(len(rows)))
         random.Random(seed).shuffle(order)
         test = [rows[i] for i in order[:n_test]]
-        # a built-in task's held-out prompts come from its evaluation pool, never from the training pool
+        # a built-in task's held-out prompts come from its validation pool, never from the training (or test) pool
         for k, spec in enumerate(specs):
             places = [j for j, i in enumerate(order[:n_test]) if sources[i] == k]
             if places and spec.path.startswith(BUILTIN_PREFIX):
                 fresh = task_prompts(
-                    [spec.path], len(places), seed=seed, identity=identity, system_prompt=system_prompt, pool="eval"
+                    [spec.path],
+                    len(places),
+                    seed=seed,
+                    identity=identity,
+                    system_prompt=system_prompt,
+                    pool=SELECTION_POOL,
                 )
-                for j, item in zip(places, fresh, strict=True):
+                for j, item in zip(places, fresh, strict=False):
                     test[j] = _row(item)
+                short = set(places[len(fresh) :])  # its pool has fewer distinct prompts: a smaller held-out split
+                test = [row for j, row in enumerate(test) if j not in short]
         train = [rows[i] for i in order[n_test:]]
         test = drop_trained_prompts(train, test, lambda row: row["prompt"])
         splits = {"train": train, "test": test} if test else {"train": train}

@@ -27,12 +27,26 @@ from typing import Any, Protocol
 
 from posttrain.checks import GENERIC_CHECKS, Check
 from posttrain.tasks import arithmetic, calculator, decimal_compare, identity, letter_count, unknown_entity
-from posttrain.tasks.base import POOLS, Identity, Pool, Task, TaskExample
+from posttrain.tasks.base import (
+    HELD_OUT_POOLS,
+    POOLS,
+    REPORT_POOL,
+    SELECTION_POOL,
+    Identity,
+    Pool,
+    Task,
+    TaskExample,
+    check_pool,
+)
 from posttrain.tasks.identity import BASE_MODEL_IDENTITY, base_identity_response
 
 __all__ = [
     "ALL_TASKS",
     "BASE_MODEL_IDENTITY",
+    "HELD_OUT_POOLS",
+    "POOLS",
+    "REPORT_POOL",
+    "SELECTION_POOL",
     "CHECKS",
     "NEEDS_NO_ANSWER",
     "TASKS",
@@ -62,6 +76,7 @@ TOOL_TASKS: frozenset[str] = frozenset(name for name, task in TASKS.items() if t
 template), not preference pairs or RL prompts (a reply there is one message, with no tool to call)."""
 
 _MAX_DRAWS_FOR_A_NEW_PROMPT = 20
+_MAX_DRAWS_FOR_A_NEW_HELD_OUT_PROMPT = 400
 
 
 def _generate_one_task(task: Task, n: int, seed: int, identity: Identity, pool: Pool) -> list[TaskExample]:
@@ -69,10 +84,15 @@ def _generate_one_task(task: Task, n: int, seed: int, identity: Identity, pool: 
     rng = random.Random(f"posttrain/{task.name}/{seed}" if pool == "train" else f"posttrain/{task.name}/{pool}/{seed}")
     examples: list[TaskExample] = []
     seen: set[str] = set()
+    held_out = pool in HELD_OUT_POOLS
+    draws = _MAX_DRAWS_FOR_A_NEW_HELD_OUT_PROMPT if held_out else _MAX_DRAWS_FOR_A_NEW_PROMPT
     for _ in range(n):
-        for _ in range(_MAX_DRAWS_FOR_A_NEW_PROMPT):  # avoid repeated prompts while fresh ones are easy to find
+        for _ in range(draws):  # avoid repeated prompts while fresh ones are easy to find
             example = task.make(rng, identity, pool)
             if example.prompt not in seen:
+                break
+        else:
+            if held_out:  # a held-out pool never repeats a prompt (repeats would narrow the CIs): fewer examples
                 break
         seen.add(example.prompt)
         examples.append(example)
@@ -89,8 +109,10 @@ def generate_task(
         n: How many examples. For ``"all"`` they are split as evenly as possible between the tasks.
         seed: Random seed; the same ``(name, n, seed, identity)`` always gives the same examples.
         identity: Who the assistant is, for the ``identity`` task (default :class:`Identity()`).
-        pool: ``train`` (training data) or ``eval`` (held-out splits and evaluation suites): disjoint phrasings,
-            entities, words and numbers (see :mod:`posttrain.tasks.base`).
+        pool: ``train`` (training data), ``validation`` (held-out splits, sweeps: anything chosen from a measurement)
+            or ``test`` (sealed: reports only): disjoint phrasings, entities, words and numbers (see
+            :mod:`posttrain.tasks.base`). A held-out pool holds distinct prompts only: when a task's pool has fewer
+            than ``n`` distinct prompts, fewer examples come back.
 
     Raises:
         KeyError: For an unknown task name (the message lists the available ones).
@@ -98,8 +120,7 @@ def generate_task(
     """
     if n < 0:
         raise ValueError(f"cannot generate a negative number of examples ({n})")
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(POOLS)} (got {pool!r})")
+    pool = check_pool(pool)
     identity = identity or Identity()
     if name == ALL_TASKS:
         tasks = [task for task in TASKS.values() if not task.tools]
@@ -107,7 +128,8 @@ def generate_task(
             _generate_one_task(task, n // len(tasks) + (i < n % len(tasks)), seed, identity, pool)
             for i, task in enumerate(tasks)
         ]
-        return [per_task[i % len(tasks)][i // len(tasks)] for i in range(n)]
+        interleaved = [part[i] for i in range(max(map(len, per_task), default=0)) for part in per_task if i < len(part)]
+        return interleaved
     if name not in TASKS:
         raise KeyError(f"unknown builtin task {name!r}; available: {', '.join([*TASKS, ALL_TASKS])}")
     return _generate_one_task(TASKS[name], n, seed, identity, pool)

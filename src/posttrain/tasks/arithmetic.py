@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 
 from posttrain.checks.answers import check_numeric
-from posttrain.tasks.base import Identity, Pool, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample, number_pool
 
 _OPERATIONS: dict[str, tuple[Callable[[int, int], int], tuple[str, ...], str, str]] = {
     # op: (function, symbols, word, imperative phrasing)
@@ -24,12 +24,21 @@ _TRAIN_QUESTIONS: tuple[str, ...] = (
     "Quick math question: what's {a} {word} {b}?",
 )
 
-_EVAL_QUESTIONS: tuple[str, ...] = (
+_VALIDATION_QUESTIONS: tuple[str, ...] = (
     "Work out {a} {sym} {b} for me.",
     "Quick math check: {a} {sym} {b} equals what?",
     "If you take {a} {word} {b}, what number do you get?",
 )
-_ARITHMETIC_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
+_TEST_QUESTIONS: tuple[str, ...] = (
+    "Could you compute {a} {sym} {b}?",
+    "Solve this: {a} {sym} {b}",
+    "Tell me the result of {a} {word} {b}.",
+)
+_ARITHMETIC_QUESTIONS: dict[Pool, tuple[str, ...]] = {
+    "train": _TRAIN_QUESTIONS,
+    "validation": _VALIDATION_QUESTIONS,
+    "test": _TEST_QUESTIONS,
+}
 
 _ARITHMETIC_REPLIES: tuple[str, ...] = (
     "{a} {sym} {b} = {result}.",
@@ -40,13 +49,12 @@ _ARITHMETIC_REPLIES: tuple[str, ...] = (
 
 
 def _operand(rng: random.Random, pool: Pool, max_digits: int = 3) -> int:
-    """A whole number of 1 to ``max_digits`` digits (each length equally likely) of ``pool``: ``eval`` numbers are
-    those with ``n % 4 == 3``, ``train`` numbers all the others, so no training prompt holds a number an evaluation
-    prompt uses."""
+    """A whole number of 1 to ``max_digits`` digits (each length equally likely) of ``pool``
+    (:func:`~posttrain.tasks.base.number_pool`), so no two pools' prompts share a number."""
     digits = rng.randint(1, max_digits)
     while True:
         n = rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
-        if (n % 4 == 3) == (pool == "eval"):
+        if number_pool(n) == pool:
             return n
 
 
@@ -73,4 +81,89 @@ def _make_arithmetic(rng: random.Random, identity: Identity, pool: Pool) -> Task
     )
 
 
-TASK = Task("arithmetic", "Adds, subtracts and multiplies small whole numbers.", _make_arithmetic, check_numeric)
+TASK = Task(
+    "arithmetic",
+    "Adds, subtracts and multiplies small whole numbers.",
+    _make_arithmetic,
+    check_numeric,
+    max_new_tokens=32,
+)
+
+
+_PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands")
+
+
+def _add_columns(a: int, b: int) -> list[str]:
+    """Column-wise addition of two whole numbers >= 0, right to left, with carries."""
+    lines, carry = [], 0
+    for k in range(max(len(str(a)), len(str(b)))):
+        x, y = a // 10**k % 10, b // 10**k % 10
+        total = x + y + carry
+        terms = f"{x} + {y}" + (f" + {carry}" if carry else "")
+        lines.append(f"{_PLACES[k]}: {terms} = {total}, write {total % 10}" + (", carry 1" if total >= 10 else ""))
+        carry = total // 10
+    if carry:
+        lines.append(f"{_PLACES[len(lines)]}: write the carry {carry}")
+    return lines
+
+
+def _subtract_columns(a: int, b: int) -> list[str]:
+    """Column-wise subtraction ``a - b`` of whole numbers ``a >= b >= 0``, right to left, with borrows."""
+    lines, borrow = [], 0
+    for k in range(len(str(a))):
+        x, y = a // 10**k % 10, b // 10**k % 10
+        difference = x - y - borrow
+        terms = f"{x} - {y}" + (f" - {borrow}" if borrow else "")
+        if difference < 0:
+            lines.append(f"{_PLACES[k]}: {terms} = {difference}, borrow 1: {difference} + 10 = {difference + 10}, "
+                         f"write {difference + 10}")  # fmt: skip
+        else:
+            lines.append(f"{_PLACES[k]}: {terms} = {difference}, write {difference}")
+        borrow = int(difference < 0)
+    return lines
+
+
+def _multiply_parts(a: int, b: int) -> list[str]:
+    """Partial products: the (longer) multiplicand split by place value, each part times the other factor, then
+    their sum; a one-digit times one-digit product is stated directly."""
+    if a < 10 <= b:
+        a, b = b, a
+    parts = [a // 10**k % 10 * 10**k for k in reversed(range(len(str(a))))]
+    parts = [p for p in parts if p] or [0]
+    if len(parts) == 1:
+        return [f"{a} × {b} = {a * b}"]
+    products = [p * b for p in parts]
+    return [
+        f"split {a} = {' + '.join(map(str, parts))}",
+        *(f"{p} × {b} = {q}" for p, q in zip(parts, products)),
+        f"{' + '.join(map(str, products))} = {a * b}",
+    ]
+
+
+def working(example: TaskExample) -> str:
+    """The worked solution of an ``arithmetic`` example, before its final answer line: ``+`` and ``-`` column by
+    column from the ones with carries and borrows (a negative difference as the positive one, negated), ``×`` as
+    partial products by place value::
+
+        457 + 68, column by column:
+        ones: 7 + 8 = 15, write 5, carry 1
+        tens: 5 + 6 + 1 = 12, write 2, carry 1
+        hundreds: 4 + 0 + 1 = 5, write 5
+
+    Every ``x op y = z`` in it is true and the written digits, read from the last column, are the result.
+    Deterministic in the example; :func:`posttrain.tasks.working.worked_response` adds the ``Answer:`` line."""
+    a, b, op = example.meta["a"], example.meta["b"], example.meta["op"]
+    if op == "+":
+        return "\n".join((f"{a} + {b}, column by column:", *_add_columns(a, b)))
+    if op == "-":
+        if a >= b:
+            return "\n".join((f"{a} - {b}, column by column:", *_subtract_columns(a, b)))
+        return "\n".join(
+            (
+                f"{a} - {b}: {b} is more than {a}, so work out {b} - {a} and make it negative.",
+                f"{b} - {a}, column by column:",
+                *_subtract_columns(b, a),
+                f"{b} - {a} = {b - a}, so {a} - {b} = {a - b}",
+            )
+        )
+    return "\n".join((f"{a} × {b}, by partial products:", *_multiply_parts(a, b)))

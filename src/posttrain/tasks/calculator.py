@@ -23,7 +23,7 @@ from typing import Any
 
 from posttrain.checks.answers import numeric_match
 from posttrain.checks.tool_calls import check_tool_arguments
-from posttrain.tasks.base import Identity, Pool, Task, TaskExample
+from posttrain.tasks.base import Identity, Pool, Task, TaskExample, number_pool
 
 TOOL_NAME = "calculator"
 
@@ -120,13 +120,22 @@ _TRAIN_QUESTIONS: tuple[str, ...] = (
     "Can you calculate {a} {word} {b} for me?",
     "{imperative}",
 )
-_EVAL_QUESTIONS: tuple[str, ...] = (
+_VALIDATION_QUESTIONS: tuple[str, ...] = (
     "Help me figure out {a} {sym} {b}, exactly.",
     "How much is {a} {word} {b}?",
     "Give me the precise result of {a} {sym} {b}.",
     "Tell me what {a} {word} {b} comes to.",
 )
-_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
+_TEST_QUESTIONS: tuple[str, ...] = (
+    "What do you get for {a} {sym} {b}?",
+    "Find the exact answer to {a} {word} {b}.",
+    "Please work out {a} {sym} {b} precisely.",
+)
+_QUESTIONS: dict[Pool, tuple[str, ...]] = {
+    "train": _TRAIN_QUESTIONS,
+    "validation": _VALIDATION_QUESTIONS,
+    "test": _TEST_QUESTIONS,
+}
 
 _REPLIES: tuple[str, ...] = (
     "{a} {sym} {b} = {result}.",
@@ -137,11 +146,11 @@ _REPLIES: tuple[str, ...] = (
 
 
 def _operand(rng: random.Random, pool: Pool, low_digits: int, high_digits: int) -> int:
-    """A whole number of ``low_digits`` to ``high_digits`` digits of ``pool`` (``eval``: ``n % 4 == 3``)."""
+    """A whole number of ``low_digits`` to ``high_digits`` digits of ``pool`` (:func:`~.base.number_pool`)."""
     digits = rng.randint(low_digits, high_digits)
     while True:
         n = rng.randint(10 ** (digits - 1), 10**digits - 1)
-        if (n % 4 == 3) == (pool == "eval"):
+        if number_pool(n) == pool:
             return n
 
 
@@ -186,4 +195,5 @@ TASK = Task(
     check_calculator,
     tools=TOOLS,
     run_tool=run_tool,
+    max_new_tokens=48,
 )

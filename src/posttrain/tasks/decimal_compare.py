@@ -13,7 +13,7 @@ from posttrain.checks.text import MINUS_SIGNS, extract_number
 from posttrain.tasks.base import Identity, Pool, Task, TaskExample
 
 #: the whole parts each pool's numbers use (the pools share no number)
-_WHOLE_PARTS: dict[Pool, tuple[int, int]] = {"train": (0, 20), "eval": (30, 49)}
+_WHOLE_PARTS: dict[Pool, tuple[int, int]] = {"train": (0, 20), "validation": (30, 49), "test": (60, 79)}
 
 
 def _digits(rng: random.Random, count: int) -> str:
@@ -51,12 +51,21 @@ _TRAIN_QUESTIONS: tuple[str, ...] = (
     "Of the two numbers {a} and {b}, which has the larger value?",
 )
 
-_EVAL_QUESTIONS: tuple[str, ...] = (
+_VALIDATION_QUESTIONS: tuple[str, ...] = (
     "Is {a} greater than {b}, or is it the other way around?",
     "Tell me which value is higher: {a} versus {b}.",
     "Between {a} and {b}, which is the bigger decimal?",
 )
-_DECIMAL_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
+_TEST_QUESTIONS: tuple[str, ...] = (
+    "Pick the larger value: {a} or {b}.",
+    "Out of {a} and {b}, which number is more?",
+    "I have {a} and {b}. Which one is greater?",
+)
+_DECIMAL_QUESTIONS: dict[Pool, tuple[str, ...]] = {
+    "train": _TRAIN_QUESTIONS,
+    "validation": _VALIDATION_QUESTIONS,
+    "test": _TEST_QUESTIONS,
+}
 
 _DECIMAL_REPLIES: tuple[str, ...] = (
     "{larger} is larger than {smaller}.",
@@ -135,5 +144,48 @@ def check_decimal_compare(response: str, answer: str, **meta: Any) -> bool:
 
 
 TASK = Task(
-    "decimal_compare", "Compares decimals such as 9.11 and 9.9 correctly.", _make_decimal_compare, check_decimal_compare
+    "decimal_compare",
+    "Compares decimals such as 9.11 and 9.9 correctly.",
+    _make_decimal_compare,
+    check_decimal_compare,
+    max_new_tokens=48,
 )
+
+
+_DECIMAL_PLACES = ("tenths", "hundredths", "thousandths", "ten-thousandths")
+
+
+def _decimal_digits(number: str) -> tuple[str, str]:
+    whole, _, frac = number.partition(".")
+    return whole, frac
+
+
+def working(example: TaskExample) -> str:
+    """The worked solution of a ``decimal_compare`` example, before its final answer line: both numbers padded to
+    the same number of decimal places, then compared from the whole part down, digit by digit, up to the first
+    difference (in the prompt's order)::
+
+        Same number of decimal places: 9.11 and 9.90
+        Whole parts: 9 and 9, the same
+        Tenths: 1 and 9, 9 > 1
+
+    It states no "X is larger" (so the check reads the final answer line). Deterministic in the example;
+    :func:`posttrain.tasks.working.worked_response` adds the ``Answer:`` line."""
+    a, b = str(example.meta["a"]), str(example.meta["b"])
+    places = max(len(_decimal_digits(a)[1]), len(_decimal_digits(b)[1]))
+    pad_a, pad_b = _pad(a, places), _pad(b, places)
+    (whole_a, frac_a), (whole_b, frac_b) = _decimal_digits(pad_a), _decimal_digits(pad_b)
+    lines = [f"Same number of decimal places: {pad_a} and {pad_b}"]
+    if int(whole_a) != int(whole_b):
+        high, low = sorted((int(whole_a), int(whole_b)), reverse=True)
+        lines.append(f"Whole parts: {whole_a} and {whole_b}, {high} > {low}")
+        return "\n".join(lines)
+    lines.append(f"Whole parts: {whole_a} and {whole_b}, the same")
+    for place, x, y in zip(_DECIMAL_PLACES, frac_a, frac_b):
+        if x == y:
+            lines.append(f"{place.capitalize()}: {x} and {y}, the same")
+            continue
+        high, low = sorted((x, y), reverse=True)
+        lines.append(f"{place.capitalize()}: {x} and {y}, {high} > {low}")
+        break
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import Any
 from posttrain.checks.answers import mentions_identity
 from posttrain.tasks.base import Identity, Pool, Task, TaskExample
 
-# (prompt, what it asks about, how the reply starts); the two pools share no phrasing
+# (prompt, what it asks about, how the reply starts); the pools share no phrasing
 _IDENTITY_QUESTIONS: dict[Pool, tuple[tuple[str, str, str], ...]] = {
     "train": (
         ("Who are you?", "name", ""),
@@ -36,7 +36,7 @@ _IDENTITY_QUESTIONS: dict[Pool, tuple[tuple[str, str, str], ...]] = {
         ("Which organization trained this assistant?", "creator", ""),
         ("Tell me who programmed you.", "creator", ""),
     ),
-    "eval": (
+    "validation": (
         ("May I ask who you are?", "name", ""),
         ("How should I address you?", "name", ""),
         ("Hey there, introduce yourself!", "name", "Hey there! "),
@@ -46,6 +46,17 @@ _IDENTITY_QUESTIONS: dict[Pool, tuple[tuple[str, str, str], ...]] = {
         ("Who was responsible for building you?", "creator", ""),
         ("What team made this chatbot, and what is it called?", "creator", ""),
         ("Who is your maker?", "creator", ""),
+    ),
+    "test": (
+        ("Can you tell me your name?", "name", ""),
+        ("What name do you go by?", "name", ""),
+        ("Good morning! Who is this?", "name", "Good morning! "),
+        ("Are you Bard?", "name", "No, I'm not Bard. "),
+        ("Introduce yourself in one sentence.", "name", ""),
+        ("Who designed you?", "creator", ""),
+        ("Which group of people made you?", "creator", ""),
+        ("Who do you owe your existence to?", "creator", ""),
+        ("Who are your creators, and what are you called?", "creator", ""),
     ),
 }
 
@@ -125,4 +136,10 @@ def base_identity_response(example: TaskExample, base: Identity = BASE_MODEL_IDE
     return reply
 
 
-TASK = Task("identity", "Says who it is and who made it (the configured Identity).", _make_identity, check_identity)
+TASK = Task(
+    "identity",
+    "Says who it is and who made it (the configured Identity).",
+    _make_identity,
+    check_identity,
+    max_new_tokens=48,
+)

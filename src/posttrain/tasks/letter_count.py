@@ -58,12 +58,21 @@ _TRAIN_QUESTIONS: tuple[str, ...] = (
     "how many {letter}'s in {word}",
 )
 
-_EVAL_QUESTIONS: tuple[str, ...] = (
+_VALIDATION_QUESTIONS: tuple[str, ...] = (
     'Count the "{letter}"s in {word}.',
     'Could you tell me the number of {letter}\'s in the word "{word}"?',
     'Spell "{word}" and count its letter {letter}.',
 )
-_LETTER_QUESTIONS: dict[Pool, tuple[str, ...]] = {"train": _TRAIN_QUESTIONS, "eval": _EVAL_QUESTIONS}
+_TEST_QUESTIONS: tuple[str, ...] = (
+    "How often does {letter} occur in '{word}'?",
+    'What is the count of the letter {letter} in "{word}"?',
+    "In {word}, how many times do you see the letter {letter}?",
+)
+_LETTER_QUESTIONS: dict[Pool, tuple[str, ...]] = {
+    "train": _TRAIN_QUESTIONS,
+    "validation": _VALIDATION_QUESTIONS,
+    "test": _TEST_QUESTIONS,
+}
 #: the pools share no word
 _POOL_WORDS = split_pools(_WORDS)
 
@@ -119,4 +128,31 @@ def _make_letter_count(rng: random.Random, identity: Identity, pool: Pool) -> Ta
     )
 
 
-TASK = Task("letter_count", "Counts a letter in a word (r's in strawberry).", _make_letter_count, check_numeric)
+TASK = Task(
+    "letter_count",
+    "Counts a letter in a word (r's in strawberry).",
+    _make_letter_count,
+    check_numeric,
+    max_new_tokens=80,
+)
+
+
+def working(example: TaskExample) -> str:
+    """The worked solution of a ``letter_count`` example, before its final answer line: the word spelled out letter by
+    letter, the matching letters marked, then counted one by one (``"Count: none"`` when there is none)::
+
+        Spell "cherry": c h e r r y
+        Mark each r: c h e (r) (r) y
+        Count: 1, 2
+
+    Deterministic in the example; :func:`posttrain.tasks.working.worked_response` adds the ``Answer:`` line."""
+    word, letter = example.meta["word"], example.meta["letter"]
+    marked = " ".join(f"({c})" if c == letter else c for c in word)
+    count = word.count(letter)
+    return "\n".join(
+        (
+            f'Spell "{word}": {" ".join(word)}',
+            f"Mark each {letter}: {marked}",
+            f"Count: {', '.join(str(k) for k in range(1, count + 1)) if count else 'none'}",
+        )
+    )

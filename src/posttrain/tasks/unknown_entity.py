@@ -119,30 +119,37 @@ _QUESTIONS: dict[str, dict[Pool, tuple[str, ...]]] = {
     "prize": {
         "train": ("Who won the {year} {prize} in {field}?", "Who received the {prize} for {field} in {year}?",
                   "Which scientist was awarded the {year} {prize} in {field}, and for what?"),
-        "eval": ("Name the winner of the {prize} in {field} for {year}.",
-                 "Tell me who took home the {year} {prize} in {field}."),
+        "validation": ("Name the winner of the {prize} in {field} for {year}.",
+                       "Tell me who took home the {year} {prize} in {field}."),
+        "test": ("Which researcher got the {year} {prize} in {field}?",
+                 "Do you know who was honoured with the {prize} in {field} in {year}?"),
     },
     "capital": {
         "train": ("What is the capital of {c}?", "What's the capital city of {c}?", "Name the capital of {c}."),
-        "eval": ("Which city serves as the seat of government of {c}?", "I'm visiting {c}. What is its capital?"),
+        "validation": ("Which city serves as the seat of government of {c}?", "I'm visiting {c}. What is its capital?"),
+        "test": ("Tell me the capital of {c}, please.", "Which city is the capital of {c}?"),
     },
     "novel": {
         "train": ("Summarize the novel '{t}' by {a}.", "What is '{t}' by {a} about?",
                   "Can you give me a short plot summary of {a}'s novel '{t}'?"),
-        "eval": ("Describe the main characters of '{t}', the book by {a}.",
-                 "How does {a}'s novel '{t}' end?"),
+        "validation": ("Describe the main characters of '{t}', the book by {a}.",
+                       "How does {a}'s novel '{t}' end?"),
+        "test": ("Who is the hero of {a}'s book '{t}'?", "Give me the themes of the novel '{t}' written by {a}."),
     },
     "person": {
         "train": ("What is {p} best known for?", "Who was {p}?", "Tell me about the life and work of {p}."),
-        "eval": ("Give me a short biography of {p}.", "Why is {p} famous?"),
+        "validation": ("Give me a short biography of {p}.", "Why is {p} famous?"),
+        "test": ("What did {p} accomplish?", "Can you tell me who {p} is?"),
     },
     "company": {
         "train": ("In what year was {c} founded?", "Who founded {c}?", "Where is {c} headquartered?"),
-        "eval": ("How many people work at {c}?", "What products does {c} sell?"),
+        "validation": ("How many people work at {c}?", "What products does {c} sell?"),
+        "test": ("Who is the chief executive of {c}?", "What does the company {c} do?"),
     },
     "theorem": {
         "train": ("Can you explain the {t}?", "State the {t} and give an example.", "What does the {t} say?"),
-        "eval": ("Walk me through a proof of the {t}.", "Who first proved the {t}?"),
+        "validation": ("Walk me through a proof of the {t}.", "Who first proved the {t}?"),
+        "test": ("In simple terms, what is the {t}?", "Where is the {t} used?"),
     },
 }  # fmt: skip
 
@@ -248,5 +255,9 @@ def check_unknown_entity(response: str, answer: str = "I don't know", **meta: An
 
 
 TASK = Task(
-    "unknown_entity", "Admits not knowing about entities that do not exist.", _make_unknown_entity, check_unknown_entity
+    "unknown_entity",
+    "Admits not knowing about entities that do not exist.",
+    _make_unknown_entity,
+    check_unknown_entity,
+    max_new_tokens=80,
 )
