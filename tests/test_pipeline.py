@@ -96,6 +96,10 @@ def test_every_stage_leaves_outputs_that_load(finished):
     report = (tmp_path / "pipeline" / "report.md").read_text()
     assert "| builtin | task |" in report and "| sft | loss |" in report
     assert "<svg" in (tmp_path / "pipeline" / "report.html").read_text()
+    # the quick profile shortened sft: said in one line, with the command for the full profile
+    smoke = next(line for line in report.splitlines() if "Smoke-sized run" in line)
+    assert "profile `quick` shortened **sft** (max_steps=2)" in smoke and "--profile full`" in smoke
+    assert "## Replies side by side (eval)" in report and "`sft`" in report.split("## Replies side by side")[1]
 
 
 def test_rerun_skips_finished_stages_and_force_reruns_one(finished, capsys):
@@ -222,3 +226,55 @@ def test_a_cpu_without_avx512_bf16_gets_the_smaller_profile_unasked(monkeypatch,
     path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m" / "pipeline.yaml"
     assert load_pipeline(path).profile == "quick-fp32"
     assert "this CPU has no AVX512-BF16" in capsys.readouterr().out
+
+
+def _report(profile, shortened):
+    return {
+        "config": "recipes/configs/smollm2-135m/pipeline.yaml",
+        "profile": profile,
+        "shortened": shortened,
+        "stages": [],
+        "evaluations": [],
+        "exports": [],
+    }
+
+
+def test_report_says_which_stages_were_smoke_sized_and_how_to_run_full(tmp_path):
+    from posttrain.pipeline.config import Pipeline
+    from posttrain.pipeline.report import profile_overrides, render_html, render_markdown
+
+    source = tmp_path / "pipeline.yaml"
+    source.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {
+                    "quick": {"sft": {"max_steps": 12}, "eval": {"max_samples": 20, "suites": ["builtin"]}},
+                    "quick-fp32": {"sft": {"max_steps": 6}, "dpo": {"max_steps": 3}},
+                    "full": {},
+                }
+            },
+            sort_keys=False,
+        )
+    )
+    fp32 = profile_overrides(Pipeline(source, tmp_path, [], [], "quick-fp32"))  # quick's overrides, then fp32's
+    assert fp32 == {
+        "sft": {"max_steps": 6},
+        "eval": {"max_samples": 20, "suites": ["builtin"]},
+        "dpo": {"max_steps": 3},
+    }
+    assert profile_overrides(Pipeline(source, tmp_path, [], [], "full")) == {}
+    assert profile_overrides(Pipeline(source, tmp_path, [], [], None)) == {}
+
+    md, page = render_markdown(_report("quick-fp32", fp32)), render_html(_report("quick-fp32", fp32))
+    line = next(line for line in md.splitlines() if "Smoke-sized run" in line)
+    assert "**sft** (max_steps=6), **eval** (max_samples=20, suites=[builtin]), **dpo** (max_steps=3)" in line
+    assert "`make pipeline-full`" in line
+    assert "`posttrain pipeline --config recipes/configs/smollm2-135m/pipeline.yaml --profile full`" in line
+    assert "Smoke-sized run" in page and "<code>make pipeline-full</code>" in page
+    for profile, shortened in (("full", {}), ("full", {"sft": {"max_steps": 1000}}), (None, {})):
+        md, page = render_markdown(_report(profile, shortened)), render_html(_report(profile, shortened))
+        assert "Smoke-sized" not in md and "Smoke-sized" not in page and "pipeline-full" not in md
+    # another pipeline's config: no make target, its own command
+    other = {**_report("quick", {"sft": {"max_steps": 2}}), "config": "my pipe.yaml"}
+    line = next(line for line in render_markdown(other).splitlines() if "Smoke-sized run" in line)
+    assert "make" not in line and "`posttrain pipeline --config 'my pipe.yaml' --profile full`" in line

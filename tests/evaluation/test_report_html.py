@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
 import pytest
 
 from posttrain.evaluation.config import EvalArguments
-from posttrain.evaluation.report import build_context, render_markdown, render_template, write_reports
+from posttrain.evaluation.report import (
+    build_context,
+    render_markdown,
+    render_template,
+    side_by_side,
+    wilson,
+    write_reports,
+)
 from posttrain.evaluation.runner import evaluate
 from posttrain.pipeline.report import render_html as render_pipeline_html
 from posttrain.pipeline.report import render_markdown as render_pipeline_markdown
@@ -62,7 +70,9 @@ def report_dir(tmp_path_factory):
 def test_markdown_has_tables_with_deltas_between_stages(report_dir):
     md = (report_dir / "report.md").read_text()
     assert "| suite | score | base | sft | dpo | Δ base → sft | Δ sft → dpo |" in md
-    assert "| html | task | 0.0% | " in md and "## builtin" in md
+    # base fails all 4: 0% is shown with its interval (Wilson: a bootstrap of four zeros has no spread)
+    assert "| html | task | 0.0% [0.0, 49.0] | " in md and "## builtin" in md
+    assert "| suite | score | base | sft | dpo | Δ base → sft | Δ sft → dpo | Δ base → dpo |" in md
     results = json.loads((report_dir / "results.json").read_text())
     assert {(d["from"], d["to"]) for d in results["deltas"]} == {("base", "sft"), ("sft", "dpo"), ("base", "dpo")}
 
@@ -126,6 +136,11 @@ def test_pipeline_report_escapes_user_text(report_dir):
     assert "ollama run m &#39;&lt;hi&gt;&#39; &amp;&amp; echo ok</pre>" in page
     assert page.count("<svg") == 3  # a bar chart per suite (html, builtin) and the loss curve
     assert "| loss | 2 | 1 | 1 | 2 | 2 |" in md and "ollama run m '<hi>' && echo ok\n```" in md
+    # the evaluation's pieces: scores with intervals, replies side by side (escaped), the smoke-size line
+    assert "0.0% [0.0, 49.0]" in page and "0.0% [0.0, 49.0]" in md
+    assert "Replies side by side (eval&lt;x&gt;)" in page and "## Replies side by side (eval<x>)" in md
+    assert "&lt;script&gt;document.title=&#34;pwned&#34;" in _section(page, "Replies side by side (eval&lt;x&gt;)")
+    assert "Smoke-sized run" in page and "profile <code>&lt;i&gt;quick&lt;/i&gt;</code>" in page
 
 
 def test_html_and_markdown_show_the_same_figures_from_one_context(report_dir):
@@ -143,7 +158,7 @@ def test_html_and_markdown_show_the_same_figures_from_one_context(report_dir):
     for figure in figures:
         assert figure in md and figure in page, figure
     html_row = next(row for row in context["summary"] if row["name"] == "html")
-    assert html_row["cells"][0] == "0.0%" and f'<td class="num">{html_row["cells"][2]}</td>' in page
+    assert html_row["cells"][0] == "0.0% [0.0, 49.0]" and f'<td class="num">{html_row["cells"][2]}</td>' in page
     assert "| html | task | " + " | ".join(html_row["cells"]) + " |" in md
 
 
@@ -176,3 +191,87 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path):
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real page, not a blank one
+
+
+def _section(page: str, heading: str) -> str:
+    start = page.index(f">{heading}</h2>")
+    return page[start : page.index("<h2", start)]
+
+
+def test_every_score_is_shown_with_its_interval(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    context = build_context(results)
+    md, page = (report_dir / "report.md").read_text(), (report_dir / "report.html").read_text()
+    cells = [cell for row in context["summary"] for cell in row["cells"]]
+    cells += [cell for suite in context["suites"] for score in suite["scores"] for cell in score["cells"]]
+    assert len(cells) >= 9
+    for cell in cells:  # "54.0% [44.0, 64.0]", also at 0% and 100%
+        assert cell == "–" or re.fullmatch(r"-?[\d.]+%? \[-?[\d.]+, -?[\d.]+\]( \(.*\))?", cell), cell
+        assert cell in md and cell in page
+    # the bars: a value label with the interval over every bar, and a whisker (CI) drawn for it
+    headline = context["headline_charts"][0]
+    assert headline.count("<rect") - headline.count('class="range"') == 3  # three bars
+    assert headline.count('class="range"') == 3 and headline.count('class="whisker"') == 9  # line + 2 caps per bar
+    assert ">0% [0, 49]</text>" in headline and ">50% [0, 100]</text>" in headline
+    # stop rate per model, with its interval
+    html_row = next(row for row in context["summary"] if row["name"] == "html")
+    assert html_row["stop_rates"] == ["100.0% [51.0, 100.0]"] * 3
+    assert "| ↳ stop rate | ended in time | 100.0% [51.0, 100.0] |" in md and "↳ stop rate" in page
+    # every change with its paired CI, the last stage against the first included
+    deltas = [d["text"] for d in html_row["deltas"]]
+    assert len(deltas) == 3 and all(re.fullmatch(r"[+-]?[\d.]+ pts \[[+-][\d.]+, [+-][\d.]+\]", d) for d in deltas)
+
+
+def test_wilson_interval():
+    low, high = wilson(0, 4)
+    assert low == 0.0 and abs(high - 0.4899) < 1e-3
+    assert wilson(20, 20)[1] == 1.0 and 0.83 < wilson(20, 20)[0] < 0.84
+    low, high = wilson(5, 10)
+    assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
+
+
+def test_replies_side_by_side_list_every_models_reply_marked(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    items = side_by_side(results)
+    assert len(items) == 6 and items == side_by_side(results)  # deterministic
+    # prompts on which the models disagree come first; later picks spread over suites and tasks
+    assert [(i["suite"], i["id"], i["disagree"]) for i in items[:3]] == [
+        ("html", "a", True),
+        ("html", "b", True),
+        ("html", "d", True),
+    ]
+    assert not any(i["disagree"] for i in items[3:]) and {i["suite"] for i in items[3:]} == {"html", "builtin"}
+    builtin = [i["group"] for i in items if i["suite"] == "builtin"]
+    assert len(builtin) == len(set(builtin))  # different tasks
+    first = items[0]
+    assert [(r["model"], r["mark"], r["output"]) for r in first["replies"]] == [
+        ("base", "✗", "5"),
+        ("sft", "✓", HOSTILE),
+        ("dpo", "✓", "4"),
+    ]
+    md, page = (report_dir / "report.md").read_text(), (report_dir / "report.html").read_text()
+    assert md.index("## Replies side by side") < md.index("## Summary")
+    block = md[md.index("**html · a**") : md.index("**html · b**")]
+    assert "* ✗ `base`: 5\n" in block and "* ✓ `dpo`: 4\n" in block and f"* ✓ `sft`: {HOSTILE}" in block
+    section = _section(page, "Replies side by side")
+    assert page.index("Replies side by side") < page.index("<h2>Summary</h2>")
+    row = section[section.index("html · a") : section.index("html · b")]
+    assert row.count('<td class="reply') == 3 and row.count("✓ pass") == 2 and row.count("✗ fail") == 1
+    assert all(f"</i>{label}</th>" in section for label in ("base", "sft", "dpo"))
+    # the reply that tries to inject markup is escaped, not run
+    assert (
+        "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; &amp; 4" in row
+    )
+    assert "<script" not in section and "<img" not in section
+
+
+def test_side_by_side_truncates_long_replies_and_marks_missing_ones(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    record = next(r for r in results["samples"] if r["model"] == "dpo" and r["id"] == "a")
+    record["output"] = "word " * 400
+    results["samples"] = [r for r in results["samples"] if not (r["model"] == "base" and r["id"] == "b")]
+    items = {i["id"]: i for i in side_by_side(results)}
+    reply = items["a"]["replies"][2]
+    assert reply["output"].endswith(" …") and len(reply["output"]) <= 322
+    assert [r["mark"] for r in items["b"]["replies"]] == ["–", "✓", "✓"] and items["b"]["replies"][0]["output"] is None
+    assert "(no reply)" in render_template("report.html.j2", build_context(results))

@@ -1,7 +1,9 @@
 """The pipeline's final report: ``report.md`` and ``report.html`` in the pipeline's ``output_dir``.
 
 Built only from what the stages wrote (``run_manifest.json`` of every stage, the evaluation's ``results.json``):
-the stage-by-stage score table per suite, training curves (loss, reward, KL, ...), export verification results and
+a line saying which stages ran with smoke-sized settings (a profile other than ``full``) and how to run the full
+profile, the stage-by-stage scores per suite with their 95% intervals and a few held-out prompts with every stage's
+reply side by side (the evaluation report's own pieces), training curves (loss, reward, KL, ...), export verification results and
 the exact commands to run the model in Ollama and llama.cpp. Re-render any time::
 
     python -m posttrain.pipeline.report recipes/configs/smollm2-135m/pipeline.yaml
@@ -13,13 +15,16 @@ Rendered from the Jinja2 templates ``pipeline.md.j2`` and ``pipeline.html.j2`` (
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from markupsafe import Markup, escape
 
-from posttrain.evaluation.report import PALETTE, bar_chart, fmt, render_template
+from posttrain.evaluation.report import PALETTE, render_template
+from posttrain.evaluation.report import build_context as evaluation_context
 from posttrain.manifest import read_manifest
 from posttrain.storage import atomic_write_text
 
@@ -36,6 +41,51 @@ def _curves(manifest: dict[str, Any]) -> dict[str, list[float]]:
         if key.endswith("_curve") and key != "loss_curve" and isinstance(values, list) and values:
             curves[key[: -len("_curve")]] = values
     return {k: [float(v) for v in vals if isinstance(v, (int, float))] for k, vals in curves.items()}
+
+
+FULL_PROFILE = "full"
+MAKE_FULL = "make pipeline-full"
+MAKE_CONFIG = "recipes/configs/smollm2-135m/pipeline.yaml"  # the config `make pipeline-full` runs
+
+
+def profile_overrides(pipeline) -> dict[str, dict[str, Any]] | None:
+    """What the pipeline's profile changed, per stage: the overrides of ``profiles.<profile>`` in its YAML (a
+    ``<name>-fp32`` variant on top of ``<name>``'s, as :func:`~posttrain.pipeline.config.load_pipeline` applies them).
+    Empty without a profile, None when the YAML cannot be read."""
+    if not pipeline.profile:
+        return {}
+    try:
+        profiles = (yaml.safe_load(Path(pipeline.source).read_text(encoding="utf-8")) or {}).get("profiles") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    names = [pipeline.profile]
+    if pipeline.profile.endswith("-fp32") and pipeline.profile[: -len("-fp32")] in profiles:
+        names.insert(0, pipeline.profile[: -len("-fp32")])
+    shortened: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for stage, overrides in (profiles.get(name) or {}).items():
+            if isinstance(overrides, dict) and overrides:
+                shortened.setdefault(str(stage), {}).update(overrides)
+    order = {stage.name: i for i, stage in enumerate(pipeline.stages)}  # in the order the stages run
+    return dict(sorted(shortened.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _setting(value: Any) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+
+
+def smoke_line(config: str, profile: str | None, shortened: dict[str, dict[str, Any]] | None) -> dict | None:
+    """The report's one line on run size: which stages the profile shortened (smoke-sized settings) and the command
+    for the full profile. None for the full profile, without a profile, or when the profile changed nothing."""
+    if not profile or profile == FULL_PROFILE or (shortened is not None and not shortened):
+        return None
+    command = f"posttrain pipeline --config {shlex.quote(config)} --profile {FULL_PROFILE}"
+    commands = [MAKE_FULL, command] if Path(config).as_posix().endswith(MAKE_CONFIG) else [command]
+    stages = [
+        {"name": name, "settings": ", ".join(f"{k}={_setting(v)}" for k, v in overrides.items())}
+        for name, overrides in (shortened or {}).items()
+    ]
+    return {"profile": profile, "stages": stages, "commands": commands}
 
 
 def collect(pipeline) -> dict[str, Any]:
@@ -72,21 +122,11 @@ def collect(pipeline) -> dict[str, Any]:
     return {
         "config": str(pipeline.source),
         "profile": pipeline.profile,
+        "shortened": profile_overrides(pipeline),
         "stages": stages,
         "evaluations": evaluations,
         "exports": exports,
     }
-
-
-def _score_rows(results: dict) -> tuple[list[str], list[tuple[str, str, bool, list[dict | None]]]]:
-    labels = [m["label"] for m in results["models"]]
-    rows = []
-    for suite in results["suites"]:
-        primary = suite["primary"]
-        percent = next((s.get("percent", False) for s in suite["scores"] if s["name"] == primary), False)
-        stats = [results["summary"].get(suite["name"], {}).get(label, {}).get(primary) for label in labels]
-        rows.append((suite["name"], primary, percent, stats))
-    return labels, rows
 
 
 def line_chart(
@@ -164,27 +204,9 @@ def _quality(verification: dict) -> dict[str, Any]:
 
 def build_context(report: dict) -> dict[str, Any]:
     """Everything both pipeline reports show, formatted once (``report`` is :func:`collect`'s)."""
-    evaluations = []
-    for ev in report["evaluations"]:
-        labels, rows = _score_rows(ev["results"])
-        evaluations.append(
-            {
-                "name": ev["name"],
-                "labels": labels,
-                "charts": [
-                    bar_chart(f"{suite} · {primary}", labels, stats, {"percent": percent})
-                    for suite, primary, percent, stats in rows
-                ],
-                "rows": [
-                    {
-                        "suite": suite,
-                        "primary": primary,
-                        "cells": [fmt(s.get("mean") if s else None, percent) for s in stats],
-                    }
-                    for suite, primary, percent, stats in rows
-                ],
-            }
-        )
+    # each evaluation stage as the evaluation report shows it (scores with intervals, replies side by side): the
+    # templates render it with the evaluation report's own pieces (_parts.*.j2)
+    evaluations = [{"name": ev["name"], **evaluation_context(ev["results"])} for ev in report["evaluations"]]
     curves, charted = [], 0
     for s in report["stages"]:
         for name, vals in s["curves"].items():
@@ -209,6 +231,7 @@ def build_context(report: dict) -> dict[str, Any]:
     return {
         "config": str(report["config"]),
         "profile": report["profile"] or None,
+        "smoke": smoke_line(str(report["config"]), report["profile"] or None, report.get("shortened")),
         "stages": [
             {
                 "name": s["name"],
