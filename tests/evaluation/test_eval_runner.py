@@ -409,3 +409,25 @@ def test_seeded_sampling_is_reproducible(tmp_path, tiny_chat_model):
     first = run(3, "a")
     assert run(3, "b") == first  # separate output dirs: nothing shared but the seed
     assert run(4, "c") != first
+
+
+def test_each_builtin_task_gets_its_own_generation_budget(tmp_path, tiny_chat_model):
+    """Without a run or suite budget, every builtin task's prompts are generated with that task's own budget (a
+    model that never stops is cut where the task's answers end), recorded per sample and per group."""
+    from posttrain.tasks import TASKS
+
+    suite = suite_file(tmp_path, "name: tasks\ndata:\n  - builtin: all\n    num_samples: 10\nscoring: [task]\n")
+    args = EvalArguments(models=[{"label": "base", "path": str(tiny_chat_model)}], suites=[suite],
+                         output_dir=str(tmp_path / "eval"), batch_size=8, progress=False,
+                         bootstrap_samples=50)  # fmt: skip
+    results = json.loads(evaluate(args).read_text())
+    for record in results["samples"]:
+        assert record["max_new_tokens"] == TASKS[record["group"]].max_new_tokens
+        assert record["num_tokens"] <= record["max_new_tokens"]
+    assert any(not r["finished"] and r["num_tokens"] == r["max_new_tokens"] for r in results["samples"])
+    per_group = results["suites"][0]["max_new_tokens_per_group"]
+    assert per_group == {name: TASKS[name].max_new_tokens for name in per_group} and len(set(per_group.values())) > 1
+    # a run budget overrides every task's
+    args.max_new_tokens, args.output_dir = 5, str(tmp_path / "eval-5")
+    results = json.loads(evaluate(args).read_text())
+    assert {r["max_new_tokens"] for r in results["samples"]} == {5}

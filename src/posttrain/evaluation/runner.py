@@ -25,7 +25,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,42 @@ def cached_generate(
             extra["template_kwargs"] = dict(template_kwargs)
         backend.generate([conversations[i] for i in missing], settings, progress=progress, on_result=on_result, **extra)
     return outputs, len(missing)
+
+
+def generate_per_budget(
+    backend,
+    conversations: list[list[dict]],
+    settings: GenerationSettings,
+    budgets: Sequence[int],
+    cache: GenerationCache,
+    *,
+    progress: bool = True,
+    template_kwargs: Mapping | None = None,
+) -> tuple[list[Output | None], int]:
+    """:func:`cached_generate` with each conversation's own ``max_new_tokens`` (``budgets``): one call per budget,
+    so a batch of short-answer prompts never waits for a long budget."""
+    outputs: list[Output | None] = [None] * len(conversations)
+    generated = 0
+    for cap in sorted(set(budgets)):
+        indices = [i for i, b in enumerate(budgets) if b == cap]
+        part, count = cached_generate(
+            backend,
+            [conversations[i] for i in indices],
+            replace(settings, max_new_tokens=cap),
+            cache,
+            progress=progress,
+            template_kwargs=template_kwargs,
+        )
+        generated += count
+        for i, output in zip(indices, part, strict=True):
+            outputs[i] = output
+    return outputs, generated
+
+
+def _budget_per_group(suite: Suite, budgets: Sequence[int]) -> dict[str, int] | None:
+    """``{group: budget}`` when the suite's budget differs between its samples' groups (builtin tasks), else None."""
+    per_group = {(sample.group or ""): cap for sample, cap in zip(suite.samples, budgets)}
+    return per_group if len(set(budgets)) > 1 else None
 
 
 # -------------------------------------------------------------------------------------------------- backends
@@ -528,8 +564,14 @@ def evaluate(args: EvalArguments) -> Path:
     check_template_kwargs(args, backends, warn=lambda message: print(message, flush=True))
     formats = [reasoning_format(b, args.template_kwargs(m)) for m, b in zip(args.models, backends)]
 
+    def budgets(suite: Suite) -> list[int]:
+        """Each sample's generation budget: the run's, else the suite's, else the sample's own (a builtin task's,
+        fitted to its answers), else the default."""
+        fixed = args.max_new_tokens or suite.max_new_tokens
+        return [fixed or sample.max_new_tokens or DEFAULT_MAX_NEW_TOKENS for sample in suite.samples]
+
     def budget(suite: Suite) -> int:
-        return args.max_new_tokens or suite.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        return max(budgets(suite), default=DEFAULT_MAX_NEW_TOKENS)
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -582,6 +624,7 @@ def evaluate(args: EvalArguments) -> Path:
                 "sources": s.sources,
                 "notes": s.notes,
                 "max_new_tokens": budget(s),
+                "max_new_tokens_per_group": _budget_per_group(s, budgets(s)),
                 "scores": [{"name": sc.name, **score_kind_info(sc.kind)} for sc in s.scorers],
             }
             for s in suites
@@ -611,6 +654,7 @@ def evaluate(args: EvalArguments) -> Path:
     def record_outputs(
         label: str, suite: Suite, prompts, outputs, settings: GenerationSettings, loops: list[LoopResult] | None = None
     ) -> None:
+        caps = budgets(suite) if loops is None else [settings.max_new_tokens] * len(suite.samples)
         for k, (sample, prompt, output) in enumerate(zip(suite.samples, prompts, outputs)):
             if output is not None:
                 records[(label, suite.name)][sample.id] = {
@@ -624,7 +668,7 @@ def evaluate(args: EvalArguments) -> Path:
                     "output": output.text,
                     "finished": output.finished,
                     "num_tokens": output.num_tokens,
-                    "max_new_tokens": settings.max_new_tokens,
+                    "max_new_tokens": caps[k],
                     "scores": {},
                     "details": {},
                 }
@@ -673,16 +717,29 @@ def evaluate(args: EvalArguments) -> Path:
                             template_kwargs=template_kwargs,
                         )
                     else:
-                        outputs, generated = cached_generate(
-                            backend, prompts, settings, cache, progress=args.progress, template_kwargs=template_kwargs
+                        outputs, generated = generate_per_budget(
+                            backend,
+                            prompts,
+                            settings,
+                            budgets(suite),
+                            cache,
+                            progress=args.progress,
+                            template_kwargs=template_kwargs,
                         )
                         requested = len(prompts)
                 except BackendError:
                     # keep every reply that arrived before the failure (they are in the cache)
-                    key_settings, fingerprint = settings.key(), backend.fingerprint()
+                    fingerprint = backend.fingerprint()
                     outputs = [
-                        cache.get(GenerationCache.key(fingerprint, p, key_settings, template_kwargs=template_kwargs))
-                        for p in prompts
+                        cache.get(
+                            GenerationCache.key(
+                                fingerprint,
+                                p,
+                                replace(settings, max_new_tokens=cap).key(),
+                                template_kwargs=template_kwargs,
+                            )
+                        )
+                        for p, cap in zip(prompts, budgets(suite))
                     ]
                     record_outputs(spec.label, suite, prompts, outputs, settings)
                     raise
