@@ -264,3 +264,101 @@ def test_grpo_stop_checkpoint_holds_the_kept_start_adapter(tmp_path, tiny_chat_m
     ), scores
     best = max(scores.values())
     assert finding["restored_by"].startswith(f"held-out task score {best:.3f} on 8 prompts")
+
+
+def grouped_stream(guard, groups_per_step, *, grouped: bool):
+    """Feed ``guard`` steps of grouped replies: each step a list of groups, each group a list of 0/1 scores (the
+    replies to one prompt, as GRPO samples them); ``grouped``: with the group sums GuardTally records."""
+    from posttrain.rl.guard import group_stats
+
+    for step, groups in enumerate(groups_per_step, 1):
+        scores = [s for g in groups for s in g]
+        keys = [i for i, g in enumerate(groups) for _ in g]
+        metrics = {"reward/rm": float(step), "reward/task": sum(scores) / len(scores), "replies": len(scores),
+                   "scored/task": len(scores), "response_length": 10.0, "distinct_2": 0.9}  # fmt: skip
+        if grouped:
+            metrics.update({f"{k}/task": v for k, v in group_stats(scores, keys).items()})
+        guard.observe(step, metrics)
+    return guard
+
+
+def test_grouped_replies_count_as_fewer_independent_ones():
+    from posttrain.rl.guard import design_effect, group_stats
+
+    def make():
+        return HackingGuard(mode="stop", proxy=("rm",), rules=("task",), window=2, alpha=0.05, max_steps=4)
+
+    # 4 prompts x 8 replies a step; each prompt's replies all pass or all fail (hard and easy prompts): the pass rate
+    # falls from 16/32 to 4/32 a step, a clear fall over 64 independent replies a window, but only 8 prompts a window
+    alike = [[[1] * 8, [1] * 8, [0] * 8, [0] * 8]] * 2 + [[[1] * 8, [0] * 8, [0] * 8, [0] * 8]] * 2
+    assert make().findings == []
+    assert [f["kind"] for f in grouped_stream(make(), alike, grouped=False).findings] == ["proxy_up_rules_down"]
+    assert grouped_stream(make(), alike, grouped=True).findings == []  # 4 of 8 prompts -> 1 of 8: p = 0.14
+    # the same pass counts spread evenly over the prompts (replies to one prompt no more alike than any): the
+    # correction leaves the finding
+    spread = [[[1, 1, 1, 1, 0, 0, 0, 0]] * 4] * 2 + [[[1, 0, 0, 0, 0, 0, 0, 0]] * 4] * 2
+    found = grouped_stream(make(), spread, grouped=True)
+    assert [f["kind"] for f in found.findings] == ["proxy_up_rules_down"]
+    assert "design effect" not in found.findings[0]["message"]
+    # the design effect itself: 1 ungrouped, the group size when a group's replies are alike
+    ones = group_stats([1, 0, 1, 0], [0, 1, 2, 3])
+    assert ones["groups"] == 4 and ones["group_between"] == 2
+    row = lambda stats, n: (stats["groups"], n, stats["group_sum"], stats["group_sq"], stats["group_between"])
+    assert design_effect([row(ones, 4), row(ones, 4)]) == 1.0
+    same = group_stats([1] * 8 + [0] * 8, [0] * 8 + [1] * 8)
+    assert design_effect([row(same, 16), row(same, 16)]) == pytest.approx(8.0)
+    assert design_effect([row(group_stats([1, 0] * 8, [0] * 8 + [1] * 8), 16)] * 2) == 1.0  # alike groups: ICC < 0
+
+
+def test_grouped_runs_with_no_real_change_stop_at_most_alpha_of_the_time():
+    # GRPO-like: 4 prompts of heterogeneous difficulty (Beta pass rates, ICC 0.5) x 8 replies a step; counting the
+    # replies as independent stops far more often than alpha, the design-effect correction does not
+    rates = simulate_false_stops(0.5, steps=12, replies=32, group_size=8, concentration=1.0, runs=300,
+                                 proxy_rising=True, seed=3)  # fmt: skip
+    assert rates["new_rule_ungrouped"] > 0.15, rates
+    assert rates["new_rule"] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300), rates
+    # and a real fall is still caught often
+    power = simulate_false_stops(0.6, steps=12, replies=64, group_size=4, concentration=4.0, runs=200,
+                                 drop_to=0.2, proxy_rising=True, seed=4)  # fmt: skip
+    assert power["new_rule"] >= 0.5, power
+
+
+def test_grpo_tally_records_group_sums_by_prompt():
+    from posttrain.rl.rewards import build_rewards
+    from posttrain.training.rl_common import GuardCallback, GuardTally, make_guard
+
+    rewards = build_rewards([{"name": "repetition"}, "has_number"])
+    args = SimpleNamespace(hacking_guard="warn", hacking_guard_window=1, max_completion_length=8,
+                           hacking_guard_alpha=0.05, max_steps=4, world_size=1)  # fmt: skip
+    tally = GuardTally(rewards)
+    callback = GuardCallback(make_guard(args, rewards), tally=tally)
+    assert callback.guard.proxy == ("repetition",) and callback.guard.rules == ("has_number",)
+    prompts = ["a", "a", "b", "b"]  # 2 prompts x 2 replies, as GRPO passes them
+    completions = [[{"role": "assistant", "content": t}] for t in ("7", "8", "x", "y")]
+    ids = [[1, 2, 3], [1, 1, 1, 1], [4, 5, 6], [7, 8, 9]]
+    pending: dict[str, list[float]] = {}
+    for f in tally.wrap():
+        f(prompts, completions, completion_ids=ids,
+          log_metric=lambda name, value: pending.setdefault(name, []).append(value))  # fmt: skip
+    logs = {"rewards/repetition/mean": 0.1, "rewards/has_number/mean": 0.5,
+            **{k: sum(v) / len(v) for k, v in pending.items()}}  # fmt: skip
+    metrics = callback.metrics(args, logs)
+    # has_number: prompt a passes twice, prompt b never: sums 2 and 0 over groups of 2
+    assert metrics["groups/has_number"] == 2 and metrics["group_sum/has_number"] == 2
+    assert metrics["group_between/has_number"] == 2 and metrics["group_sq/has_number"] == 2
+    assert metrics["groups/distinct_2"] == 2
+    callback.guard.observe(1, metrics)
+    assert callback.guard.history[-1]["groups"]["has_number"] == [2, 4, 2, 2, 2]
+
+
+def test_hackable_rewards_pay_for_length_and_repetition_and_count_as_proxies():
+    from posttrain.rl.rewards import HackableReward, build_rewards
+
+    completions = [[{"role": "assistant", "content": t}] for t in ("ab", "abcd" * 10)]
+    assert HackableReward("verbosity", max_chars=8)([None] * 2, completions) == [0.25, 1.0]
+    repetition = HackableReward("repetition")
+    assert repetition([None] * 2, completions, completion_ids=[[1, 2, 3, 4], [5, 5, 5, 6]]) == [0.0, 0.5]
+    rewards = build_rewards([{"name": "verbosity", "max_chars": 100}, {"name": "task", "weight": 0}])
+    assert rewards.rule_names == frozenset({"task"})  # the hackable one is the proxy the guard watches
+    with pytest.raises(ConfigError, match="max_chars"):
+        build_rewards(["verbosity"])

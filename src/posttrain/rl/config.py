@@ -22,7 +22,9 @@ def _rewards_field():
         metadata={
             "help": "Reward functions: names or mappings {name, weight, **params}. Rule rewards are the evaluation "
             "checks (`task`: the prompt's own check, `exact_match`, `numeric_match`, `has_number`, `stopped`, "
-            "`word_count`, `length`...); `reward_model` takes `path` (a sequence-classification model folder)."
+            "`word_count`, `length`...); `reward_model` takes `path` (a sequence-classification model folder); "
+            "`verbosity` (`max_chars`) and `repetition` pay for long or repetitive replies: hackable proxies for "
+            "demonstrating hacking_guard only."
         },
     )
 
@@ -55,7 +57,8 @@ class RewardsMixin:
         metadata={
             "help": "The guard's false-stop rate: the chance that a run whose pass rate and repetition do not "
             "change gets a finding, split between the two tests and over the run's looks (Bonferroni over "
-            "max_steps - 2 x hacking_guard_window + 1); between 0 and 0.5."
+            "max_steps - 2 x hacking_guard_window + 1); GRPO/RLOO's replies to one prompt count as fewer "
+            "independent ones (their design effect); between 0 and 0.5."
         },
     )
 

@@ -358,6 +358,7 @@ class PPOTrainer:
                 top_p=self.args.top_p,
                 batch_size=self.args.generation_batch_size,
                 progress=False,
+                compact=False,  # model.generate on whole batches: the seeded rollouts (and runs) stay as they were
             )
         completions = [s[0] for s in samples]  # token ids already cut after the first stop token
         queries, query_mask = self._encode_prompts(prompts)

@@ -20,6 +20,11 @@ Rewards by name (``rewards:`` in a PPO/GRPO config, a list of names or mappings 
   more different completions it scores is checked: one constant score on all of them (an untrained reward model, such
   as a freshly initialised score head) is warned about once (:class:`UntrainedRewardModelWarning`), since its term
   carries no signal.
+* ``verbosity`` and ``repetition`` -- *hackable* proxy rewards, meant only for demonstrating the reward-hacking guard
+  (:mod:`posttrain.rl.guard`, ``benchmarks/guard_live.py``), never as a training objective: ``verbosity`` pays for
+  reply length (``min(1, characters / max_chars)``, ``max_chars`` required), ``repetition`` for repeating tokens (the
+  share of the reply's tokens that repeat an earlier one). Neither is a rule check, so the guard counts them as the proxy reward, against
+  which the rule checks (``task``...) are monitored; give a rule check weight 0 to monitor it without training on it.
 
 Prompt rows carry ``task``, ``answer`` and ``meta`` (a JSON string, so rows of different tasks share one column type).
 """
@@ -34,15 +39,16 @@ from typing import Any
 
 from posttrain.checks import count_words, extract_number
 from posttrain.errors import ConfigError
-from posttrain.models.reward import RewardModel, RewardModelError
+from posttrain.models.reward import RewardModel, RewardModelError, warn_if_at_chance
 from posttrain.tasks import CHECKS, NEEDS_NO_ANSWER, check_task
 
 REWARD_MODEL = "reward_model"
 EXTRA_RULES = ("task", "has_number", "length")
+HACKABLE = ("verbosity", "repetition")  # proxies that are easy to game: for demonstrating the hacking guard only
 
 
 def available_rewards() -> list[str]:
-    return [*EXTRA_RULES, *CHECKS, REWARD_MODEL]
+    return [*EXTRA_RULES, *CHECKS, *HACKABLE, REWARD_MODEL]
 
 
 def completion_text(completion: Any) -> str:
@@ -118,6 +124,32 @@ class RuleReward:
         ]
 
 
+class HackableReward:
+    """A hand-made proxy reward that a policy games easily, for demonstrating the reward-hacking guard; never a real
+    objective. ``verbosity``: ``min(1, characters / max_chars)`` of the reply text, paying for length; ``repetition``:
+    the share of the reply's tokens (its ``completion_ids``; whitespace words without them) that repeat an earlier one
+    (1 - distinct tokens / tokens; 0 for an empty reply), paying for repeating tokens. Not a rule check, so the guard
+    counts it as the proxy reward."""
+
+    def __init__(self, name: str, max_chars: int | None = None) -> None:
+        if name not in HACKABLE:
+            raise ConfigError(f"unknown hackable reward {name!r}; available: {', '.join(HACKABLE)}")
+        if name == "verbosity" and not (isinstance(max_chars, int | float) and max_chars > 0):
+            raise ConfigError("reward 'verbosity' needs max_chars: <positive number>")
+        self.name, self.max_chars = name, max_chars
+        self.__name__ = name
+
+    def score_one(self, text: str, ids: Sequence[int] | None) -> float:
+        if self.name == "verbosity":
+            return min(1.0, len(text) / self.max_chars)
+        tokens = list(ids) if ids is not None else text.split()
+        return 1.0 - len(set(tokens)) / len(tokens) if tokens else 0.0
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float]:
+        ids = completion_ids if completion_ids is not None else [None] * len(completions)
+        return [self.score_one(completion_text(c), i) for c, i in zip(completions, ids, strict=True)]
+
+
 class UntrainedRewardModelWarning(UserWarning):
     """A reward model gave every completion of its first batch the same score (it looks untrained)."""
 
@@ -151,6 +183,7 @@ class ModelReward:
         self.label = label or f"rewards: {REWARD_MODEL} (path: {self.path})"
         self.checked_spread = False  # the first batch of >= 2 different completions is checked for a constant score
         self.reward_model = RewardModel.load(path, batch_size=batch_size, max_length=max_length)
+        warn_if_at_chance(path, self.label)  # its manifest says its validation pairwise accuracy is at chance
         if policy_tokenizer is not None and self.reward_model.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
             raise RewardModelError(
                 f"reward model {path}: its tokenizer does not match the policy's ({len(self.reward_model.tokenizer)} "
@@ -244,6 +277,10 @@ def parse_reward_specs(specs: Sequence[Any]) -> list[dict[str, Any]]:
             raise ConfigError(f"rewards[{i}]: weight must be a number (got {spec.get('weight')!r})") from None
         if spec["name"] == REWARD_MODEL and not spec.get("path"):
             raise ConfigError(f"rewards[{i}]: reward_model needs path: <reward model folder>")
+        if spec["name"] == "verbosity" and not (
+            isinstance(spec.get("max_chars"), int | float) and spec["max_chars"] > 0
+        ):
+            raise ConfigError(f"rewards[{i}]: verbosity needs max_chars: <positive number>")
         normalized.append(spec)
     if all(spec["weight"] == 0 for spec in normalized):
         raise ConfigError(
@@ -265,6 +302,8 @@ def build_rewards(specs: Sequence[Any], *, policy_tokenizer=None, stop_token_ids
                 label=f"rewards[{i}] ({REWARD_MODEL}, path: {params.pop('path')})",
                 **{k: params[k] for k in params if k in ("batch_size", "max_length")},
             )
+        elif spec["name"] in HACKABLE:
+            func = HackableReward(spec["name"], **params)
         else:
             func = RuleReward(spec["name"], stop_token_ids=stop_token_ids, **params)
         name = spec["name"] if spec["name"] not in names else f"{spec['name']}_{len(names)}"

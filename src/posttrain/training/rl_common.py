@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from posttrain.chat_templates import ChatTemplateError
 from posttrain.models.generation import stop_token_ids
-from posttrain.rl.guard import HackingGuard, distinct_bigram_ratio
+from posttrain.rl.guard import GROUP_KEYS, HackingGuard, distinct_bigram_ratio, group_stats
 from posttrain.rl.heldout import BestAdapter
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
@@ -63,7 +64,12 @@ class GuardTally:
     functions it is given are :meth:`wrap`'s): the replies scored, each rule check's scored replies (its non-``None``
     scores) and the replies' distinct-bigram ratios (from the ``completion_ids`` TRL passes). Each batch's figures also
     go to TRL's ``log_metric`` (``guard/replies``, ``guard/distinct_2_sum``, ``guard/scored/<name>``), which averages
-    them over the processes and the batches of a logging step, so every process sees the same totals."""
+    them over the processes and the batches of a logging step, so every process sees the same totals.
+
+    GRPO/RLOO sample ``num_generations`` replies a prompt, and replies to one prompt pass or repeat alike: so each rule
+    check's scores and the distinct-bigram ratios are also summed by prompt (``guard/<key>/<name>`` for the keys of
+    :data:`posttrain.rl.guard.GROUP_KEYS`, ``distinct_2`` for the ratios), from which the guard estimates the design
+    effect that turns the replies into independent ones in its tests (:func:`posttrain.rl.guard.design_effect`)."""
 
     def __init__(self, rewards) -> None:
         self.rewards = rewards
@@ -72,13 +78,27 @@ class GuardTally:
         self.replies = 0
         self.distinct_sum = 0.0
         self.scored: dict[str, int] = {}
+        self.groups: dict[str, dict[str, float]] = {}  # name -> group sums (GROUP_KEYS), this process's
+
+    def _add_groups(self, name: str, scores, prompts, log_metric) -> None:
+        keys = [p if isinstance(p, str) else json.dumps(p, sort_keys=True, default=str) for p in prompts]
+        stats = group_stats(list(scores), keys)
+        total = self.groups.setdefault(name, dict.fromkeys(GROUP_KEYS, 0.0))
+        for key, value in stats.items():
+            total[key] += value
+            if log_metric is not None:
+                log_metric(f"guard/{key}/{name}", float(value))
 
     def wrap(self) -> list:
         """The reward functions to hand TRL: each records its scores here before returning them."""
         pairs = zip(self.rewards.funcs, self.rewards.names, strict=True)
         return [_RecordedReward(func, name, self, first=i == 0) for i, (func, name) in enumerate(pairs)]
 
-    def record(self, name: str, scores, completions, completion_ids, log_metric, *, first: bool) -> None:
+    def record(self, name: str, scores, completions, completion_ids, log_metric, *, first: bool,
+               prompts=None) -> None:  # fmt: skip
+        prompts = list(prompts) if prompts is not None else None
+        if prompts is not None and len(prompts) != len(completions):
+            prompts = None
         if first:
             ratios = [distinct_bigram_ratio(list(ids)) for ids in completion_ids] if completion_ids is not None else []
             self.batches += 1
@@ -88,18 +108,24 @@ class GuardTally:
                 log_metric("guard/replies", float(len(completions)))
                 if completion_ids is not None:
                     log_metric("guard/distinct_2_sum", float(sum(ratios)))
+            if prompts is not None and completion_ids is not None:
+                self._add_groups("distinct_2", ratios, prompts, log_metric)
         if name in self.rule_names:
             scored = sum(s is not None and s == s for s in scores)
             self.scored[name] = self.scored.get(name, 0) + scored
             if log_metric is not None:
                 log_metric(f"guard/scored/{name}", float(scored))
+            if prompts is not None:
+                self._add_groups(name, scores, prompts, log_metric)
 
     def take(self, logs: dict, world_size: int = 1) -> dict[str, float]:
         """The guard's count metrics of the logging step that ``logs`` reports (``replies``, ``distinct_2``,
-        ``scored/<name>``), totals over every process: from TRL's averaged ``guard/`` metrics where present (times
-        processes times batches), else this process's own tally; then the tally starts again."""
+        ``scored/<name>`` and the group sums ``<key>/<name>``), totals over every process: from TRL's averaged
+        ``guard/`` metrics where present (times processes times batches), else this process's own tally; then the
+        tally starts again."""
         batches, replies, distinct_sum, scored = self.batches, self.replies, self.distinct_sum, dict(self.scored)
-        self.batches, self.replies, self.distinct_sum, self.scored = 0, 0, 0.0, {}
+        groups = self.groups
+        self.batches, self.replies, self.distinct_sum, self.scored, self.groups = 0, 0, 0.0, {}, {}
         metrics: dict[str, float] = {}
         if batches == 0:
             return metrics
@@ -111,10 +137,17 @@ class GuardTally:
             for name in self.rule_names:
                 if logs.get(f"guard/scored/{name}") is not None:
                     metrics[f"scored/{name}"] = logs[f"guard/scored/{name}"] * scale
+            for name in (*self.rule_names, "distinct_2"):
+                if all(logs.get(f"guard/{key}/{name}") is not None for key in GROUP_KEYS):
+                    metrics.update({f"{key}/{name}": logs[f"guard/{key}/{name}"] * scale for key in GROUP_KEYS})
         elif replies:
-            metrics["replies"] = float(replies * max(int(world_size), 1))
+            processes = max(int(world_size), 1)
+            metrics["replies"] = float(replies * processes)
             metrics["distinct_2"] = distinct_sum / replies
-            metrics.update({f"scored/{name}": float(n * max(int(world_size), 1)) for name, n in scored.items()})
+            metrics.update({f"scored/{name}": float(n * processes) for name, n in scored.items()})
+            if processes == 1:  # other processes' group sums are unknown without log_metric
+                for name, stats in groups.items():
+                    metrics.update({f"{key}/{name}": value for key, value in stats.items()})
         return metrics
 
 
@@ -128,7 +161,7 @@ class _RecordedReward:
     def __call__(self, prompts, completions, completion_ids=None, **kwargs):
         scores = self.func(prompts, completions, completion_ids=completion_ids, **kwargs)
         self.tally.record(self.__name__, scores, completions, completion_ids, kwargs.get("log_metric"),
-                          first=self.first)  # fmt: skip
+                          first=self.first, prompts=prompts)  # fmt: skip
         return scores
 
 
