@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.tasks import generate_task, task_to_row
-from posttrain.tasks.base import SELECTION_POOL, Pool
+from posttrain.tasks.base import SELECTION_POOL, Pool, TaskExample
+from posttrain.tasks.working import reply_for
 
 from .chitchat import chitchat_conversations, chitchat_data_file
 from .files import RawRow, read_rows, resolve_local_files
@@ -135,7 +136,16 @@ def _builtin_rows(
         examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
+    if spec.reply != "response":  # think-then-answer (or answer-only) assistant turns
+        return [RawRow(_replied_row(ex, spec.reply), i) for i, ex in enumerate(examples, start=1)]
     return [RawRow(task_to_row(ex), i) for i, ex in enumerate(examples, start=1)]
+
+
+def _replied_row(example: TaskExample, reply: str) -> dict[str, Any]:
+    """``example``'s row with its assistant turn replaced by ``reply_for(example, reply)``."""
+    row = task_to_row(example)
+    row["messages"][-1] = {**row["messages"][-1], "content": reply_for(example, reply)}
+    return row
 
 
 def _chitchat_rows(spec: DatasetSpec) -> list[RawRow]:
@@ -488,6 +498,8 @@ def _source_info(spec: DatasetSpec) -> dict[str, Any]:
         "fraction": spec.fraction,
         "num_samples": spec.num_samples,
     }
+    if spec.reply != "response":
+        info["reply"] = spec.reply
     if kind == "hub":
         info.update(name=spec.name, data_dir=spec.data_dir, data_files=spec.data_files, split=spec.split)
     elif kind == "local":

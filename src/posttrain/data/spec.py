@@ -10,6 +10,7 @@ import yaml
 from trl.scripts.utils import DatasetConfig
 
 from posttrain.tasks.base import Identity
+from posttrain.tasks.working import REPLY_KINDS, WORKED_TASKS
 
 from .formats import FORMATS
 from .validation import DataError
@@ -48,6 +49,10 @@ class DatasetSpec(DatasetConfig):
     * ``builtin:<task>`` -- generated examples of a built-in task, or ``builtin:all`` for all of them mixed;
     * ``chitchat`` -- real human chit-chat conversations from the ``chitchat-dataset`` package.
 
+    ``reply`` (builtin tasks): what the assistant turns say -- ``response`` (the ideal short reply), ``working``
+    (think-then-answer: the worked solution, then ``Answer: X``) or ``answer`` (``Answer: X`` alone); see
+    :mod:`posttrain.tasks.working`.
+
     ``fraction`` keeps TRL's meaning: the target share of this source in the final mixture. Fractions are
     normalised to sum to one, must be set for all sources or none, and the mixture is sized so that no source is
     oversampled (the first ``round(share * N)`` rows of each source are kept).
@@ -67,6 +72,14 @@ class DatasetSpec(DatasetConfig):
             f"to generate (default {BUILTIN_DEFAULT_SAMPLES}); for chitchat: how many conversations."
         },
     )
+    reply: str = field(
+        default="response",
+        metadata={
+            "help": "Builtin tasks only: what the assistant turns say. 'response' (the task's ideal short reply), "
+            "'working' (think-then-answer: the worked solution, then a final line 'Answer: X'; letter_count, "
+            "arithmetic and decimal_compare) or 'answer' (the line 'Answer: X' alone)."
+        },
+    )
 
     def __post_init__(self) -> None:
         post_init = getattr(super(), "__post_init__", None)
@@ -79,6 +92,16 @@ class DatasetSpec(DatasetConfig):
         samples = self.num_samples
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
             raise DataError(self.path, f"num_samples must be a positive integer (got {self.num_samples!r})")
+        if self.reply not in REPLY_KINDS:
+            raise DataError(self.path, f"reply must be one of {', '.join(REPLY_KINDS)} (got {self.reply!r})")
+        if self.reply != "response":
+            task = self.path[len(BUILTIN_PREFIX) :] if self.path.startswith(BUILTIN_PREFIX) else None
+            if task not in WORKED_TASKS:
+                raise DataError(
+                    self.path,
+                    f"reply: {self.reply} needs a builtin task with a worked solution "
+                    f"({', '.join(BUILTIN_PREFIX + t for t in WORKED_TASKS)})",
+                )
         if self.fraction is not None and not self.fraction >= 0:
             raise DataError(self.path, f"fraction must be a number >= 0 (got {self.fraction!r})")
 

@@ -111,15 +111,13 @@ def _subtract_columns(a: int, b: int) -> list[str]:
     """Column-wise subtraction ``a - b`` of whole numbers ``a >= b >= 0``, right to left, with borrows."""
     lines, borrow = [], 0
     for k in range(len(str(a))):
-        x, y = a // 10**k % 10, b // 10**k % 10
-        difference = x - y - borrow
-        terms = f"{x} - {y}" + (f" - {borrow}" if borrow else "")
-        if difference < 0:
-            lines.append(f"{_PLACES[k]}: {terms} = {difference}, borrow 1: {difference} + 10 = {difference + 10}, "
-                         f"write {difference + 10}")  # fmt: skip
+        x, y = a // 10**k % 10 - borrow, b // 10**k % 10
+        top = f"{x + borrow} - {borrow} = {x}, " if borrow else ""  # the digit after the borrow it lent
+        borrow = int(x < y)
+        if borrow:
+            lines.append(f"{_PLACES[k]}: {top}borrow, {x + 10} - {y} = {x + 10 - y}, write {x + 10 - y}")
         else:
-            lines.append(f"{_PLACES[k]}: {terms} = {difference}, write {difference}")
-        borrow = int(difference < 0)
+            lines.append(f"{_PLACES[k]}: {top}{x} - {y} = {x - y}, write {x - y}")
     return lines
 
 
@@ -160,10 +158,10 @@ def working(example: TaskExample) -> str:
             return "\n".join((f"{a} - {b}, column by column:", *_subtract_columns(a, b)))
         return "\n".join(
             (
-                f"{a} - {b}: {b} is more than {a}, so work out {b} - {a} and make it negative.",
+                f"{b} > {a}, so {a} - {b} = -({b} - {a})",
                 f"{b} - {a}, column by column:",
                 *_subtract_columns(b, a),
-                f"{b} - {a} = {b - a}, so {a} - {b} = {a - b}",
+                f"{a} - {b} = -{b - a}",
             )
         )
     return "\n".join((f"{a} × {b}, by partial products:", *_multiply_parts(a, b)))

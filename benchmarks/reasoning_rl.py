@@ -1,0 +1,333 @@
+#!/usr/bin/env python
+"""RL that keeps the reasoning: does GRPO/PPO with the rule reward raise the test score of a think-then-answer model
+while its working stays, and does thinking first help compared with answer-only SFT under the same RL?
+
+1. **SFT**, twice, of the embedded SmolLM2-135M-Instruct (``posttrain sft``, each in its own process) on the same
+   ``train``-pool prompts of ``letter_count``, ``arithmetic`` and ``decimal_compare``
+   (``recipes/configs/smollm2-135m/reasoning/sft-working.yaml`` and ``sft-answer.yaml``): ``reply: working`` (the
+   worked solution, then ``Answer: X``) and ``reply: answer`` (``Answer: X`` alone), same examples, same epochs.
+2. **RL** from each SFT adapter: GRPO (``reasoning/grpo.yaml``) and PPO (``reasoning/ppo.yaml``), rewarded by the
+   tasks' rule checks alone, on the tasks' ``train`` pools.
+3. **Evaluation** (``posttrain evaluate``, greedy) of the base model and the six trained ones on the ``reasoning``
+   suite: the three tasks' sealed ``test`` pool, with a generation budget that fits the working.
+4. ``--output`` (default ``benchmarks/results/reasoning_rl.json``): per model the task score with its 95% bootstrap
+   CI (overall and per task), the share of replies showing working and the mean reasoning length in tokens before
+   the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
+   showing working), of SFT - base and of working - answer-only at each stage, the machine class, date and wall times.
+
+Nothing here is chosen from a measurement: sizes, steps and learning rates come from the recipes (and, for the full
+run, from the time budget), and the test pool is read once, by the final evaluation.
+
+Run it from the repository root::
+
+    .venv/bin/python benchmarks/reasoning_rl.py            # the embedded model, as recorded (~35 min, 2 busy cores)
+    .venv/bin/python benchmarks/reasoning_rl.py --smoke    # the tests' tiny model, 1 step each: checks it all runs
+
+A benchmark, not a test: it measures and reports; it exits non-zero only when a stage fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MODEL_ALIAS = "smollm2-135m-instruct"
+RECIPES = REPO / "recipes" / "configs" / "smollm2-135m" / "reasoning"
+SUITE = "reasoning"
+STYLES = ("working", "answer")
+RL_STAGES = ("grpo", "ppo")
+LABELS = ("base", *(f"{stage}-{style}" for style in STYLES for stage in ("sft", *RL_STAGES)))
+
+
+def machine_class() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return "AVX512-BF16" if "avx512_bf16" in cpuinfo else "AVX2"
+
+
+def recipe(name: str) -> dict:
+    return yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+
+
+def stage(name: str, config: dict, work: Path, label: str, in_process: bool = False) -> float:
+    """Run ``python -m posttrain.stages <name> --config <yaml>`` (``in_process``: :func:`posttrain.stages.run_stage`
+    in this process, its output to the log: no second import of torch and TRL); its wall time (exits on failure)."""
+    path = work / f"{label}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    started = time.monotonic()
+    command = [PYTHON, "-m", "posttrain.stages", name, "--config", str(path)]
+    print(f"[reasoning_rl] {label}: {' '.join(command)}{' (in process)' if in_process else ''}", flush=True)
+    if in_process:
+        import contextlib
+
+        from posttrain.stages import run_stage
+
+        with open(work / f"{label}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            run_stage(name, ["--config", str(path)])
+    else:
+        proc = subprocess.run(command, cwd=REPO, text=True, capture_output=True)
+        (work / f"{label}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            sys.exit(f"[reasoning_rl] {label} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    elapsed = time.monotonic() - started
+    print(f"[reasoning_rl] {label}: {elapsed:.0f} s", flush=True)
+    return elapsed
+
+
+def run_all(jobs: list[tuple[str, dict, str]], work: Path, in_process: bool, reuse: bool = False) -> dict[str, float]:
+    """Run the stages one after the other, each alone on the machine (its wall time is its own). ``reuse``: a stage
+    whose output folder holds a finished run with the same config is kept (its recorded wall time)."""
+    timings = {}
+    for name, config, label in jobs:
+        manifest = Path(config["output_dir"]) / "run_manifest.json"
+        same = (work / f"{label}.yaml").is_file() and yaml.safe_load((work / f"{label}.yaml").read_text()) == config
+        if reuse and same and manifest.is_file():
+            timings[label] = json.loads(manifest.read_text()).get("wall_time_s") or 0.0
+            print(f"[reasoning_rl] {label}: kept the finished run in {config['output_dir']}", flush=True)
+            continue
+        timings[label] = stage(name, config, work, label, in_process)
+    return timings
+
+
+def sft_config(args, style: str, output_dir: Path) -> dict:
+    config = recipe(f"sft-{style}")
+    for spec in config["datasets"]:
+        spec["num_samples"] = args.sft_samples
+    config.update(
+        model_name_or_path=args.model, output_dir=str(output_dir), seed=args.seed, num_train_epochs=args.sft_epochs,
+        show_example=False,
+    )  # fmt: skip
+    if args.smoke:
+        config.update(max_steps=1, max_length=256)
+    return config
+
+
+def rl_config(args, stage_name: str, start: Path, output_dir: Path) -> dict:
+    config = recipe(stage_name)
+    for spec in config["datasets"]:
+        spec["num_samples"] = args.rl_samples
+    config.pop("test_split_size", None)  # no held-out pass inside RL: the evaluation below measures every model
+    config.update(
+        model_name_or_path=str(start), output_dir=str(output_dir), seed=args.seed, max_steps=args.rl_steps,
+        max_completion_length=args.completion_length,
+    )  # fmt: skip
+    if args.smoke:
+        if stage_name == "grpo":
+            config.update(per_device_train_batch_size=4, num_generations=2)
+        else:
+            config.update(rollout_batch_size=4, generation_batch_size=4, forward_batch_size=4,
+                          per_device_train_batch_size=2, num_ppo_epochs=1)  # fmt: skip
+    return config
+
+
+def eval_config(args, models: dict[str, Path | str], output_dir: Path) -> dict:
+    config = {
+        "models": [{"label": label, "path": str(path)} for label, path in models.items()],
+        "suites": [SUITE],
+        "system_prompt": recipe("sft-working")["system_prompt"],
+        "max_samples": args.eval_samples,
+        "batch_size": 16,
+        "do_sample": False,
+        "seed": args.seed,
+        "baseline": "base",
+        "bootstrap_samples": 2000,
+        "output_dir": str(output_dir),
+        "progress": False,
+    }
+    if args.smoke:
+        config["max_new_tokens"] = 24
+    return config
+
+
+def token_counter(model_path: str):
+    """``count(texts) -> token counts`` with the base model's tokenizer (the same for every model here)."""
+    from transformers import AutoTokenizer
+
+    from posttrain.models.resolve import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_path))
+    return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def _working(records: list[dict], task: str, count_tokens) -> dict:
+    from posttrain.tasks.working import working_stats
+
+    stats = working_stats([(r["group"], r["output"]) for r in records if r["group"] == task], count_tokens)
+    return {"shows_working": stats.shows_working, "mean_reasoning_tokens": stats.mean_reasoning_length}
+
+
+def analyse(results: dict, count_tokens) -> dict:
+    """Per model: score (overall, per task), working stats; paired deltas between the models that matter."""
+    from posttrain.evaluation.stats import delta_ci, mean_ci
+    from posttrain.tasks.working import reasoning_length, shows_working, working_stats
+
+    records: dict[str, list[dict]] = {}
+    for record in results["samples"]:
+        if record["suite"] == SUITE:
+            records.setdefault(record["model"], []).append(record)
+
+    def per_id(label: str, value) -> dict[str, float]:
+        return {r["id"]: value(r) for r in records.get(label, [])}
+
+    def score(r):
+        return r["scores"].get("task")
+
+    def working(r):
+        return float(shows_working(r["group"], r["output"]))
+
+    def length(r):
+        return float(reasoning_length(r["output"], count_tokens))
+
+    models = {}
+    for label in records:
+        rs = records[label]
+        stats = working_stats([(r["group"], r["output"]) for r in rs], count_tokens)
+        tasks = sorted({r["group"] for r in rs})
+        models[label] = {
+            "score": mean_ci([score(r) for r in rs]),
+            "per_task": {t: mean_ci([score(r) for r in rs if r["group"] == t], n_resamples=500) for t in tasks},
+            "shows_working": stats.shows_working,
+            "mean_reasoning_tokens": stats.mean_reasoning_length,
+            "answer_line": stats.answer_line,
+            "stopped": sum(bool(r["scores"].get("stopped")) for r in rs) / len(rs),
+            "mean_reply_tokens": sum(r["num_tokens"] or 0 for r in rs) / len(rs),
+            "working_per_task": {t: _working(rs, t, count_tokens) for t in tasks},
+            "example": {"prompt": rs[0]["prompt"][-1]["content"], "reply": rs[0]["output"]},
+        }
+
+    def delta(before: str, after: str) -> dict:
+        return {
+            "score": delta_ci(per_id(before, score), per_id(after, score)),
+            "shows_working": delta_ci(per_id(before, working), per_id(after, working)),
+            "reasoning_tokens": delta_ci(per_id(before, length), per_id(after, length)),
+        }
+
+    pairs = {f"{rl}-{style} - sft-{style}": (f"sft-{style}", f"{rl}-{style}") for style in STYLES for rl in RL_STAGES}
+    pairs |= {f"sft-{style} - base": ("base", f"sft-{style}") for style in STYLES}
+    pairs |= {f"{s}-working - {s}-answer": (f"{s}-answer", f"{s}-working") for s in ("sft", *RL_STAGES)}
+    deltas = {name: delta(*pair) for name, pair in pairs.items() if all(p in records for p in pair)}
+    return {"models": models, "deltas": deltas}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=MODEL_ALIAS)
+    parser.add_argument("--sft-samples", type=int, default=64, help="train-pool examples per task for each SFT")
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
+    parser.add_argument("--rl-samples", type=int, default=32, help="train-pool prompts per task for RL")
+    parser.add_argument("--rl-steps", type=int, default=12)
+    parser.add_argument("--completion-length", type=int, default=128, help="RL completion budget in tokens")
+    parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--smoke", action="store_true", help="the tests' tiny model, 1 step each, 2 prompts per task")
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--reuse", action="store_true", help="keep finished stages in --work run with the same config")
+    args = parser.parse_args()
+    args.output = args.output or REPO / f"benchmarks/results/reasoning_rl{'_smoke' if args.smoke else ''}.json"
+    work = args.work or Path(tempfile.mkdtemp(prefix="reasoning_rl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.smoke:  # the same runs on the tests' tiny chat Llama
+        sys.path.insert(0, str(REPO / "tests"))
+        from tiny import build_tiny_model
+
+        args.model = str(build_tiny_model(work / "tiny-chat", chat=True))
+        args.sft_samples, args.rl_samples, args.rl_steps, args.eval_samples = 4, 4, 1, 2
+        args.completion_length = 16
+    started = dt.datetime.now(dt.UTC)
+    clock = time.monotonic()
+    load_at_start = os.getloadavg()[0]
+
+    sft_dirs = {style: work / f"sft-{style}" for style in STYLES}
+    timings = run_all(
+        [("sft", sft_config(args, style, sft_dirs[style]), f"sft-{style}") for style in STYLES],
+        work,
+        args.smoke,
+        args.reuse,
+    )
+    rl_dirs = {f"{rl}-{style}": work / f"{rl}-{style}" for style in STYLES for rl in RL_STAGES}
+    timings |= run_all(
+        [
+            (rl, rl_config(args, rl, sft_dirs[style], rl_dirs[f"{rl}-{style}"]), f"{rl}-{style}")
+            for style in STYLES
+            for rl in RL_STAGES
+        ],
+        work,
+        args.smoke,
+        args.reuse,
+    )
+    models = {"base": args.model, **{f"sft-{s}": sft_dirs[s] for s in STYLES}, **rl_dirs}
+    models = {label: models[label] for label in LABELS}
+    eval_dir = work / "eval"
+    timings["evaluate"] = stage("evaluate", eval_config(args, models, eval_dir), work, "evaluate", args.smoke)
+    results = json.loads((eval_dir / "results.json").read_text())
+    analysis = analyse(results, token_counter(args.model))
+
+    training = {}
+    for label in models:
+        manifest_path = Path(models[label]) / "run_manifest.json"
+        if label != "base" and manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            metrics = manifest.get("metrics") or {}
+            training[label] = {
+                "wall_time_s": manifest.get("wall_time_s"),
+                **{k: metrics[k] for k in ("train_runtime", "train_loss", "global_step") if k in metrics},
+            }
+    sft = recipe("sft-working")
+    report = {
+        "benchmark": "reasoning_rl",
+        "script": "benchmarks/reasoning_rl.py",
+        "date": started.isoformat(timespec="seconds"),
+        "machine": {
+            "class": machine_class(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_at_start": load_at_start,
+            "omp": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        },
+        "settings": {
+            "model": args.model if not args.smoke else "tests/tiny.py chat Llama",
+            "sft": f"{args.sft_samples} train-pool examples per task x 3 tasks, {args.sft_epochs} epoch(s), lr "
+            f"{sft['learning_rate']}, LoRA r{sft['lora_r']} on the full-precision base; reply: working vs answer",
+            "rl": f"{args.rl_steps} steps, {args.rl_samples} train-pool prompts per task, rule reward `task` only, "
+            f"max_completion_length {args.completion_length}; grpo/ppo settings of recipes/configs/smollm2-135m/"
+            "reasoning/{grpo,ppo}.yaml",
+            "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
+            f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
+            "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",
+            "selection": "none: no setting was chosen from a measurement; the test pool is read once, here",
+            "seed": args.seed,
+            "smoke": args.smoke,
+        },
+        **analysis,
+        "training": training,
+        "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    for label, m in report["models"].items():
+        s = m["score"]
+        print(
+            f"[reasoning_rl] {label:14s} task {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] n={s['n']}  "
+            f"working {m['shows_working']:.2f}  reasoning {m['mean_reasoning_tokens']:.1f} tok"
+        )
+    for name, d in report["deltas"].items():
+        s, w = d["score"], d["shows_working"]
+        print(
+            f"[reasoning_rl] {name:28s} score {s['delta']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]  "
+            f"working {w['delta']:+.2f} [{w['low']:+.2f}, {w['high']:+.2f}]"
+        )
+    print(f"[reasoning_rl] wrote {args.output} ({report['timings_s']['total']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
