@@ -182,3 +182,54 @@ def test_tool_sft_smoke(tmp_path):
     assert report["delta_sft_minus_base"]["tool_use"]["paired"]
     assert report["settings"]["chat_template"].startswith("posttrain's tool-capable ChatML")
     assert report["machine"]["cpu_count"] and report["timings"]["sft_s"] > 0
+
+
+def test_reward_from_rules_smoke(tmp_path):
+    out = tmp_path / "reward_from_rules.json"
+    proc = run(tmp_path, "reward_from_rules.py", "--smoke", "--workdir", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert report["script"] == "benchmarks/reward_from_rules.py" and report["smoke"] and report["date"]
+    assert report["machine_class"] in ("AVX512-BF16", "AVX2")
+    # the reward model's held-out (validation-pool) accuracy with its interval, overall and per task
+    held_out = report["reward_model"]["validation_accuracy"]
+    assert {"accuracy", "low", "high", "n", "above_chance"} <= set(held_out) and held_out["n"] > 0
+    assert held_out["low"] <= held_out["accuracy"] <= held_out["high"]
+    assert report["reward_model"]["validation_accuracy_by_task"]
+    assert report["pairs"]["train"]["pool"] == "train" and report["pairs"]["validation"]["pool"] == "validation"
+    # PPO learns from the reward model only: the rule check is logged with weight 0
+    assert report["settings"]["ppo"]["rewards"][1] == {"name": "task", "weight": 0.0}
+    assert report["ppo"]["tasks"] and set(report["ppo"]["tasks"]) <= set(
+        report["reward_model"]["validation_accuracy_by_task"]
+    )
+    # SFT vs PPO on the sealed test pool: per task each score and the paired difference
+    for table in (report["test"]["ppo_tasks"], report["test"]["builtin"]):
+        assert "all" in table
+        for task, row in table.items():
+            assert {"sft", "ppo", "delta"} <= set(row), task
+            assert row["delta"]["paired"] and row["delta"]["n"] == row["sft"]["n"], task
+    assert set(report["test"]["ppo_tasks"]) == {*report["ppo"]["tasks"], "all"}
+    assert isinstance(report["tasks_raised_with_paired_ci_above_zero"], list)
+    assert {"pairs_train", "pairs_validation", "reward", "ppo", "evaluate", "total"} <= set(report["wall_times_s"])
+    assert "validation pairwise accuracy" in proc.stdout
+
+
+@pytest.mark.slow
+def test_reasoning_rl_smoke(tmp_path):
+    out = tmp_path / "reasoning_rl.json"
+    proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--work", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    labels = ["base"] + [f"{stage}-{style}" for style in ("working", "answer") for stage in ("sft", "grpo", "ppo")]
+    assert list(report["models"]) == labels
+    for label, model in report["models"].items():
+        assert model["score"]["n"] == 6, label  # 2 test-pool prompts x 3 tasks
+        assert set(model["per_task"]) == {"letter_count", "arithmetic", "decimal_compare"}, label
+        assert 0 <= model["shows_working"] <= 1 and model["mean_reasoning_tokens"] >= 0, label
+    # RL - its SFT, paired on the same prompts, for the score and the share of replies showing working
+    for name in ("grpo-working - sft-working", "ppo-working - sft-working", "grpo-answer - sft-answer",
+                 "ppo-answer - sft-answer", "sft-working - sft-answer"):  # fmt: skip
+        for measure in ("score", "shows_working", "reasoning_tokens"):
+            assert report["deltas"][name][measure]["paired"] and report["deltas"][name][measure]["n"] == 6
+    assert report["machine"]["class"] in ("AVX512-BF16", "AVX2") and report["script"] == "benchmarks/reasoning_rl.py"
+    assert report["date"] and report["timings_s"]["total"] > 0
+    assert set(report["timings_s"]) >= set(labels[1:]) | {"evaluate"}
+    assert "reasoning_rl] wrote" in proc.stdout

@@ -194,9 +194,11 @@ def test_no_module_but_the_evaluation_suites_names_the_test_pool():
             if isinstance(node, ast.keyword) and node.arg == "pool":
                 value = node.value
                 # a function's own ``pool`` parameter passed on is checked where it is called (the test above)
-                if not (isinstance(value, ast.Name) and value.id in ("SELECTION_POOL", "pool")) and not (
-                    isinstance(value, ast.Constant) and value.value in ("train", "validation")
-                ):
+                # ... as is a config's ``pool`` key (its stage refuses ``test``: tests/test_reward.py)
+                passed_on = (isinstance(value, ast.Name) and value.id in ("SELECTION_POOL", "pool")) or (
+                    isinstance(value, ast.Attribute) and value.attr == "pool"
+                )
+                if not passed_on and not (isinstance(value, ast.Constant) and value.value in ("train", "validation")):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
             if isinstance(node, ast.Name) and node.id == "REPORT_POOL":
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")

@@ -269,6 +269,19 @@ class SFTConfig(HardwareDefaultsMixin, trl.SFTConfig):
 class RewardConfig(HardwareDefaultsMixin, trl.RewardConfig):
     __doc__ = trl.RewardConfig.__doc__
 
+    validation_pairs: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out preference pairs the reward model is measured on after training (never trained on): a "
+            "JSONL file or a folder with `pairs.jsonl`, e.g. on-policy pairs written by `posttrain pairs --pool "
+            "validation` (the policy's own replies to validation-pool prompts, ranked by the rule checks). Pairs "
+            "whose `chosen_score` equals their `rejected_score` (ties) and pairs whose prompt is also a training "
+            "prompt are left out. Its pairwise accuracy, with a 95% (Wilson) interval, overall and per `task`, goes "
+            "to the run manifest's `validation_pairwise`; when the interval reaches 0.5 the stage warns, and PPO, "
+            "GRPO and RLOO warn when given this reward model. Unset: the `test_split_size` split is measured so."
+        },
+    )
+
 
 @dataclass
 class DPOConfig(HardwareDefaultsMixin, trl.DPOConfig):

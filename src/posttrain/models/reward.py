@@ -22,6 +22,62 @@ class RewardModelError(UserError, ValueError):
     """A path that is not a usable reward model (missing, not sequence classification, not one output)."""
 
 
+class RewardModelAtChanceWarning(UserWarning):
+    """A reward model whose measured validation pairwise accuracy is not above chance (its 95% CI reaches 0.5)."""
+
+
+#: the run manifest's record of a reward model's held-out pairwise accuracy (written by the reward stage)
+VALIDATION_RECORD = "validation_pairwise"
+
+
+def validation_record(path: str | Path) -> dict | None:
+    """The reward stage's held-out pairwise-accuracy record (``run_manifest.json``'s ``validation_pairwise``) of a
+    reward model folder, or ``None`` when the folder has no manifest or the manifest none (another HF model)."""
+    manifest = Path(path) / "run_manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8")).get(VALIDATION_RECORD)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) and "accuracy" in record else None
+
+
+def warn_if_at_chance(path: str | Path, key: str) -> dict | None:
+    """Warn (:class:`RewardModelAtChanceWarning`) when the reward model at ``path`` was measured at chance: its
+    manifest's validation pairwise accuracy has a 95% CI that reaches 0.5 (or lies below it). ``key`` names the
+    config key that points at it; a reward label such as ``rewards[1] (reward_model, path: X)`` is named as
+    ``rewards[1].path``. Returns the record (``None``: nothing measured, nothing said)."""
+    import re
+    import warnings
+
+    record = validation_record(path)
+    if record is None or record.get("above_chance", True):
+        return record
+    entry = re.match(r"rewards\[\d+\]", key)
+    key = f"{entry.group(0)}.path" if entry else key
+    warnings.warn(
+        f"{key}: reward model {path} ranks held-out pairs at chance: validation pairwise accuracy "
+        f"{record['accuracy']:.3f} [95% CI {record['low']:.3f}, {record['high']:.3f}] on {record['n']} pairs "
+        f"({record.get('source', 'held out')}; its run_manifest.json), so its scores carry no measured signal of "
+        f"what the pairs ranked and training on them learns noise. Set {key} to a reward model measured above "
+        "chance (train it on more, or on-policy, pairs: the reward stage with validation_pairs)",
+        RewardModelAtChanceWarning,
+        stacklevel=3,
+    )
+    return record
+    warnings.warn(
+        f"{key}: reward model {path} ranks held-out pairs at chance: validation pairwise accuracy "
+        f"{record['accuracy']:.3f} [95% CI {record['low']:.3f}, {record['high']:.3f}] on {record['n']} pairs "
+        f"({record.get('source', 'held out')}; its run_manifest.json), so its scores carry no measured signal and "
+        "training on them learns noise. Point this key at a reward model whose accuracy is above chance (train it "
+        "on more or on-policy pairs: recipes/reward.py with validation_pairs)",
+        RewardModelAtChanceWarning,
+        stacklevel=3,
+    )
+    return record
+
+
 class RewardModel:
     def __init__(self, model, tokenizer, *, max_length: int = 1024, batch_size: int = 8, source: str = ""):
         self.model, self.tokenizer = model.eval(), tokenizer

@@ -77,6 +77,14 @@ class PairsArguments:
     num_prompts: int = field(
         default=100, metadata={"help": "Prompts in all (tasks: split evenly between tasks; prompts: the first ones)."}
     )
+    pool: str = field(
+        default="train",
+        metadata={
+            "help": "Which pool of the builtin `tasks` the prompts come from: `train` (pairs to train on) or "
+            "`validation` (held-out pairs, e.g. the reward stage's `validation_pairs`); `test` is sealed for "
+            "reports and refused here."
+        },
+    )
     n: int = field(default=4, metadata={"help": "Replies sampled per prompt (at least 2)."})
     max_new_tokens: int = field(
         default=96,
@@ -130,6 +138,13 @@ class PairsArguments:
             raise ConfigError("output is required: the JSONL file to write (--output FILE, or --output_dir DIR)")
         if self.tasks is not None and self.prompts is not None:
             raise ConfigError("give tasks or prompts, not both")
+        if self.pool not in ("train", "validation"):
+            raise ConfigError(
+                f"pool must be train or validation (got {self.pool!r}): the test pool is sealed for reports, and "
+                "pairs are what training and selection read"
+            )
+        if self.pool != "train" and self.prompts is not None:
+            raise ConfigError(f"pool {self.pool!r} applies to builtin `tasks` only, not to a `prompts` file")
         for ok, message in (
             (self.n >= 2, f"--n must be at least 2 (got {self.n})"),
             (self.num_prompts >= 1, f"--num_prompts must be at least 1 (got {self.num_prompts})"),
@@ -169,7 +184,12 @@ def main(args: PairsArguments) -> int:
         identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
         tasks = (args.tasks or BUILTIN_PREFIX + ALL_TASKS).split(",")
         prompts = task_prompts(
-            tasks, args.num_prompts, seed=args.seed, identity=identity, system_prompt=args.system_prompt
+            tasks,
+            args.num_prompts,
+            seed=args.seed,
+            identity=identity,
+            system_prompt=args.system_prompt,
+            pool=args.pool,  # type: ignore[arg-type]
         )
     scorer: Scorer | ScoreFn = rule_scorer
     if args.reward_model is not None:
@@ -198,7 +218,7 @@ def main(args: PairsArguments) -> int:
             f"--min_margin, or, for {pairs.truncated} of them, every best reply was cut off at --max_new_tokens). "
             "Try a larger --n, a higher --temperature, a larger --max_new_tokens or other tasks.",
         )
-    write_pairs(pairs, output, overwrite=args.overwrite)
+    write_pairs(_with_tasks(pairs, prompts), output, overwrite=args.overwrite)
     counts = {
         "pairs": len(pairs),
         "prompts": pairs.prompts,
@@ -215,6 +235,19 @@ def main(args: PairsArguments) -> int:
         "cut off at max_new_tokens)"
     )
     return 0
+
+
+def _with_tasks(pairs: list[dict[str, Any]], prompts: list) -> list[dict[str, Any]]:
+    """Each pair with the ``task`` of its prompt (when it has one): what per-task figures (the reward stage's
+    ``validation_pairs`` accuracy) group by."""
+    import json
+
+    tasks = {json.dumps(item.messages, sort_keys=True): item.task for item in prompts}
+    rows = []
+    for row in pairs:
+        task = tasks.get(json.dumps(row["prompt"], sort_keys=True))
+        rows.append({**row, "task": task} if task is not None else row)
+    return rows
 
 
 def _load_reward_model(path: str) -> Any:

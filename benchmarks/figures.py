@@ -1,0 +1,300 @@
+#!/usr/bin/env python
+"""The README's and ``docs/results.md``'s figures, generated from the results files in ``benchmarks/results/``.
+
+    .venv/bin/python benchmarks/figures.py --write    # regenerate the README's figure blocks and docs/results.md
+    .venv/bin/python benchmarks/figures.py --check    # exit 1 if they differ from what the results files say
+
+A figure block in a Markdown file is the text between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``;
+:data:`BLOCKS` renders each from the results files (each with the script that wrote it, its machine class and
+date). ``tests/test_figures.py`` runs ``--check``: a README figure that no results file backs, or one that drifted
+from its file, fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results.md"
+
+
+def machine() -> dict:
+    """The CPU class (``AVX512-BF16`` or ``AVX2``), CPU model and core count of this machine."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    return {
+        "cpu_class": "AVX512-BF16" if "avx512_bf16" in cpuinfo else "AVX2",
+        "cpu_model": model or platform.processor(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _ci(entry: dict, signed: bool = False) -> str:
+    fmt = "{:+.0f}" if signed else "{:.0f}"
+    return f"[{fmt.format(100 * entry['low'])}, {fmt.format(100 * entry['high'])}]"
+
+
+def pipeline_files() -> list[tuple[str, dict]]:
+    """Every pipeline results file, quick profiles first."""
+    order = {"quick": 0, "quick-fp32": 1, "full": 2}
+    found = [(p.name, json.loads(p.read_text())) for p in sorted(RESULTS.glob("pipeline_*.json"))]
+    return sorted(found, key=lambda item: (order.get(item[1]["profile"], 9), item[0]))
+
+
+def _load_note(r: dict) -> str:
+    load = r.get("load_average") or {}
+    cores = r["machine"]["cores"]
+    if max(load.values(), default=0) > cores:
+        return (
+            f" (the machine was shared: load average {load.get('start')} at the start, {load.get('end')} at the end, "
+            f"on {cores} cores, so these times are upper bounds)"
+        )
+    return ""
+
+
+def render_pipeline() -> str:
+    """Per results file: the stages' wall times, then every stage's test-pool score with its CI and the paired
+    difference to the stage before."""
+    files = pipeline_files()
+    if not files:
+        return "No pipeline run has been measured yet (`benchmarks/pipeline_figures.py`).\n"
+    lines = []
+    for name, r in files:
+        m, e = r["machine"], r["evaluation"]
+        stages = r["stages"]
+        lines += [
+            f"**Profile `{r['profile']}`, {m['cpu_class']}** ({m['cpu_model']}, {m['cores']} cores; {r['date']}, "
+            f"[`benchmarks/results/{name}`](benchmarks/results/{name}), `{r['script']}`"
+            + (f", `POSTTRAIN_PRECISION={r['precision_env']}`" if r.get("precision_env") else "")
+            + "): stages "
+            + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items())
+            + f"; **total {r['total_s'] / 60:.1f} min**"
+            + _load_note(r)
+            + ".",
+            "",
+            f"| stage | `{e['suite']}` ({e['pool']} pool, {e['distinct_prompts']} distinct prompts) | vs previous stage "
+            "(paired) | stop rate |",
+            "|---|---|---|---|",
+        ]
+        deltas = {d["to"]: d for d in e["deltas"]}
+        for label, entry in e["models"].items():
+            s, stop, d = entry["score"], entry["stop_rate"], deltas.get(label)
+            change = f"{100 * d['delta']:+.0f} {_ci(d, signed=True)}" if d else ""
+            if d and d["low"] > 0:
+                change = f"**{change}**"
+            stop_text = f"{_pct(stop['mean'])} {_ci(stop)}" if stop else ""
+            lines.append(f"| {label} | {_pct(s['mean'])} {_ci(s)} | {change} | {stop_text} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{100 * low:.1f}%" if round(100 * low, 1) == round(100 * high, 1) else f"{100 * low:.1f}-{100 * high:.1f}%"
+
+
+def render_guard() -> str:
+    """The reward-hacking guard's calibration (simulated false stops and power) and its live run."""
+    r = load("guard_calibration.json")
+    if r is None:
+        return "Not measured yet (`benchmarks/guard_calibration.py`).\n"
+    rows = r["results"]
+    settings = r["settings"]
+    lines = [
+        f"Simulated by `benchmarks/guard_calibration.py` ([`benchmarks/results/guard_calibration.json`]"
+        f"(benchmarks/results/guard_calibration.json), {r['date'][:10]}; {settings['runs']} runs per scenario, "
+        f"{settings['replies_per_step']} replies a step, window {settings['window']}):",
+        "",
+        "| scenario | old 0.05-drop rule | calibrated rule | calibrated, replies counted as independent |",
+        "|---|---|---|---|",
+    ]
+    for steps in sorted({x["steps"] for x in rows if x["kind"] == "false stops"}):
+        part = [x for x in rows if x["kind"] == "false stops" and x["steps"] == steps]
+        lines.append(f"| no change, {steps} steps (false stops) | {_span([x['old_rule'] for x in part])} | "
+                     f"{_span([x['new_rule'] for x in part])} | |")  # fmt: skip
+    for steps in sorted({x["steps"] for x in rows if x["kind"] == "power"}):
+        part = [x for x in rows if x["kind"] == "power" and x["steps"] == steps]
+        lines.append(f"| pass rate falls halfway, {steps} steps (caught) | {_span([x['old_rule'] for x in part])} | "
+                     f"{_span([x['new_rule'] for x in part])} | |")  # fmt: skip
+    grouped = [x for x in rows if x["kind"] == "grouped false stops"]
+    if grouped:
+        sizes = "/".join(str(g) for g in sorted({x["group_size"] for x in grouped}))
+        lines.append(f"| GRPO-like groups of {sizes} replies, no change (false stops) | "
+                     f"{_span([x['old_rule'] for x in grouped])} | {_span([x['new_rule'] for x in grouped])} | "
+                     f"{_span([x['new_rule_ungrouped'] for x in grouped])} |")  # fmt: skip
+    power = [x for x in rows if x["kind"] == "grouped power"]
+    if power:
+        lines.append(f"| GRPO-like groups, pass rate falls (caught) | {_span([x['old_rule'] for x in power])} | "
+                     f"{_span([x['new_rule'] for x in power])} | {_span([x['new_rule_ungrouped'] for x in power])} |")  # fmt: skip
+    live = load("guard_live.json")
+    if live is not None:
+        lines += [
+            "",
+            f"On a real PPO run of the embedded model rewarded for repetition alone (`benchmarks/guard_live.py`, "
+            f"[`benchmarks/results/guard_live.json`](benchmarks/results/guard_live.json), {live['date'][:10]}, "
+            f"{live['machine']}), the guard "
+            + (
+                f"fired at step {live['fired_at_step']} of {live['settings'].get('max_steps', '?')}: "
+                f"{live['finding']['message']}; it kept the adapter of step {live['restored_step']} "
+                f"({live['restored_by']})"
+                if live["fired"]
+                else "did not fire"
+            )
+            + (
+                ". Every candidate adapter scored the same on the held-out prompts, so this run does not show the "
+                "restore telling adapters apart (the tiny-model test `tests/rl/test_guard_live.py` does)."
+                if len(set(live.get("heldout_task_scores", {}).values())) == 1
+                else "."
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_export() -> str:
+    """The pipeline export's quantization quality (KL of each GGUF type to the float32 HF model) and greedy
+    agreement, per pipeline results file."""
+    lines = []
+    for name, r in pipeline_files():
+        export = r.get("export")
+        if not export:
+            continue
+        m = r["machine"]
+        lines += [
+            f"Profile `{r['profile']}`, {m['cpu_class']} ({r['date']}, [`benchmarks/results/{name}`]"
+            f"(benchmarks/results/{name})):",
+            "",
+            "| type | mean KL (nats) | same top-1 | perplexity (reference) |",
+            "|---|---|---|---|",
+        ]
+        for gtype, q in export["quant_quality"].items():
+            lines.append(
+                f"| {gtype} | {q['kl_mean']:.2g} ± {q['kl_se']:.1g} | {100 * q['same_top']:.1f}% | "
+                f"{q['ppl']:.3f} ({q['ppl_reference']:.3f}) |"
+            )
+        agreement = [(n, c) for n, c in export["checks"].items() if n.startswith("generation")]
+        for check_name, check in agreement:
+            lines.append(f"\n* `{check_name}` ({check['status']}): {check['summary']}")
+        lines.append("")
+    return (
+        "\n".join(lines) if lines else "No pipeline export has been measured yet (`benchmarks/pipeline_figures.py`).\n"
+    )
+
+
+def render_reasoning() -> str:
+    """RL on think-then-answer SFT vs answer-only SFT (``benchmarks/reasoning_rl.py``)."""
+    r = load("reasoning_rl.json")
+    if r is None:
+        return "Not measured yet (`benchmarks/reasoning_rl.py`).\n"
+    m = r["machine"]
+    lines = [
+        f"`{r['script']}` ([`benchmarks/results/reasoning_rl.json`](benchmarks/results/reasoning_rl.json), "
+        f"{r['date'][:10]}, {m.get('class')}; greedy, the `reasoning` suite on the test pool, "
+        f"{next(iter(r['models'].values()))['score']['n']} prompts per model):",
+        "",
+        "| model | task score [95% CI] | replies showing working | reasoning tokens (mean) | stop rate |",
+        "|---|---|---|---|---|",
+    ]
+    for label, entry in r["models"].items():
+        s = entry["score"]
+        lines.append(
+            f"| {label} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] | "
+            f"{100 * entry['shows_working']:.0f}% | {entry['mean_reasoning_tokens']:.1f} | {100 * entry['stopped']:.0f}% |"
+        )
+    lines += ["", "| paired difference | score [95% CI] |", "|---|---|"]
+    for name, d in r["deltas"].items():
+        s = d["score"]
+        text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
+        lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
+    return "\n".join(lines) + "\n"
+
+
+#: name -> renderer of a figure block
+BLOCKS: dict[str, Callable[[], str]] = {"pipeline": render_pipeline, "guard": render_guard, "export": render_export}
+
+
+def render_results_doc() -> str:
+    """``docs/results.md``: every results file, by the script that wrote it."""
+    out = [
+        "# Measured results",
+        "",
+        "Generated by `benchmarks/figures.py --write` from the files in `benchmarks/results/` (do not edit by hand).",
+        "Each figure names the script that measured it, the machine class and the date.",
+        "",
+        "## Pipeline",
+        "",
+        render_pipeline(),
+        "## Export: quantization quality",
+        "",
+        render_export(),
+        "## Reward-hacking guard",
+        "",
+        render_guard(),
+        "## RL on reasoning: think-then-answer SFT vs answer-only SFT",
+        "",
+        render_reasoning(),
+    ]
+    shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json"}
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.name.startswith("pipeline_") or path.name in shown:
+            continue
+        data = json.loads(path.read_text())
+        meta = {k: data[k] for k in ("script", "date", "machine", "cpu_class", "machine_class") if k in data}
+        out += [f"## `{path.name}`", "", "```json", json.dumps(meta, indent=2) if meta else "{}", "```", ""]
+        out.append(f"Full figures: [`benchmarks/results/{path.name}`](../benchmarks/results/{path.name}).")
+        out.append("")
+    text = "\n".join(out).rstrip() + "\n"
+    return text.replace("](benchmarks/", "](../benchmarks/").replace("](docs/", "](")  # links relative to docs/
+
+
+def replace_blocks(text: str) -> str:
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in BLOCKS:
+            raise SystemExit(f"figures: unknown figure block '{name}' (known: {', '.join(BLOCKS)})")
+        return f"<!-- figures:{name} -->\n{BLOCKS[name]().rstrip()}\n<!-- /figures:{name} -->"
+
+    return re.sub(r"<!-- figures:([\w-]+) -->\n.*?<!-- /figures:\1 -->", fill, text, flags=re.S)
+
+
+def expected() -> dict[Path, str]:
+    return {README: replace_blocks(README.read_text()), RESULTS_DOC: render_results_doc()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true")
+    group.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    for path, text in expected().items():
+        if args.write:
+            path.write_text(text)
+        elif not path.is_file() or path.read_text() != text:
+            stale.append(str(path.relative_to(ROOT)))
+    if stale:
+        print(f"figures: {', '.join(stale)} differ from benchmarks/results/; run benchmarks/figures.py --write")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
