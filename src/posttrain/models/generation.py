@@ -221,18 +221,21 @@ def _compact_decode(
     extra = {}
     if "logits_to_keep" in inspect.signature(forward_model.forward).parameters:
         extra["logits_to_keep"] = 1
-    out = forward_model(
-        input_ids=input_ids.contiguous(),
-        attention_mask=mask,
-        position_ids=positions.contiguous(),
-        past_key_values=cache,
-        use_cache=True,
-        return_dict=True,
-        **extra,
-    )
-    logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
-    cache = out.past_key_values
-    del out
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor, cache):
+        """One forward with the cache: the last position's float32 logits and the cache."""
+        out = forward_model(
+            input_ids=ids.contiguous(),
+            attention_mask=mask,
+            position_ids=position_ids.contiguous(),
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+            **extra,
+        )
+        return out.logits[:, -1].to(copy=True, dtype=torch.float32), out.past_key_values
+
+    logits, cache = forward(input_ids, mask, positions, cache)
     last_position = positions[:, -1:]
     if num_return_sequences > 1:  # one prefill per prompt, its cache copied for each sequence
         logits = logits.repeat_interleave(num_return_sequences, dim=0)
@@ -267,18 +270,7 @@ def _compact_decode(
         if mask is not None:
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_position = last_position + 1
-        out = forward_model(
-            input_ids=next_tokens[:, None].contiguous(),
-            attention_mask=mask,
-            position_ids=last_position.contiguous(),
-            past_key_values=cache,
-            use_cache=True,
-            return_dict=True,
-            **extra,
-        )
-        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
-        cache = out.past_key_values
-        del out
+        logits, cache = forward(next_tokens[:, None], mask, last_position, cache)
 
 
 @torch.no_grad()
