@@ -209,3 +209,20 @@ def test_reply_option_is_validated():
     with pytest.raises(DataError, match="needs a builtin task with a worked solution"):
         DatasetSpec(path="data/train.jsonl", reply="answer")
     assert DatasetSpec(path="builtin:decimal_compare", reply="answer").reply == "answer"
+
+
+def test_a_reply_style_is_refused_where_no_reply_is_used():
+    """Preference pairs and RL prompts have no assistant turn to restyle: ``reply`` is refused by name there, never
+    silently ignored."""
+    import pytest
+
+    from posttrain.data.preference import load_preferences
+    from posttrain.data.spec import DatasetSpec
+    from posttrain.data.validation import DataError
+    from posttrain.rl.prompts import load_prompts
+
+    spec = {"path": "builtin:arithmetic", "num_samples": 8, "reply": "working"}
+    with pytest.raises(DataError, match="reply: working is for SFT conversations, not preference pairs"):
+        load_preferences([spec])
+    with pytest.raises(DataError, match="reply: working is for SFT conversations, not RL prompts"):
+        load_prompts([DatasetSpec(**spec)])

@@ -396,6 +396,8 @@ def _builtin_pairs(
     n: int | None = None,
 ) -> list[RawRow]:
     task = spec.path[len(BUILTIN_PREFIX) :]
+    if spec.reply != "response":  # pairs are the ideal reply against the classic mistake: nothing else to pair
+        raise DataError(spec.path, f"reply: {spec.reply} is for SFT conversations, not preference pairs; remove it")
     try:
         count = n if n is not None else spec.num_samples or BUILTIN_DEFAULT_SAMPLES
         examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)

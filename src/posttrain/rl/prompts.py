@@ -27,6 +27,8 @@ COLUMNS = ("prompt", "task", "answer", "meta")
 def _items(spec: DatasetSpec, *, seed: int, identity: Identity, system_prompt: str | None):
 
     if spec.path.startswith(BUILTIN_PREFIX):
+        if spec.reply != "response":  # an RL source gives prompts only: a reply style would be silently unused
+            raise DataError(spec.path, f"reply: {spec.reply} is for SFT conversations, not RL prompts; remove it")
         count = spec.num_samples or BUILTIN_DEFAULT_SAMPLES
         return task_prompts([spec.path], count, seed=seed, identity=identity, system_prompt=system_prompt)
     if looks_local(spec.path):
