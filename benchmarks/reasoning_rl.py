@@ -168,7 +168,7 @@ def _working(records: list[dict], task: str, count_tokens) -> dict:
 
 def analyse(results: dict, count_tokens) -> dict:
     """Per model: score (overall, per task), working stats; paired deltas between the models that matter."""
-    from posttrain.evaluation.stats import delta_ci, mean_ci
+    from posttrain.stats import delta_ci, mean_ci
     from posttrain.tasks.working import reasoning_length, shows_working, working_stats
 
     records: dict[str, list[dict]] = {}

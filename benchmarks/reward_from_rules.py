@@ -124,7 +124,7 @@ def sample_pairs(args, sft: str, pool: str, prompts: int, out: Path, tasks, syst
 def per_task(results: dict, suite: str, before: str, after: str) -> dict:
     """Per task (the builtin records' ``group``): each model's score with its 95% bootstrap CI and the paired 95%
     bootstrap CI of ``after - before``."""
-    from posttrain.evaluation.stats import delta_ci, mean_ci
+    from posttrain.stats import delta_ci, mean_ci
 
     primary = next(s["primary"] for s in results["suites"] if s["name"] == suite)
     scores: dict = defaultdict(lambda: defaultdict(dict))

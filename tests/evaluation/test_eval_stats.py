@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from posttrain.evaluation.stats import delta_ci, mean_ci
+from posttrain.stats import delta_ci, mean_ci
 
 
 def test_mean_ci_covers_the_mean_and_shrinks_with_more_data():

@@ -47,7 +47,7 @@ from posttrain.evaluation.judges import combine_pairwise, pairwise_prompt, parse
 from posttrain.evaluation.overlap import suite_overlap
 from posttrain.evaluation.reasoning import PLAIN, ReasoningFormat, split_reasoning
 from posttrain.evaluation.report import write_reports
-from posttrain.evaluation.stats import delta_ci, mean_ci
+from posttrain.stats import delta_ci, mean_ci
 from posttrain.evaluation.suites import TASK, Suite, SuiteError, load_suite
 from posttrain.evaluation.tool_loop import LoopResult, prepare_backend, run_tool_loop, suite_items, uses_tools
 from posttrain.models.registry import ModelNotFoundError

@@ -13,7 +13,7 @@ import math
 from contextlib import nullcontext
 from typing import Any
 
-from posttrain.evaluation.stats import delta_ci, mean_ci
+from posttrain.stats import delta_ci, mean_ci
 from posttrain.models import generation
 
 TOTAL = "total"
