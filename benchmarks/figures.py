@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""The README's and ``docs/results.md``'s figures, generated from the results files in ``benchmarks/results/``.
+"""``docs/results.md``: every measured figure, generated from the results files in ``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/figures.py --write    # regenerate the README's figure blocks and docs/results.md
-    .venv/bin/python benchmarks/figures.py --check    # exit 1 if they differ from what the results files say
+    .venv/bin/python benchmarks/figures.py --write    # regenerate docs/results.md
+    .venv/bin/python benchmarks/figures.py --check    # exit 1 if it differs from what the results files say
 
-A figure block in a Markdown file is the text between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``;
-:data:`BLOCKS` renders each from the results files (each with the script that wrote it, its machine class and
-date). ``tests/test_figures.py`` runs ``--check``: a README figure that no results file backs, or one that drifted
-from its file, fails the tests.
+Measurements live in ``docs/results.md`` only; the README and the other docs pages link to it. Each figure names the
+script that wrote its results file, its machine class and date. ``--check`` also fails when the README holds a
+generated figure block (``<!-- figures:NAME -->``): the README carries no measurements. ``tests/test_figures.py``
+runs ``--check``.
 """
 
 from __future__ import annotations
@@ -226,8 +226,15 @@ def render_reasoning() -> str:
     return "\n".join(lines) + "\n"
 
 
-#: name -> renderer of a figure block
-BLOCKS: dict[str, Callable[[], str]] = {"pipeline": render_pipeline, "guard": render_guard, "export": render_export}
+#: name -> renderer of a section of docs/results.md that has its own renderer
+SECTIONS: dict[str, Callable[[], str]] = {
+    "pipeline": render_pipeline,
+    "export": render_export,
+    "guard": render_guard,
+    "reasoning": render_reasoning,
+}
+#: a generated figure block in a Markdown file (the README had some; it must hold none now)
+FIGURE_BLOCK = re.compile(r"<!-- figures:([\w-]+) -->")
 
 
 def render_results_doc() -> str:
@@ -240,16 +247,28 @@ def render_results_doc() -> str:
         "",
         "## Pipeline",
         "",
-        render_pipeline(),
+        "Measured by `benchmarks/pipeline_figures.py` (the whole pipeline in a scratch folder, `--force all`), per",
+        "profile and CPU class; each line names its results file. What the stages change is in the table: SFT's gain",
+        "over the base model is the effect the quick profile is sized to show; the preference stages are smoke-sized",
+        "there. How the pipeline runs and what its report scores: [pipeline.md](pipeline.md).",
+        "",
+        SECTIONS["pipeline"](),
         "## Export: quantization quality",
         "",
-        render_export(),
+        "Measured by `benchmarks/pipeline_figures.py` on the pipeline's export (quick profile: f16 and Q4_K_M, the",
+        "reference float32 HF model). KL is the primary figure; greedy agreement is the secondary one (a long reply",
+        "survives a high per-token agreement only part of the time; a 135M model's greedy path flips easily under",
+        "quantization). What each check measures: [export.md](export.md#verification).",
+        "",
+        SECTIONS["export"](),
         "## Reward-hacking guard",
         "",
-        render_guard(),
+        "What the guard watches and how its tests are calibrated: [rl.md](rl.md#reward-hacking-guard).",
+        "",
+        SECTIONS["guard"](),
         "## RL on reasoning: think-then-answer SFT vs answer-only SFT",
         "",
-        render_reasoning(),
+        SECTIONS["reasoning"](),
     ]
     shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json"}
     for path in sorted(RESULTS.glob("*.json")):
@@ -264,18 +283,14 @@ def render_results_doc() -> str:
     return text.replace("](benchmarks/", "](../benchmarks/").replace("](docs/", "](")  # links relative to docs/
 
 
-def replace_blocks(text: str) -> str:
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in BLOCKS:
-            raise SystemExit(f"figures: unknown figure block '{name}' (known: {', '.join(BLOCKS)})")
-        return f"<!-- figures:{name} -->\n{BLOCKS[name]().rstrip()}\n<!-- /figures:{name} -->"
-
-    return re.sub(r"<!-- figures:([\w-]+) -->\n.*?<!-- /figures:\1 -->", fill, text, flags=re.S)
-
-
 def expected() -> dict[Path, str]:
-    return {README: replace_blocks(README.read_text()), RESULTS_DOC: render_results_doc()}
+    return {RESULTS_DOC: render_results_doc()}
+
+
+def readme_blocks(path: Path = README) -> list[str]:
+    """The names of generated figure blocks in the README (there must be none: measurements live in
+    docs/results.md)."""
+    return FIGURE_BLOCK.findall(path.read_text()) if path.is_file() else []
 
 
 def main() -> int:
@@ -292,6 +307,10 @@ def main() -> int:
             stale.append(str(path.relative_to(ROOT)))
     if stale:
         print(f"figures: {', '.join(stale)} differ from benchmarks/results/; run benchmarks/figures.py --write")
+        return 1
+    blocks = readme_blocks()
+    if blocks:
+        print(f"figures: README.md holds figure blocks ({', '.join(blocks)}); measurements live in docs/results.md")
         return 1
     return 0
 

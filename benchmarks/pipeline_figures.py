@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The pipeline's figures, measured: run ``posttrain pipeline`` end to end in a scratch folder and keep what the
-README reports about it (each stage's wall time, every stage's score on the built-in tasks' sealed test pool with its
+docs/results.md reports about it (each stage's wall time, every stage's score on the built-in tasks' sealed test pool with its
 95% CI, the paired differences between consecutive stages, stop rates) in ``benchmarks/results/``.
 
     .venv/bin/python benchmarks/pipeline_figures.py                          # the default profile (quick)
@@ -9,7 +9,7 @@ README reports about it (each stage's wall time, every stage's score on the buil
     .venv/bin/python benchmarks/pipeline_figures.py --from outputs/smollm2-135m   # a finished run's folder, nothing rerun
 
 Writes ``benchmarks/results/pipeline_<profile applied>_<cpu class>.json`` (machine class, CPU model, date, git commit
-with each); ``benchmarks/figures.py --write`` then regenerates the README's figure blocks and ``docs/results.md``.
+with each); ``benchmarks/figures.py --write`` then regenerates ``docs/results.md``.
 The run happens in a scratch working directory (``--workdir``) with links to ``recipes/`` and ``accelerate_configs/``,
 so ``outputs/`` here is left alone.
 """

@@ -1,5 +1,6 @@
-"""Every figure the README reports comes from a results file under ``benchmarks/results/`` (written by a script in
-the repository, with its machine class and date), and the README's figure blocks say exactly what those files say."""
+"""Every measured figure lives in ``docs/results.md``, generated from a results file under ``benchmarks/results/``
+(written by a script in the repository, with its machine class and date); ``docs/results.md`` says exactly what those
+files say, and the README holds no measurements (it links to ``docs/results.md``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results.md"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import figures  # noqa: E402
@@ -29,18 +32,25 @@ def _outside_blocks(text: str) -> str:
     return re.sub(r"<!-- figures:([\w-]+) -->\n.*?<!-- /figures:\1 -->", "", text, flags=re.S)
 
 
-def test_readme_figure_blocks_and_results_doc_match_the_results_files():
+def _measurements(text: str) -> list[str]:
+    for allowed in NOT_MEASUREMENTS:
+        text = text.replace(allowed, "")
+    return [m.group(0) for m in MEASUREMENT.finditer(text)]
+
+
+def test_results_doc_matches_the_results_files():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "figures.py"), "--check"], capture_output=True,
                           text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert RESULTS_DOC.read_text() == figures.render_results_doc()  # what --check compares, asserted here too
 
 
-def test_the_readme_reports_the_pipeline_from_its_results_files():
-    text = (ROOT / "README.md").read_text()
-    assert "<!-- figures:pipeline -->" in text
+def test_the_results_doc_reports_the_pipeline_from_its_results_files():
+    text = RESULTS_DOC.read_text()
     files = figures.pipeline_files()
     assert files, "no benchmarks/results/pipeline_*.json"
     block = figures.render_pipeline()
+    assert block.replace("](benchmarks/", "](../benchmarks/") in text
     for name, result in files:
         assert name in block and result["machine"]["cpu_class"] in block and result["date"] in block
         for label, entry in result["evaluation"]["models"].items():
@@ -49,12 +59,25 @@ def test_the_readme_reports_the_pipeline_from_its_results_files():
         assert result["evaluation"]["prompts"] == result["evaluation"]["distinct_prompts"]
 
 
-def test_no_measurement_outside_a_figure_block_in_the_readme():
-    text = _outside_blocks((ROOT / "README.md").read_text())
-    for allowed in NOT_MEASUREMENTS:
-        text = text.replace(allowed, "")
-    found = [m.group(0) for m in MEASUREMENT.finditer(text)]
-    assert not found, f"README figures outside a generated block (no results file backs them): {found[:10]}"
+def test_the_results_doc_carries_every_section():
+    text = RESULTS_DOC.read_text()
+    for render in figures.SECTIONS.values():  # pipeline, export, guard, reasoning: the README's old blocks included
+        assert render().replace("](benchmarks/", "](../benchmarks/").strip() in text, render.__name__
+
+
+def test_the_readme_holds_no_measurement():
+    text = README.read_text()
+    assert "<!-- figures:" not in text, "README figure blocks belong in docs/results.md (benchmarks/figures.py)"
+    assert figures.readme_blocks() == []
+    found = _measurements(_outside_blocks(text))
+    assert not found, f"README figures (measurements live in docs/results.md): {found[:10]}"
+    assert "docs/results.md" in text  # the README links to the measurements instead
+
+
+def test_a_measurement_in_the_readme_is_caught():
+    for text in ("SFT scores 23% [12, 33]", "total 67.1 min", "speed ratio 3.0x", "12.5 tokens/s"):
+        assert _measurements(text), text
+    assert not _measurements("bootstrap 95% CIs; f16 must agree on ≥ 98% of prompts")
 
 
 def test_every_results_file_names_its_machine_class_and_date():
@@ -65,11 +88,16 @@ def test_every_results_file_names_its_machine_class_and_date():
         assert "AVX512-BF16" in machine or "AVX2" in machine or "avx512_bf16" in machine or "bf16" in machine, path.name
 
 
-def test_a_stale_figure_block_is_caught(tmp_path, monkeypatch):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- figures:pipeline -->\nbase 99% [98, 100]\n<!-- /figures:pipeline -->\n")
-    monkeypatch.setattr(figures, "README", readme)
-    monkeypatch.setattr(figures, "RESULTS_DOC", tmp_path / "results.md")
+def test_a_stale_results_doc_is_caught(tmp_path, monkeypatch):
+    doc = tmp_path / "results.md"
+    doc.write_text(figures.render_results_doc().replace("| sft | ", "| sft | 99% [98, 100] | ", 1))
+    monkeypatch.setattr(figures, "RESULTS_DOC", doc)
     expected = figures.expected()
-    assert expected[readme] != readme.read_text()  # the block is regenerated from the results files
-    assert "base 99%" not in expected[readme]
+    assert expected[doc] != doc.read_text()  # regenerated from the results files
+    assert "99% [98, 100]" not in expected[doc]
+
+
+def test_a_figure_block_in_the_readme_is_caught(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- figures:pipeline -->\nbase 5% [0, 11]\n<!-- /figures:pipeline -->\n")
+    assert figures.readme_blocks(readme) == ["pipeline"]

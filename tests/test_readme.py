@@ -1,5 +1,6 @@
-"""The README's promises: every command in it is run by a test or by CI, the make targets it names run what it says,
-and the generated config reference is current."""
+"""The README's promises: it starts with the two set-up commands and stays short, every command in it and in the
+docs pages it links to is run by a test or by CI, its links resolve, the make targets it names run what it says, and
+the generated config reference is current."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_readme_walkthrough import MAIN, WALKTHROUGH
+from test_readme_walkthrough import MAIN, WALKTHROUGH, ollama_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 PIPELINE = "recipes/configs/smollm2-135m/pipeline.yaml"
+#: the README's length limit: what posttrain is, set-up, concepts, stages, configs, links; details live in docs/
+MAX_README_LINES = 250
 
 #: README commands CI runs itself (.ci/run: `make setup`, `make lint`, `make test`; `make test-fast` is a subset of
 #: `make test`)
@@ -22,14 +26,20 @@ CI = {"make test", "make setup", "make test-fast", "make lint"}
 OLLAMA = {"ollama create posttrain -f outputs/smollm2-135m/export/Modelfile", "ollama run posttrain"}
 
 
-def readme_commands() -> list[str]:
+def bash_commands(path: Path) -> list[str]:
+    """The commands of a Markdown file's ``bash`` blocks, one per line (continuations joined, comments dropped)."""
     commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.S | re.M):
+    for block in re.findall(r"^```bash\n(.*?)^```", path.read_text(), flags=re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
             command = " ".join(line.split("  #")[0].split())
             if command:
                 commands.append(command)
     return commands
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README and of the docs pages (walkthroughs moved there from the README)."""
+    return [command for path in (README, *DOCS) for command in bash_commands(path)]
 
 
 def pipeline_commands(tmp_path, monkeypatch, capsys, *extra) -> list[str]:
@@ -71,9 +81,61 @@ def test_every_readme_command_is_run_by_a_test_or_ci(tmp_path, monkeypatch, caps
         if any(c == normalized or c.startswith(normalized + " ") for c in by_pipeline):
             continue
         unexplained.append(command)
-    assert not unexplained, f"README commands no test or CI runs: {unexplained}"
+    assert not unexplained, f"README/docs commands no test or CI runs: {unexplained}"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\nmake setup\n" in ci and "\nmake test\n" in ci and "\nmake lint\n" in ci
+
+
+def test_every_walkthrough_command_is_in_the_readme_or_docs():
+    """The walkthrough runs the commands the README and docs show, not commands of its own."""
+    shown = set(readme_commands())
+    missing = [command for command, _ in WALKTHROUGH if command not in shown]
+    assert not missing, f"tests/test_readme_walkthrough.py runs commands no README/docs block shows: {missing}"
+    ollama = ollama_lines()
+    assert set(ollama) == OLLAMA, ollama  # what the walkthrough checks the export prints
+
+
+def test_the_readme_starts_with_the_two_set_up_commands():
+    text = README.read_text()
+    first_block = re.search(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    assert first_block and first_block.group(1) == "bash"
+    assert "\n## " not in text[: first_block.start()], "the set-up commands come before any section"
+    commands = [" ".join(line.split("  #")[0].split()) for line in first_block.group(2).splitlines()]
+    assert commands == ["make pipeline", "make test"], commands  # the main job on the default model, then the tests
+
+
+def test_the_readme_is_short():
+    lines = len(README.read_text().splitlines())
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines (at most {MAX_README_LINES}): move details to docs/"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (lower case, punctuation dropped, spaces to hyphens)."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 1
+        while anchor in anchors:
+            anchor, n = f"{slug}-{n}", n + 1
+        anchors.add(anchor)
+    return anchors
+
+
+def test_relative_links_in_the_readme_and_docs_resolve():
+    broken = []
+    for path in (README, *DOCS):
+        text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            if not resolved.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, broken
 
 
 def test_the_full_profile_plans_every_stage(tmp_path, monkeypatch, capsys):

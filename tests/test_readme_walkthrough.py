@@ -1,9 +1,11 @@
-"""The README, run: its main command (the quick pipeline) and the commands of its sections, on the embedded default
-model, in a scratch folder (slow: about 10 minutes on a 2-core CPU).
+"""The README, run: its main command (the quick pipeline) and the commands of its sections and of the docs pages they
+moved to (``docs/data-formats.md``: pairs; ``docs/rl.md``: GRPO; ``docs/evaluation.md``: evaluation;
+``docs/export.md``: Ollama), on the embedded default model, in a scratch folder (slow: about 10 minutes on a 2-core
+CPU).
 
-``WALKTHROUGH`` holds the README commands this test runs, in order; some get extra arguments appended (a smaller
-budget: argparse and TrlParser take the last value given). ``tests/test_readme.py`` checks that every command in the
-README is here, run by the pipeline, or run by CI.
+``WALKTHROUGH`` holds the README and docs commands this test runs, in order; some get extra arguments appended (a
+smaller budget: argparse and TrlParser take the last value given). ``tests/test_readme.py`` checks that every command
+in the README and in ``docs/`` is here, run by the pipeline, or run by CI, and that every command here is shown there.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ WALKTHROUGH = [
     ),
 ]
 pytestmark = pytest.mark.slow
+#: the pages whose Ollama commands the export must print
+OLLAMA_PAGES = (ROOT / "README.md", ROOT / "docs" / "export.md")
+
+
+def ollama_lines() -> list[str]:
+    """The ``ollama ...`` command lines of the README and of ``docs/export.md``."""
+    return [line for page in OLLAMA_PAGES for line in page.read_text().splitlines() if line.startswith("ollama ")]
 
 
 def sh(command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -128,9 +137,9 @@ def test_readme_walkthrough(scratch):
             assert f'SYSTEM """{SYSTEM}"""' in (export / "Modelfile").read_text()
             verification = json.loads((export / "run_manifest.json").read_text())["verification"]
             assert verification["passed"] is True, verification
-            ollama = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("ollama ")]
+            ollama = ollama_lines()
             commands = json.loads((export / "run_manifest.json").read_text())["commands"]
-            assert ollama and all(line in commands for line in ollama), (ollama, commands)  # the README's lines
+            assert ollama and all(line in commands for line in ollama), (ollama, commands)  # the README's/docs' lines
             assert_sft_learned_and_stops(out / "sft")  # before the next command replaces it
 
     sft = out / "sft"  # the README's override example: 2 steps, LoRA rank 8, the rendered loss mask printed first

@@ -75,7 +75,7 @@ def torch_dtype_name() -> str:
 
 
 def hardware_class() -> str:
-    """The machine class as the README's timing tables name it."""
+    """The machine class as the results files (docs/results.md) name it."""
     import torch
 
     if torch.cuda.is_available():

@@ -24,7 +24,7 @@ and the adapter match a 1-rank run on the same data with the same effective batc
 ``LOSS_RTOL`` / ``ADAPTER_ATOL`` (measured: at most 3e-7 relative and 5e-6 absolute; fp32, 3 steps).
 
 What these engines do only on GPUs (bf16, NCCL, CUDA-only peft paths, real second hosts) is checked by
-``benchmarks/gpu_check.sh --engines``; see README, "Scaling out with accelerate".
+``benchmarks/gpu_check.sh --engines``; see docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every task draws its examples from one of three *pools*:
 * ``train``: what training stages use (``builtin:<task>``);
 * ``validation``: what anything *chosen from a measurement* reads: held-out splits of training stages (early
   stopping, the RL guard's best checkpoint), sweeps (``builtin-validation`` suite), export's quantization checks;
-* ``test``: sealed, read only by reports (the shipped ``builtin`` evaluation suite, the README's figures). No
+* ``test``: sealed, read only by reports (the shipped ``builtin`` evaluation suite, docs/results.md). No
   selection code path reads it (``tests/test_heldout.py`` checks every one).
 
 The pools share no prompt phrasing, no fictional entity, no word and no number, so a model can only pass a held-out
