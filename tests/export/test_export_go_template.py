@@ -135,10 +135,11 @@ def test_known_family_template_renders_like_jinja(family, go_tool):
     """The family's Go template, chosen as the export chooses it and rendered with Ollama's chat handling (+ the
     runner's BOS), equals the real tokenizer's Jinja rendering on every conversation, without and with a Modelfile
     SYSTEM; prefills stay open, BOS is never doubled."""
+    from posttrain.chat_templates import adds_bos as tokenizer_adds_bos
     from posttrain.configs import PosttrainArguments
+    from posttrain.export.build import build_modelfile
     from posttrain.export.config import ExportArguments
-    from posttrain.export.special_tokens import stop_problems, tokenizer_adds_bos
-    from posttrain.stages.export import build_modelfile
+    from posttrain.export.modelfile import stop_problems
 
     tokenizer = family_tokenizer(family)
     name, adds_bos = FAMILIES[family]

@@ -136,7 +136,7 @@ def test_too_little_disk_is_refused_before_converting(tiny_chat_model, converter
     from posttrain.stages import export as stage_export
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("posttrain.stages.export.shutil.disk_usage", lambda path: usage(10, 10, 1024))
+    monkeypatch.setattr("posttrain.export.build.shutil.disk_usage", lambda path: usage(10, 10, 1024))
     monkeypatch.setattr("posttrain.export.llama_cpp.convert", lambda *a, **k: pytest.fail("converted anyway"))
     args = ExportArguments(model_name_or_path=str(tiny_chat_model), output_dir=str(tmp_path / "out"))
     with pytest.raises(ExportError, match="not enough free disk space"):

@@ -17,8 +17,8 @@ def chatml_modelfile(tiny_chat_model, **overrides) -> Modelfile:
     from transformers import AutoTokenizer
 
     from posttrain.configs import PosttrainArguments
+    from posttrain.export.build import build_modelfile
     from posttrain.export.config import ExportArguments
-    from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     args = ExportArguments(gguf_types=["f16", "q8_0"], **overrides)
@@ -50,7 +50,7 @@ def test_modelfile_parses_back(tiny_chat_model):
 def test_stops_that_are_not_tokens_are_reported(tiny_chat_model):
     from transformers import AutoTokenizer
 
-    from posttrain.export.special_tokens import stop_problems
+    from posttrain.export.modelfile import stop_problems
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     assert stop_problems(tokenizer, ["<|im_end|>"]) == []
@@ -62,8 +62,8 @@ def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model
     from transformers import AutoTokenizer
 
     from posttrain.configs import PosttrainArguments
+    from posttrain.export.build import build_modelfile
     from posttrain.export.config import ExportArguments
-    from posttrain.stages.export import build_modelfile
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     tokenizer.chat_template = (

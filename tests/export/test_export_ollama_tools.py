@@ -32,7 +32,7 @@ def tokenizer_for(family: str):
 
 
 def known_go_template(tokenizer) -> str:
-    from posttrain.export.special_tokens import tokenizer_adds_bos
+    from posttrain.chat_templates import adds_bos as tokenizer_adds_bos
 
     known = match_known(tokenizer.chat_template)
     assert known is not None

@@ -106,7 +106,7 @@ def test_failed_verification_exits_non_zero_without_manifest(tiny_chat_model, co
     monkeypatch.setattr(
         verify,
         "check_go_template",
-        lambda *a, **k: verify.Check("go_template", False, "0/12 conversations render identically"),
+        lambda *a, **k: verify.ExportCheck("go_template", False, "0/12 conversations render identically"),
     )
     with pytest.raises(SystemExit) as exit_info:
         run_export(export_config(tmp_path, tiny_chat_model, gguf_types=["f16"], serve=False))
@@ -117,7 +117,7 @@ def test_failed_verification_exits_non_zero_without_manifest(tiny_chat_model, co
 
 
 def test_a_new_export_never_mixes_with_an_earlier_one(tmp_path):
-    from posttrain.stages.export import move_into_place
+    from posttrain.export.publish import move_into_place
 
     out, work = tmp_path / "export", tmp_path / "work"
     (out / "served").mkdir(parents=True)

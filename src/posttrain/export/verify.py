@@ -26,19 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from posttrain.chat_templates import adds_bos
+from posttrain.chat_templates.stops import end_of_turn_tokens, eos_id_list
 from posttrain.export.gorender import GO_PACKAGE_HINT, GoUnavailableError, render_ollama
-from posttrain.export.modelfile import parse_modelfile
-from posttrain.export.prompts import (
-    GENERATION_CONVERSATIONS,
-    MODELFILE_SYSTEM,
-    TEMPLATE_CONVERSATIONS,
-    TOKENIZER_TEXTS,
-)
-from posttrain.export.special_tokens import end_of_turn_tokens, stop_problems
+from posttrain.export.modelfile import parse_modelfile, stop_problems
+from posttrain.export.prompts import MODELFILE_SYSTEM, TEMPLATE_CONVERSATIONS, TOKENIZER_TEXTS
+from posttrain.log import get_logger
+from posttrain.models.sample_conversations import GENERATION_CONVERSATIONS
+
+logger = get_logger(__name__)
 
 
 @dataclass
-class Check:
+class ExportCheck:
+    """One verification result of an export: passed (True), failed (False) or report-only (None)."""
+
     name: str
     passed: bool | None  # None: skipped / report-only
     summary: str
@@ -73,7 +75,7 @@ def chat_prompt_ids(tokenizer, conversation: list[dict]) -> list[int]:
     return encode_rendered(tokenizer, text)["input_ids"]
 
 
-def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label: str = "") -> Check:
+def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label: str = "") -> ExportCheck:
     texts = list(texts or TOKENIZER_TEXTS)
     if tokenizer.chat_template:
         texts += [
@@ -100,7 +102,7 @@ def check_tokenization(tokenizer, llm, texts: list[str] | None = None, *, label:
         if space_prefix
         else ""
     )
-    return Check(
+    return ExportCheck(
         f"tokenization[{label}]" if label else "tokenization",
         not mismatches,
         f"{identical}/{len(texts)} texts tokenized identically{known}",
@@ -195,7 +197,7 @@ def check_generations(
     threshold: float | None,
     margins: list[float | None] | None = None,
     tie_margin: float = 0.0,
-) -> Check:
+) -> ExportCheck:
     """Pass when the share of prompts whose replies are identical or part at a near tie reaches ``threshold``."""
     stats = agreement(hf_replies, gguf_replies)
     margins = margins or [None] * len(hf_replies)
@@ -206,7 +208,7 @@ def check_generations(
     passed = None if threshold is None else stats["prompts_agreeing"] >= threshold
     target = "" if threshold is None else f" (target ≥ {threshold:.0%} identical or near ties)"
     tied = f", {ties} more part at a near tie (≤ {tie_margin:g} nats under HF)" if ties else ""
-    return Check(
+    return ExportCheck(
         f"generations[{gtype}]",
         passed,
         f"{stats['prompts_identical']:.0%} of {stats['prompts']} greedy replies identical to HF{tied}{target}; "
@@ -395,7 +397,7 @@ def trained_tool_reply(render_jinja, end_of_turn: list[str]) -> tuple[str, str] 
 
 def check_go_template(
     tokenizer, go_template: str | None, *, translation_error: str | None = None, system: str | None = None
-) -> Check:
+) -> ExportCheck:
     """The Modelfile TEMPLATE rendered the way Ollama renders a chat request (SYSTEM insertion, collation,
     ``.System``, legacy path, thinking default, prefill, ``.Tools``/``.ToolCalls``/tool results/``.Thinking``;
     ``gotemplate/main.go``) plus the BOS the runner adds, vs. the tokenizer's Jinja rendering (plus the BOS the
@@ -410,18 +412,49 @@ def check_go_template(
     TEMPLATE Ollama would not use because the GGUF's Jinja advertises more capabilities
     (``shouldPreferChatTemplate``). With tools, a reply in the format the Jinja template trains (its think block
     included) must come back from Ollama's parsers as the call: name and arguments."""
-    from posttrain.export.go_template import compare_with_jinja
-    from posttrain.export.gorender import parse_replies, template_info
-    from posttrain.export.known_templates import match_known
-    from posttrain.export.special_tokens import tokenizer_adds_bos
-
     if go_template is None:
-        return Check(
+        return ExportCheck(
             "go_template",
             None,
             f"no TEMPLATE in the Modelfile (Ollama uses the GGUF's Jinja template): {translation_error}",
             {"translated": False, "reason": translation_error},
         )
+    try:
+        run = _render_go_template(tokenizer, go_template, system)
+    except GoUnavailableError as err:
+        return ExportCheck("go_template", None, f"skipped: {err}", {"skipped": True, "install": GO_PACKAGE_HINT})
+    except ValueError as err:
+        return ExportCheck("go_template", False, f"the Go template does not parse: {err}")
+    summary, problems, call_parsed = _go_template_summary(run)
+    if problems:
+        summary += "; " + "; ".join(problems)
+    return ExportCheck(
+        "go_template", run.result.passed and not problems, summary, _go_template_details(run, call_parsed)
+    )
+
+
+@dataclass
+class _GoTemplateRun:
+    """What :func:`check_go_template` measured: the chat comparison, the tool/thinking one (None without cases), the
+    tool cases the Jinja template does not render (name -> features), the template's capabilities, and the trained
+    tool-call reply ``(prompt, reply)`` with what Ollama's parsers made of it."""
+
+    source: str  # "known <family> template" or "translated template"
+    result: Any
+    tools: Any
+    ignored: dict[str, list[str]]
+    info: Any
+    trained: tuple[str, str] | None
+    parsed: Any
+
+
+def _render_go_template(tokenizer, go_template: str, system: str | None) -> _GoTemplateRun:
+    """Render ``go_template`` as Ollama does and compare with Jinja; raises GoUnavailableError without ``go`` and
+    ValueError when the template does not parse."""
+    from posttrain.export.go_template import compare_with_jinja
+    from posttrain.export.gorender import parse_replies, template_info
+    from posttrain.export.known_templates import match_known
+
     known = match_known(tokenizer.chat_template)
 
     def render_jinja(messages, **kwargs):
@@ -430,7 +463,7 @@ def check_go_template(
     systems = (None, system or MODELFILE_SYSTEM)
     options = {
         "bos_token": tokenizer.bos_token,
-        "adds_bos": tokenizer_adds_bos(tokenizer),
+        "adds_bos": adds_bos(tokenizer),
         "model_family": "qwen3" if known is not None and known.name == "qwen3" else None,
     }
     tool_cases, ignored = [], {}
@@ -440,24 +473,23 @@ def check_go_template(
             ignored[case["name"]] = features
         else:
             tool_cases.append(case)
-    try:
-        result = compare_with_jinja(go_template, render_jinja, TEMPLATE_CONVERSATIONS, systems=systems, **options)
-        tools = compare_with_jinja(go_template, render_jinja, tool_cases, **options) if tool_cases else None
-        if tools is not None and tools.checked == 0:  # the Jinja template refuses every case (Gemma: no tool role)
-            ignored.update({d["case"]: ["refused"] for d in tools.not_applicable if "case" in d})
-            tools = None
-        info = template_info(go_template, tokenizer.chat_template)
-        parsed = None
-        trained = (
-            trained_tool_reply(render_jinja, end_of_turn_tokens(tokenizer)) if "tools" in info.capabilities else None
-        )
-        if trained is not None:
-            [parsed] = parse_replies(go_template, [trained[1]], tools=VERIFY_TOOLS, prompt=trained[0])
-    except GoUnavailableError as err:
-        return Check("go_template", None, f"skipped: {err}", {"skipped": True, "install": GO_PACKAGE_HINT})
-    except ValueError as err:
-        return Check("go_template", False, f"the Go template does not parse: {err}")
-    path = f"known {known.name} template" if known is not None else "translated template"
+    result = compare_with_jinja(go_template, render_jinja, TEMPLATE_CONVERSATIONS, systems=systems, **options)
+    tools = compare_with_jinja(go_template, render_jinja, tool_cases, **options) if tool_cases else None
+    if tools is not None and tools.checked == 0:  # the Jinja template refuses every case (Gemma: no tool role)
+        ignored.update({d["case"]: ["refused"] for d in tools.not_applicable if "case" in d})
+        tools = None
+    info = template_info(go_template, tokenizer.chat_template)
+    parsed = None
+    trained = trained_tool_reply(render_jinja, end_of_turn_tokens(tokenizer)) if "tools" in info.capabilities else None
+    if trained is not None:
+        [parsed] = parse_replies(go_template, [trained[1]], tools=VERIFY_TOOLS, prompt=trained[0])
+    source = f"known {known.name} template" if known is not None else "translated template"
+    return _GoTemplateRun(source, result, tools, ignored, info, trained, parsed)
+
+
+def _go_template_summary(run: _GoTemplateRun) -> tuple[str, list[str], bool | None]:
+    """``(summary, problems, whether the trained tool call parses back)`` of a Go template comparison."""
+    result, tools, info = run.result, run.tools, run.info
     problems = []
     doubled = f"; BOS doubled in {result.doubled_bos}" if result.doubled_bos else ""
     skipped = f" ({len(result.not_applicable)} refused by the Jinja template)" if result.not_applicable else ""
@@ -469,7 +501,7 @@ def check_go_template(
         )
     summary = (
         f"{result.equal}/{result.checked} chat requests render as Ollama would send them identically to Jinja "
-        f"({path}{legacy}){skipped}{doubled}"
+        f"({run.source}{legacy}){skipped}{doubled}"
     )
     if tools is not None:
         summary += (
@@ -486,48 +518,46 @@ def check_go_template(
             f"{', '.join(info.chat_template_capabilities)}, the TEMPLATE {', '.join(info.capabilities) or 'nothing'}"
         )
     call_parsed = None
-    if trained is not None:
+    if run.trained is not None:
         want = _WEATHER_CALL["function"]
-        call_parsed = parsed.tool_calls == [{"name": want["name"], "arguments": want["arguments"]}]
+        call_parsed = run.parsed.tool_calls == [{"name": want["name"], "arguments": want["arguments"]}]
         if not call_parsed:
             problems.append(
                 f"Ollama's parser (tool tag {info.tool_tag!r}) does not extract the call from the trained reply "
-                f"{trained[1]!r}: got {parsed.tool_calls}, content {parsed.content!r}"
+                f"{run.trained[1]!r}: got {run.parsed.tool_calls}, content {run.parsed.content!r}"
             )
         else:
             summary += f"; a trained tool call ({info.tool_tag}...) parses back into name and arguments"
-    if problems:
-        summary += "; " + "; ".join(problems)
-    return Check(
-        "go_template",
-        result.passed and not problems,
-        summary,
-        {
-            "equal": result.equal,
-            "conversations": result.checked,
-            "template_source": path,
-            "uses_messages": result.uses_messages,
-            "thinking": result.thinking,
-            "capabilities": info.capabilities,
-            "tool_tag": info.tool_tag if "tools" in info.capabilities else None,
-            "thinking_tags": list(info.thinking_tags) if result.thinking else None,
-            "chat_template_capabilities": info.chat_template_capabilities,
-            "prefer_chat_template": info.prefer_chat_template,
-            "doubled_bos": result.doubled_bos,
-            "prefill_closed": result.prefill_closed,
-            "not_applicable": result.not_applicable[:3],
-            "differences": result.differences[:3],
-            "tool_cases": {
-                "checked": 0 if tools is None else tools.checked,
-                "equal": 0 if tools is None else tools.equal,
-                "equal_modulo_json": 0 if tools is None else tools.equal_modulo_json,
-                "not_rendered_by_jinja": ignored,
-                "not_applicable": [] if tools is None else tools.not_applicable[:3],
-                "differences": [] if tools is None else tools.differences[:3],
-            },
-            "tool_call_parsed": call_parsed,
+    return summary, problems, call_parsed
+
+
+def _go_template_details(run: _GoTemplateRun, call_parsed: bool | None) -> dict[str, Any]:
+    result, tools, info = run.result, run.tools, run.info
+    return {
+        "equal": result.equal,
+        "conversations": result.checked,
+        "template_source": run.source,
+        "uses_messages": result.uses_messages,
+        "thinking": result.thinking,
+        "capabilities": info.capabilities,
+        "tool_tag": info.tool_tag if "tools" in info.capabilities else None,
+        "thinking_tags": list(info.thinking_tags) if result.thinking else None,
+        "chat_template_capabilities": info.chat_template_capabilities,
+        "prefer_chat_template": info.prefer_chat_template,
+        "doubled_bos": result.doubled_bos,
+        "prefill_closed": result.prefill_closed,
+        "not_applicable": result.not_applicable[:3],
+        "differences": result.differences[:3],
+        "tool_cases": {
+            "checked": 0 if tools is None else tools.checked,
+            "equal": 0 if tools is None else tools.equal,
+            "equal_modulo_json": 0 if tools is None else tools.equal_modulo_json,
+            "not_rendered_by_jinja": run.ignored,
+            "not_applicable": [] if tools is None else tools.not_applicable[:3],
+            "differences": [] if tools is None else tools.differences[:3],
         },
-    )
+        "tool_call_parsed": call_parsed,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ end of turn
@@ -551,14 +581,13 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelfile_text: str) -> Check:
+def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelfile_text: str) -> ExportCheck:
     import llama_cpp
 
     problems: list[str] = []
     tokens = end_of_turn_tokens(tokenizer)
     ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens]
-    eos = getattr(generation_config, "eos_token_id", None)
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    eos = eos_id_list(getattr(generation_config, "eos_token_id", None))
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     stops = parse_modelfile(modelfile_text).get("PARAMETER stop", [])
     metadata = gguf_metadata(gguf_path)
@@ -615,7 +644,7 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
         if not problems
         else "; ".join(problems)
     )
-    return Check(
+    return ExportCheck(
         "end_of_turn",
         not problems,
         summary,
@@ -636,7 +665,7 @@ def check_end_of_turn(tokenizer, generation_config, gguf_path: Path, llm, modelf
 # ------------------------------------------------------------------------------------------------ report
 
 
-def write_report(checks: list[Check], path_json: Path, path_md: Path, *, title: str, extra: dict | None = None):
+def write_report(checks: list[ExportCheck], path_json: Path, path_md: Path, *, title: str, extra: dict | None = None):
     import json
 
     data = {
@@ -660,9 +689,9 @@ def write_report(checks: list[Check], path_json: Path, path_md: Path, *, title: 
     return data
 
 
-def print_checks(checks: list[Check]) -> None:
+def print_checks(checks: list[ExportCheck]) -> None:
     for check in checks:
-        print(f"posttrain: verify {check.name:<22} {check.status:>4}  {check.summary}", flush=True)
+        logger.info("posttrain: verify %-22s %4s  %s", check.name, check.status, check.summary)
 
 
 def default_generation_conversations(limit: int | None = None) -> list[list[dict]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from posttrain.chat_templates.stops import stop_ids
 from posttrain.models.resolve import resolve_model
 
 
@@ -36,12 +37,9 @@ class Completion:
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a reply: the generation config's EOS ids and the tokenizer's EOS."""
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    """Every id that ends a reply: the generation config's EOS ids and the tokenizer's EOS
+    (:func:`posttrain.chat_templates.stops.stop_ids`)."""
+    return stop_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
 
 
 def load_model_for_generation(name_or_path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code=False):

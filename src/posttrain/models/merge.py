@@ -1,7 +1,8 @@
 """Merging LoRA adapters into full-precision weights: the one merge implementation.
 
 :func:`merge_chain` (``posttrain merge``) merges an adapter chain (base → SFT adapter → DPO/PPO adapter ...) into one
-full-precision HF folder and measures the logit drift; :func:`merge_adapter` merges one adapter (a causal LM or a
+full-precision HF folder and measures the logit drift (:func:`merge_adapters` for a chain already found by
+:func:`adapter_chain`, as ``posttrain export`` does); :func:`merge_adapter` merges one adapter (a causal LM or a
 reward model) into a folder, and :func:`merged_adapter` caches that merge under ``$POSTTRAIN_CACHE/merged/<name>-<content
 hash>`` so a stage can start from an earlier stage's adapter. Both apply adapters through :func:`_apply_adapter`.
 
@@ -21,18 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from posttrain.chat_templates import keep_tokenizer_legacy
-from posttrain.export.prompts import GENERATION_CONVERSATIONS
-from posttrain.export.special_tokens import end_of_turn_ids
+from posttrain.chat_templates.stops import end_of_turn_ids
+from posttrain.log import get_logger
 from posttrain.manifest import read_manifest
 from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter, task_model_class
 from posttrain.models.registry import cache_dir, resolve_base
+from posttrain.models.sample_conversations import GENERATION_CONVERSATIONS
 from posttrain.storage import atomic_write_json, staged_dir
+
+logger = get_logger(__name__)
 
 MAX_CHAIN = 16
 
@@ -158,17 +161,34 @@ def merge_chain(
     dtype: str = "float32",
     conversations: list[list[dict]] | None = None,
 ):
-    """Load the root base in ``dtype``, apply and merge every adapter of the chain; returns
-    ``(model, tokenizer, MergeReport)``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load the root base of ``name_or_path``'s adapter chain (:func:`adapter_chain`) in ``dtype``, apply and merge
+    every adapter of the chain; returns ``(model, tokenizer, MergeReport)``."""
+    base, adapters = adapter_chain(name_or_path, base_model)
+    return merge_adapters(base, adapters, dtype=dtype, conversations=conversations)
 
+
+def _check_merge_dtype(dtype: str) -> None:
     if dtype not in ("float32", "bfloat16", "float16"):
         raise AdapterError(
             f"dtype must be float32, bfloat16 or float16 for a merge (got {dtype!r}); "
             "merging into 4-bit weights is never done"
         )
-    base, adapters = adapter_chain(name_or_path, base_model)
+
+
+def merge_adapters(
+    base: str,
+    adapters: list[Path],
+    *,
+    dtype: str = "float32",
+    conversations: list[list[dict]] | None = None,
+):
+    """Load ``base`` in ``dtype``, apply and merge ``adapters`` (an :func:`adapter_chain`) in order, measuring each
+    merge's logit drift on ``conversations`` (the first 8 :data:`GENERATION_CONVERSATIONS` by default); returns
+    ``(model, tokenizer, MergeReport)``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_merge_dtype(dtype)
     for adapter in adapters:
         config = json.loads((adapter / "adapter_config.json").read_text())
         if config.get("task_type") == "SEQ_CLS":
@@ -176,7 +196,7 @@ def merge_chain(
     base_path = resolve_base(base)
     _check_full_precision(base_path)
     chain = " → ".join([str(base), *map(str, adapters)])
-    print(f"posttrain: merging {chain} in {dtype}", flush=True)
+    logger.info("posttrain: merging %s in %s", chain, dtype)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(adapters[-1] if adapters else base_path)
@@ -191,7 +211,7 @@ def merge_chain(
         after = _logits(model, prompts)
         drift = max((a - b).abs().max().item() for a, b in zip(before, after)) if prompts else 0.0
         report.drift.append(drift)
-        print(f"posttrain: merged {adapter.name}: max |logit drift| adapter-on vs merged = {drift:.3g}", flush=True)
+        logger.info("posttrain: merged %s: max |logit drift| adapter-on vs merged = %.3g", adapter.name, drift)
     return model, tokenizer, report
 
 
@@ -220,8 +240,9 @@ def save_merged(model, tokenizer, output_dir: str | Path, report: MergeReport) -
 
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None) -> Path:
     """Merge ``adapter_dir`` into its full-precision base and save model + tokenizer + chat template to
-    ``output_dir`` (written to a temporary folder first; files are moved into place only when all are written, so
-    an existing ``output_dir`` -- e.g. a stage's folder holding ``adapter/`` -- keeps its other contents)."""
+    ``output_dir``: a new folder is published whole (:func:`~posttrain.storage.staged_dir`); into an existing one --
+    e.g. a stage's folder holding ``adapter/``, which keeps its other contents -- the files are moved only when all
+    are written."""
     import torch
     from transformers import AutoTokenizer
 
@@ -234,26 +255,26 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype=None
     base = model_class.from_pretrained(base_path, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     model = _apply_adapter(base, adapter_dir, base_path).merge_and_unload()
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        keep_tokenizer_legacy(tokenizer)
-        tokenizer.save_pretrained(tmp)
-        adapter = adapter_dir.resolve()
-        if adapter.parent == output_dir.resolve():  # the adapter ships inside the merged folder (reward model)
-            adapter = Path(adapter.name)
-        (tmp / "posttrain_merged.json").write_text(
-            json.dumps({"adapter": str(adapter), "base": adapter_base(adapter_dir)}, indent=2)
-        )
-        if not output_dir.exists():
-            tmp.rename(output_dir)
-        else:
-            for file in tmp.iterdir():
-                file.replace(output_dir / file.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    adapter = adapter_dir.resolve()
+    if adapter.parent == output_dir.resolve():  # the adapter ships inside the merged folder (reward model)
+        adapter = Path(adapter.name)
+    marker = {"adapter": str(adapter), "base": adapter_base(adapter_dir)}
+    if not output_dir.exists():
+        with staged_dir(output_dir) as tmp:
+            _save_merged_adapter(model, tokenizer, tmp, marker)
+        return output_dir
+    with tempfile.TemporaryDirectory(prefix=f".{output_dir.name}-", dir=output_dir.parent) as tmp:
+        _save_merged_adapter(model, tokenizer, Path(tmp), marker)
+        for file in Path(tmp).iterdir():
+            file.replace(output_dir / file.name)
     return output_dir
+
+
+def _save_merged_adapter(model, tokenizer, folder: Path, marker: dict) -> None:
+    model.save_pretrained(folder)
+    keep_tokenizer_legacy(tokenizer)
+    tokenizer.save_pretrained(folder)
+    (folder / "posttrain_merged.json").write_text(json.dumps(marker, indent=2))
 
 
 def merged_adapter(adapter_dir: str | Path) -> Path:
@@ -289,7 +310,7 @@ def _merged_adapter(adapter_dir: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").is_file():
-            print(f"posttrain: merging adapter {adapter_dir} into its full-precision base -> {target}", flush=True)
+            logger.info("posttrain: merging adapter %s into its full-precision base -> %s", adapter_dir, target)
             merge_adapter(adapter_dir, target)
     return target
 

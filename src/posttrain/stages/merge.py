@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from posttrain.export import ExportError
 from posttrain.export.config import MergeArguments
+from posttrain.log import get_logger
 from posttrain.manifest import write_manifest
 from posttrain.models.merge import merge_chain, save_merged
+
+logger = get_logger(__name__)
 
 
 def make_parser():
@@ -25,10 +28,12 @@ def main(args: MergeArguments):
             "the merged model does not reproduce the adapter; check the base model and dtype"
         )
     output_dir = save_merged(model, tokenizer, args.output_dir, report)
-    print(
-        f"posttrain: merged model ({args.dtype}) written to {output_dir}; max |logit drift| "
-        f"{report.max_drift:.3g} over {len(report.adapters)} adapter(s)",
-        flush=True,
+    logger.info(
+        "posttrain: merged model (%s) written to %s; max |logit drift| %.3g over %d adapter(s)",
+        args.dtype,
+        output_dir,
+        report.max_drift,
+        len(report.adapters),
     )
     write_manifest(
         output_dir,

@@ -1,4 +1,4 @@
-"""End-of-turn tokens: what stops a reply, read from the chat template and the tokenizer.
+"""What stops a reply: the end-of-turn tokens read from the chat template, and the stop ids every generator uses.
 
 A model trained with a chat template stops by emitting the token its template puts after an assistant message
 (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for Llama 3, ``<end_of_turn>`` for Gemma). Every runtime must agree:
@@ -10,11 +10,16 @@ with ``<|call|>`` (its ``<|end|>`` closes an analysis message inside a turn and 
 no stop); a template without an end-of-turn token (GLM-4.5) ends a reply where the next ``<|user|>`` or
 ``<|observation|>`` header starts, the markers posttrain's masks train (``chat_templates._end_marker``). Every one
 is a stop.
+
+:func:`stop_ids` is the one place a list of stop ids is assembled: from a generation config's
+``eos_token_id`` (:func:`posttrain.models.generation.stop_token_ids`) or from the template's end-of-turn tokens
+(:func:`end_of_turn_ids`, what a merged or exported model's ``generation_config`` gets), always with the tokenizer's
+EOS.
 """
 
 from __future__ import annotations
 
-from posttrain.chat_templates import _end_marker, _needs_end_marker, adds_bos, render
+from posttrain.chat_templates import _end_marker, _needs_end_marker, render
 
 _PROBE = "posttrain-probe-reply"
 _USER = {"role": "user", "content": "posttrain-probe"}
@@ -101,17 +106,22 @@ def _header_after(tokenizer, messages: list[dict], following: dict, specials: li
     return [marker] if marker in specials else []
 
 
+def eos_id_list(eos_token_id: int | list[int] | None) -> list[int]:
+    """A config's ``eos_token_id`` (one id, a list of ids or None) as a new list of ids."""
+    if eos_token_id is None:
+        return []
+    return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+
+def stop_ids(tokenizer, eos_token_id: int | list[int] | None) -> list[int]:
+    """Every id that ends a reply: ``eos_token_id`` (a config's: one id, a list or None), then the tokenizer's EOS
+    when it is not among them."""
+    ids = eos_id_list(eos_token_id)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def end_of_turn_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids(token) for token in end_of_turn_tokens(tokenizer)]
-
-
-def tokenizer_adds_bos(tokenizer) -> bool:
-    """Whether tokenizing a text adds BOS (what the GGUF's ``tokenizer.ggml.add_bos_token`` says, so llama.cpp and
-    Ollama's runner add it in front of every prompt): :func:`posttrain.chat_templates.adds_bos`."""
-    return adds_bos(tokenizer)
-
-
-def stop_problems(tokenizer, stops: list[str]) -> list[str]:
-    """Modelfile stops that disagree with the tokenizer: every stop must be one special/added token of it."""
-    specials = set(special_token_strings(tokenizer))
-    return [f"{stop!r} is not a special token of the tokenizer" for stop in stops if stop not in specials]
+    """The ids of :func:`end_of_turn_tokens`: what a model's ``generation_config.eos_token_id`` must hold."""
+    return stop_ids(tokenizer, [tokenizer.convert_tokens_to_ids(token) for token in end_of_turn_tokens(tokenizer)])
