@@ -12,7 +12,9 @@ from families import TOKENIZERS_DIR, FamilyAssetsMissing, build_tiny_family_mode
 
 from posttrain.errors import ConfigError
 from posttrain.evaluation.backends import BackendError, GenerationSettings, HFBackend, OpenAIBackend
+from posttrain.evaluation.cache import GenerationCache
 from posttrain.evaluation.config import EvalArguments
+from posttrain.evaluation.generation import check_template_kwargs
 from posttrain.evaluation.reasoning import (
     HARMONY,
     PLAIN,
@@ -22,7 +24,7 @@ from posttrain.evaluation.reasoning import (
     split_reasoning,
     tokenizer_renderer,
 )
-from posttrain.evaluation.runner import GenerationCache, check_template_kwargs, evaluate
+from posttrain.evaluation.runner import evaluate
 
 QWEN3 = ReasoningFormat("tags", "<think>", "</think>")
 R1 = ReasoningFormat("tags", "<think>", "</think>", opened_by_prompt=True)

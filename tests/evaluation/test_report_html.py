@@ -10,14 +10,8 @@ import subprocess
 import pytest
 
 from posttrain.evaluation.config import EvalArguments
-from posttrain.evaluation.report import (
-    build_context,
-    render_markdown,
-    render_template,
-    side_by_side,
-    wilson,
-    write_reports,
-)
+from posttrain.evaluation.formatting import wilson
+from posttrain.evaluation.report import build_context, render_markdown, render_template, side_by_side, write_reports
 from posttrain.evaluation.runner import evaluate
 from posttrain.pipeline.report import render_html as render_pipeline_html
 from posttrain.pipeline.report import render_markdown as render_pipeline_markdown

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 import time
@@ -34,13 +33,14 @@ from posttrain.evaluation.reasoning import (
     detect_reasoning_format,
     tokenizer_renderer,
 )
+from posttrain.log import get_logger
 from posttrain.models.generation import generate, load_model_for_generation, render_prompt
 from posttrain.models.registry import ModelNotFoundError
 from posttrain.models.resolve import resolve_model
 from posttrain.models.weights import check_gguf
 from posttrain.precision import torch_dtype_name
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -18,9 +18,12 @@ from typing import Any
 from posttrain.data import load_conversations, load_preferences
 from posttrain.data.formats import normalize_prompt, user_texts
 from posttrain.data.spec import DatasetSpec, Identity
+from posttrain.log import get_logger
 from posttrain.manifest import read_manifest
 from posttrain.rl.prompt_items import task_prompts
 from posttrain.rl.prompts import load_prompts
+
+logger = get_logger(__name__)
 
 #: how each stage's data is loaded: conversations, preference pairs or prompts
 _KIND = {"sft": "conversations", "reward": "preferences", "dpo": "preferences", "ppo": "prompts", "grpo": "prompts",
@@ -126,7 +129,7 @@ def manifest_prompts(folder: str | Path) -> list[StagePrompts]:
                                        system_prompt=pt_args.get("system_prompt")))  # fmt: skip
         except (UserError, OSError) as error:
             reason = f"the training data of {current} could not be read ({error})"
-            print(f"posttrain: warning: {reason}; its overlap with the evaluation prompts is not checked", flush=True)
+            logger.warning(f"{reason}; its overlap with the evaluation prompts is not checked")
             found.append(StagePrompts(manifest["stage"], unchecked=reason))
         if not model:
             break
@@ -198,3 +201,14 @@ def suite_overlap(model_paths: Iterable[str], suites: Iterable[Any]) -> dict[str
         result["suites"][suite.name] = {"prompts": found.checked, "exact": len(found.exact),
                                         "normalized": len(found.normalized), "examples": found.normalized[:5]}  # fmt: skip
     return result
+
+
+def warn_overlap(check: dict[str, Any]) -> None:
+    """A warning per suite with prompts that also occur in training (``check``: :func:`suite_overlap`'s)."""
+    for name, found in check["suites"].items():
+        if found["normalized"]:
+            logger.warning(
+                f"suites: {found['normalized']} prompts of suite '{name}' also occur in the training prompts of "
+                f"{', '.join(check['checked_against'])}; their scores measure recall, not generalization "
+                f"(e.g. {found['examples'][0]!r})"
+            )

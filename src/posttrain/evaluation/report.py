@@ -3,55 +3,46 @@
 A consumer of results files only (training code never imports it): the HTML is one self-contained page (inline CSS
 and SVG charts, no JavaScript, nothing fetched) that opens with a few held-out prompts and every model's reply side by
 side, marked pass/fail (:func:`side_by_side`), then the headline scores per suite as bar charts with 95% interval
-whiskers and labels (``54% [44, 64]``; Wilson intervals for all-0/all-1 rates and stop rates), the deltas between stages (base -> SFT -> DPO -> PPO) as a forest plot, tables with confidence intervals,
-breakdowns, judge failure counts and example replies. Re-render any time::
+whiskers and labels (``54% [44, 64]``; Wilson intervals for all-0/all-1 rates and stop rates), the deltas between
+stages (base -> SFT -> DPO -> PPO) as a forest plot, tables with confidence intervals, breakdowns, judge failure
+counts and example replies. Re-render any time::
 
     python -m posttrain.evaluation.report outputs/eval/results.json
 
 Both files are Jinja2 templates (``templates/report.md.j2`` and ``templates/report.html.j2``, HTML autoescaped)
-rendered from one context, :func:`build_context`: every number is formatted here, the templates only lay it out.
-:func:`render_template`, :data:`PALETTE` and :func:`build_context` are shared with :mod:`posttrain.pipeline.report`,
-whose templates render each evaluation stage with the same macros (``templates/_parts.{html,md}.j2``).
+rendered from one context, :func:`build_context`: every number is formatted here (with
+:mod:`posttrain.evaluation.formatting`; charts from :mod:`posttrain.evaluation.charts`), the templates only lay it
+out. :func:`render_template` and :func:`build_context` are shared with :mod:`posttrain.pipeline.report`, whose
+templates render each evaluation stage with the same macros (``templates/_parts.{html,md}.j2``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup, escape
 
+from posttrain.evaluation.charts import PALETTE, bar_chart, chart_width, delta_chart
+from posttrain.evaluation.formatting import fmt, fmt_ci, is_number, score_info, stop_rate, with_interval
 from posttrain.evaluation.overlap import overlap_line
 from posttrain.storage import atomic_write_text
 
 __all__ = [
-    "PALETTE",
     "TEMPLATES_DIR",
-    "bar_chart",
     "build_context",
-    "chart_width",
-    "delta_chart",
-    "fmt",
-    "fmt_ci",
-    "fmt_compact",
     "load_results",
+    "reasoning_cell",
     "render_html",
     "render_markdown",
     "render_template",
     "side_by_side",
-    "stop_rate",
-    "wilson",
-    "with_interval",
     "write_reports",
 ]
 
-# Okabe-Ito: distinguishable for colour-blind readers, one colour per model (stage)
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 EXAMPLES_PER_SUITE = 3
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 SOURCE_KEYS = ("builtin", "package", "file", "distribution", "version", "licence", "num_samples")
@@ -61,100 +52,6 @@ def load_results(results: str | Path | dict) -> dict:
     if isinstance(results, dict):
         return results
     return json.loads(Path(results).read_text(encoding="utf-8"))
-
-
-# ------------------------------------------------------------------------------------------------ formatting
-
-
-def _ok(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def fmt(value: Any, percent: bool, *, signed: bool = False) -> str:
-    """A score for a table: ``12.3%`` (``+4.5 pts`` when signed) for rates, ``0.12`` otherwise, ``–`` if missing."""
-    if not _ok(value):
-        return "–"
-    sign = "+" if signed and value > 0 else ""
-    if percent:
-        return f"{sign}{100 * value:.1f}" + (" pts" if signed else "%")
-    return f"{sign}{value:.2f}"
-
-
-def fmt_ci(stat: dict | None, percent: bool, *, signed: bool = False) -> str:
-    """:func:`fmt` of a summary statistic (``mean``) or delta (``delta``) with its 95% CI in brackets (always, when
-    the statistic has one: a CI of one point is shown as such rather than hidden)."""
-    if not stat:
-        return "–"
-    value = stat.get("delta", stat.get("mean"))
-    if not _ok(value):
-        return "–"
-    text = fmt(value, percent, signed=signed)
-    if _ok(stat.get("low")) and _ok(stat.get("high")):
-        scale, spec = (100, ".1f") if percent else (1, ".2f")
-        spec = ("+" if signed else "") + spec
-        text += f" [{stat['low'] * scale:{spec}}, {stat['high'] * scale:{spec}}]"
-    return text
-
-
-def fmt_compact(stat: dict | None, percent: bool) -> str:
-    """A chart label: ``54% [44, 64]`` (whole percentage points) or ``6.25 [5.80, 6.70]`` for other scores."""
-    value = (stat or {}).get("delta", (stat or {}).get("mean"))
-    if not _ok(value):
-        return "–"
-
-    def one(v: float) -> str:
-        return f"{100 * v:.0f}" if percent else f"{v:.2f}"
-
-    text = one(value) + ("%" if percent else "")
-    if _ok(stat.get("low")) and _ok(stat.get("high")):
-        text += f" [{one(stat['low'])}, {one(stat['high'])}]"
-    return text
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion ``successes / n`` (sensible at 0% and 100%, unlike a
-    bootstrap, which has no spread there)."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
-
-
-def with_interval(stat: dict | None, info: dict) -> dict | None:
-    """``stat`` with a usable 95% interval: a rate on which every sample scored the same (all 0 or all 1: the
-    bootstrap interval is the single point [0, 0]) gets the Wilson score interval of its ``n`` samples instead,
-    marked ``"interval": "wilson"``. Anything else is returned as it is."""
-    if not stat or not info.get("percent"):
-        return stat
-    mean, n = stat.get("mean"), stat.get("n")
-    if (
-        _ok(mean)
-        and mean in (0.0, 1.0)
-        and isinstance(n, int)
-        and n > 0
-        and (not _ok(stat.get("low")) or stat.get("low") == stat.get("high"))
-    ):
-        low, high = wilson(round(mean * n), n)
-        return {**stat, "low": low, "high": high, "interval": "wilson"}
-    return stat
-
-
-def stop_rate(generation: dict | None) -> dict | None:
-    """A model's stop rate on a suite (``summary[suite][label]["_generation"]``: the share of replies that ended
-    before the token budget) as a statistic with its 95% Wilson interval."""
-    if not generation or not generation.get("samples") or not _ok(generation.get("stop_rate")):
-        return None
-    n = int(generation["samples"])
-    stopped = round(generation["stop_rate"] * n)
-    low, high = wilson(stopped, n)
-    return {"mean": generation["stop_rate"], "low": low, "high": high, "n": n, "stopped": stopped}
-
-
-def _score_info(suite: dict, name: str) -> dict:
-    return next((s for s in suite["scores"] if s["name"] == name), {"percent": False})
 
 
 def _labels(results: dict) -> list[str]:
@@ -201,7 +98,7 @@ def _examples(results: dict, suite: dict) -> list[tuple[str, list[dict]]]:
 def _passed(value: Any, info: dict) -> bool | None:
     """Whether one reply passes on a score: at least 0.5 for rates (checks: 1 passes, 0 fails), at least the middle
     of the range for ranged scores (a judge's 1-10: 5.5), None when unscored or the score has no range."""
-    if not _ok(value):
+    if not is_number(value):
         return None
     if info.get("percent"):
         return value >= 0.5
@@ -240,7 +137,7 @@ def side_by_side(results: dict, count: int = SIDE_BY_SIDE, *, limit: int = 320) 
     candidates = []  # (disagree, suite name, group, sample id, records), in the order of the samples
     for (suite_name, sid), records in by_prompt.items():
         suite = suites[suite_name]
-        info = _score_info(suite, suite["primary"])
+        info = score_info(suite, suite["primary"])
         marks = [
             _passed(records[label]["scores"].get(suite["primary"]), info) if label in records else None
             for label in labels
@@ -258,7 +155,7 @@ def side_by_side(results: dict, count: int = SIDE_BY_SIDE, *, limit: int = 320) 
     out = []
     for disagree, suite_name, group, sid, records in picked:
         suite = suites[suite_name]
-        info = _score_info(suite, suite["primary"])
+        info = score_info(suite, suite["primary"])
         first = next(iter(records.values()))
         replies = []
         for label in labels:
@@ -338,128 +235,6 @@ def render_template(name: str, context: dict[str, Any]) -> str:
     return _environment().get_template(name).render(context)
 
 
-# ------------------------------------------------------------------------------------------------------ SVG
-
-
-def _axis_range(info: dict, values: list[float]) -> tuple[float, float]:
-    if info.get("range"):
-        return float(info["range"][0]), float(info["range"][1])
-    finite = [v for v in values if _ok(v)] or [0.0, 1.0]
-    low, high = min(0.0, *finite), max(0.0, *finite)
-    pad = (high - low) * 0.1 or 1.0
-    return low - (pad if low < 0 else 0), high + pad
-
-
-def bar_chart(
-    title: str, labels: list[str], stats: list[dict | None], info: dict, *, width: int = 320, height: int = 220
-) -> Markup:
-    """An SVG bar chart: one bar per model with its 95% CI drawn as a whisker with caps over a shaded range, and
-    the value with its interval above (``54% [44, 64]``); escaped, ready for a template."""
-    left, right, top, bottom = 44, 10, 40, 36  # room above the plot for a 100% bar's label
-    plot_w, plot_h = width - left - right, height - top - bottom
-    means = [s.get("mean") if s else None for s in stats]
-    lo, hi = _axis_range(info, [v for s in stats if s for v in (s.get("low"), s.get("high"), s.get("mean"))])
-    span = (hi - lo) or 1.0
-
-    def y(v: float) -> float:
-        return top + plot_h * (1 - (min(max(v, lo), hi) - lo) / span)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<text x="{width / 2}" y="16" text-anchor="middle" class="title">{escape(title)}</text>',
-    ]
-    for k in range(5):
-        v = lo + span * k / 4
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>')
-        out.append(
-            f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">'
-            f"{escape(fmt(v, info.get('percent', False)).replace('.0%', '%'))}</text>"
-        )
-    slot = plot_w / max(1, len(labels))
-    bar_w = min(48.0, slot * 0.6)
-    base = y(max(lo, 0.0)) if lo < 0 < hi else y(lo)
-    for i, (label, stat) in enumerate(zip(labels, stats)):
-        cx = left + slot * (i + 0.5)
-        color = PALETTE[i % len(PALETTE)]
-        mean = means[i]
-        if _ok(mean):
-            top_y = min(y(mean), base)
-            bar_h = abs(base - y(mean))
-            if bar_h < 2:  # a score at the axis (0%) still shows a sliver of its colour
-                top_y, bar_h = top_y - (2 - bar_h), 2.0
-            out.append(
-                f'<rect x="{cx - bar_w / 2:.1f}" y="{top_y:.1f}" width="{bar_w:.1f}" '
-                f'height="{bar_h:.1f}" fill="{color}"><title>{escape(label)}: '
-                f"{escape(fmt_ci(stat, info.get('percent', False)))}</title></rect>"
-            )
-            if _ok(stat.get("low")) and _ok(stat.get("high")):
-                y1, y2 = y(stat["low"]), y(stat["high"])
-                out.append(
-                    f'<rect x="{cx - 3:.1f}" y="{y2:.1f}" width="6" height="{max(y1 - y2, 0.0):.1f}" class="range"/>'
-                )
-                out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y1:.1f}" y2="{y2:.1f}" class="whisker"/>')
-                for yy in (y1, y2):
-                    out.append(
-                        f'<line x1="{cx - 6:.1f}" x2="{cx + 6:.1f}" y1="{yy:.1f}" y2="{yy:.1f}" class="whisker"/>'
-                    )
-            label_y = min(y(stat["high"]) if _ok(stat.get("high")) else y(mean), top_y) - 4
-            out.append(
-                f'<text x="{cx:.1f}" y="{label_y:.1f}" text-anchor="middle" class="value">'
-                f"{escape(fmt_compact(stat, info.get('percent', False)))}</text>"
-            )
-        else:
-            out.append(f'<text x="{cx:.1f}" y="{base - 4:.1f}" text-anchor="middle" class="tick">n/a</text>')
-        out.append(
-            f'<text x="{cx:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="label">{escape(label)}</text>'
-        )
-    out.append("</svg>")
-    return Markup("".join(out))
-
-
-def delta_chart(rows: list[tuple[str, dict, bool]], *, width: int = 660) -> Markup:
-    """A forest plot of deltas: one row per (suite, change) with the 95% CI as a line, 0 marked. ``rows`` are
-    ``(label, delta, percent)``; values are drawn in points for percentages."""
-    row_h, left, right, top = 26, 230, 70, 28
-    height = top + row_h * len(rows) + 24
-    values = [d[k] * (100 if pct else 1) for _, d, pct in rows for k in ("low", "high", "delta") if _ok(d.get(k))]
-    extent = max([abs(v) for v in values] + [1.0]) * 1.1
-    plot_w = width - left - right
-
-    def x(v: float) -> float:
-        return left + plot_w * (v + extent) / (2 * extent)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Deltas between stages">',
-        f'<text x="{left + plot_w / 2}" y="16" text-anchor="middle" class="title">Change between stages '
-        "(95% CI; points for rates)</text>",
-        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{top - 4}" y2="{height - 20}" class="zero"/>',
-    ]
-    for i, (label, d, pct) in enumerate(rows):
-        cy = top + row_h * i + row_h / 2
-        scale = 100 if pct else 1
-        color = "#009E73" if d["significant"] and d["delta"] > 0 else "#D55E00" if d["significant"] else "#777777"
-        out.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" class="label">{escape(label)}</text>')
-        if _ok(d.get("low")) and _ok(d.get("high")):
-            out.append(
-                f'<line x1="{x(d["low"] * scale):.1f}" x2="{x(d["high"] * scale):.1f}" y1="{cy:.1f}" '
-                f'y2="{cy:.1f}" stroke="{color}" stroke-width="3"/>'
-            )
-        out.append(
-            f'<circle cx="{x(d["delta"] * scale):.1f}" cy="{cy:.1f}" r="5" fill="{color}"><title>'
-            f"{escape(label)}: {escape(fmt_ci(d, pct, signed=True))}</title></circle>"
-        )
-        out.append(
-            f'<text x="{width - right + 6}" y="{cy + 4:.1f}" class="value">'
-            f"{escape(fmt(d['delta'], pct, signed=True).replace(' pts', ''))}</text>"
-        )
-    for v in (-extent / 1.1, 0.0, extent / 1.1):
-        out.append(f'<text x="{x(v):.1f}" y="{height - 6}" text-anchor="middle" class="tick">{v:+.1f}</text>')
-    out.append("</svg>")
-    return Markup("".join(out))
-
-
 # --------------------------------------------------------------------------------------------------- context
 
 
@@ -477,7 +252,7 @@ def reasoning_cell(stat: dict | None) -> str:
     inside their reasoning (no answer to score)."""
     if not stat:
         return "–"
-    if _ok(stat.get("mean_tokens")):
+    if is_number(stat.get("mean_tokens")):
         length = f"{stat['mean_tokens']:.0f} tokens"
     else:
         length = f"{stat.get('mean_chars', 0):.0f} chars"
@@ -497,49 +272,26 @@ def _stat_cell(stat: dict | None, percent: bool) -> str:
     return fmt_ci(stat, percent) + _invalid_note(stat)
 
 
-def chart_width(labels: list[str], minimum: int = 320) -> int:
-    """Wide enough for every bar's ``54% [44, 64]`` label."""
-    return max(minimum, 64 + 86 * len(labels))
-
-
 def _stop_cells(results: dict, suite: str, labels: list[str]) -> list[str] | None:
     stops = [stop_rate(results["summary"].get(suite, {}).get(label, {}).get("_generation")) for label in labels]
     return [fmt_ci(s, True) for s in stops] if any(stops) else None
 
 
-def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    name = suite["name"]
-    summary = results["summary"].get(name, {})
-    primary = _score_info(suite, suite["primary"])
-    scores, charts = [], []
-    for score in suite["scores"]:
-        stats = [with_interval(summary.get(label, {}).get(score["name"]), score) for label in labels]
-        scores.append(
-            {
-                "name": score["name"],
-                "cells": [_stat_cell(s, score["percent"]) for s in stats],
-                "deltas": [_delta(_find_delta(results, name, score["name"], b, a), score["percent"]) for b, a in pairs],
-            }
-        )
-        if any(stats):
-            charts.append(bar_chart(score["name"], labels, stats, score, width=chart_width(labels, 260), height=200))
-    generation = [summary.get(label, {}).get("_generation") for label in labels]
-    stops = [stop_rate(g) for g in generation]
-    deltas = [
-        {
-            "score": d["score"],
-            "before": d["from"],
-            "after": d["to"],
-            **_delta(d, _score_info(suite, d["score"])["percent"]),
-            "n": d["n"],
-            "paired": bool(d["paired"]),
-        }
-        for d in results.get("deltas", [])
-        if d["suite"] == name
-    ]
-    outcomes = [(label, summary.get(label, {}).get("_pairwise_outcomes")) for label in labels]
-    groups = results.get("groups", {}).get(name, {})
+def _group_rows(results: dict, suite: dict, labels: list[str]) -> list[dict[str, Any]]:
+    """The headline score per group (task) of the suite and model; none when the suite has a single group."""
+    groups = results.get("groups", {}).get(suite["name"], {})
     group_names = sorted({g for label in labels for g in groups.get(label, {})})
+    if len(group_names) <= 1:
+        return []
+    percent = score_info(suite, suite["primary"])["percent"]
+    return [
+        {"name": g, "cells": [fmt(groups.get(label, {}).get(g, {}).get("mean"), percent) for label in labels]}
+        for g in group_names
+    ]
+
+
+def _example_replies(results: dict, suite: dict) -> list[dict[str, Any]]:
+    """The suite's first few prompts with every model's reply, its scores and the judge's rationale."""
     examples = []
     for sid, records in _examples(results, suite):
         replies = []
@@ -559,11 +311,45 @@ def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tu
                     "reasoning": r.get("reasoning") or None,
                     "rationale": rationale,
                     "scores": [
-                        {"name": k, "value": fmt(v, _score_info(suite, k)["percent"])} for k, v in r["scores"].items()
+                        {"name": k, "value": fmt(v, score_info(suite, k)["percent"])} for k, v in r["scores"].items()
                     ],
                 }
             )
         examples.append({"id": sid, "prompt": records[0]["prompt"][-1]["content"], "replies": replies})
+    return examples
+
+
+def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """One suite's section: every score per model with its CI and deltas, charts, generation and reasoning lengths,
+    pairwise outcomes, per-group scores and example replies."""
+    name = suite["name"]
+    summary = results["summary"].get(name, {})
+    scores, charts = [], []
+    for score in suite["scores"]:
+        stats = [with_interval(summary.get(label, {}).get(score["name"]), score) for label in labels]
+        scores.append(
+            {
+                "name": score["name"],
+                "cells": [_stat_cell(s, score["percent"]) for s in stats],
+                "deltas": [_delta(_find_delta(results, name, score["name"], b, a), score["percent"]) for b, a in pairs],
+            }
+        )
+        if any(stats):
+            charts.append(bar_chart(score["name"], labels, stats, score, width=chart_width(labels, 260), height=200))
+    generation = [summary.get(label, {}).get("_generation") for label in labels]
+    deltas = [
+        {
+            "score": d["score"],
+            "before": d["from"],
+            "after": d["to"],
+            **_delta(d, score_info(suite, d["score"])["percent"]),
+            "n": d["n"],
+            "paired": bool(d["paired"]),
+        }
+        for d in results.get("deltas", [])
+        if d["suite"] == name
+    ]
+    outcomes = [(label, summary.get(label, {}).get("_pairwise_outcomes")) for label in labels]
     return {
         "name": name,
         "primary": suite["primary"],
@@ -575,7 +361,7 @@ def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tu
         "charts": charts,
         "scores": scores,
         "mean_tokens": [f"{g['mean_tokens']:.1f}" if g else None for g in generation],
-        "stop_rates": [fmt_ci(s, True) for s in stops] if any(stops) else None,
+        "stop_rates": _stop_cells(results, name, labels),
         "reasoning": _reasoning_cells(summary, labels),
         "deltas": deltas,
         "pairwise": [
@@ -583,16 +369,8 @@ def _suite_context(results: dict, suite: dict, labels: list[str], pairs: list[tu
             for label, o in outcomes
             if o
         ],
-        "groups": [
-            {
-                "name": g,
-                "cells": [fmt(groups.get(label, {}).get(g, {}).get("mean"), primary["percent"]) for label in labels],
-            }
-            for g in group_names
-        ]
-        if len(group_names) > 1
-        else [],
-        "examples": examples,
+        "groups": _group_rows(results, suite, labels),
+        "examples": _example_replies(results, suite),
     }
 
 
@@ -603,7 +381,7 @@ def build_context(results: dict) -> dict[str, Any]:
     summary, headline_charts, delta_rows = [], [], []
     for suite in results["suites"]:
         name, primary = suite["name"], suite["primary"]
-        info = _score_info(suite, primary)
+        info = score_info(suite, primary)
         stats = [with_interval(results["summary"].get(name, {}).get(label, {}).get(primary), info) for label in labels]
         found = [_find_delta(results, name, primary, b, a) for b, a in pairs]
         summary.append(

@@ -603,6 +603,27 @@ def check_selection_suite(suite: Suite, key: str) -> Suite:
     return suite
 
 
+def _check_scorer_inputs(scorer: Scorer, samples: list[Sample], path: Path) -> None:
+    """Every sample has what ``scorer`` reads: a check (scorer ``task``), tools (tool checks), an answer (checks
+    that compare with one), a reference (embedding similarity)."""
+    if scorer.kind == "check" and scorer.check == TASK:
+        missing = [s.id for s in samples if s.check is None]
+        if missing:
+            raise SuiteError(f"{path}: scorer 'task' needs a check on every sample; '{missing[0]}' has none")
+    elif scorer.kind == "check" and scorer.check in _TOOL_CHECKS:
+        plain = [s.id for s in samples if not s.meta.get("tools")]
+        if plain:
+            raise SuiteError(
+                f"{path}: check '{scorer.check}' scores a tool loop, but sample '{plain[0]}' offers no tools "
+                f"(use a builtin task with tools: {', '.join(sorted(tasks.TOOL_TASKS))})"
+            )
+    elif scorer.kind == "check" and scorer.check not in tasks.NEEDS_NO_ANSWER:
+        if any(s.answer is None for s in samples):
+            raise SuiteError(f"{path}: check '{scorer.check}' needs an answer on every sample")
+    elif scorer.kind == "embedding" and any(not s.references for s in samples):
+        raise SuiteError(f"{path}: the embedding scorer needs a 'reference' on every sample")
+
+
 def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = None) -> Suite:
     """Load and fully validate a suite (see the module docstring for the format).
 
@@ -614,7 +635,6 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
     Raises:
         SuiteError: For anything unusable, naming the suite file and the key or row.
     """
-
     identity = identity or Identity()
     path = resolve_suite(name_or_path)
     try:
@@ -655,22 +675,7 @@ def load_suite(name_or_path: str, *, identity=None, max_samples: int | None = No
     if len(set(names)) != len(names):
         raise SuiteError(f"{path}: two scorers share a name ({', '.join(names)}); set 'name' on one")
     for scorer in scorers:
-        if scorer.kind == "check" and scorer.check == TASK:
-            missing = [s.id for s in samples if s.check is None]
-            if missing:
-                raise SuiteError(f"{path}: scorer 'task' needs a check on every sample; '{missing[0]}' has none")
-        elif scorer.kind == "check" and scorer.check in _TOOL_CHECKS:
-            plain = [s.id for s in samples if not s.meta.get("tools")]
-            if plain:
-                raise SuiteError(
-                    f"{path}: check '{scorer.check}' scores a tool loop, but sample '{plain[0]}' offers no tools "
-                    f"(use a builtin task with tools: {', '.join(sorted(tasks.TOOL_TASKS))})"
-                )
-        elif scorer.kind == "check" and scorer.check not in tasks.NEEDS_NO_ANSWER:
-            if any(s.answer is None for s in samples):
-                raise SuiteError(f"{path}: check '{scorer.check}' needs an answer on every sample")
-        elif scorer.kind == "embedding" and any(not s.references for s in samples):
-            raise SuiteError(f"{path}: the embedding scorer needs a 'reference' on every sample")
+        _check_scorer_inputs(scorer, samples, path)
     primary = spec.get("primary", names[0])
     if primary not in names:
         raise SuiteError(f"{path}: primary '{primary}' is not one of the scorers ({', '.join(names)})")

@@ -24,6 +24,7 @@ from typing import Any
 
 from posttrain.checks.tool_calls import parse_tool_calls
 from posttrain.evaluation.backends import HFBackend, Output
+from posttrain.log import get_logger
 from posttrain.tasks import TASKS
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "suite_items",
     "uses_tools",
 ]
+
+logger = get_logger(__name__)
 
 DEFAULT_MAX_ROUNDS = 3
 """Replies per sample at most: a call, an answer, and one more call for a model that retries."""
@@ -157,7 +160,7 @@ def renders_tools(tokenizer) -> bool:
     return "posttrain_probe_tool" in text
 
 
-def prepare_backend(backend, log: Callable[[str], None] = print) -> None:
+def prepare_backend(backend) -> None:
     """Make an HF backend with ``chat_template: auto`` show the tools: a model whose own template ignores them
     (SmolLM2's) gets posttrain's tool-capable ChatML template, as SFT gives it for tool data
     (:func:`posttrain.stages.sft.add_tool_template`), so that a base model and its tool-trained adapter are asked
@@ -171,7 +174,7 @@ def prepare_backend(backend, log: Callable[[str], None] = print) -> None:
         return
     setup_chat_template(model, tokenizer, "chatml")
     backend.chat_template = "chatml"  # in its fingerprint: these replies are cached apart from the own template's
-    log(
+    logger.info(
         f"posttrain: tools: the chat template of {backend.label} does not render tools; evaluating it with "
         "posttrain's tool-capable ChatML template (chatml)"
     )

@@ -3,8 +3,9 @@
 Built only from what the stages wrote (``run_manifest.json`` of every stage, the evaluation's ``results.json``):
 a line saying which stages ran with smoke-sized settings (a profile other than ``full``) and how to run the full
 profile, the stage-by-stage scores per suite with their 95% intervals and a few held-out prompts with every stage's
-reply side by side (the evaluation report's own pieces), training curves (loss, reward, KL, ...), export verification results and
-the exact commands to run the model in Ollama and llama.cpp. Re-render any time::
+reply side by side (the evaluation report's own pieces), training curves (loss, reward, KL, ...; charts from
+:mod:`posttrain.evaluation.charts`), export verification results and the exact commands to run the model in Ollama and
+llama.cpp. Re-render any time::
 
     python -m posttrain.pipeline.report recipes/configs/smollm2-135m/pipeline.yaml
 
@@ -21,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from markupsafe import Markup, escape
 
-from posttrain.evaluation.report import PALETTE, render_template
+from posttrain.evaluation.charts import PALETTE, line_chart
 from posttrain.evaluation.report import build_context as evaluation_context
+from posttrain.evaluation.report import render_template
 from posttrain.manifest import read_manifest
 from posttrain.storage import atomic_write_text
 
-__all__ = ["build_context", "collect", "line_chart", "render_html", "render_markdown", "write_pipeline_report"]
+__all__ = ["build_context", "collect", "render_html", "render_markdown", "write_pipeline_report"]
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 
@@ -127,40 +128,6 @@ def collect(pipeline) -> dict[str, Any]:
         "evaluations": evaluations,
         "exports": exports,
     }
-
-
-def line_chart(
-    title: str, values: list[float], *, width: int = 320, height: int = 200, color: str = PALETTE[0]
-) -> Markup:
-    """An SVG line chart of one logged series (x: logging step index)."""
-    left, right, top, bottom = 48, 10, 28, 28
-    plot_w, plot_h = width - left - right, height - top - bottom
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or abs(hi) or 1.0
-
-    def xy(i: int, v: float) -> str:
-        x = left + plot_w * (i / max(1, len(values) - 1))
-        y = top + plot_h * (1 - (v - lo) / span)
-        return f"{x:.1f},{y:.1f}"
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<text x="{width / 2}" y="16" text-anchor="middle" class="title">{escape(title)}</text>',
-    ]
-    for k in range(3):
-        v = lo + span * k / 2
-        y = top + plot_h * (1 - k / 2)
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" class="tick">{v:.3g}</text>')
-    points = " ".join(xy(i, v) for i, v in enumerate(values))
-    out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
-    out.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="tick">logging step '
-        f"(n={len(values)}) · first {values[0]:.3g} → last {values[-1]:.3g}</text>"
-    )
-    out.append("</svg>")
-    return Markup("".join(out))
 
 
 def _verification_rows(verification: dict) -> list[tuple[str, str, str]]:
