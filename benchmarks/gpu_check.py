@@ -203,14 +203,14 @@ FAST_PATH_ABLATIONS = ("varlen_attention", "fused_lora")
 def fast_path_numerics(device: str) -> dict:
     """Per-step losses with each fast path on vs off on every architecture of ``posttrain.training.fast_paths.check``
     (fp32, same tolerances as the CPU tests). A path that refuses an architecture stays off there, which is exact."""
-    from posttrain.training.fast_paths import FastPathError, Selection, check
+    from posttrain.training.fast_paths import FastPathError, FastPathSelection, check
 
     out = {}
     for path in FAST_PATH_ABLATIONS:
         rows = {}
         for arch in check.ARCHITECTURES:
             try:
-                r = check.compare(arch, Selection(named=(path,)), device)
+                r = check.compare(arch, FastPathSelection(named=(path,)), device)
                 rows[arch] = {"exact": r["exact"], "on": path in r["active"], "calls": r["calls"].get(path),
                               "max_param_rel_diff": r["max_param_rel_diff"]}  # fmt: skip
             except FastPathError as err:

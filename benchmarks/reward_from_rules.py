@@ -96,8 +96,8 @@ def smoke_pairs(tasks, n: int, pool: str, path: Path, system_prompt: str) -> Non
 
 def sample_pairs(args, sft: str, pool: str, prompts: int, out: Path, tasks, system_prompt: str) -> dict:
     config = yaml.safe_load((CONFIGS / "pairs.yaml").read_text())
-    config.update(model=sft, tasks=",".join(f"builtin:{t}" for t in tasks), num_prompts=prompts, n=args.n,
-                  max_new_tokens=args.max_new_tokens, pool=pool, output_dir=str(out), output=None,
+    config.update(model_name_or_path=sft, tasks=",".join(f"builtin:{t}" for t in tasks), num_prompts=prompts, n=args.n,
+                  max_new_tokens=args.max_new_tokens, pool=pool, output_dir=str(out),
                   max_length=None, overwrite=True)  # fmt: skip
     if args.smoke:
         config.update(require_finished=False, batch_size=8)

@@ -4,6 +4,7 @@ selection code path reads the sealed test pool."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,14 @@ def _shipped_stage_prompts():
         if stage == "pairs":
             args = parsed[0]
             identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
-            pairs_outputs[args.output] = pairs_prompts(args.tasks, args.num_prompts, seed=args.seed, identity=identity)
+            pairs_outputs[str(args.pairs_file)] = pairs_prompts(
+                args.tasks, args.num_prompts, seed=args.seed, identity=identity
+            )
         parsed_configs.append((path, stage, parsed))
     rendered = []
     for path, stage, parsed in parsed_configs:
         if stage == "pairs":
-            rendered.append((path, pairs_outputs[parsed[0].output]))
+            rendered.append((path, pairs_outputs[str(parsed[0].pairs_file)]))
             continue
         pt_args, training = parsed[0], parsed[1]
         sampled = [pairs_outputs[d.path] for d in pt_args.datasets if d.path in pairs_outputs]
@@ -160,9 +163,15 @@ def test_no_selection_code_path_reads_the_test_pool(monkeypatch, tmp_path):
         read.append(pool)
         return real(name, n, seed=seed, identity=identity, pool=pool)
 
-    for module in ("posttrain.tasks", "posttrain.data.loading", "posttrain.data.preference",
-                   "posttrain.rl.prompt_items"):  # fmt: skip
-        monkeypatch.setattr(f"{module}.generate_task", recording)
+    # every posttrain module that imported the generator reads pools through it
+    importers = [
+        m
+        for name, m in sys.modules.items()
+        if name.startswith("posttrain") and getattr(m, "generate_task", None) is real
+    ]
+    assert len(importers) >= 3, importers
+    for module in importers:
+        monkeypatch.setattr(module, "generate_task", recording)
     spec = [{"path": "builtin:all", "num_samples": 60}]
     assert "test" in load_conversations(spec, seed=1, test_split_size=12)
     assert "test" in load_preferences(spec, seed=1, test_split_size=12)

@@ -298,7 +298,7 @@ def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, mo
     monkeypatch.setattr(pairs_module, "check_task", lambda task, text, answer=None, **meta: len(text) % 2 == 0)
     out = tmp_path / "pairs.jsonl"
     argv = [
-        "--model",
+        "--model_name_or_path",
         str(tiny_chat_model),
         "--tasks",
         "builtin:decimal_compare,builtin:identity",
@@ -310,8 +310,8 @@ def test_cli_writes_pairs_and_refuses_to_overwrite(tiny_chat_model, tmp_path, mo
         "6",
         "--seed",
         "1",
-        "--output",
-        str(out),
+        "--output_dir",
+        str(tmp_path),
         "--system_prompt",
         "Be brief.",
         "--require_finished",
@@ -338,16 +338,42 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
     missing_model = str(tmp_path / "no-such-model")  # never loaded: the inputs are refused first
     prompts = write_prompts([{"prompt": "free-form question"}])
     with pytest.raises(SystemExit) as info:
-        run_stage("pairs", ["--model", missing_model, "--prompts", str(prompts), "--output", str(tmp_path / "o.jsonl")])
+        run_stage(
+            "pairs",
+            ["--model_name_or_path", missing_model, "--prompts", str(prompts), "--output_dir", str(tmp_path / "o")],
+        )
     assert info.value.code == 2
     assert "1 of 1 prompts have no 'task'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        run_stage("pairs", ["--model", missing_model, "--tasks", "builtin:nope", "--output", str(tmp_path / "o.jsonl")])
+        run_stage(
+            "pairs",
+            ["--model_name_or_path", missing_model, "--tasks", "builtin:nope", "--output_dir", str(tmp_path / "o")],
+        )
     assert info.value.code == 2 and "unknown builtin task 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        run_stage("pairs", ["--n", "1", "--output", str(tmp_path / "o.jsonl")])
+        run_stage("pairs", ["--n", "1", "--output_dir", str(tmp_path / "o")])
     assert info.value.code == 2 and "--n must be at least 2" in capsys.readouterr().err
-    assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_old_key_names_still_work_with_a_deprecation_warning(tmp_path, capsys):
+    """``model`` and ``output`` were renamed ``model_name_or_path`` and ``output_dir``, the keys every stage takes."""
+    from posttrain.configs import parse_args
+    from posttrain.errors import ConfigError
+    from posttrain.stages.pairs import PairsArguments, make_parser
+
+    (args,) = parse_args(make_parser(), ["--model", "m", "--output", str(tmp_path / "o.jsonl")])
+    assert (args.model_name_or_path, args.model) == ("m", None)
+    assert args.pairs_file == tmp_path / "o.jsonl"
+    out = capsys.readouterr().out
+    assert "posttrain: warning: pairs: 'model' is deprecated, use 'model_name_or_path'" in out
+    assert "'output' is deprecated, use 'output_dir'" in out
+    assert PairsArguments(output_dir=str(tmp_path)).pairs_file == tmp_path / "pairs.jsonl"
+    assert "deprecated" not in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="model is the old name of model_name_or_path"):
+        PairsArguments(model="m", model_name_or_path="n", output_dir="d")
+    with pytest.raises(ConfigError, match="output_dir is required"):
+        PairsArguments()
 
 
 # ---------------------------------------------------------------------------------- replies that DPO would cut
@@ -355,7 +381,7 @@ def test_cli_refuses_before_loading_the_model(tmp_path, capsys, write_prompts):
 
 def test_a_reply_budget_longer_than_max_length_is_refused_before_loading_the_model(tmp_path, capsys):
     missing_model = str(tmp_path / "no-such-model")  # never loaded: the settings are refused first
-    argv = ["--model", missing_model, "--output", str(tmp_path / "o.jsonl"), "--max_new_tokens", "192"]
+    argv = ["--model_name_or_path", missing_model, "--output_dir", str(tmp_path / "o"), "--max_new_tokens", "192"]
     with pytest.raises(SystemExit) as info:
         run_stage("pairs", argv)
     assert info.value.code == 2
@@ -430,7 +456,7 @@ def test_shipped_pairs_config_fits_the_shipped_dpo_config():
     configs = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m"
     pairs = yaml.safe_load((configs / "pairs.yaml").read_text())
     dpo = yaml.safe_load((configs / "dpo.yaml").read_text())
-    defaults = PairsArguments(output="x.jsonl")
+    defaults = PairsArguments(output_dir="x")
     assert pairs["max_length"] == dpo["max_length"] == defaults.max_length
     assert pairs["max_new_tokens"] == defaults.max_new_tokens
     tokenizer = AutoTokenizer.from_pretrained(materialize("smollm2-135m-instruct"))
@@ -443,7 +469,16 @@ def test_shipped_pairs_config_fits_the_shipped_dpo_config():
 
 def test_cli_refuses_a_reply_budget_dpo_would_cut_and_writes_nothing(tiny_chat_model, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"
-    argv = ["--model", str(tiny_chat_model), "--tasks", "builtin:decimal_compare", "--num_prompts", "2", "--n", "2"]
+    argv = [
+        "--model_name_or_path",
+        str(tiny_chat_model),
+        "--tasks",
+        "builtin:decimal_compare",
+        "--num_prompts",
+        "2",
+        "--n",
+        "2",
+    ]
     with pytest.raises(SystemExit) as info:
         run_stage("pairs", [*argv, "--max_new_tokens", "40", "--max_length", "64", "--output_dir", str(tmp_path)])
     assert info.value.code == 2
@@ -458,7 +493,7 @@ def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_pat
         run_stage(
             "pairs",
             [
-                "--model",
+                "--model_name_or_path",
                 str(tiny_chat_model),
                 "--tasks",
                 "builtin:identity",
@@ -468,8 +503,8 @@ def test_cli_writes_nothing_when_no_prompt_gives_a_pair(tiny_chat_model, tmp_pat
                 "2",
                 "--max_new_tokens",
                 "4",
-                "--output",
-                str(out),
+                "--output_dir",
+                str(tmp_path),
             ],
         )
     assert info.value.code == 2
@@ -486,12 +521,12 @@ def test_cli_scores_free_form_prompts_with_a_reward_model(tiny_chat_model, tmp_p
     LlamaForSequenceClassification.from_pretrained(str(tiny_chat_model), num_labels=1).save_pretrained(rm_path)
     AutoTokenizer.from_pretrained(str(tiny_chat_model)).save_pretrained(rm_path)
     prompts = write_prompts([{"prompt": f"Tell me something about the number {i}."} for i in range(4)])
-    out = tmp_path / "rm-pairs.jsonl"
+    out = tmp_path / "rm-pairs" / "pairs.jsonl"
     assert (
         run_stage(
             "pairs",
             [
-                "--model",
+                "--model_name_or_path",
                 str(tiny_chat_model),
                 "--prompts",
                 str(prompts),
@@ -503,8 +538,8 @@ def test_cli_scores_free_form_prompts_with_a_reward_model(tiny_chat_model, tmp_p
                 "5",
                 "--require_finished",
                 "false",
-                "--output",
-                str(out),
+                "--output_dir",
+                str(out.parent),
             ],
         )
         == 0

@@ -104,7 +104,7 @@ def _pair(question, good, bad, task="decimal_compare", scores=(1.0, 0.0)):
 
 
 def test_wilson_interval_and_chance_verdicts():
-    from posttrain.stages.reward import accuracy_record, wilson_interval
+    from posttrain.models.reward_accuracy import accuracy_record, wilson_interval
 
     low, high = wilson_interval(30, 40)
     assert low == pytest.approx(0.5981, abs=1e-3) and high == pytest.approx(0.8581, abs=1e-3)
@@ -194,5 +194,5 @@ def test_pairs_pool_refuses_the_sealed_test_pool():
     from posttrain.stages.pairs import PairsArguments
 
     with pytest.raises(ConfigError, match="pool must be train or validation"):
-        PairsArguments(output="x.jsonl", pool="test")
-    assert PairsArguments(output="x.jsonl", pool="validation").pool == "validation"
+        PairsArguments(output_dir="x", pool="test")
+    assert PairsArguments(output_dir="x", pool="validation").pool == "validation"

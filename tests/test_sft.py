@@ -98,7 +98,7 @@ def _sft_trainer(tmp_path, model_path, *, model=None, peft=True, **settings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.configs import SFTConfig
-    from posttrain.stages.sft import tokenize_dataset, trainer_class
+    from posttrain.training.sft import tokenize_dataset, trainer_class
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = tokenize_dataset(Dataset.from_list([{"messages": c} for c in CONVERSATIONS]), tokenizer)
@@ -208,7 +208,7 @@ def test_assistant_only_loss_true_is_what_posttrain_trains(tmp_path, tiny_chat_m
 def test_loss_settings_posttrain_cannot_honour_are_refused(tmp_path, settings, key):
     from posttrain.configs import SFTConfig
     from posttrain.errors import ConfigError
-    from posttrain.stages.sft import check_loss_settings
+    from posttrain.training.sft import check_loss_settings
 
     args = SFTConfig(output_dir=str(tmp_path), report_to="none", **settings)
     with pytest.raises(ConfigError, match=f"SFTConfig.{key}="):

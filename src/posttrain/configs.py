@@ -1,14 +1,18 @@
 """Configuration: posttrain's own fields in one place, on top of TRL's config dataclasses.
 
 Every recipe is parsed by TRL's :class:`~trl.TrlParser` from ``(PosttrainArguments, <Stage>Config, ModelConfig)``:
-one YAML file per run (``--config``), command-line flags override it. posttrain adds three things:
+one YAML file per run (``--config``), command-line flags override it. posttrain adds:
 
 * :class:`PosttrainArguments` -- the fields TRL has no notion of (data sources with built-in tasks, identity of the
-  assistant, system prompt, chat template choice). They live here and nowhere else.
+  assistant, system prompt, chat template choice). They live here and nowhere else; :class:`IdentityArguments` (the
+  assistant's name and creator) is mixed into the other configs that generate built-in tasks too.
 * :class:`HardwareDefaultsMixin` -- mixed into each TRL training config so one YAML runs on CPU and GPU unchanged:
   bf16 where the hardware has it (GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32; ``use_cpu`` without CUDA.
 * :func:`parse_args` -- rejects unknown YAML keys with the key's name (TRL's scripts silently ignore them) and runs
-  the recipe's default config when no ``--config`` is given.
+  the recipe's default config when no ``--config`` is given, on a fresh :class:`PosttrainParser` over the stage
+  parser's dataclasses (TRL's parser with posttrain's error messages and data-source rules).
+* the ``fast_paths`` setting (:data:`FAST_PATHS`, :func:`parse_fast_paths`), checked at parse time; the paths
+  themselves are :mod:`posttrain.training.fast_paths`.
 
 TRL's command-line conventions work too: ``--dataset_name D`` (with ``--dataset_config``/``--dataset_train_split``)
 is one source, ``datasets: [{path: D, ...}]``, and ``--datasets`` takes paths or JSON/YAML mappings. A data source
@@ -33,14 +37,71 @@ from posttrain.data.spec import DatasetSpec, Identity, spec_from_text
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
 from posttrain.precision import resolve_training_precision
-from posttrain.training import fast_paths
 
 #: The embedded default model (see :mod:`posttrain.models.registry`).
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+#: the training fast paths by name, in the order they install (:mod:`posttrain.training.fast_paths` implements each)
+FAST_PATHS = ("varlen_attention", "fused_lora", "compact_lm_head", "shared_dropout")
+
+
+class FastPathError(ConfigError):
+    """A fast path asked for by name cannot run (model, device or library version), or the setting is malformed."""
+
+
+@dataclass(frozen=True)
+class FastPathSelection:
+    """What the ``fast_paths`` setting asks for: ``auto`` (per device), ``all`` (every path where it can run) and/or
+    named paths (which must run)."""
+
+    auto: bool = False
+    all: bool = False
+    named: tuple[str, ...] = ()
+
+    def wants(self, path, device_type: str) -> bool:
+        """Whether ``path`` (a :class:`~posttrain.training.fast_paths.FastPath`) is asked for on ``device_type``."""
+        return path.name in self.named or self.all or (self.auto and device_type in path.auto_devices)
+
+
+def parse_fast_paths(value: str | None) -> FastPathSelection:
+    """``auto`` | ``all`` | ``none`` | a comma list of :data:`FAST_PATHS` (optionally with ``auto``); anything else
+    is a :class:`FastPathError` naming the unknown entries."""
+    parts = [part.strip().lower() for part in (value or "auto").split(",") if part.strip()] or ["auto"]
+    unknown = [part for part in parts if part not in (*FAST_PATHS, "auto", "all", "none")]
+    if unknown:
+        raise FastPathError(
+            f"fast_paths: unknown fast path(s) {', '.join(unknown)}: choose auto, all, none or from "
+            f"{', '.join(FAST_PATHS)}"
+        )
+    if "none" in parts:
+        if len(parts) > 1:
+            raise FastPathError(f"fast_paths: 'none' cannot be combined with other entries ({value!r})")
+        return FastPathSelection()
+    return FastPathSelection(auto="auto" in parts, all="all" in parts, named=tuple(p for p in parts if p in FAST_PATHS))
+
+
+@dataclass(kw_only=True)
+class IdentityArguments:
+    """Who the assistant is (mixed into every config with a built-in ``identity`` task: training data, pairs,
+    evaluation): the name and creator its prompts use and its answers are checked against."""
+
+    assistant_name: str = field(
+        default=Identity.name,
+        metadata={"help": "Name the assistant gives for itself in the built-in `identity` task."},
+    )
+    assistant_creator: str = field(
+        default=Identity.creator,
+        metadata={"help": "Creator the assistant names in the built-in `identity` task."},
+    )
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(name=self.assistant_name, creator=self.assistant_creator)
+
+
 @dataclass
-class PosttrainArguments:
+class PosttrainArguments(IdentityArguments):
     """posttrain's own settings, shared by every recipe."""
 
     datasets: list[DatasetSpec] = field(
@@ -75,14 +136,6 @@ class PosttrainArguments:
     test_split_size: float | None = field(
         default=None,
         metadata={"help": "Held-out share (0-1) or row count for a `test` split; None keeps all rows for training."},
-    )
-    assistant_name: str = field(
-        default="Posttrain Assistant",
-        metadata={"help": "Name the assistant gives for itself in the built-in `identity` task."},
-    )
-    assistant_creator: str = field(
-        default="the posttrain project",
-        metadata={"help": "Creator the assistant names in the built-in `identity` task."},
     )
     system_prompt: str | None = field(
         default=None,
@@ -129,7 +182,7 @@ class PosttrainArguments:
             raise ConfigError(f"overlong_samples must be error, drop or truncate (got {self.overlong_samples!r})")
         if self.chat_template != "auto":
             load_template(self.chat_template)  # fail at parse time, before any model is loaded
-        fast_paths.parse(self.fast_paths)  # FastPathError (a ConfigError) naming the unknown entries
+        parse_fast_paths(self.fast_paths)  # FastPathError (a ConfigError) naming the unknown entries
 
     def _data_sources(self) -> list[DatasetSpec]:
         """``datasets`` as specs, with the ``dataset_name`` shorthand folded in and reset to its defaults, so that
@@ -173,10 +226,6 @@ class PosttrainArguments:
                 raise ConfigError(f"datasets[{i}]: {err}") from None
             specs.append(spec)
         return specs
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(name=self.assistant_name, creator=self.assistant_creator)
 
 
 @dataclass
@@ -235,7 +284,7 @@ def check_training_values(config) -> None:
 class SFTConfig(HardwareDefaultsMixin, trl.SFTConfig):
     __doc__ = trl.SFTConfig.__doc__
 
-    # posttrain's SFT loss (posttrain.stages.sft): what these TRL keys mean here
+    # posttrain's SFT loss (posttrain.training.sft): what these TRL keys mean here
     completion_only_loss: bool | None = field(
         default=None,
         metadata={
@@ -371,10 +420,40 @@ def _flags_given(parser: trl.TrlParser, argv: Sequence[str], dests: Sequence[str
     return given
 
 
+class PosttrainParser(trl.TrlParser):
+    """TRL's parser with posttrain's rules, made afresh for each parse by :func:`parse_args` (TRL's parser keeps a
+    config file's values as its defaults): ``--datasets`` takes one source per value (a path or a JSON/YAML mapping),
+    a data source on the command line (``replace_data``) replaces the config file's data keys as a whole, and a bad
+    value is a :class:`ConfigError` naming where it came from (the command line or the config file ``source``)
+    instead of argparse's usage text and exit."""
+
+    def __init__(self, dataclass_types, *, argv: Sequence[str], source: str, replace_data: bool) -> None:
+        super().__init__(dataclass_types)
+        self.argv, self.source, self.replace_data = list(argv), source, replace_data
+        for action in self._actions:
+            if action.dest == "datasets" and action.type is DatasetSpec:
+                action.type = dataset_value
+
+    def set_defaults_with_config(self, **config) -> list[str]:
+        if self.replace_data:  # the command line's source replaces the file's: its data keys never become defaults
+            config = {key: value for key, value in config.items() if key not in _DATA_KEYS}
+        return super().set_defaults_with_config(**config)
+
+    def error(self, message: str):
+        message = message.replace("argument ", "", 1)
+        flags = [f for f in message.split(": ", 1)[0].split("/") if f.startswith("--")]
+        # a bad value of a flag that is on the command line comes from there, not from the config file
+        where = (
+            "command line" if any(t == f or t.startswith(f + "=") for t in self.argv for f in flags) else self.source
+        )
+        raise ConfigError(f"{where}: {message}")
+
+
 def parse_args(
     parser: trl.TrlParser, argv: Sequence[str] | None = None, default_config: str | os.PathLike | None = None
 ) -> tuple:
-    """Parse ``--config`` YAML plus CLI overrides into the parser's dataclasses.
+    """Parse ``--config`` YAML plus CLI overrides into the dataclasses of ``parser`` (a stage's ``make_parser()``,
+    which is left as it is: the parse runs on a :class:`PosttrainParser` over the same dataclasses).
 
     Without ``--config`` the recipe's ``default_config`` is used, so a bare ``accelerate launch recipes/sft.py``
     trains the default model. Unknown YAML keys raise :class:`ConfigError`; unknown flags exit via argparse.
@@ -399,24 +478,9 @@ def parse_args(
             f"command line: {cli_data['datasets']} and {cli_data['dataset_name']} both name the "
             "training data; give one of them"
         )
-    if cli_data:  # the command line's source replaces the file's: drop its data keys before they become defaults
-        parser.set_defaults_with_config = lambda **kwargs: type(parser).set_defaults_with_config(
-            parser, **{key: value for key, value in kwargs.items() if key not in _DATA_KEYS}
-        )
-    elif config.get("datasets") and config.get("dataset_name") is not None:
+    if not cli_data and config.get("datasets") and config.get("dataset_name") is not None:
         raise ConfigError(f"{source}: 'datasets' and 'dataset_name' both name the training data; give one of them")
-    for action in parser._actions:
-        if action.dest == "datasets" and action.type is DatasetSpec:
-            action.type = dataset_value
-
-    def error(message: str):  # argparse would print the whole usage and exit; name the value and its file instead
-        message = message.replace("argument ", "", 1)
-        flags = [f for f in message.split(": ", 1)[0].split("/") if f.startswith("--")]
-        # a bad value of a flag that is on the command line comes from there, not from the config file
-        where = "command line" if any(t == f or t.startswith(f + "=") for t in argv for f in flags) else source
-        raise ConfigError(f"{where}: {message}")
-
-    parser.error = error
+    parser = PosttrainParser(parser.dataclass_types, argv=argv, source=source, replace_data=bool(cli_data))
     try:
         return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except (TypeError, ValueError) as err:
@@ -430,5 +494,3 @@ def parse_args(
         if "not used by the HfArgumentParser" in message:
             message = "unknown command-line arguments: " + message.split(":", 1)[1].strip()
         raise ConfigError(message) from err
-    finally:
-        vars(parser).pop("set_defaults_with_config", None)  # the next parse decides for itself

@@ -3,7 +3,10 @@
 Every file posttrain writes for someone else to read (manifests, results, reports, pipeline state, pairs) goes
 through :func:`atomic_write_text` / :func:`atomic_write_json`: the bytes go to a temporary file beside the target,
 which then replaces the target in one ``os.replace``. Folders are built under ``<name>.partial`` and published by
-:func:`publish_dir`'s rename, so an interrupted run leaves either the old folder or no folder, never half a new one.
+:func:`publish_dir`'s rename, so an interrupted run leaves either the old folder or no folder, never half a new one:
+:func:`staged_dir` (a fresh temporary folder, for work that is redone whole) or :func:`partial_dir` (one fixed folder
+per output, for a training run that an interruption leaves to be resumed from its ``checkpoint-<step>`` folders:
+:func:`checkpoints`, :func:`resume_value`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,27 @@ def publish_dir(work: str | os.PathLike, final: str | os.PathLike, *, replace: b
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def partial_dir(final: str | os.PathLike) -> Path:
+    """The work folder of a resumable run whose result is published to ``final``: ``<parent>/.<name>.partial``, the
+    same for every run, so a run that was interrupted can be continued (:func:`publish_dir` publishes it)."""
+    final = Path(final)
+    return final.parent / f".{final.name}.partial"
+
+
+def resume_value(value: str | bool | None) -> str | bool | None:
+    """``resume_from_checkpoint`` as a run acts on it: True (the newest checkpoint) for ``true``/``latest``, None
+    (start afresh) for ``false``/``none``/``null``/empty, else the checkpoint folder given. Values from the command
+    line arrive as strings; either spelling, any case."""
+    if value is None or isinstance(value, bool):
+        return value or None
+    text = str(value).strip().lower()
+    if text in ("true", "latest"):
+        return True
+    if text in ("false", "none", "null", ""):
+        return None
+    return value
 
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

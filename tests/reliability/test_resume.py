@@ -76,7 +76,7 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, tiny_base_mode
     work = tmp_path / ".interrupted.partial"
     assert (work / "checkpoint-3" / "trainer_state.json").is_file()
     if how == "SIGTERM":
-        assert "checkpoint saved" in killed.stderr and "--resume_from_checkpoint true" in killed.stderr
+        assert "checkpoint saved" in killed.stdout and "--resume_from_checkpoint true" in killed.stdout
 
     resumed = run(stage, "--config", str(config), "--output_dir", str(interrupted), "--resume_from_checkpoint", "true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

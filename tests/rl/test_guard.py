@@ -129,14 +129,15 @@ def test_alpha_outside_zero_to_a_half_is_refused():
 
 
 def test_grpo_callback_gets_reply_counts_and_repetition_like_ppo():
+    from posttrain.rl.guard_stop import GuardStop, make_guard
     from posttrain.rl.rewards import build_rewards
-    from posttrain.training.rl_common import GuardCallback, GuardTally, make_guard
+    from posttrain.training.rl_common import GuardCallback, GuardTally
 
     rewards = build_rewards(["has_number", "task"])
     args = SimpleNamespace(hacking_guard="warn", hacking_guard_window=1, max_completion_length=8,
                            hacking_guard_alpha=0.05, max_steps=4, world_size=2)  # fmt: skip
     tally = GuardTally(rewards)
-    callback = GuardCallback(make_guard(args, rewards), tally=tally)
+    callback = GuardCallback(GuardStop(make_guard(args, rewards), None, stage="grpo"), tally=tally)
     funcs = tally.wrap()
     assert [f.__name__ for f in funcs] == ["has_number", "task"]
     completions = [[{"role": "assistant", "content": t}] for t in ("7", "seven", "8 8 8", "a, b")]
@@ -165,7 +166,7 @@ def test_grpo_callback_gets_reply_counts_and_repetition_like_ppo():
         f([None] * 4, completions, completion_ids=ids, **columns)
     callback.on_log(SimpleNamespace(world_size=1), state, control, logs={"rewards/task/mean": 0.5,
                                                                           "rewards/has_number/mean": 0.5})  # fmt: skip
-    point = callback.guard.history[-1]
+    point = callback.guard_stop.guard.history[-1]
     assert point["replies"] == 4 and point["rule_n"] == 2 and point["distinct"] == pytest.approx(distinct)
 
 
@@ -204,7 +205,7 @@ def test_ppo_stop_keeps_the_candidate_with_the_best_heldout_task_score(tmp_path,
     import torch
 
     current = {n: p.detach().cpu() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
-    for step, _, weights in trainer.best_adapter.candidates.values():
+    for step, _, weights in trainer.guard_stop.best.candidates.values():
         if step == finding["restored_step"]:
             assert all(torch.equal(current[n], w) for n, w in weights.items())
     manifest = json.loads((tmp_path / "ppo" / "run_manifest.json").read_text())
@@ -324,15 +325,16 @@ def test_grouped_runs_with_no_real_change_stop_at_most_alpha_of_the_time():
 
 
 def test_grpo_tally_records_group_sums_by_prompt():
+    from posttrain.rl.guard_stop import GuardStop, make_guard
     from posttrain.rl.rewards import build_rewards
-    from posttrain.training.rl_common import GuardCallback, GuardTally, make_guard
+    from posttrain.training.rl_common import GuardCallback, GuardTally
 
     rewards = build_rewards([{"name": "repetition"}, "has_number"])
     args = SimpleNamespace(hacking_guard="warn", hacking_guard_window=1, max_completion_length=8,
                            hacking_guard_alpha=0.05, max_steps=4, world_size=1)  # fmt: skip
     tally = GuardTally(rewards)
-    callback = GuardCallback(make_guard(args, rewards), tally=tally)
-    assert callback.guard.proxy == ("repetition",) and callback.guard.rules == ("has_number",)
+    callback = GuardCallback(GuardStop(make_guard(args, rewards), None, stage="grpo"), tally=tally)
+    assert callback.guard_stop.guard.proxy == ("repetition",) and callback.guard_stop.guard.rules == ("has_number",)
     prompts = ["a", "a", "b", "b"]  # 2 prompts x 2 replies, as GRPO passes them
     completions = [[{"role": "assistant", "content": t}] for t in ("7", "8", "x", "y")]
     ids = [[1, 2, 3], [1, 1, 1, 1], [4, 5, 6], [7, 8, 9]]
@@ -347,8 +349,8 @@ def test_grpo_tally_records_group_sums_by_prompt():
     assert metrics["groups/has_number"] == 2 and metrics["group_sum/has_number"] == 2
     assert metrics["group_between/has_number"] == 2 and metrics["group_sq/has_number"] == 2
     assert metrics["groups/distinct_2"] == 2
-    callback.guard.observe(1, metrics)
-    assert callback.guard.history[-1]["groups"]["has_number"] == [2, 4, 2, 2, 2]
+    callback.guard_stop.guard.observe(1, metrics)
+    assert callback.guard_stop.guard.history[-1]["groups"]["has_number"] == [2, 4, 2, 2, 2]
 
 
 def test_hackable_rewards_pay_for_length_and_repetition_and_count_as_proxies():

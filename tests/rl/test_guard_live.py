@@ -59,7 +59,7 @@ def test_a_hackable_reward_fires_the_guard_and_ppo_keeps_the_best_heldout_adapte
     assert finding["restored_step"] == min(steps[k] for k, v in scores.items() if v == best)
     assert finding["restored_by"].startswith(f"held-out task score {best:.3f} on ")
     assert list(at_stop) == [step]
-    candidates = [(s, w) for s, _, w in trainer.best_adapter.candidates.values()] + [(step, at_stop[step])]
+    candidates = [(s, w) for s, _, w in trainer.guard_stop.best.candidates.values()] + [(step, at_stop[step])]
     kept = [w for s, w in candidates if s == finding["restored_step"]]
     assert kept, (finding, [s for s, _ in candidates])
     current = {n: p.detach().cpu() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}

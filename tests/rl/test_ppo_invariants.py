@@ -12,7 +12,9 @@ import torch
 from posttrain.configs import parse_args
 from posttrain.data.spec import DatasetSpec
 from posttrain.rl import ppo_core
-from posttrain.rl.ppo import PPOTrainer, sequence_inputs
+from posttrain.rl.ppo import PPOTrainer
+from posttrain.rl.ppo_model import sequence_inputs
+from posttrain.rl.ppo_rollout import token_logprobs
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
 from posttrain.stages import STAGES
@@ -41,7 +43,8 @@ def training_logprobs(trainer, batch):
     inputs = sequence_inputs(batch.queries, batch.query_mask, batch.responses, batch.response_mask)
     logits, values = trainer.model(*inputs)
     trainer.model.eval()
-    return trainer.token_logprobs(logits, batch.responses, batch.response_mask).sampler, values[:, context - 1 : -1]
+    logprobs = token_logprobs(logits, batch.responses, batch.response_mask, trainer.args).sampler
+    return logprobs, values[:, context - 1 : -1]
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 1.0), (0.7, 0.9)])
@@ -82,7 +85,7 @@ def test_missing_eos_penalty_and_per_reward_normalization(tmp_path, tiny_chat_mo
              for r, m in zip(batch.responses, batch.response_mask, strict=True)]  # fmt: skip
     has_number = torch.tensor([float(any(c.isdigit() for c in t)) for t in texts])
     assert torch.allclose(batch.raw_scores.cpu(), has_number - 2.0 * unfinished.float().cpu())
-    moments = trainer.reward_moments["has_number"]
+    moments = trainer.normalizer.moments["has_number"]
     assert moments.count == 8 and moments.mean == pytest.approx(has_number.mean().item())
 
 

@@ -54,12 +54,12 @@ def test_reward_statistics_are_gathered_over_every_process(tmp_path, tiny_chat_m
     # a second process scored 4 replies, all 1.0; this one scores [0, 0, 1, 0]
     other = {"has_number": {"count": 4, "mean": 1.0, "m2": 0.0}}
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda local: [*local, other])
-    total = trainer.normalized_total({"has_number": [0.0, 0.0, 1.0, 0.0]})
+    total = trainer.normalizer.total({"has_number": [0.0, 0.0, 1.0, 0.0]})
     everything = [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0]
     mean = sum(everything) / 8
     std = (sum((v - mean) ** 2 for v in everything) / 8) ** 0.5
     assert total == pytest.approx([(v - mean) / std for v in (0.0, 0.0, 1.0, 0.0)])
-    moments = trainer.reward_moments["has_number"]
+    moments = trainer.normalizer.moments["has_number"]
     if mode == "running":  # the statistics a checkpoint keeps (written once, by rank 0) are every process's
         assert (moments.count, moments.mean, moments.std) == (8, pytest.approx(mean), pytest.approx(std))
         state = json.loads((trainer.save_checkpoint() / "trainer_state.json").read_text())["reward_moments"]

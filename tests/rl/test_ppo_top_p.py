@@ -12,7 +12,7 @@ from test_ppo_invariants import make_trainer
 
 from posttrain.models.generation import Completion
 from posttrain.rl import ppo_core
-from posttrain.rl.ppo import sequence_inputs
+from posttrain.rl.ppo_model import sequence_inputs
 
 INF = float("inf")
 
@@ -62,9 +62,9 @@ def _truncated_logprobs(trainer, batch, *, reference: bool) -> torch.Tensor:
 def test_top_p_ppo_stays_finite_when_policy_and_reference_differ_and_padding_is_outside_the_nucleus(
     tmp_path, tiny_chat_model, monkeypatch
 ):
-    import posttrain.rl.ppo as ppo_module
+    import posttrain.rl.ppo_rollout as rollout_module
 
-    generate = ppo_module.generate
+    generate = rollout_module.generate
 
     def early_stops(*args, **kwargs):  # every other reply ends after 3 tokens, so the batch has padding
         samples = generate(*args, **kwargs)
@@ -73,7 +73,7 @@ def test_top_p_ppo_stays_finite_when_policy_and_reference_differ_and_padding_is_
                 sample[0] = Completion(sample[0].text, sample[0].token_ids[:3], False)
         return samples
 
-    monkeypatch.setattr(ppo_module, "generate", early_stops)
+    monkeypatch.setattr(rollout_module, "generate", early_stops)
     trainer = make_trainer(tmp_path, tiny_chat_model, top_p=0.5, temperature=0.7, rollout_batch_size=8,
                            generation_batch_size=8, per_device_train_batch_size=4, learning_rate=1e-2)  # fmt: skip
     torch.manual_seed(0)

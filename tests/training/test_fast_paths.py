@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from posttrain.configs import FAST_PATHS, FastPathError, FastPathSelection, parse_fast_paths
 from posttrain.training import fast_paths
-from posttrain.training.fast_paths import Context, FastPathError, Selection, check
+from posttrain.training.fast_paths import Context, check
 
 # a deprecation raised by the code the paths patch or call (attributed there or to the paths) fails the test
 pytestmark = [
@@ -30,11 +31,11 @@ pytestmark = [
 
 LENGTHS = (7, 12, 5)
 PACKED = Context(padding_free=True)
-AUTO = Selection(auto=True)
+AUTO = FastPathSelection(auto=True)
 
 
-def named(*names: str) -> Selection:
-    return Selection(named=names)
+def named(*names: str) -> FastPathSelection:
+    return FastPathSelection(named=names)
 
 
 def packed_batch(vocab: int):
@@ -370,14 +371,15 @@ def test_a_deprecation_warning_while_installing_turns_the_path_off(tiny_chat_mod
 
 
 def test_the_setting_is_validated():
-    assert fast_paths.parse("auto") == fast_paths.parse("") == Selection(auto=True)
-    assert fast_paths.parse("none") == Selection()
-    assert fast_paths.parse("all") == Selection(all=True)
-    assert fast_paths.parse("auto, shared_dropout") == Selection(auto=True, named=("shared_dropout",))
+    assert parse_fast_paths("auto") == parse_fast_paths("") == FastPathSelection(auto=True)
+    assert parse_fast_paths("none") == FastPathSelection()
+    assert parse_fast_paths("all") == FastPathSelection(all=True)
+    assert parse_fast_paths("auto, shared_dropout") == FastPathSelection(auto=True, named=("shared_dropout",))
     with pytest.raises(FastPathError, match="unknown fast path.*turbo"):
-        fast_paths.parse("fused_lora,turbo")
+        parse_fast_paths("fused_lora,turbo")
     with pytest.raises(FastPathError, match="'none' cannot be combined"):
-        fast_paths.parse("none,fused_lora")
+        parse_fast_paths("none,fused_lora")
+    assert tuple(fast_paths.PATHS) == FAST_PATHS  # the setting's names are the implemented paths, in install order
 
 
 def test_bad_fast_paths_in_a_stage_config_is_a_config_error():
@@ -395,7 +397,7 @@ def test_fast_paths_in_bf16_are_as_close_to_fp32_as_stock_bf16(tiny_chat_model):
     ids, positions = packed_batch(exact.config.vocab_size)
     exact_logits, exact_grads = logits_and_grads(exact, ids, positions)
     errors = {}
-    for name, selection in (("stock", Selection()), ("fast", AUTO)):
+    for name, selection in (("stock", FastPathSelection()), ("fast", AUTO)):
         model = lora_model(tiny_chat_model).to(torch.bfloat16)
         installed = fast_paths.install(model, selection, PACKED)
         logits, grads = logits_and_grads(model, ids, positions)

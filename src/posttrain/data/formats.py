@@ -32,7 +32,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from posttrain.log import get_logger
+
 from .validation import DataError
+
+logger = get_logger(__name__)
 
 __all__ = [
     "FORMATS",
@@ -293,16 +297,14 @@ def drop_trained_prompts(train: list, test: list, prompt_of=lambda row: row) -> 
     trained = {key for row in train for key in prompt_keys(prompt_of(row))}
     kept = [row for row in test if not any(key in trained for key in prompt_keys(prompt_of(row)))]
     if kept and len(kept) < len(test):
-        print(
+        logger.info(
             f"posttrain: test_split_size: {len(test) - len(kept)} of {len(test)} held-out rows dropped: the model is "
-            "asked the same (each user turn with the turns before it) in a training row",
-            flush=True,
+            "asked the same (each user turn with the turns before it) in a training row"
         )
     if test and not kept:
-        print(
+        logger.warning(
             f"posttrain: warning: test_split_size: every one of the {len(test)} held-out rows repeats a training "
             "prompt (each user turn with the turns before it), so this run has no held-out split; use more varied "
-            "data or a larger test_split_size",
-            flush=True,
+            "data or a larger test_split_size"
         )
     return kept

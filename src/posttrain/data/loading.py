@@ -47,6 +47,7 @@ __all__ = [
     "SourceTable",
     "as_specs",
     "build_mixture",
+    "builtin_examples",
     "fingerprint",
     "load_conversations",
     "messages_features",
@@ -61,7 +62,8 @@ reasoning or template variables)."""
 
 ORIGIN_COLUMN = "origin"
 """Where each row comes from (``data/tools.jsonl line 3``), in datasets whose rows carry tool calls, reasoning or
-template variables: what the chat-template checks of :func:`posttrain.stages.sft.check_template_support` name."""
+template variables: what the chat-template checks of :func:`posttrain.training.sft_templates.check_template_support`
+name."""
 
 
 def messages_features(extended: bool = False) -> datasets.Features:
@@ -127,15 +129,23 @@ def source_kind(spec: DatasetSpec) -> str:
 # ------------------------------------------------------------------------------------------------- sources
 
 
-def _builtin_rows(
+def builtin_examples(
     spec: DatasetSpec, seed: int, identity: Identity, pool: Pool = "train", n: int | None = None
-) -> list[RawRow]:
+) -> list[TaskExample]:
+    """The examples of a ``builtin:<task>`` source: ``n`` (default: its ``num_samples``, else
+    :data:`BUILTIN_DEFAULT_SAMPLES`) from ``pool``; an unknown task is a DataError listing the known ones."""
     task = spec.path[len(BUILTIN_PREFIX) :]
     try:
         count = n if n is not None else spec.num_samples or BUILTIN_DEFAULT_SAMPLES
-        examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
+        return generate_task(task, count, seed=seed, identity=identity, pool=pool)
     except KeyError as error:  # unknown task: the message lists the available ones
         raise DataError(spec.path, error.args[0]) from error
+
+
+def _builtin_rows(
+    spec: DatasetSpec, seed: int, identity: Identity, pool: Pool = "train", n: int | None = None
+) -> list[RawRow]:
+    examples = builtin_examples(spec, seed, identity, pool, n)
     if spec.reply != "response":  # think-then-answer (or answer-only) assistant turns
         return [RawRow(_replied_row(ex, spec.reply), i) for i, ex in enumerate(examples, start=1)]
     return [RawRow(task_to_row(ex), i) for i, ex in enumerate(examples, start=1)]

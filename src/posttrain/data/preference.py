@@ -39,13 +39,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from posttrain.tasks import BASE_MODEL_IDENTITY, generate_task, task_to_preference
+from posttrain.tasks import BASE_MODEL_IDENTITY, task_to_preference
 from posttrain.tasks.base import SELECTION_POOL, Pool
 
 from .files import RawRow
-from .formats import FORMAT_COLUMNS
-from .loading import SourceTable, as_specs, build_mixture, fingerprint, normalize_rows, source_tables
-from .spec import BUILTIN_DEFAULT_SAMPLES, BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
+from .formats import FORMAT_COLUMNS, with_system_prompt
+from .loading import SourceTable, as_specs, build_mixture, builtin_examples, fingerprint, normalize_rows, source_tables
+from .spec import BUILTIN_PREFIX, CHITCHAT, DatasetSpec, Identity
 from .validation import ALLOWED_ROLES, DataError, ProblemCollector, validate_messages
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ __all__ = [
     "PREFERENCE_FORMATS",
     "PREFERENCE_FORMS",
     "PreferenceSpec",
+    "add_system_prompt",
     "check_pair_lengths",
     "detect_preference_form",
     "load_preferences",
@@ -395,18 +396,20 @@ def _builtin_pairs(
     pool: Pool = "train",
     n: int | None = None,
 ) -> list[RawRow]:
-    task = spec.path[len(BUILTIN_PREFIX) :]
     if spec.reply != "response":  # pairs are the ideal reply against the classic mistake: nothing else to pair
         raise DataError(spec.path, f"reply: {spec.reply} is for SFT conversations, not preference pairs; remove it")
-    try:
-        count = n if n is not None else spec.num_samples or BUILTIN_DEFAULT_SAMPLES
-        examples = generate_task(task, count, seed=seed, identity=identity, pool=pool)
-    except KeyError as error:  # unknown task: the message lists the available ones
-        raise DataError(spec.path, error.args[0]) from error
+    examples = builtin_examples(spec, seed, identity, pool, n)
     try:
         return [RawRow(task_to_preference(ex, base_identity), i) for i, ex in enumerate(examples, start=1)]
     except ValueError as error:  # a task with tools: conversations, not pairs
         raise DataError(spec.path, str(error)) from None
+
+
+def add_system_prompt(pairs: datasets.Dataset, system_prompt: str | None) -> datasets.Dataset:
+    """``pairs`` with ``system_prompt`` added to every prompt that has no system message (unchanged without one)."""
+    if not system_prompt:
+        return pairs
+    return pairs.map(lambda row: {"prompt": with_system_prompt(row["prompt"], system_prompt)}, desc="System prompt")
 
 
 def _pair_row(data: Mapping[str, Any], form: str, source: str, raw: RawRow) -> dict[str, Any]:

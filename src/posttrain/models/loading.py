@@ -9,16 +9,20 @@ from __future__ import annotations
 import torch
 
 from posttrain.configs import ModelConfig
+from posttrain.log import get_logger
 from posttrain.models.quantized import keep_4bit_weights_for_training
-from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype
 
+logger = get_logger(__name__)
 
-def load_tokenizer(model_args: ModelConfig, *, trust_remote_code: bool = False):
+
+def load_tokenizer(model_path: str, model_args: ModelConfig, *, trust_remote_code: bool = False):
+    """The tokenizer of ``model_path``: ``model_args.model_name_or_path`` as
+    :func:`~posttrain.models.resolve.resolve_model` resolved it."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(
-        resolve_model(model_args.model_name_or_path),
+        model_path,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,
     )
@@ -42,8 +46,10 @@ def quantization_config(model_args: ModelConfig, dtype: torch.dtype):
     return None
 
 
-def load_model(model_args: ModelConfig, training_args, *, model_class=None, **extra_kwargs):
-    """Load the (optionally 4-bit) base model for training with dtype and device placement set for accelerate."""
+def load_model(model_path: str, model_args: ModelConfig, training_args, *, model_class=None, **extra_kwargs):
+    """Load the (optionally 4-bit) base model at ``model_path`` (resolved by
+    :func:`~posttrain.models.resolve.resolve_model`) for training, with dtype and device placement set for
+    accelerate."""
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
 
@@ -65,7 +71,7 @@ def load_model(model_args: ModelConfig, training_args, *, model_class=None, **ex
     kwargs.update(extra_kwargs)
     if training_args.model_init_kwargs:
         kwargs.update(training_args.model_init_kwargs)
-    model = model_class.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
+    model = model_class.from_pretrained(model_path, **kwargs)
     keep_4bit_weights_for_training(model)  # an eval-mode pass must not repack weights that train afterwards
     model.config.use_cache = not training_args.gradient_checkpointing
     return model
@@ -94,14 +100,10 @@ def lora_config(
     config = get_peft_config(model_args)
     if not model_args.lora_target_modules and not model_args.lora_target_parameters:
         config.target_modules = DEFAULT_LORA_TARGETS
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            print(
-                f"posttrain: lora_target_modules not set: LoRA adapts all linear layers ({DEFAULT_LORA_TARGETS}, "
-                "except the output head)",
-                flush=True,
-            )
+        logger.info(
+            f"posttrain: lora_target_modules not set: LoRA adapts all linear layers ({DEFAULT_LORA_TARGETS}, "
+            "except the output head)"
+        )
     if task_type is not None:
         config.task_type = task_type
     if new_token_ids:

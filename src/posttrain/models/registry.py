@@ -14,8 +14,11 @@ from pathlib import Path
 
 from posttrain.assets import package_file
 from posttrain.errors import UserError
+from posttrain.log import ALL_RANKS, get_logger
 from posttrain.models.weights import check_weights
 from posttrain.storage import atomic_write_json, staged_dir
+
+logger = get_logger(__name__)
 
 
 class ModelNotFoundError(UserError, FileNotFoundError):
@@ -67,7 +70,9 @@ def materialize(alias: str) -> Path:
         if (target / _MARKER).is_file():  # another process finished while we waited
             return target
         gguf = model.gguf_path()
-        print(f"posttrain: materializing the embedded model {model.description}\n  into {target} (once)", flush=True)
+        logger.info(
+            f"posttrain: materializing the embedded model {model.description}\n  into {target} (once)", extra=ALL_RANKS
+        )
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -28,10 +28,13 @@ from typing import Any
 import yaml
 
 from posttrain.errors import ConfigError
+from posttrain.log import get_logger
+from posttrain.pipeline.commands import ALIASES, STAGE_SPECS
 from posttrain.precision import ENV as PRECISION_ENV
 from posttrain.precision import requested as requested_precision
 from posttrain.precision import use_bf16
-from posttrain.stages import ALIASES, STAGES
+
+logger = get_logger(__name__)
 
 #: the file a stage writes last into its output folder: proof that it finished
 DONE_MARKER = "run_manifest.json"
@@ -113,7 +116,7 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list of {{name, config}} mappings")
-    commands = {name for name, s in STAGES.items() if s.recipe and name != "pipeline"} | set(ALIASES)
+    commands = {name for name, s in STAGE_SPECS.items() if s.recipe and name != "pipeline"} | set(ALIASES)
     stages: list[PipelineStage] = []
     for i, raw in enumerate(raw_stages):
         where = f"{path}: stages[{i}]"
@@ -155,10 +158,9 @@ def load_pipeline(path: str | os.PathLike, profile: str | None = None) -> Pipeli
                 if requested_precision() == "fp32"
                 else "this CPU has no AVX512-BF16 (bf16 would be emulated)"
             )
-            print(
+            logger.info(
                 f"posttrain: {why}: training runs in fp32, about 3x slower per step than bf16 on an AVX512-BF16 "
-                f"CPU, so profile '{profile}' is reduced by '{variant}' (fewer steps and samples)",
-                flush=True,
+                f"CPU, so profile '{profile}' is reduced by '{variant}' (fewer steps and samples)"
             )
 
     launcher = data.get("launcher") or ""

@@ -26,9 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from posttrain.log import get_logger
+from posttrain.pipeline.commands import STAGE_SPECS
 from posttrain.pipeline.config import DONE_MARKER, Pipeline, PipelineStage
 from posttrain.pipeline.state import inputs_fingerprint, is_done, read_state, reads_output_of, write_state
-from posttrain.stages import STAGES
+
+logger = get_logger(__name__)
 
 __all__ = ["StageFailed", "run_pipeline", "stage_command"]
 
@@ -45,7 +48,7 @@ class StageFailed(RuntimeError):
 def stage_command(pipeline: Pipeline, stage: PipelineStage) -> list[str]:
     """How a stage starts: a training stage under the pipeline's launcher (``recipes/<stage>.py`` where the
     recipes are at hand, else ``-m posttrain.stages <stage>``), any other as ``python -m posttrain.cli <stage>``."""
-    if STAGES[stage.stage].trains:
+    if STAGE_SPECS[stage.stage].trains:
         recipe = Path("recipes") / f"{stage.stage}.py"
         target = [str(recipe)] if recipe.is_file() else ["-m", "posttrain.stages", stage.stage]
         return [*(pipeline.launcher or [sys.executable]), *target, *stage.argv()]
@@ -70,14 +73,11 @@ def run_pipeline(
         forced = "all" in force or stage.name in force
         prefix = f"[{index}/{total}] {stage.name}"
         if not forced and not stale and is_done(stage, state, inputs_fingerprint(stage, upstream, state)):
-            print(
-                f"{prefix}: done, skipped ({stage.output_dir / DONE_MARKER}; --force {stage.name} reruns it)",
-                flush=True,
-            )
+            logger.info(f"{prefix}: done, skipped ({stage.output_dir / DONE_MARKER}; --force {stage.name} reruns it)")
             continue
         running.add(stage.name)
         why = f" (reads the output of {', '.join(stale)}, which runs again)" if stale and not forced else ""
-        print(f"{prefix}: {shlex.join(command)}{why}", flush=True)
+        logger.info(f"{prefix}: {shlex.join(command)}{why}")
         if dry_run:
             continue
         started = time.time()
@@ -108,5 +108,5 @@ def run_pipeline(
         }
         state.pop("failed", None)
         write_state(pipeline, state)
-        print(f"{prefix}: finished in {elapsed} s", flush=True)
+        logger.info(f"{prefix}: finished in {elapsed} s")
     return state

@@ -32,11 +32,11 @@ the window means) stopped 38-44% of 8-step and 67-75% of 20-step runs, this one 
 0.6 -> 0.3 at the middle step is caught in about 75% of runs. Steps without reply counts (neither ``scored/<name>``
 nor ``replies`` in the metrics) cannot be tested and never fire the rule or repetition check.
 
-``hacking_guard: warn`` prints each finding once (and logs it); ``stop`` also ends training at that step and keeps
+``hacking_guard: warn`` logs each finding once as a warning; ``stop`` also ends training at that step and keeps
 the best adapter, and says which: the start adapter, the one of the best training rule pass rate and the last one
 are scored on the held-out prompts and the best held-out task score is kept (the best training rule pass rate without
-held-out prompts), in PPO, GRPO and RLOO alike (:class:`posttrain.rl.heldout.BestAdapter`). ``off`` records
-nothing.
+held-out prompts), in PPO, GRPO and RLOO alike (:class:`posttrain.rl.guard_stop.GuardStop`, choosing with
+:class:`posttrain.rl.heldout.BestAdapter`). ``off`` records nothing.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import math
 from contextlib import nullcontext
 from typing import Any
 
-from posttrain.stats import delta_ci, mean_ci
 from posttrain.models import generation
+from posttrain.stats import delta_ci, mean_ci
 
 TOTAL = "total"
 
@@ -105,7 +105,7 @@ class BestAdapter:
     rule pass rate, the last step), and at the stop the one whose greedy replies score best on the held-out prompts.
 
     ``module``'s trainable parameters are the adapter (and a PPO value head); ``policy`` generates the replies.
-    Shared by PPO and by GRPO/RLOO (through :class:`posttrain.training.rl_common.GuardCallback`)."""
+    Shared by PPO, GRPO and RLOO (through :class:`posttrain.rl.guard_stop.GuardStop`)."""
 
     BEST_RULE = "best training rule score"
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +47,7 @@ from typing import Any
 from posttrain.data.preference import validate_preference
 from posttrain.data.validation import DataError, ProblemCollector
 from posttrain.errors import ConfigError
+from posttrain.log import get_logger
 from posttrain.models import generation
 from posttrain.rl.prompt_items import Messages, PromptItem, read_prompts, task_prompts
 from posttrain.storage import atomic_write_text
@@ -68,7 +68,7 @@ __all__ = [
     "write_pairs",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 Scorer = Callable[[Messages, list[str], PromptItem], Sequence[float]]
@@ -161,6 +161,34 @@ def _scores(scorer: Scorer, item: PromptItem, texts: list[str]) -> list[float]:
 # ------------------------------------------------------------------------------------------------ build pairs
 
 
+def _add_pair(pairs: Pairs, item: PromptItem, completions, scores: list[float], *, min_margin: float,
+              require_finished: bool) -> None:  # fmt: skip
+    """Append ``item``'s best reply against its worst to ``pairs``, or count it skipped (fewer than two non-empty
+    replies, no margin, the same text, or with ``require_finished`` a best reply cut off)."""
+    usable = [(s, c) for s, c in zip(scores, completions, strict=True) if c.text.strip()]
+    if len(usable) < 2:
+        pairs.skipped += 1
+        return
+    best = max(usable, key=lambda sc: (sc[0], sc[1].finished, -sc[1].num_tokens))
+    worst = min(usable, key=lambda sc: (sc[0], not sc[1].finished, sc[1].num_tokens))
+    if best[0] - worst[0] <= min_margin or best[1].text.strip() == worst[1].text.strip():
+        pairs.skipped += 1
+        return
+    if require_finished and not best[1].finished:
+        pairs.skipped += 1
+        pairs.truncated += 1
+        return
+    pairs.append(
+        {
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
+            "chosen": [{"role": "assistant", "content": best[1].text}],
+            "rejected": [{"role": "assistant", "content": worst[1].text}],
+            "chosen_score": best[0],
+            "rejected_score": worst[0],
+        }
+    )
+
+
 def build_pairs(
     model: Any,
     tokenizer: Any,
@@ -219,29 +247,8 @@ def build_pairs(
     )
     pairs = Pairs(prompts=len(prompts))
     for item, completions in zip(prompts, samples, strict=True):
-        scores = _scores(score, item, [c.text for c in completions])
-        usable = [(s, c) for s, c in zip(scores, completions, strict=True) if c.text.strip()]
-        if len(usable) < 2:
-            pairs.skipped += 1
-            continue
-        best = max(usable, key=lambda sc: (sc[0], sc[1].finished, -sc[1].num_tokens))
-        worst = min(usable, key=lambda sc: (sc[0], not sc[1].finished, sc[1].num_tokens))
-        if best[0] - worst[0] <= min_margin or best[1].text.strip() == worst[1].text.strip():
-            pairs.skipped += 1
-            continue
-        if require_finished and not best[1].finished:
-            pairs.skipped += 1
-            pairs.truncated += 1
-            continue
-        pairs.append(
-            {
-                "prompt": [{"role": m["role"], "content": m["content"]} for m in item.messages],
-                "chosen": [{"role": "assistant", "content": best[1].text}],
-                "rejected": [{"role": "assistant", "content": worst[1].text}],
-                "chosen_score": best[0],
-                "rejected_score": worst[0],
-            }
-        )
+        _add_pair(pairs, item, completions, _scores(score, item, [c.text for c in completions]),
+                  min_margin=min_margin, require_finished=require_finished)  # fmt: skip
     logger.info(
         "built %d pairs from %d prompts (%d skipped, %d of them because the best reply was cut off)",
         len(pairs),

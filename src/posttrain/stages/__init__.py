@@ -1,4 +1,4 @@
-"""The commands: one module per stage, one table naming them all.
+"""The commands: one module per stage, each loaded from the one table naming them all.
 
 Every stage module (``posttrain.stages.<name>``) has the same small contract:
 
@@ -6,10 +6,11 @@ Every stage module (``posttrain.stages.<name>``) has the same small contract:
   ``--key value`` overrides), or an ``argparse`` parser for the commands without a config schema;
 * ``main(*parsed)`` -- run it on what the parser returned.
 
-:data:`STAGES` is the one list of them: the CLI (``posttrain <stage>`` and its usage text), the config reference,
-the pipeline and the tests read it, and ``recipes/<name>.py`` are generated from it (:func:`recipe_text`).
-``launch`` says how a stage starts: ``accelerate`` (it trains: ``posttrain <stage>`` starts ``accelerate launch``
-itself, as ``trl <command>`` does) or ``python`` (a plain process).
+:data:`STAGES` is the one list of them: the entries of :data:`posttrain.pipeline.commands.STAGE_SPECS` (plain data,
+which the pipeline reads) with their modules. The CLI (``posttrain <stage>`` and its usage text), the config
+reference and the tests read it, and ``recipes/<name>.py`` are generated from it (:func:`recipe_text`). ``launch``
+says how a stage starts: ``accelerate`` (it trains: ``posttrain <stage>`` starts ``accelerate launch`` itself, as
+``trl <command>`` does) or ``python`` (a plain process).
 """
 
 from __future__ import annotations
@@ -20,112 +21,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
 
 from posttrain.errors import exit_on_user_error
+from posttrain.pipeline.commands import ALIASES, STAGE_SPECS, StageSpec
 
 #: the embedded default model's recipe configs, relative to ``recipes/``
 DEFAULT_CONFIGS = Path("configs") / "smollm2-135m"
 
 
 @dataclass(frozen=True)
-class Stage:
-    name: str
-    summary: str
-    launch: Literal["accelerate", "python"]
-    #: ``recipes/<name>.py`` exists (generated) and runs ``recipes/configs/smollm2-135m/<name>.yaml`` by default
-    recipe: bool = True
-    aliases: tuple[str, ...] = ()
-    #: one line for the config reference (how the stage relates to its library)
-    reference: str = ""
+class Stage(StageSpec):
+    """A command of :data:`~posttrain.pipeline.commands.STAGE_SPECS` with its module, ``posttrain.stages.<name>``."""
 
     @property
     def module(self) -> str:
         return f"{__name__}.{self.name}"
 
-    @property
-    def trains(self) -> bool:
-        return self.launch == "accelerate"
-
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
 
-STAGES: dict[str, Stage] = {
-    s.name: s
-    for s in (
-        Stage(
-            "sft",
-            "supervised fine-tuning with (Q)LoRA and chat templates",
-            "accelerate",
-            reference="QLoRA SFT with chat templates (TRL `SFTTrainer`)",
-        ),
-        Stage(
-            "reward",
-            "reward model (sequence classification) on preference pairs",
-            "accelerate",
-            reference="reward model on preference pairs (TRL `RewardTrainer`)",
-        ),
-        Stage(
-            "dpo",
-            "direct preference optimization on top of the SFT result",
-            "accelerate",
-            reference="DPO on preference pairs (TRL `DPOTrainer`)",
-        ),
-        Stage(
-            "ppo",
-            "PPO (posttrain's trainer) on a LoRA adapter: reward model and/or rule rewards, KL to the start model",
-            "accelerate",
-            reference="PPO against a reward model and/or rule rewards (posttrain's trainer)",
-        ),
-        Stage(
-            "grpo",
-            "GRPO (TRL) with posttrain's rewards as reward_funcs",
-            "accelerate",
-            reference="GRPO (TRL `GRPOTrainer`) with posttrain's rewards",
-        ),
-        Stage(
-            "rloo",
-            "RLOO (TRL) with posttrain's rewards as reward_funcs",
-            "accelerate",
-            reference="RLOO (TRL `RLOOTrainer`) with posttrain's rewards",
-        ),
-        Stage(
-            "pairs",
-            "on-policy preference pairs: sample n replies, score (rule checks or a reward model), keep best vs worst",
-            "python",
-            reference="on-policy preference pairs from a model, scored by rule checks or a reward model",
-        ),
-        Stage(
-            "evaluate",
-            "rule-based and model-based suites on models, adapters, GGUF files or endpoints",
-            "python",
-            aliases=("eval",),
-            reference="rule-based and model-based evaluation, reports",
-        ),
-        Stage(
-            "merge",
-            "merge the adapter chain (SFT -> DPO/PPO) into full-precision weights, report logit drift",
-            "python",
-            reference="adapter chain merged into full-precision weights",
-        ),
-        Stage(
-            "export",
-            "GGUF (llama.cpp) + quantized types + Ollama Modelfile, verified; non-zero exit on failure",
-            "python",
-            reference="GGUF conversion, quantization, Ollama Modelfile, verification",
-        ),
-        Stage(
-            "pipeline",
-            "every stage in order (SFT, reward, DPO, PPO, evaluate, merge, export), skipping finished ones",
-            "python",
-            reference="every stage in order",
-        ),
-        Stage("model", "materialize an embedded model alias and print its local folder", "python", recipe=False),
-    )
-}
-
-ALIASES = {alias: stage.name for stage in STAGES.values() for alias in stage.aliases}
+STAGES: dict[str, Stage] = {name: Stage(**vars(spec)) for name, spec in STAGE_SPECS.items()}
 
 
 def get(name: str) -> Stage:

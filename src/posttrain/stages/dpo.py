@@ -17,14 +17,11 @@ are dropped (counted); only pairs whose chosen reply keeps its end-of-turn token
 
 from __future__ import annotations
 
-import torch
-
-from posttrain.chat_templates import ChatTemplateError, encode_rendered, render
+from posttrain.chat_templates import ChatTemplateError
 from posttrain.configs import DPOConfig, ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint, load_preferences
-from posttrain.data.preference import ORIGIN_COLUMN, check_pair_lengths
-from posttrain.models.generation import stop_token_ids
-from posttrain.stages.reward import add_system_prompt
+from posttrain.data.preference import ORIGIN_COLUMN, add_system_prompt
+from posttrain.log import get_logger
 from posttrain.training.common import (
     eval_split,
     finish_run,
@@ -33,56 +30,15 @@ from posttrain.training.common import (
     start_run,
     train,
 )
+from posttrain.training.dpo import fit_pairs, preference_margins
+
+logger = get_logger(__name__)
 
 
 def make_parser():
     from trl import TrlParser
 
     return TrlParser((PosttrainArguments, DPOConfig, ModelConfig))
-
-
-@torch.no_grad()
-def completion_logps(model, tokenizer, prompts, completions) -> list[float]:
-    """Summed log-probability of each assistant completion (a one-message list) after its prompt."""
-
-    device = next(model.parameters()).device
-    out = []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        prefix = encode_rendered(tokenizer, render(tokenizer, prompt, add_generation_prompt=True))
-        full = encode_rendered(tokenizer, render(tokenizer, [*prompt, *completion]))
-        ids, start = torch.tensor([full["input_ids"]], device=device), len(prefix["input_ids"])
-        # logits only where a completion token is predicted (positions start - 1 .. end - 2)
-        logits = model(input_ids=ids, logits_to_keep=ids.shape[1] - start + 1).logits[0, :-1].float()
-        out.append(logits.log_softmax(-1).gather(-1, ids[0, start:, None]).sum().item())
-    return out
-
-
-def preference_margins(model, tokenizer, pairs) -> list[float]:
-    """log p(chosen) - log p(rejected) for each pair: what DPO pushes up (relative to the reference)."""
-    prompts = [row["prompt"] for row in pairs]
-    chosen = completion_logps(model, tokenizer, prompts, [row["chosen"] for row in pairs])
-    rejected = completion_logps(model, tokenizer, prompts, [row["rejected"] for row in pairs])
-    return [c - r for c, r in zip(chosen, rejected)]
-
-
-def fit_pairs(data, tokenizer, model, training_args, policy: str, verbose: bool = True) -> dict:
-    """``overlong_samples`` on every split (:func:`~posttrain.data.preference.check_pair_lengths`, as DPOTrainer
-    tokenizes and truncates); prints what was dropped or will be cut."""
-    fitted = {}
-    for split, pairs in data.items():
-        fitted[split], note = check_pair_lengths(
-            pairs,
-            tokenizer,
-            training_args.max_length,
-            policy,
-            trainer="dpo",
-            truncation_mode=training_args.truncation_mode,
-            stop_token_ids=stop_token_ids(model, tokenizer),
-            name=split,
-        )
-        if note and verbose:
-            print(f"posttrain: {note}", flush=True)
-    return fitted
 
 
 def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: ModelConfig):
@@ -105,7 +61,7 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
             f"{model_args.model_name_or_path} has no chat template tokens yet ({tokenizer.convert_ids_to_tokens(new_token_ids)} "
             "would be new): run SFT first and give DPO the SFT output as model_name_or_path"
         )
-    data = fit_pairs(data, tokenizer, model, training_args, pt_args.overlong_samples, run.state.is_main_process)
+    data = fit_pairs(data, tokenizer, model, training_args, pt_args.overlong_samples)
 
     trainer = DPOTrainer(
         model=model,
@@ -130,13 +86,13 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
     metrics["margin_reference"] = sum(before) / len(before)
     metrics["margin_policy"] = sum(after) / len(after)
 
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(str(run.work_dir))
     if run.state.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        print(
-            f"posttrain: log p(chosen) - log p(rejected) on {len(probe)} training pairs: "
-            f"{metrics['margin_reference']:.3f} (SFT reference) -> {metrics['margin_policy']:.3f} (DPO policy)"
-        )
+        tokenizer.save_pretrained(run.work_dir)
+    logger.info(
+        f"posttrain: log p(chosen) - log p(rejected) on {len(probe)} training pairs: "
+        f"{metrics['margin_reference']:.3f} (SFT reference) -> {metrics['margin_policy']:.3f} (DPO policy)"
+    )
     finish_run(
         run,
         trainer,

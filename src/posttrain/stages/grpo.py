@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint
+from posttrain.log import get_logger
 from posttrain.rl.config import GRPOConfig
-from posttrain.rl.heldout import BestAdapter, heldout_lines, heldout_metrics, heldout_rewards
+from posttrain.rl.guard_stop import GuardStop, make_guard
+from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import (
     GuardCallback,
@@ -23,9 +25,10 @@ from posttrain.training.rl_common import (
     load_policy,
     load_rewards,
     load_rl_prompts,
-    make_guard,
     reward_summary,
 )
+
+logger = get_logger(__name__)
 
 
 def make_parser():
@@ -58,32 +61,31 @@ def main(
     rewards.to(trainer.accelerator.device)
     guard = make_guard(training_args, rewards)
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    guard_callback = GuardCallback(guard, BestAdapter(policy), tally)
-    trainer.add_callback(guard_callback)
+    guard_stop = GuardStop(guard, policy, stage=trainer_name)  # stop: keeps the best candidate adapter
+    trainer.add_callback(GuardCallback(guard_stop, tally))
     result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
-    keep_best_adapter(guard_callback, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
-                      name=trainer_name, max_new_tokens=eval_max_new_tokens,
-                      output_dir=training_args.output_dir)  # fmt: skip
+    keep_best_adapter(guard_stop, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
+                      max_new_tokens=eval_max_new_tokens, output_dir=run.work_dir)  # fmt: skip
     reward_curve = logged(trainer, "reward")
     heldout = None
     if "test" in data:
         heldout = heldout_rewards(policy, tokenizer, rewards, data["test"], max_new_tokens=eval_max_new_tokens)
         metrics.update(heldout_metrics(heldout))
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(str(run.work_dir))
     if run.state.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        if reward_curve:
-            print(
-                f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}"
-            )
-        if heldout is not None:
-            print(
-                f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> {trainer_name.upper()} policy:"
-            )
-            for line in heldout_lines(heldout):
-                print(f"  {line}")
+        tokenizer.save_pretrained(run.work_dir)
+    if reward_curve:
+        logger.info(
+            f"posttrain: {trainer_name.upper()} mean training reward {reward_curve[0]:.3f} -> {reward_curve[-1]:.3f}"
+        )
+    if heldout is not None:
+        logger.info(
+            f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> {trainer_name.upper()} policy:"
+        )
+        for line in heldout_lines(heldout):
+            logger.info(f"  {line}")
     finish_run(
         run,
         trainer,

@@ -1,8 +1,8 @@
 """``posttrain pairs``: on-policy preference pairs from a model (the logic is :mod:`posttrain.rl.pairs`).
 
-    posttrain pairs --model smollm2-135m-instruct --tasks builtin:decimal_compare,builtin:unknown_entity \\
-        --num_prompts 200 --n 4 --output data/pairs.jsonl
-    posttrain pairs --config recipes/configs/smollm2-135m/pairs.yaml --model outputs/smollm2-135m/sft
+    posttrain pairs --model_name_or_path smollm2-135m-instruct --tasks builtin:decimal_compare,builtin:unknown_entity \\
+        --num_prompts 200 --n 4 --output_dir data/pairs
+    posttrain pairs --config recipes/configs/smollm2-135m/pairs.yaml --model_name_or_path outputs/smollm2-135m/sft
 
 Inputs (output path, prompts, settings) are checked before the model is loaded; that the replies fit the DPO run's
 ``max_length`` (the longest prompt + ``max_new_tokens``, :func:`posttrain.rl.pairs.check_reply_budget`) once its
@@ -17,10 +17,11 @@ from typing import Any
 
 import trl
 
-from posttrain.configs import DEFAULT_MODEL
-from posttrain.data.spec import BUILTIN_PREFIX, Identity
+from posttrain.configs import DEFAULT_MODEL, IdentityArguments
+from posttrain.data.spec import BUILTIN_PREFIX
 from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
+from posttrain.log import get_logger
 from posttrain.manifest import write_manifest
 from posttrain.models.generation import load_model_for_generation
 from posttrain.models.reward import RewardModel
@@ -38,27 +39,23 @@ from posttrain.rl.pairs import (
 )
 from posttrain.tasks import ALL_TASKS
 
+logger = get_logger(__name__)
+
 
 @dataclass
-class PairsArguments:
+class PairsArguments(IdentityArguments):
     """What ``posttrain pairs`` samples, how it scores, and where it writes."""
 
-    output: str | None = field(
+    model_name_or_path: str | None = field(
         default=None,
-        metadata={
-            "help": "The JSONL file to write (required unless output_dir is given: then <output_dir>/pairs.jsonl)."
-        },
+        metadata={"help": "Model alias, folder, hub id or LoRA adapter folder (default: the embedded default)."},
     )
     output_dir: str | None = field(
         default=None,
         metadata={
-            "help": "A folder for the pairs (pairs.jsonl, unless `output` names another file) and their "
-            "run_manifest.json, as every stage writes: what the pipeline needs to chain and skip this stage."
+            "help": "The folder to write: the pairs (pairs.jsonl) and their run_manifest.json, as every stage "
+            "writes: what the pipeline needs to chain and skip this stage."
         },
-    )
-    model: str | None = field(
-        default=None,
-        metadata={"help": "Model alias, folder, hub id or LoRA adapter folder (default: the embedded default)."},
     )
     tasks: str | None = field(
         default=None,
@@ -118,10 +115,6 @@ class PairsArguments:
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message added to prompts that have none."}
     )
-    assistant_name: str = field(default=Identity.name, metadata={"help": "The assistant's name (identity task)."})
-    assistant_creator: str = field(
-        default=Identity.creator, metadata={"help": "Who made the assistant (identity task)."}
-    )
     require_finished: bool = field(
         default=True,
         metadata={
@@ -129,13 +122,29 @@ class PairsArguments:
             "max_new_tokens would teach DPO not to stop); false keeps them."
         },
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace `output` if it exists."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace the pairs file if it exists."})
+    model: str | None = field(default=None, metadata={"help": "Deprecated: the old name of `model_name_or_path`."})
+    output: str | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated: use `output_dir`. The JSONL file to write (with `output_dir`: instead of "
+            "<output_dir>/pairs.jsonl; without it no run_manifest.json is written)."
+        },
+    )
 
     def __post_init__(self) -> None:
-        if not self.output and self.output_dir:
-            self.output = str(Path(self.output_dir) / "pairs.jsonl")
-        if not self.output:
-            raise ConfigError("output is required: the JSONL file to write (--output FILE, or --output_dir DIR)")
+        if self.model is not None:
+            if self.model_name_or_path is not None:
+                raise ConfigError("model is the old name of model_name_or_path: give only model_name_or_path")
+            logger.warning("pairs: 'model' is deprecated, use 'model_name_or_path' (same value)")
+            self.model_name_or_path, self.model = self.model, None
+        if self.output is not None:
+            logger.warning(
+                "pairs: 'output' is deprecated, use 'output_dir' (the pairs go to <output_dir>/pairs.jsonl, with "
+                "their run_manifest.json)"
+            )
+        if not self.output and not self.output_dir:
+            raise ConfigError("output_dir is required: the folder to write pairs.jsonl and its run_manifest.json to")
         if self.tasks is not None and self.prompts is not None:
             raise ConfigError("give tasks or prompts, not both")
         if self.pool not in ("train", "validation"):
@@ -162,13 +171,18 @@ class PairsArguments:
             if not ok:
                 raise ConfigError(message)
 
+    @property
+    def pairs_file(self) -> Path:
+        """The JSONL file the pairs go to: ``<output_dir>/pairs.jsonl``, or the deprecated ``output``."""
+        return Path(self.output) if self.output else Path(self.output_dir) / "pairs.jsonl"
+
 
 def make_parser() -> trl.TrlParser:
     return trl.TrlParser((PairsArguments,))
 
 
 def main(args: PairsArguments) -> int:
-    output = Path(args.output)
+    output = args.pairs_file
     if output.exists() and not args.overwrite:
         refuse_existing(output)
     if args.prompts is not None:
@@ -181,20 +195,19 @@ def main(args: PairsArguments) -> int:
                 "against; pass --reward_model to score free-form prompts",
             )
     else:
-        identity = Identity(name=args.assistant_name, creator=args.assistant_creator)
         tasks = (args.tasks or BUILTIN_PREFIX + ALL_TASKS).split(",")
         prompts = task_prompts(
             tasks,
             args.num_prompts,
             seed=args.seed,
-            identity=identity,
+            identity=args.identity,
             system_prompt=args.system_prompt,
             pool=args.pool,  # type: ignore[arg-type]
         )
     scorer: Scorer | ScoreFn = rule_scorer
     if args.reward_model is not None:
         scorer = reward_model_scorer(_load_reward_model(args.reward_model))
-    model, tokenizer = _load_model(args.model)
+    model, tokenizer = _load_model(args.model_name_or_path)
     check_reply_budget(tokenizer, prompts, max_new_tokens=args.max_new_tokens, max_length=args.max_length)
     pairs = build_pairs(
         model,
@@ -229,7 +242,7 @@ def main(args: PairsArguments) -> int:
     }
     if args.output_dir:
         write_manifest(args.output_dir, stage="pairs", configs=(args,), output=str(output), metrics=counts)
-    print(
+    logger.info(
         f"wrote {len(pairs)} pairs to {output} ({pairs.skipped} of {pairs.prompts} prompts skipped: best and worst "
         f"scores within {args.min_margin}, fewer than two non-empty replies, or ({pairs.truncated}) a best reply "
         "cut off at max_new_tokens)"

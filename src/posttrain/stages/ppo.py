@@ -13,6 +13,7 @@ from __future__ import annotations
 from posttrain.configs import ModelConfig, PosttrainArguments
 from posttrain.data import fingerprint
 from posttrain.errors import ConfigError
+from posttrain.log import get_logger
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
 from posttrain.rl.ppo import PPOTrainer, steps_summary
@@ -26,6 +27,8 @@ from posttrain.training.common import (
     start_run,
 )
 from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
+
+logger = get_logger(__name__)
 
 
 def make_parser():
@@ -66,14 +69,13 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
             batch_size=training_args.generation_batch_size, missing_eos_penalty=training_args.missing_eos_penalty,
         )  # fmt: skip
         metrics.update(heldout_metrics(heldout))
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(run.work_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]
-    if run.state.is_main_process:
-        print(f"posttrain: PPO {steps_summary(history)}")
-        if heldout is not None:
-            print(f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> PPO policy:")
-            for line in heldout_lines(heldout):
-                print(f"  {line}")
+    logger.info(f"posttrain: PPO {steps_summary(history)}")
+    if heldout is not None:
+        logger.info(f"posttrain: held-out prompts ({heldout['prompts']}, greedy), reference -> PPO policy:")
+        for line in heldout_lines(heldout):
+            logger.info(f"  {line}")
     finish_run(
         run,
         trainer,
@@ -92,9 +94,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         reward_curve=[h["reward"] for h in history],
         kl_curve=[h["kl"] for h in history],
     )
-    if run.state.is_main_process:
-        print(
-            f"posttrain: PPO adapter, value head, tokenizer, README.md and run_manifest.json saved to "
-            f"{training_args.output_dir}"
-        )
+    logger.info(
+        f"posttrain: PPO adapter, value head, tokenizer, README.md and run_manifest.json saved to {run.final_dir}"
+    )
     return trainer, metrics

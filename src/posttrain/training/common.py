@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,21 +12,26 @@ from transformers import TrainerCallback
 
 from posttrain import chat_templates
 from posttrain.errors import ConfigError
+from posttrain.log import ALL_RANKS, get_logger
 from posttrain.manifest import write_manifest, write_model_card
 from posttrain.models.loading import load_model, load_tokenizer, lora_config
+from posttrain.models.resolve import resolve_model
 from posttrain.precision import compute_dtype, match_trainable_dtype
-from posttrain.storage import checkpoints, publish_dir
+from posttrain.storage import checkpoints, partial_dir, publish_dir, resume_value
 from posttrain.training import fast_paths
+
+logger = get_logger(__name__)
 
 
 @dataclass
 class Run:
     """A stage in progress: accelerate state, wall-clock start, and where it writes.
 
-    A stage writes into ``work_dir`` (``<parent>/.<name>.partial``: checkpoints, adapter, model card, manifest) and
-    :func:`finish_run` renames it to ``final_dir`` (the configured ``output_dir``) once the manifest is written, so
-    ``output_dir`` only ever holds one complete run and a crash leaves the previous result untouched. The work
-    folder of a crashed or interrupted run keeps its checkpoints for ``--resume_from_checkpoint true``.
+    A stage writes into ``work_dir`` (:func:`posttrain.storage.partial_dir`, ``<parent>/.<name>.partial``: checkpoints,
+    adapter, model card, manifest) and :func:`finish_run` renames it to ``final_dir`` (the configured ``output_dir``)
+    once the manifest is written, so ``output_dir`` only ever holds one complete run and a crash leaves the previous
+    result untouched. The work folder of a crashed or interrupted run keeps its checkpoints for
+    ``--resume_from_checkpoint true``.
     """
 
     state: object
@@ -37,11 +41,6 @@ class Run:
 
 
 _RUNS: list[Run] = []  # runs started in this process, for discard_unfinished_runs
-
-
-def work_dir_for(output_dir: str | Path) -> Path:
-    final = Path(output_dir)
-    return final.parent / f".{final.name}.partial"
 
 
 def start_run(training_args) -> Run:
@@ -54,11 +53,8 @@ def start_run(training_args) -> Run:
     state = PartialState()
     final = Path(training_args.output_dir)
     check_output_dir(final)
-    work = work_dir_for(final)
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.strip().lower() in ("true", "false", "none", "null", ""):
-        resume = resume.strip().lower() == "true" or None  # from the command line these arrive as strings
-        training_args.resume_from_checkpoint = resume
+    work = partial_dir(final)
+    resume = training_args.resume_from_checkpoint = resume_value(training_args.resume_from_checkpoint)
     if resume is True and not checkpoints(work, final):
         raise ConfigError(
             f"resume_from_checkpoint: no checkpoint-* folder in {work} (interrupted run) or {final} "
@@ -103,12 +99,8 @@ def discard_unfinished_runs() -> None:
         work = run.work_dir
         if not work.is_dir() or not run.state.is_main_process:
             continue
-        if any(p.name.startswith("checkpoint-") for p in work.iterdir()):
-            print(
-                f"posttrain: the unfinished run's checkpoints stay in {work} (--resume_from_checkpoint true)",
-                file=sys.stderr,
-                flush=True,
-            )
+        if checkpoints(work):
+            logger.info(f"posttrain: the unfinished run's checkpoints stay in {work} (--resume_from_checkpoint true)")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -147,11 +139,10 @@ class StopOnSignal(TrainerCallback):
             self.restore()
             raise KeyboardInterrupt
         self.received = signum
-        print(
+        logger.info(
             f"\nposttrain: {signal.Signals(signum).name} received: saving a checkpoint after this step, then "
             "stopping (send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
+            extra=ALL_RANKS,
         )
 
     def should_stop(self) -> bool:
@@ -202,14 +193,11 @@ def run_interruptibly(run: Run, stopper: StopOnSignal, fit, current_step):
         stopper.restore()
     if stopper.received is not None:
         step = current_step()
-        if run.state.is_main_process:
-            print(
-                f"posttrain: stopped by {signal.Signals(stopper.received).name} at step {step}; checkpoint saved in "
-                f"{run.work_dir / f'checkpoint-{step}'}; {run.final_dir} is unchanged. Continue with "
-                "--resume_from_checkpoint true",
-                file=sys.stderr,
-                flush=True,
-            )
+        logger.warning(
+            f"posttrain: stopped by {signal.Signals(stopper.received).name} at step {step}; checkpoint saved in "
+            f"{run.work_dir / f'checkpoint-{step}'}; {run.final_dir} is unchanged. Continue with "
+            "--resume_from_checkpoint true"
+        )
         raise SystemExit(128 + stopper.received)
     return result
 
@@ -236,14 +224,9 @@ def train(run: Run, trainer, training_args, *, fast: str = "auto"):
 
 
 def fast_paths_applied(run: Run, model, fast: str, ctx: fast_paths.Context):
-    """:func:`posttrain.training.fast_paths.applied` with the main process saying what each path did and, when
+    """:func:`posttrain.training.fast_paths.applied` with the run's main process saying what each path did and, when
     training ends, how many calls took it."""
-
-    def log(line: str) -> None:
-        if run.state.is_main_process:
-            print(line, flush=True)
-
-    return fast_paths.applied(model, fast, ctx, log=log)
+    return fast_paths.applied(model, fast, ctx, log=logger.info if run.state.is_main_process else None)
 
 
 def publish(run: Run) -> None:
@@ -254,20 +237,25 @@ def publish(run: Run) -> None:
 
 
 def load_model_and_tokenizer(pt_args, training_args, model_args, *, sequence_classification: bool = False):
-    """Tokenizer, (4-bit) model and chat template set up together; returns the ids of tokens added to the vocab."""
+    """Tokenizer, (4-bit) model and chat template set up together, both loaded from ``model_name_or_path`` resolved
+    once (:func:`~posttrain.models.resolve.resolve_model`: an adapter folder is merged the first time); returns the
+    ids of tokens added to the vocab."""
 
     from transformers import set_seed
 
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
+    model_path = resolve_model(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, model_args, trust_remote_code=training_args.trust_remote_code)
     # Resolving the model may merge an adapter chain the first time (consuming random numbers while loading); seed
     # again so new weights (a reward model's score head, resized embeddings) are the same whether or not it did.
     set_seed(training_args.seed)
     if sequence_classification:
         from transformers import AutoModelForSequenceClassification
 
-        model = load_model(model_args, training_args, model_class=AutoModelForSequenceClassification, num_labels=1)
+        model = load_model(
+            model_path, model_args, training_args, model_class=AutoModelForSequenceClassification, num_labels=1
+        )
     else:
-        model = load_model(model_args, training_args)
+        model = load_model(model_path, model_args, training_args)
     new_token_ids = chat_templates.setup_chat_template(model, tokenizer, pt_args.chat_template)
     return model, tokenizer, new_token_ids
 
@@ -278,9 +266,7 @@ def eval_split(data, training_args):
     if training_args.eval_strategy == "no":
         return None
     if "test" not in data:
-        print(
-            f"posttrain: no held-out split, so eval_strategy {training_args.eval_strategy!s} is turned off", flush=True
-        )
+        logger.info(f"posttrain: no held-out split, so eval_strategy {training_args.eval_strategy!s} is turned off")
         training_args.eval_strategy = "no"
         return None
     return data["test"]

@@ -1,4 +1,5 @@
-"""What the online-RL stages (PPO, GRPO, RLOO) share: prompts, the policy model, rewards, held-out reward."""
+"""What the online-RL stages (PPO, GRPO, RLOO) share: prompts, the policy model, rewards, held-out reward; and the
+reward-hacking guard on TRL's GRPO/RLOO trainers (:class:`GuardTally`, :class:`GuardCallback`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from transformers import TrainerCallback
 
 from posttrain.chat_templates import ChatTemplateError
 from posttrain.models.generation import stop_token_ids
-from posttrain.rl.guard import GROUP_KEYS, HackingGuard, distinct_bigram_ratio, group_stats
-from posttrain.rl.heldout import BestAdapter
+from posttrain.rl.guard import GROUP_KEYS, distinct_bigram_ratio, group_stats
+from posttrain.rl.guard_stop import GuardStop
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
 from posttrain.training.common import load_model_and_tokenizer
@@ -166,22 +167,20 @@ class _RecordedReward:
 
 
 class GuardCallback(TrainerCallback):
-    """The reward-hacking guard (:mod:`posttrain.rl.guard`) on TRL's GRPO/RLOO logs (``rewards/<name>/mean``,
-    ``completions/mean_length``, ``kl``) and the reply counts and distinct-bigram ratio a :class:`GuardTally` recorded
-    where the rewards were computed; with ``stop`` it ends training at the step the guard fires, after offering
-    every logged step's adapter to ``best`` (a :class:`~posttrain.rl.heldout.BestAdapter`), which
-    :func:`keep_best_adapter` then chooses from."""
+    """The reward-hacking guard on TRL's GRPO/RLOO logs (``rewards/<name>/mean``, ``completions/mean_length``,
+    ``kl``) and the reply counts and distinct-bigram ratio a :class:`GuardTally` recorded where the rewards were
+    computed: each logged step goes to ``guard_stop`` (a :class:`~posttrain.rl.guard_stop.GuardStop`), and with
+    ``stop`` training ends at the step the guard fires; :func:`keep_best_adapter` then keeps the best candidate."""
 
-    def __init__(self, guard: HackingGuard, best: BestAdapter | None = None, tally: GuardTally | None = None) -> None:
-        self.guard = guard
-        self.best = best if guard.mode == "stop" else None
+    def __init__(self, guard_stop: GuardStop, tally: GuardTally | None = None) -> None:
+        self.guard_stop = guard_stop
         self.tally = tally
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.guard.max_steps is None and (state.max_steps or 0) > 0:
-            self.guard.max_steps = state.max_steps  # the looks the run makes (TRL derives it from the epochs)
-        if self.best is not None:
-            self.best.start(state.global_step)
+        guard = self.guard_stop.guard
+        if guard.max_steps is None and (state.max_steps or 0) > 0:
+            guard.max_steps = state.max_steps  # the looks the run makes (TRL derives it from the epochs)
+        self.guard_stop.start(state.global_step)
 
     def metrics(self, args, logs: dict) -> dict[str, float] | None:
         """The guard's metrics dict of one TRL log (None where it reports no rewards)."""
@@ -199,41 +198,22 @@ class GuardCallback(TrainerCallback):
         metrics = self.metrics(args, logs or {})
         if metrics is None:
             return
-        for message in self.guard.observe(state.global_step, metrics):
-            if state.is_world_process_zero:
-                print(f"posttrain: warning: {message}", flush=True)
-        if self.best is not None and self.guard.history:
-            self.best.offer(state.global_step, self.guard.history[-1]["rule"])
-        if self.guard.should_stop:
+        self.guard_stop.observe(state.global_step, metrics)
+        if self.guard_stop.should_stop:
             control.should_training_stop = True
 
 
-def keep_best_adapter(callback: GuardCallback, step: int, policy, tokenizer, rewards, dataset, *, name: str,
-                      max_new_tokens: int, output_dir: str | Path | None = None) -> None:  # fmt: skip
-    """After ``hacking_guard: stop`` ended a GRPO/RLOO run: load the candidate adapter with the best held-out task
-    score (as PPO does), record it in the guard's finding and say so. TRL's Trainer has already written the stop
-    step's checkpoint (``output_dir/checkpoint-<step>``) by then: its adapter is replaced by the kept one, so that a
-    run continued from it starts where this one ended (PPO restores before it checkpoints)."""
-    if callback.best is None or not callback.guard.should_stop:
-        return
-    kept = callback.best.keep_best(step, policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens)
+def keep_best_adapter(guard_stop: GuardStop, step: int, policy, tokenizer, rewards, dataset, *, max_new_tokens: int,
+                      output_dir: str | Path | None = None) -> None:  # fmt: skip
+    """After ``hacking_guard: stop`` ended a GRPO/RLOO run: keep the candidate adapter with the best held-out task
+    score (:meth:`GuardStop.keep_best`, as PPO does). TRL's Trainer has already written the stop step's checkpoint
+    (``output_dir/checkpoint-<step>``) by then: its adapter is replaced by the kept one, so that a run continued from
+    it starts where this one ended (PPO restores before it checkpoints)."""
+    kept = guard_stop.keep_best(step, policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens)
     if kept is None:
         return
-    callback.guard.findings[-1].update(restored_step=kept["step"], restored_by=kept["by"],
-                                       heldout_task_scores=kept["heldout_task_scores"])  # fmt: skip
     from accelerate import PartialState
 
     checkpoint = Path(output_dir) / f"checkpoint-{step}" if output_dir is not None else None
     if checkpoint is not None and checkpoint.is_dir() and PartialState().is_main_process:
         policy.save_pretrained(checkpoint)
-    if PartialState().is_main_process:
-        print(f"posttrain {name}: hacking_guard stop: training ended at step {step}; the adapter of step "
-              f"{kept['step']} ({kept['label']}: {kept['by']}) is kept", flush=True)  # fmt: skip
-
-
-def make_guard(training_args, rewards) -> HackingGuard:
-    return HackingGuard.for_rewards(
-        rewards.names, rewards.weights, mode=training_args.hacking_guard, window=training_args.hacking_guard_window,
-        max_length=training_args.max_completion_length, rule_names=rewards.rule_names,
-        alpha=training_args.hacking_guard_alpha, max_steps=training_args.max_steps,
-    )  # fmt: skip

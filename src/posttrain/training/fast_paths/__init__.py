@@ -27,7 +27,8 @@ path                 exact   ``auto`` on    what it does
 
 ``fast_paths`` in a stage config: ``auto`` | ``all`` | ``none`` | a comma list of path names, optionally with
 ``auto`` (``auto,shared_dropout``). A path named explicitly that cannot run is an error; under ``auto`` or ``all`` it
-stays off with a notice and training proceeds on the stock path.
+stays off with a notice and training proceeds on the stock path. The setting itself (its path names,
+:func:`~posttrain.configs.parse_fast_paths`) is part of the configs, which check it when a recipe is parsed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from posttrain.errors import ConfigError
+from posttrain.configs import FastPathError, FastPathSelection, parse_fast_paths
 from posttrain.training.fast_paths.base import Calls, Context, FastPath, Refused, version_problem
 from posttrain.training.fast_paths.compact_lm_head import CompactLmHead
 from posttrain.training.fast_paths.fused_lora import FusedLora, lora_layers
@@ -49,58 +50,22 @@ from posttrain.training.fast_paths.varlen_attention import ATTENTION, VarlenAtte
 PATHS: dict[str, FastPath] = {
     path.name: path for path in (VarlenAttention(), FusedLora(), CompactLmHead(), SharedDropout())
 }
-NAMES = tuple(PATHS)
 
 __all__ = [
     "ATTENTION",
-    "NAMES",
     "PATHS",
     "Calls",
     "Context",
     "FastPath",
     "FastPathError",
+    "FastPathSelection",
     "Installed",
-    "Selection",
     "applied",
     "context_for",
     "install",
     "keep_mask",
     "lora_layers",
-    "parse",
 ]
-
-
-class FastPathError(ConfigError):
-    """A fast path asked for by name cannot run (model, device or library version), or the setting is malformed."""
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What ``fast_paths`` asks for: ``auto`` (per device), ``all`` (every path where it can run) and/or named
-    paths (which must run)."""
-
-    auto: bool = False
-    all: bool = False
-    named: tuple[str, ...] = ()
-
-    def wants(self, path: FastPath, device_type: str) -> bool:
-        return path.name in self.named or self.all or (self.auto and device_type in path.auto_devices)
-
-
-def parse(value: str | None) -> Selection:
-    """``auto`` | ``all`` | ``none`` | a comma list of :data:`NAMES` (optionally with ``auto``); anything else is a
-    :class:`FastPathError` naming the unknown entries."""
-    parts = [part.strip().lower() for part in (value or "auto").split(",") if part.strip()] or ["auto"]
-    unknown = [part for part in parts if part not in (*NAMES, "auto", "all", "none")]
-    if unknown:
-        raise FastPathError(
-            f"fast_paths: unknown fast path(s) {', '.join(unknown)}: choose auto, all, none or from {', '.join(NAMES)}"
-        )
-    if "none" in parts:
-        if len(parts) > 1:
-            raise FastPathError(f"fast_paths: 'none' cannot be combined with other entries ({value!r})")
-        return Selection()
-    return Selection(auto="auto" in parts, all="all" in parts, named=tuple(p for p in parts if p in NAMES))
 
 
 def sharded_reason(accelerator=None) -> str | None:
@@ -163,7 +128,7 @@ class Installed:
         return {name: PATHS[name].calls.summary() for name in self.active}
 
 
-def install(model, selection: Selection, ctx: Context) -> Installed:
+def install(model, selection: FastPathSelection, ctx: Context) -> Installed:
     """Install the selected paths on ``model``; a path that cannot run here stays off with its reason (a
     :class:`FastPathError` when it was named explicitly)."""
     installed = Installed()
@@ -206,12 +171,12 @@ def install(model, selection: Selection, ctx: Context) -> Installed:
 
 @contextmanager
 def applied(
-    model, selection: Selection | str, ctx: Context, *, log: Callable[[str], None] | None = None
+    model, selection: FastPathSelection | str, ctx: Context, *, log: Callable[[str], None] | None = None
 ) -> Iterator[Installed]:
     """Install the selected paths around a block of training; undo them when it ends (on an error too). ``log``
     (the main process's printer) gets what each path did before, and the call counts after."""
     if isinstance(selection, str):
-        selection = parse(selection)
+        selection = parse_fast_paths(selection)
     installed = install(model, selection, ctx)
     if log and installed.done:
         log("posttrain: fast paths: " + installed.line())

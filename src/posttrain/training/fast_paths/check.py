@@ -135,14 +135,14 @@ def compare(name: str, selection, device="cpu") -> dict:
 
 
 def main(argv=None) -> int:
-    from posttrain.training import fast_paths
+    from posttrain.configs import parse_fast_paths
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", default="all", help="a fast_paths setting (default: all, every path it can)")
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
     args = parser.parse_args(argv)
-    selection = fast_paths.parse(args.paths)
+    selection = parse_fast_paths(args.paths)
     results = [compare(name, selection, args.device) for name in args.architectures.split(",")]
     for r in results:
         print(f"{r['architecture']:15} {'exact' if r['exact'] else 'DIFFERS':8} on: {', '.join(r['active']) or '-'}")
