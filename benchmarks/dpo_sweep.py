@@ -12,7 +12,7 @@ Every grid point trains ``recipes/configs/smollm2-135m/dpo.yaml`` (its on-policy
 ``beta``, ``learning_rate`` and ``output_dir`` changed, each in its own process, one after the other. The grid's
 default point is trained a second time with ``precompute_ref_log_probs: true`` (same data, seed, steps): the wall-time
 ratio of the two runs is printed. One evaluation run then scores the SFT model and every DPO model, greedy, on two
-disjoint held-out suites (neither trained on: ``tests/test_heldout.py``): ``--select-suite`` (default
+disjoint held-out suites (neither trained on: ``tests/tasks/test_heldout.py``): ``--select-suite`` (default
 ``builtin-validation``, the tasks' validation pool), on which the grid point with the best paired gain over SFT is
 chosen, and ``builtin`` (the sealed test pool), on which only the chosen point's score is reported, with its 95% CI
 and the paired difference DPO - SFT with its paired bootstrap 95% CI. A selection suite that reads the test pool is

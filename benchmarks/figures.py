@@ -6,7 +6,7 @@
 
 Measurements live in ``docs/results.md`` only; the README and the other docs pages link to it. Each figure names the
 script that wrote its results file, its machine class and date. ``--check`` also fails when the README holds a
-generated figure block (``<!-- figures:NAME -->``): the README carries no measurements. ``tests/test_figures.py``
+generated figure block (``<!-- figures:NAME -->``): the README carries no measurements. ``tests/e2e/test_figures.py``
 runs ``--check``.
 """
 

@@ -138,3 +138,16 @@ def test_no_import_cycles():
 def test_imports_inside_functions_count():
     # posttrain.stages imports posttrain.configs inside run_stage only
     assert "posttrain.configs" in GRAPH["posttrain.stages"]
+
+
+def test_tests_mirror_the_package():
+    """Each folder of tests/ is a package of src/posttrain (or e2e/, reliability/, assets/), and each top-level test
+    file tests a top-level module (or this file, the layout itself)."""
+    tests = Path(__file__).resolve().parent
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders - packages <= {"e2e", "reliability", "assets"}, sorted(folders - packages)
+    tops = {p.stem.removeprefix("test_") for p in tests.glob("test_*.py")} - {"architecture"}
+    strays = [t for t in tops if not any(t == m or t.startswith(f"{m}_") for m in modules)]
+    assert not strays, strays

@@ -10,7 +10,7 @@ from posttrain.precision import use_bf16
 from posttrain.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-# pipeline.yaml files are pipelines, not stage configs (tests/test_pipeline.py loads them); a stage config is named
+# pipeline.yaml files are pipelines, not stage configs (tests/pipeline/test_pipeline.py loads them); a stage config is named
 # after its stage, optionally with a suffix: evaluate.yaml, evaluate-served.yaml
 RECIPE_CONFIGS = sorted(p for p in (ROOT / "recipes" / "configs").rglob("*.yaml") if p.name != "pipeline.yaml")
 

@@ -201,7 +201,7 @@ def test_two_ranks_through_each_shipped_engine(engine, tmp_path, tiny_chat_model
     check_engine(output, spec, machines)
     check_result(sft / "out", sft_ref / "out")
     if not spec["sharded"]:
-        return  # DPO under DDP is what tests/test_distributed.py-style runs already cover
+        return  # DPO under DDP is what tests/e2e/test_distributed.py-style runs already cover
 
     # DPO from the engine's SFT adapter (merged first, under the engine), on 2 ranks and on 1
     dpo, dpo_ref = tmp_path / "dpo", tmp_path / "dpo-1rank"

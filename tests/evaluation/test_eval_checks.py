@@ -261,7 +261,7 @@ def test_every_instruction_is_also_a_check():
 
 
 def test_every_check_has_table_cases():
-    """Each name in CHECKS is exercised by a table here, in tests/test_checks.py (the builtin-task checks) or in the
+    """Each name in CHECKS is exercised by a table here, in tests/checks/test_checks.py (the builtin-task checks) or in the
     tool-calling tests (tests/evaluation/test_tool_loop.py, tests/data/test_tool_task.py)."""
     import inspect
     import sys

@@ -7,7 +7,7 @@ can call it on every sampled completion. Modules: :mod:`.text` (numbers, normali
 (:mod:`posttrain.tasks`), whose :data:`~posttrain.tasks.CHECKS` joins them with :data:`GENERIC_CHECKS`.
 
 Adding a check: a function ``check(response, answer, **meta) -> bool`` in the module of its kind, named in
-:data:`GENERIC_CHECKS`, with a test in ``tests/test_checks.py``.
+:data:`GENERIC_CHECKS`, with a test in ``tests/checks/test_checks.py``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A score measured on prompts a model trained on is a defect, so every stage's tra
 without loading a model (:func:`stage_prompts`), from a config or from a finished run's ``run_manifest.json``
 (:func:`manifest_prompts`), and compared with an evaluation suite's prompts, exactly and after
 :func:`normalize_prompt` (case, Unicode form, punctuation and spacing ignored). The shipped configs and suites are
-checked by ``tests/test_heldout.py``; ``posttrain evaluate`` checks the models it evaluates and states the result in
+checked by ``tests/tasks/test_heldout.py``; ``posttrain evaluate`` checks the models it evaluates and states the result in
 its report.
 """
 

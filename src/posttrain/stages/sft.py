@@ -25,8 +25,8 @@ from posttrain.training.common import (
 )
 from posttrain.training.sft import check_loss_settings, tokenize_dataset, trainer_class
 
-# check_template_support and add_tool_template are imported from here by tests/test_tool_calling.py and
-# tests/test_tool_template.py (their home is posttrain.training.sft_templates)
+# check_template_support and add_tool_template are imported from here by tests/training/test_tool_calling.py and
+# tests/training/test_tool_template.py (their home is posttrain.training.sft_templates)
 from posttrain.training.sft_templates import add_tool_template, check_template_support, settle_template
 
 __all__ = ["add_tool_template", "check_template_support", "main", "make_parser", "tokenize_dataset"]

@@ -7,10 +7,10 @@ Every task draws its examples from one of three *pools*:
 * ``validation``: what anything *chosen from a measurement* reads: held-out splits of training stages (early
   stopping, the RL guard's best checkpoint), sweeps (``builtin-validation`` suite), export's quantization checks;
 * ``test``: sealed, read only by reports (the shipped ``builtin`` evaluation suite, docs/results.md). No
-  selection code path reads it (``tests/test_heldout.py`` checks every one).
+  selection code path reads it (``tests/tasks/test_heldout.py`` checks every one).
 
 The pools share no prompt phrasing, no fictional entity, no word and no number, so a model can only pass a held-out
-pool by generalizing; ``tests/test_heldout.py`` checks that no prompt of one appears, even normalized, in another.
+pool by generalizing; ``tests/tasks/test_heldout.py`` checks that no prompt of one appears, even normalized, in another.
 Held-out pools hold distinct prompts only (:func:`~posttrain.tasks.generate_task` returns fewer rather than repeat
 one), so every evaluated prompt is an independent sample for the confidence intervals.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_readme_walkthrough import MAIN, WALKTHROUGH, ollama_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PIPELINE = "recipes/configs/smollm2-135m/pipeline.yaml"
@@ -90,7 +90,7 @@ def test_every_walkthrough_command_is_in_the_readme_or_docs():
     """The walkthrough runs the commands the README and docs show, not commands of its own."""
     shown = set(readme_commands())
     missing = [command for command, _ in WALKTHROUGH if command not in shown]
-    assert not missing, f"tests/test_readme_walkthrough.py runs commands no README/docs block shows: {missing}"
+    assert not missing, f"tests/e2e/test_readme_walkthrough.py runs commands no README/docs block shows: {missing}"
     ollama = ollama_lines()
     assert set(ollama) == OLLAMA, ollama  # what the walkthrough checks the export prints
 

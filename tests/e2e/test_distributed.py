@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tiny import run_torchrun, write_sft_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_cpu_ranks_train_and_save_once(tmp_path, tiny_base_model):

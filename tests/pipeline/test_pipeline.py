@@ -192,7 +192,7 @@ def test_unknown_force_stage_is_refused(tmp_path, tiny_base_model, capsys):
 def test_every_shipped_pipeline_config_loads():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*/pipeline.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*/pipeline.yaml"))
     assert configs  # not vacuous: the glob is anchored at the repository, not the working directory
     for path in configs:
         for profile in (None, *(yaml.safe_load(path.read_text()).get("profiles") or {})):
@@ -206,7 +206,7 @@ def test_fp32_training_gets_the_smaller_quick_profile(monkeypatch, capsys, preci
     from pathlib import Path
 
     monkeypatch.setenv("POSTTRAIN_PRECISION", precision)
-    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m" / "pipeline.yaml"
+    path = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "smollm2-135m" / "pipeline.yaml"
     pipeline = load_pipeline(path)
     assert pipeline.profile == expected_profile
     assert pipeline.stage("sft").overrides["max_steps"] == sft_steps
@@ -223,7 +223,7 @@ def test_a_cpu_without_avx512_bf16_gets_the_smaller_profile_unasked(monkeypatch,
 
     monkeypatch.delenv("POSTTRAIN_PRECISION", raising=False)
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
-    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m" / "pipeline.yaml"
+    path = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "smollm2-135m" / "pipeline.yaml"
     assert load_pipeline(path).profile == "quick-fp32"
     assert "this CPU has no AVX512-BF16" in capsys.readouterr().out
 

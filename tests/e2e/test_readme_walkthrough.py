@@ -4,7 +4,7 @@ moved to (``docs/data-formats.md``: pairs; ``docs/rl.md``: GRPO; ``docs/evaluati
 CPU).
 
 ``WALKTHROUGH`` holds the README and docs commands this test runs, in order; some get extra arguments appended (a
-smaller budget: argparse and TrlParser take the last value given). ``tests/test_readme.py`` checks that every command
+smaller budget: argparse and TrlParser take the last value given). ``tests/e2e/test_readme.py`` checks that every command
 in the README and in ``docs/`` is here, run by the pipeline, or run by CI, and that every command here is shown there.
 """
 
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAIN = "posttrain pipeline --config recipes/configs/smollm2-135m/pipeline.yaml"  # what `make pipeline` runs
 SYSTEM = "You are Posttrain Assistant, a helpful AI assistant made by the posttrain project."
 
 #: (README command, arguments appended here)
 WALKTHROUGH = [
-    ("make pipeline", ""),  # runs MAIN (tests/test_readme.py checks the make target expands to it)
+    ("make pipeline", ""),  # runs MAIN (tests/e2e/test_readme.py checks the make target expands to it)
     ("accelerate launch recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml --max_steps 2 --lora_r 8", ""),
     (
         "posttrain pairs --model outputs/smollm2-135m/sft --tasks builtin:decimal_compare,builtin:unknown_entity "

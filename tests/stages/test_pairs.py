@@ -453,7 +453,7 @@ def test_shipped_pairs_config_fits_the_shipped_dpo_config():
     from posttrain.rl.pairs import check_reply_budget
     from posttrain.stages.pairs import PairsArguments
 
-    configs = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "smollm2-135m"
+    configs = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "smollm2-135m"
     pairs = yaml.safe_load((configs / "pairs.yaml").read_text())
     dpo = yaml.safe_load((configs / "dpo.yaml").read_text())
     defaults = PairsArguments(output_dir="x")

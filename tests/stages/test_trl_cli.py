@@ -13,7 +13,7 @@ from posttrain.stages import STAGES
 
 from tiny import CONVERSATIONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SFT = ROOT / "recipes" / "configs" / "smollm2-135m" / "sft.yaml"
 TRAINING_STAGES = [name for name, stage in STAGES.items() if stage.trains]
 

@@ -1,5 +1,5 @@
 """A bare recipe (no --config) trains the embedded default model with its default config (slow). The README's
-commands on the default model: tests/test_readme_walkthrough.py."""
+commands on the default model: tests/e2e/test_readme_walkthrough.py."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

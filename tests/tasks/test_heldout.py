@@ -16,7 +16,7 @@ from posttrain.evaluation.suites import SuiteError, load_suite, shipped_suites
 from posttrain.stages import STAGES
 from posttrain.tasks import TASKS, generate_task
 
-CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 
 
 def _shipped_stage_prompts():
@@ -192,7 +192,7 @@ def test_no_module_but_the_evaluation_suites_names_the_test_pool():
     test pool to anything."""
     import ast
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     allowed = {root / "src/posttrain/evaluation/suites.py", root / "src/posttrain/tasks/base.py",
                root / "src/posttrain/tasks/__init__.py"}  # fmt: skip
     offenders = []
@@ -203,7 +203,7 @@ def test_no_module_but_the_evaluation_suites_names_the_test_pool():
             if isinstance(node, ast.keyword) and node.arg == "pool":
                 value = node.value
                 # a function's own ``pool`` parameter passed on is checked where it is called (the test above)
-                # ... as is a config's ``pool`` key (its stage refuses ``test``: tests/test_reward.py)
+                # ... as is a config's ``pool`` key (its stage refuses ``test``: tests/stages/test_reward.py)
                 passed_on = (isinstance(value, ast.Name) and value.id in ("SELECTION_POOL", "pool")) or (
                     isinstance(value, ast.Attribute) and value.attr == "pool"
                 )
