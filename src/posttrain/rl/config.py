@@ -178,11 +178,64 @@ class PPOConfig(RewardsMixin, HardwareDefaultsMixin, _BaseConfig):
             raise ConfigError(f"kl_estimator must be k1 or k3 (got {self.kl_estimator!r})")
 
 
+#: TRL 1.16's GRPO loss variants (``GRPOConfig.loss_type``; docs/rl.md#grpo-loss-variants). TRL itself only finds an
+#: unknown name in the first loss computation, after the model is loaded and the first replies are sampled.
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+#: ``importance_sampling_level``: ``token`` (GRPO/DAPO) or ``sequence`` (GSPO: one length-normalized ratio per reply).
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+#: ``scale_rewards`` (TRL maps ``true``/``false`` to ``group``/``none``) and ``multi_objective_aggregation``.
+SCALE_REWARDS = ("group", "batch", "none")
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+#: ``epsilon_high`` with ``loss_type: cispo`` when the config sets none (TRL's docstring, after the ScaleRL paper).
+CISPO_EPSILON_HIGH = 5.0
+
+
+def check_choice(key: str, value: Any, valid: tuple) -> None:
+    """:class:`ConfigError` naming ``key`` and listing ``valid`` unless ``value`` is one of them (the message starts with
+    the key, so :func:`posttrain.configs.parse_args` prefixes the config file or the command line)."""
+    if value not in valid:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, valid))} (got {value!r})")
+
+
 @dataclass
 class GRPOConfig(RewardsMixin, HardwareDefaultsMixin, trl.GRPOConfig):
     __doc__ = trl.GRPOConfig.__doc__
+
+    def __post_init__(self) -> None:
+        check_choice("loss_type", self.loss_type, GRPO_LOSS_TYPES)
+        check_choice("importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+        scale = {True: "group", False: "none", "true": "group", "false": "none"}.get(self.scale_rewards)
+        check_choice("scale_rewards", scale or self.scale_rewards, SCALE_REWARDS)
+        check_choice("multi_objective_aggregation", self.multi_objective_aggregation, MULTI_OBJECTIVE_AGGREGATIONS)
+        if self.loss_type == "cispo":
+            # CISPO's epsilon_high is the cap of the importance weight itself (ScaleRL's epsilon_max, recommended 5.0),
+            # not 1 + epsilon_high: TRL's fallback to epsilon (0.2) would cap every on-policy weight (1.0) at 0.2.
+            if self.epsilon_high is None:
+                self.epsilon_high = CISPO_EPSILON_HIGH
+            elif self.epsilon_high <= 1:
+                raise ConfigError(
+                    f"epsilon_high is the cap of CISPO's importance weights and must be above 1 with loss_type: cispo "
+                    f"(got {self.epsilon_high}; the ScaleRL paper uses {CISPO_EPSILON_HIGH})"
+                )
+        super().__post_init__()
+        self.scale_rewards = scale or self.scale_rewards
 
 
 @dataclass
 class RLOOConfig(RewardsMixin, HardwareDefaultsMixin, trl.RLOOConfig):
     __doc__ = trl.RLOOConfig.__doc__
+
+    def __post_init__(self) -> None:
+        # RLOO has no loss variants in TRL 1.16 (a clipped sequence-level ratio times the leave-one-out advantage);
+        # its options are normalize_advantages (a bool, checked by the parser), reward_clip_range, beta and epsilon.
+        clip = self.reward_clip_range
+        if clip is not None:
+            if (
+                not isinstance(clip, list | tuple)
+                or len(clip) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in clip)
+                or not clip[0] < clip[1]
+            ):
+                raise ConfigError(f"reward_clip_range must be two numbers [min, max] with min < max (got {clip!r})")
+            self.reward_clip_range = (float(clip[0]), float(clip[1]))
+        super().__post_init__()
