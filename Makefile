@@ -14,7 +14,10 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 CPU_LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml
 
-.PHONY: setup sft ppo grpo pipeline pipeline-full merge export lint test test-fast bench clean
+# `make trackio`: the local dashboard of runs trained with `report_to: trackio` (docs/tracking.md), never the Hub.
+TRACKIO_RUNS ?= outputs/smollm2-135m/trackio
+
+.PHONY: setup sft ppo grpo pipeline pipeline-full merge export trackio lint test test-fast bench clean
 setup: $(VENV)/.posttrain-installed
 
 $(VENV)/.posttrain-installed: pyproject.toml constraints.txt tests/assets/tokenizers/package-lock.json
@@ -50,6 +53,9 @@ merge: setup
 
 export: setup
 	$(BIN)/python recipes/export.py --config recipes/configs/smollm2-135m/export.yaml
+
+trackio: setup
+	TRACKIO_DIR=$(TRACKIO_RUNS) HF_HUB_OFFLINE=1 $(BIN)/trackio show --project posttrain
 
 test: setup
 	$(BIN)/python -m pytest

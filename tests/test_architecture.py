@@ -17,7 +17,7 @@ ROOT = SRC / "posttrain"
 
 #: bottom to top; a module may import its own layer or the ones below it
 LAYERS = (
-    ("__init__", "errors", "storage", "assets", "precision", "log", "stats"),
+    ("__init__", "errors", "storage", "assets", "precision", "log", "stats", "tracking"),
     ("checks",),
     ("tasks", "chat_templates"),
     ("data", "manifest"),

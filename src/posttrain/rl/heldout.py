@@ -3,8 +3,9 @@
 Greedy replies of the reference (the adapter disabled: the start model) and of the trained policy to the held-out
 prompts (from the built-in tasks' validation pool, see :mod:`posttrain.tasks.base`) are scored by every reward
 component on its own and by their weighted total, which includes the missing-EOS penalty where the stage trains with
-one. Each difference policy - reference comes with a paired bootstrap 95% CI over the prompts. Processes generate
-their share of the prompts and the scores are gathered, so every process returns the same figures.
+one. Each difference policy - reference comes with a paired bootstrap 95% CI over the prompts, each mean with its own
+95% CI. Processes generate their share of the prompts and the scores are gathered, so every process returns the same
+figures. :func:`heldout_series` flattens one evaluation into the tracker's series (:mod:`posttrain.tracking`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def _scores(model, tokenizer, rewards, rows: list[dict], *, reference: bool, max
 def heldout_rewards(model, tokenizer, rewards, dataset, *, max_new_tokens: int, batch_size: int = 8,
                     missing_eos_penalty: float | None = None, reference: bool = True) -> dict[str, Any]:  # fmt: skip
     """``{"prompts", "reference": {name: mean}, "policy": {name: mean}, "delta": {name: {"delta", "low", "high",
-    "significant", ...}}}`` for the reward total, each component, reply length and stop rate. With ``reference=False``
-    only the policy is scored (``reference`` and ``delta`` stay empty)."""
+    "significant", ...}}, "ci": {"policy"|"reference": {name: [low, high]}}}`` for the reward total, each component,
+    reply length and stop rate. With ``reference=False`` only the policy is scored (``reference`` and ``delta`` stay
+    empty)."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -62,15 +64,40 @@ def heldout_rewards(model, tokenizer, rewards, dataset, *, max_new_tokens: int, 
             for name, values in scores.items():
                 by_side[side].setdefault(name, {}).update(zip(part_indices, values, strict=True))
     names = list(by_side["policy"])
-    result: dict[str, Any] = {"prompts": len(dataset), "reference": {}, "policy": {}, "delta": {}}
+    result: dict[str, Any] = {"prompts": len(dataset), "reference": {}, "policy": {}, "delta": {}, "ci": {}}
     for name in names:
         after = {str(i): v for i, v in by_side["policy"][name].items()}
-        result["policy"][name] = mean_ci(list(after.values()))["mean"]
+        policy = mean_ci(list(after.values()))
+        result["policy"][name] = policy["mean"]
+        result["ci"].setdefault("policy", {})[name] = [policy["low"], policy["high"]]
         if by_side["reference"]:
             before = {str(i): v for i, v in by_side["reference"].get(name, {}).items()}
-            result["reference"][name] = mean_ci(list(before.values()))["mean"]
+            ref = mean_ci(list(before.values()))
+            result["reference"][name] = ref["mean"]
+            result["ci"].setdefault("reference", {})[name] = [ref["low"], ref["high"]]
             result["delta"][name] = delta_ci(before, after)
     return result
+
+
+def heldout_series(result: dict[str, Any], prefix: str = "heldout") -> dict[str, float]:
+    """One evaluation as tracker series (:mod:`posttrain.tracking`): ``<prefix>/<name>/policy`` with its 95% CI
+    (``policy_low``, ``policy_high``), and where the reference was scored ``reference`` (with its CI) and the paired
+    difference ``delta`` with its CI (``delta_low``, ``delta_high``), for the reward total, each component, reply
+    length and stop rate."""
+    series: dict[str, float] = {}
+    ci = result.get("ci", {})
+    for name, value in result["policy"].items():
+        series[f"{prefix}/{name}/policy"] = value
+        for side in ("policy", "reference"):
+            if side == "reference" and name in result["reference"]:
+                series[f"{prefix}/{name}/reference"] = result["reference"][name]
+            if name in ci.get(side, {}):
+                series[f"{prefix}/{name}/{side}_low"], series[f"{prefix}/{name}/{side}_high"] = ci[side][name]
+        if name in result["delta"]:
+            delta = result["delta"][name]
+            series[f"{prefix}/{name}/delta"] = delta["delta"]
+            series[f"{prefix}/{name}/delta_low"], series[f"{prefix}/{name}/delta_high"] = delta["low"], delta["high"]
+    return series
 
 
 def heldout_task_score(result: dict[str, Any], rule_names) -> float:

@@ -23,6 +23,12 @@ update, reply length, share of replies with the stop token, the KL coefficient, 
 ``resume_from_checkpoint`` (a folder, or ``true`` for the newest in ``output_dir``) continues from the step after it
 with the same prompts and samples an uninterrupted run would have used. The reward-hacking guard
 (:class:`~posttrain.rl.guard_stop.GuardStop`) watches every step.
+
+With ``report_to: trackio`` and/or ``tensorboard`` every step's metrics (``train/<name>``: KL, ``kl_coef``, the value
+statistics ``value_loss``, ``value_clipfrac``, ``value_mean``, ``return_mean``, ``explained_variance``, ...), the guard's
+signals (``guard/...``) and each held-out evaluation with its CIs (``heldout/...``: every ``eval_steps`` with
+``eval_strategy: steps``, and :meth:`PPOTrainer.evaluate` after training) go to the tracker
+(:func:`posttrain.tracking.open_tracker`, main process only; docs/tracking.md).
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ from pathlib import Path
 
 import torch
 
+from posttrain import tracking
 from posttrain.data.validation import DataError
 from posttrain.log import get_logger
 from posttrain.models.generation import stop_token_ids
 from posttrain.rl import ppo_checkpoint, ppo_core
 from posttrain.rl.config import PPOConfig
 from posttrain.rl.guard_stop import GuardStop, make_guard
+from posttrain.rl.heldout import heldout_metrics, heldout_rewards, heldout_series
 from posttrain.rl.ppo_model import PolicyWithValueHead, make_optimizer, sequence_inputs, with_adapter
 from posttrain.rl.ppo_rollout import Rollout, RolloutSampler, token_logprobs
 from posttrain.rl.reward_normalization import RewardNormalizer
@@ -100,6 +108,8 @@ class PPOTrainer:
                                       device=self.accelerator.device)  # fmt: skip
         self.guard = make_guard(args, rewards)
         self.guard_stop = GuardStop(self.guard, self.unwrapped, stage="ppo", warning_prefix="posttrain ppo: warning: ")
+        tracking.configure(args)  # report_to: trackio stays local, in its folder beside output_dir; a run name
+        self.tracker: tracking.Tracker = tracking.Tracker()  # opened by train() on the main process
 
     @property
     def unwrapped(self) -> PolicyWithValueHead:
@@ -219,6 +229,8 @@ class PPOTrainer:
             "reward": batch.raw_scores.mean(),
             "reward_normalized": batch.scores.mean(),
             "explained_variance": ppo_core.explained_variance(batch.values, returns, mask),
+            "value_mean": ppo_core.masked_mean(batch.values, mask),
+            "return_mean": ppo_core.masked_mean(returns, mask),
             "kl": kl.sum(1).mean(),
             "entropy": ppo_core.masked_mean(batch.entropy, mask),
             "response_length": mask.sum(1).mean(),
@@ -265,22 +277,65 @@ class PPOTrainer:
 
         ``should_stop`` (called after every step, on every rank) ends training early with a checkpoint of that step,
         e.g. on SIGTERM; the summary then covers the steps run."""
-        from tqdm.auto import tqdm
-
         args = self.args
         checkpoint = ppo_checkpoint.resolve_checkpoint(resume_from_checkpoint, args.output_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         first = self.state.global_step + 1
         started = time.perf_counter()  # monotonic: a VM's wall clock can be stepped
+        self.open_tracker()
+        try:
+            self._train_steps(first, should_stop)
+        finally:
+            self.tracker.finish()  # a later evaluate() reopens the run for its point
+        return self._summary(first, time.perf_counter() - started)
+
+    def open_tracker(self) -> tracking.Tracker:
+        """The tracker ``report_to`` names (main process; a no-op elsewhere), also the guard's."""
+        if self.accelerator.is_main_process:
+            args = self.args
+            self.tracker = tracking.open_tracker(args.report_to, args.output_dir, args.run_name, args.to_dict(),
+                                                 project=getattr(args, "project", None))  # fmt: skip
+        self.guard_stop.tracker = self.tracker
+        return self.tracker
+
+    def eval_every(self) -> int:
+        """Steps between held-out evaluations during training (``eval_strategy: steps``, ``eval_steps``; a value
+        below 1 is a share of ``max_steps``), 0 for none."""
+        args = self.args
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "steps" or not self.eval_dataset:
+            return 0
+        every = args.eval_steps or args.logging_steps or 1
+        return max(1, math.ceil(every * args.max_steps) if every < 1 else int(every))
+
+    def evaluate(self, step: int | None = None) -> dict:
+        """Held-out rewards of the policy and the reference (:func:`~posttrain.rl.heldout.heldout_rewards`, on every
+        process), logged to the tracker at ``step`` (default: the current step) with their CIs."""
+        args = self.args
+        result = heldout_rewards(
+            self.unwrapped.policy, self.tokenizer, self.rewards, self.eval_dataset,
+            max_new_tokens=args.eval_max_new_tokens or args.max_completion_length,
+            batch_size=args.generation_batch_size, missing_eos_penalty=args.missing_eos_penalty,
+        )  # fmt: skip
+        self.tracker.log(heldout_series(result), self.state.global_step if step is None else step)
+        return result
+
+    def _train_steps(self, first: int, should_stop) -> None:
+        from tqdm.auto import tqdm
+
+        args = self.args
         self.guard_stop.start(first - 1)
+        eval_every = self.eval_every()
         bar = tqdm(range(first, args.max_steps + 1), desc="PPO", unit="step",
                    disable=not self.accelerator.is_main_process)  # fmt: skip
         for step in bar:
             metrics = self.step(step)
             self.state.global_step = step
             self.state.log_history.append({"step": step, **metrics})
+            self.tracker.log({f"train/{k}": v for k, v in metrics.items()}, step)
             self.guard_stop.observe(step, metrics)
+            if eval_every and step % eval_every == 0:
+                self.state.log_history.append({"step": step, **heldout_metrics(self.evaluate(step))})
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
             if args.logging_steps and step % max(int(args.logging_steps), 1) == 0:
                 logger.info(
@@ -298,7 +353,6 @@ class PPOTrainer:
                     self.save_checkpoint()
                 break
         bar.close()
-        return self._summary(first, time.perf_counter() - started)
 
     def _keep_best_adapter(self) -> None:
         """After the guard stopped training: keep the candidate with the best held-out task score."""
