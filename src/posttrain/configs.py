@@ -342,6 +342,78 @@ class DPOConfig(HardwareDefaultsMixin, trl.DPOConfig):
         super().__post_init__()
 
 
+def _check_beta(config) -> None:
+    if config.beta <= 0:  # beta scales the log-ratio margin: at 0 the loss is constant and nothing is learned
+        raise ConfigError(f"beta must be positive, got {config.beta!r}")
+
+
+@dataclass
+class KTOConfig(HardwareDefaultsMixin, trl.KTOConfig):
+    __doc__ = trl.KTOConfig.__doc__
+
+    kto_from_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "posttrain: `false` (default): the data are unpaired rows, `prompt` + `completion` + `label` "
+            "(true: desirable, false: undesirable); preference pairs are refused naming the source. `true`: the data "
+            "are preference pairs (files, `builtin:<task>`, `posttrain pairs` output) and each pair becomes two "
+            "rows, its chosen reply desirable and its rejected reply undesirable; unpaired rows are refused."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _check_beta(self)
+        super().__post_init__()
+
+
+def _experimental_config(name: str):
+    """A TRL config class that TRL 1.16 keeps under ``trl.experimental`` (ORPO, CPO)."""
+    import importlib
+    import warnings
+
+    module, cls = {"orpo": ("trl.experimental.orpo", "ORPOConfig"), "cpo": ("trl.experimental.cpo", "CPOConfig")}[name]
+    with warnings.catch_warnings():  # TRLExperimentalWarning: posttrain pins TRL 1.16 and says so in its docs
+        warnings.filterwarnings("ignore", message=".*trl.experimental.*")
+        return getattr(importlib.import_module(module), cls)
+
+
+@dataclass
+class ORPOConfig(HardwareDefaultsMixin, _experimental_config("orpo")):
+    __doc__ = _experimental_config("orpo").__doc__
+
+    def __post_init__(self) -> None:
+        _check_beta(self)
+        super().__post_init__()
+
+
+@dataclass
+class SimPOConfig(HardwareDefaultsMixin, _experimental_config("cpo")):
+    """TRL's ``CPOConfig`` run as SimPO (Meng et al. 2024): ``loss_type: simpo`` and ``cpo_alpha: 0`` (no NLL term),
+    the settings TRL's documentation gives for SimPO; ``beta`` and ``simpo_gamma`` are SimPO's beta and gamma.
+    Other ``loss_type``/``cpo_alpha`` values are refused (they are CPO, not SimPO)."""
+
+    loss_type: str = field(
+        default="simpo",
+        metadata={"help": "SimPO's loss (`simpo`, the only value this stage accepts).", "choices": ["simpo"]},
+    )
+    cpo_alpha: float = field(
+        default=0.0,
+        metadata={"help": "Weight of CPO's NLL term on the chosen replies: 0 for SimPO (the only value accepted)."},
+    )
+    beta: float = field(
+        default=2.0,
+        metadata={"help": "SimPO's beta: scale of the length-normalized log-probability reward (paper: 2.0-2.5)."},
+    )
+
+    def __post_init__(self) -> None:
+        _check_beta(self)
+        if self.loss_type != "simpo":
+            raise ConfigError(f"loss_type must be simpo for the simpo stage, got {self.loss_type!r}")
+        if self.cpo_alpha != 0:
+            raise ConfigError(f"cpo_alpha must be 0 for SimPO (no NLL term), got {self.cpo_alpha!r}")
+        super().__post_init__()
+
+
 @dataclass
 class ModelConfig(trl.ModelConfig):
     __doc__ = trl.ModelConfig.__doc__

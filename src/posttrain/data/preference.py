@@ -31,6 +31,13 @@ file and row/line with its token lengths, ``drop`` skips overlong pairs, ``trunc
 except that a pair whose *chosen* reply would lose its end-of-turn token is dropped (and counted): a chosen reply
 cut short is never trained as a finished one. RewardTrainer cannot cut a pair (it silently filters overlong ones),
 so for reward models ``truncate`` drops them too, with a count.
+
+Unpaired rows (KTO, :func:`load_unpaired`): ``prompt`` (a string or messages ending with a user turn),
+``completion`` (a string or a list with one assistant message) and ``label`` (a boolean: true for a desirable reply,
+false for an undesirable one), validated row by row like pairs. :func:`pairs_to_unpaired` turns pairs into such rows
+(each pair: its chosen reply desirable, its rejected reply undesirable); the KTO stage does that only when
+``kto_from_pairs: true``, and refuses pairs otherwise, as the pair loaders refuse unpaired rows, naming the source.
+:func:`check_unpaired_lengths` applies ``overlong_samples`` to them as KTOTrainer tokenizes them.
 """
 
 from __future__ import annotations
@@ -57,8 +64,14 @@ __all__ = [
     "PREFERENCE_FORMATS",
     "PREFERENCE_FORMS",
     "PreferenceSpec",
+    "UNPAIRED_COLUMNS",
     "add_system_prompt",
     "check_pair_lengths",
+    "check_unpaired_lengths",
+    "load_unpaired",
+    "pairs_to_unpaired",
+    "to_unpaired",
+    "unpaired_features",
     "detect_preference_form",
     "load_preferences",
     "preference_features",
@@ -70,6 +83,9 @@ __all__ = [
 
 PREFERENCE_COLUMNS: tuple[str, str, str] = ("prompt", "chosen", "rejected")
 """The columns of every dataset :func:`load_preferences` returns."""
+
+UNPAIRED_COLUMNS: tuple[str, str, str] = ("prompt", "completion", "label")
+"""The columns of every dataset :func:`load_unpaired` returns (KTO's unpaired rows)."""
 
 ORIGIN_COLUMN = "origin"
 """The extra column of ``load_preferences(..., with_origin=True)``: ``{source, row, line}`` of each pair, so that a
@@ -157,6 +173,11 @@ def detect_preference_form(columns: Sequence[str], *, source: str = "dataset", f
     found = ", ".join(repr(c) for c in present) or "none"
     sft = next((name for name, cols in FORMAT_COLUMNS.items() if all(c in present for c in cols)), None)
     hint = f" (this looks like SFT data in the {sft!r} format, which has no rejected replies)" if sft else ""
+    if all(column in present for column in UNPAIRED_COLUMNS):
+        hint = (
+            " (these are unpaired rows, 'prompt' + 'completion' + 'label', which only KTO trains: `posttrain kto`, "
+            "with kto_from_pairs: false)"
+        )
     raise DataError(
         source, f"missing column(s) {missing} for preference pairs{hint}; found: {found}; {_ACCEPTED_FORMS}"
     )
@@ -506,8 +527,9 @@ def preference_fingerprint(
 
 # ---------------------------------------------------------------------------------------------------- lengths
 
-#: the trainers whose tokenization :func:`check_pair_lengths` mirrors
-PAIR_TRAINERS = {"dpo": "DPOTrainer", "reward": "RewardTrainer"}
+#: the trainers whose tokenization :func:`check_pair_lengths` mirrors (ORPO and CPO/SimPO cut the reply, keeping the
+#: start, as DPOTrainer's ``keep_start``)
+PAIR_TRAINERS = {"dpo": "DPOTrainer", "reward": "RewardTrainer", "orpo": "ORPOTrainer", "simpo": "CPOTrainer"}
 #: pairs measured per call of the tokenizer's chat template
 _LENGTH_BATCH = 256
 
@@ -584,7 +606,7 @@ def check_pair_lengths(
             ``keep_start`` its last stop token lies past ``max_length``, with ``keep_end`` the start of the reply
             would go -- so that no chosen reply is trained as finished when it was cut; ``reward``: drop them,
             since RewardTrainer only filters overlong pairs out).
-        trainer: ``"dpo"`` or ``"reward"``.
+        trainer: a key of :data:`PAIR_TRAINERS` (``"dpo"``, ``"orpo"`` and ``"simpo"`` cut alike).
         truncation_mode: DPOConfig's ``truncation_mode``.
         stop_token_ids: The ids that end a reply (:func:`posttrain.models.generation.stop_token_ids`).
         name: The split, for messages.
@@ -640,7 +662,7 @@ def check_pair_lengths(
         )
         raise refuse(problem, over[0])
 
-    if policy == "truncate" and trainer == "dpo":
+    if policy == "truncate" and trainer != "reward":
 
         def cut_short(m: _Measured) -> bool:
             if truncation_mode == "keep_end":  # the sequence keeps its last max_length tokens
@@ -668,4 +690,216 @@ def check_pair_lengths(
     if dropped:
         keep = set(range(total)) - set(dropped)
         dataset = dataset.select(sorted(keep))
+    return dataset, note
+
+
+# ------------------------------------------------------------------------------------------ unpaired rows (KTO)
+
+_UNPAIRED_FORM = (
+    "accepted form: 'prompt' (a string, or messages ending with a user turn), 'completion' (a string, or a list "
+    "with one assistant message) and 'label' (true: a desirable reply, false: an undesirable one)"
+)
+
+
+def unpaired_features(*, with_origin: bool = False) -> datasets.Features:
+    """The Arrow schema of :func:`load_unpaired`: ``prompt`` and ``completion`` message lists, ``label`` a bool (and,
+    ``with_origin``, :data:`ORIGIN_COLUMN`)."""
+    import datasets
+
+    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+    features = {"prompt": datasets.List(message), "completion": datasets.List(message), "label": datasets.Value("bool")}
+    if with_origin:
+        features[ORIGIN_COLUMN] = preference_features(with_origin=True)[ORIGIN_COLUMN]
+    return datasets.Features(features)
+
+
+def _unpaired_form(present: list[str], fmt: str, source: str) -> str:
+    if fmt not in PREFERENCE_FORMATS:
+        raise DataError(source, f"format {fmt!r} is not a format of unpaired rows (use auto)")
+    if "chosen" in present and "rejected" in present:
+        raise DataError(
+            source,
+            "has preference pairs ('chosen' + 'rejected'), not unpaired rows: set kto_from_pairs: true to train each "
+            "pair as a desirable (chosen) and an undesirable (rejected) row",
+        )
+    missing = [c for c in UNPAIRED_COLUMNS if c not in present]
+    if missing:
+        found = ", ".join(repr(c) for c in present) or "none"
+        raise DataError(
+            source,
+            f"missing column(s) {', '.join(map(repr, missing))} for unpaired rows; found: {found}; {_UNPAIRED_FORM}",
+        )
+    return "unpaired"
+
+
+def to_unpaired(row: Mapping[str, Any], *, source: str, row_index: int, line: int | None = None) -> dict[str, Any]:
+    """Normalise and validate one unpaired row: ``{"prompt": [...], "completion": [assistant message], "label":
+    bool}``; a :class:`DataError` located at ``source`` row ``row_index + 1`` (or ``line``) otherwise."""
+    at = _Row(source, row_index + 1, line)
+    if not isinstance(row, Mapping):
+        raise at.error(f"expected an object with named fields, got {_type_name(row)}")
+    for column in UNPAIRED_COLUMNS:
+        if column not in row:
+            keys = ", ".join(repr(k) for k in row) or "none"
+            raise at.error(f"unpaired row has no {column!r} field (fields: {keys}); {_UNPAIRED_FORM}")
+    label = row["label"]
+    if not isinstance(label, bool):
+        raise at.error(f"label must be true (desirable) or false (undesirable), got {_type_name(label)} {label!r}")
+    prompt = _prompt(row["prompt"], at)
+    completion = _completion(row["completion"], "completion", at, prompt_is_list=isinstance(row["prompt"], list))
+    _check_prompt(prompt, completion, at)
+    messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+    return {"prompt": messages, "completion": [completion], "label": label}
+
+
+def _unpaired_row(data: Mapping[str, Any], form: str, source: str, raw: RawRow) -> dict[str, Any]:
+    row = to_unpaired(data, source=source, row_index=raw.row - 1, line=raw.line)
+    return {**row, ORIGIN_COLUMN: {"source": source, "row": raw.row, "line": raw.line}}
+
+
+def load_unpaired(
+    specs: Sequence[DatasetSpec | Mapping[str, Any]],
+    *,
+    test_split_size: float | int | None = None,
+    seed: int = 42,
+    with_origin: bool = False,
+) -> datasets.DatasetDict:
+    """Load, validate and mix sources of unpaired rows (``prompt``/``completion``/``label``, see the module
+    docstring), as :func:`load_preferences` does pairs. Built-in tasks, ``chitchat`` and sources of preference pairs
+    are refused naming the source (pairs: :func:`pairs_to_unpaired`, the KTO stage's ``kto_from_pairs: true``).
+
+    Raises:
+        DataError: A source cannot be used (missing columns, pairs, a built-in task), or the mixture is empty.
+        DataValidationError: Some rows are malformed (each named by file and row/line).
+    """
+
+    def load(spec: DatasetSpec, problems: ProblemCollector) -> list[dict[str, Any]]:
+        def generated(spec: DatasetSpec) -> SourceTable:
+            what = "single conversations" if spec.path == CHITCHAT else "preference pairs"
+            raise DataError(
+                spec.path,
+                f"gives {what}, not unpaired rows"
+                + (
+                    ": set kto_from_pairs: true to train each pair as a desirable and an undesirable row"
+                    if spec.path != CHITCHAT
+                    else ""
+                ),
+            )
+
+        return [
+            row
+            for table in source_tables(spec, problems, generated=generated)
+            for row in normalize_rows(table, problems, detect=_unpaired_form, convert=_unpaired_row)
+        ]
+
+    data = build_mixture(
+        as_specs(specs, PreferenceSpec),
+        load,
+        unpaired_features(with_origin=True),
+        test_split_size=test_split_size,
+        seed=seed,
+    )
+    if not with_origin:
+        data = type(data)({split: ds.remove_columns(ORIGIN_COLUMN) for split, ds in data.items()})
+    return data
+
+
+def pairs_to_unpaired(pairs: datasets.Dataset) -> datasets.Dataset:
+    """Each pair as two unpaired rows, in pair order: ``(prompt, chosen, True)`` then ``(prompt, rejected, False)``
+    (the :data:`ORIGIN_COLUMN`, when there, is the pair's for both)."""
+
+    def split(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {column: [] for column in (*UNPAIRED_COLUMNS, *batch.keys() - set(PREFERENCE_COLUMNS))}
+        for i, prompt in enumerate(batch["prompt"]):
+            for side, label in (("chosen", True), ("rejected", False)):
+                out["prompt"].append(prompt)
+                out["completion"].append(batch[side][i])
+                out["label"].append(label)
+                for key in out.keys() - set(UNPAIRED_COLUMNS):
+                    out[key].append(batch[key][i])
+        return out
+
+    with_origin = ORIGIN_COLUMN in pairs.column_names
+    return pairs.map(
+        split,
+        batched=True,
+        remove_columns=pairs.column_names,
+        features=unpaired_features(with_origin=with_origin),
+        desc="Pairs to unpaired rows",
+    )
+
+
+def check_unpaired_lengths(
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    max_length: int | None,
+    policy: str,
+    *,
+    stop_token_ids: Sequence[int] = (),
+    name: str = "train",
+) -> tuple[datasets.Dataset, str | None]:
+    """``overlong_samples`` for unpaired rows, measured as KTOTrainer tokenizes them (prompt with the generation
+    prompt, prompt + completion, chat template) against ``max_length``; KTOTrainer cuts a longer row's end and drops
+    a row whose prompt alone fills ``max_length``. ``error`` names the first overlong row (file and row/line),
+    ``drop`` skips them, ``truncate`` leaves them to the trainer but drops each *desirable* row whose end-of-turn
+    token would be cut (a desirable reply cut short is never trained as finished) and each row whose prompt fills
+    ``max_length``. Returns the rows (without the origin column) and a note, or None when all fit."""
+    if policy not in ("error", "drop", "truncate"):
+        raise ValueError(f"overlong_samples must be error, drop or truncate (got {policy!r})")
+    origins = dataset[ORIGIN_COLUMN] if ORIGIN_COLUMN in dataset.column_names else None
+    if ORIGIN_COLUMN in dataset.column_names:
+        dataset = dataset.remove_columns(ORIGIN_COLUMN)
+    if max_length is None or len(dataset) == 0:
+        return dataset, None
+    rows = dataset.to_list()
+    stops = set(stop_token_ids)
+    measured = []  # (prompt, prompt + completion, index of the completion's last stop token)
+    for start in range(0, len(rows), _LENGTH_BATCH):
+        batch = rows[start : start + _LENGTH_BATCH]
+        prompts = _token_ids(tokenizer, [r["prompt"] for r in batch], add_generation_prompt=True)
+        full = _token_ids(tokenizer, [r["prompt"] + r["completion"] for r in batch])
+        for p, f in zip(prompts, full, strict=True):
+            prompt = _common_prefix(p, f)
+            ends = [i for i in range(prompt, len(f)) if f[i] in stops]
+            measured.append((prompt, len(f), ends[-1] if ends else len(f) - 1))
+    over = [i for i, m in enumerate(measured) if m[1] > max_length]
+    if not over:
+        return dataset, None
+    total = len(rows)
+
+    def lengths(i: int) -> str:
+        return f"prompt + completion {measured[i][1]} tokens (prompt {measured[i][0]})"
+
+    def refuse(problem: str, i: int) -> DataError:
+        source, row, line = _located(origins[i] if origins is not None else None, i, name)
+        return DataError(source, problem, row=row, line=line)
+
+    if policy == "error":
+        raise refuse(
+            f"unpaired row longer than max_length {max_length}: {lengths(over[0])}, counted with the chat template as "
+            f"KTOTrainer tokenizes it. {len(over)} of {total} {name} rows are longer. Raise max_length, shorten the "
+            "replies, or set overlong_samples: drop (skip them) or truncate (cut them; a desirable row whose reply "
+            "would lose its end-of-turn token is dropped)",
+            over[0],
+        )
+    if policy == "truncate":
+        dropped = [
+            i for i in over if measured[i][0] >= max_length or (rows[i]["label"] and measured[i][2] >= max_length)
+        ]
+        note = (
+            f"{name} data: {len(over)} of {total} rows are longer than max_length {max_length} tokens: KTOTrainer cuts "
+            f"their end; {len(dropped)} of them dropped (a desirable reply that would lose its end-of-turn token, or a "
+            "prompt that fills max_length)"
+        )
+    else:
+        dropped = over
+        note = f"{name} data: dropped {len(dropped)} of {total} rows longer than max_length {max_length} tokens"
+    if len(dropped) == total:
+        raise refuse(
+            f"overlong_samples: {policy} would leave no {name} row to train on: all {total} are longer than "
+            f"max_length {max_length} tokens (this one: {lengths(over[0])}). Raise max_length or shorten the replies",
+            over[0],
+        )
+    if dropped:
+        dataset = dataset.select(sorted(set(range(total)) - set(dropped)))
     return dataset, note

@@ -50,6 +50,24 @@ STAGE_SPECS: dict[str, StageSpec] = {
             reference="DPO on preference pairs (TRL `DPOTrainer`)",
         ),
         StageSpec(
+            "kto",
+            "KTO on unpaired desirable/undesirable replies (or pairs, kto_from_pairs) on top of the SFT result",
+            "accelerate",
+            reference="KTO on unpaired rows or preference pairs (TRL `KTOTrainer`)",
+        ),
+        StageSpec(
+            "orpo",
+            "ORPO (odds-ratio preference optimization, no reference model) on top of the SFT result",
+            "accelerate",
+            reference="ORPO on preference pairs (TRL `trl.experimental.orpo.ORPOTrainer`)",
+        ),
+        StageSpec(
+            "simpo",
+            "SimPO (length-normalized, reference-free) on top of the SFT result",
+            "accelerate",
+            reference="SimPO on preference pairs (TRL `trl.experimental.cpo.CPOTrainer`, loss_type simpo)",
+        ),
+        StageSpec(
             "ppo",
             "PPO (posttrain's trainer) on a LoRA adapter: reward model and/or rule rewards, KL to the start model",
             "accelerate",
