@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from pathlib import Path
 
 from posttrain.errors import ConfigError
+from posttrain.log import get_logger
+
+logger = get_logger(__name__)
 
 ENV = "POSTTRAIN_PRECISION"
 CHOICES = ("auto", "bf16", "fp32")
@@ -93,11 +95,9 @@ def warn_if_emulated(source: str) -> None:
     if torch.cuda.is_available() or cpu_has_bf16() or source in _warned:
         return
     _warned.add(source)
-    print(
+    logger.warning(
         f"posttrain: warning: {source} on a CPU without AVX512-BF16/AMX: bf16 is emulated here and several times "
-        f"slower than fp32; leave `bf16` unset (or set {ENV}=fp32) to train in fp32",
-        file=sys.stderr,
-        flush=True,
+        f"slower than fp32; leave `bf16` unset (or set {ENV}=fp32) to train in fp32"
     )
 
 

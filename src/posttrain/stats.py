@@ -1,4 +1,5 @@
-"""Bootstrap confidence intervals for per-suite means and for differences between models (stages).
+"""Confidence intervals: bootstrap ones for per-suite means and for differences between models (stages), and the
+Wilson score interval of a proportion (:func:`wilson_interval`).
 
 Percentile bootstrap with a fixed seed, so a report is reproducible. A difference between two models is a *paired*
 bootstrap when they were scored on the same samples (resampling sample ids, keeping each sample's two scores
@@ -12,7 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["delta_ci", "mean_ci"]
+__all__ = ["delta_ci", "mean_ci", "wilson_interval"]
+
+#: z of a two-sided 95% interval
+Z95 = 1.959964
 
 
 def _finite(values) -> np.ndarray:
@@ -91,3 +95,15 @@ def delta_ci(
         "paired": paired,
         "significant": bool(low > 0 or high < 0),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion ``successes / n``: sound for small ``n`` and at 0%
+    and 100%, where a bootstrap interval collapses to a point. NaNs without samples."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))

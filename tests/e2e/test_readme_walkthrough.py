@@ -28,13 +28,13 @@ WALKTHROUGH = [
     ("make pipeline", ""),  # runs MAIN (tests/e2e/test_readme.py checks the make target expands to it)
     ("accelerate launch recipes/sft.py --config recipes/configs/smollm2-135m/sft.yaml --max_steps 2 --lora_r 8", ""),
     (
-        "posttrain pairs --model outputs/smollm2-135m/sft --tasks builtin:decimal_compare,builtin:unknown_entity "
-        "--num_prompts 64 --n 4 --output data/pairs.jsonl",
+        "posttrain pairs --model_name_or_path outputs/smollm2-135m/sft --tasks "
+        "builtin:decimal_compare,builtin:unknown_entity --num_prompts 64 --n 4 --output_dir data/pairs",
         "--num_prompts 16 --max_new_tokens 32",
     ),
     (
-        "posttrain pairs --model outputs/smollm2-135m/sft --prompts prompts.jsonl --reward_model "
-        "outputs/smollm2-135m/reward --output data/rm_pairs.jsonl",
+        "posttrain pairs --model_name_or_path outputs/smollm2-135m/sft --prompts prompts.jsonl --reward_model "
+        "outputs/smollm2-135m/reward --output_dir data/rm_pairs",
         "--max_new_tokens 32 --require_finished false",  # the 2-step SFT above rarely stops within 32 tokens
     ),
     (
@@ -151,9 +151,10 @@ def test_readme_walkthrough(scratch):
     assert {"adapter_model.safetensors", "README.md", "tokenizer.json", "chat_template.jinja"} <= {
         p.name for p in sft.iterdir()
     }
-    for name in ("pairs.jsonl", "rm_pairs.jsonl"):
-        rows = [json.loads(line) for line in (scratch / "data" / name).read_text().splitlines()]
+    for name in ("pairs", "rm_pairs"):  # each --output_dir holds pairs.jsonl and its run_manifest.json
+        rows = [json.loads(line) for line in (scratch / "data" / name / "pairs.jsonl").read_text().splitlines()]
         assert all({"prompt", "chosen", "rejected"} <= set(r) for r in rows), name
+        assert json.loads((scratch / "data" / name / "run_manifest.json").read_text())["stage"] == "pairs", name
     assert (out / "grpo" / "run_manifest.json").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
     assert [m["label"] for m in results["models"]] == ["base", "sft"] and results["status"] == "complete"

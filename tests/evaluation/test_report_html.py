@@ -10,11 +10,11 @@ import subprocess
 import pytest
 
 from posttrain.evaluation.config import EvalArguments
-from posttrain.evaluation.formatting import wilson
 from posttrain.evaluation.report import build_context, render_markdown, render_template, side_by_side, write_reports
 from posttrain.evaluation.runner import evaluate
 from posttrain.pipeline.report import render_html as render_pipeline_html
 from posttrain.pipeline.report import render_markdown as render_pipeline_markdown
+from posttrain.stats import wilson_interval
 
 from fake_chat_server import FakeChatServer
 
@@ -217,10 +217,10 @@ def test_every_score_is_shown_with_its_interval(report_dir):
 
 
 def test_wilson_interval():
-    low, high = wilson(0, 4)
+    low, high = wilson_interval(0, 4)
     assert low == 0.0 and abs(high - 0.4899) < 1e-3
-    assert wilson(20, 20)[1] == 1.0 and 0.83 < wilson(20, 20)[0] < 0.84
-    low, high = wilson(5, 10)
+    assert wilson_interval(20, 20)[1] == 1.0 and 0.83 < wilson_interval(20, 20)[0] < 0.84
+    low, high = wilson_interval(5, 10)
     assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
 
 

@@ -146,7 +146,9 @@ def test_known_family_template_renders_like_jinja(family, go_tool):
     assert tokenizer_adds_bos(tokenizer) == adds_bos
     known = match_known(tokenizer.chat_template)
     assert known is not None and known.name == name
-    modelfile, note = build_modelfile(tokenizer, {}, ExportArguments(gguf_types=["f16"]), PosttrainArguments())
+    modelfile, note = build_modelfile(
+        tokenizer, {}, ExportArguments(model_name_or_path="m", gguf_types=["f16"]), PosttrainArguments()
+    )
     template = go_template_for(known, bos_token=tokenizer.bos_token, adds_bos=adds_bos)
     if family == "mistral_nemo":  # its Jinja advertises tools, the Go template has none: Ollama prefers the Jinja
         assert modelfile.template is None and "shouldPreferChatTemplate" in note

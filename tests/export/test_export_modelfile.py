@@ -21,7 +21,7 @@ def chatml_modelfile(tiny_chat_model, **overrides) -> Modelfile:
     from posttrain.export.config import ExportArguments
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
-    args = ExportArguments(gguf_types=["f16", "q8_0"], **overrides)
+    args = ExportArguments(model_name_or_path=str(tiny_chat_model), gguf_types=["f16", "q8_0"], **overrides)
     pt_args = PosttrainArguments(system_prompt="You are Posttrain Assistant.\nAnswer briefly.")
     modelfile, note = build_modelfile(tokenizer, {"max_position_embeddings": 512}, args, pt_args)
     assert note is None
@@ -70,7 +70,9 @@ def test_untranslatable_template_falls_back_to_the_gguf_template(tiny_chat_model
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    modelfile, note = build_modelfile(tokenizer, {}, ExportArguments(gguf_types=["f16"]), PosttrainArguments())
+    modelfile, note = build_modelfile(
+        tokenizer, {}, ExportArguments(model_name_or_path="m", gguf_types=["f16"]), PosttrainArguments()
+    )
     assert modelfile.template is None and "line 2: the method call .strip()" in note
     text = modelfile.render()
     assert "TEMPLATE" not in parse_modelfile(text)

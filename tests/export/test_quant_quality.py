@@ -174,11 +174,11 @@ def test_imatrix_settings_are_checked():
     from posttrain.export.config import ExportArguments
 
     with pytest.raises(ConfigError, match="imatrix: true needs a quantized type"):
-        ExportArguments(gguf_types=["f16", "q8_0"], imatrix=True)
+        ExportArguments(model_name_or_path="m", gguf_types=["f16", "q8_0"], imatrix=True)
     with pytest.raises(ConfigError, match="quality_reference: f16 needs f16"):
-        ExportArguments(gguf_types=["q8_0"], quality_reference="f16")
+        ExportArguments(model_name_or_path="m", gguf_types=["q8_0"], quality_reference="f16")
     with pytest.raises(ConfigError, match="min_top1_q8_0"):
-        ExportArguments(min_top1_q8_0=1.5)
+        ExportArguments(model_name_or_path="m", min_top1_q8_0=1.5)
 
 
 @pytest.mark.slow

@@ -104,7 +104,8 @@ def _pair(question, good, bad, task="decimal_compare", scores=(1.0, 0.0)):
 
 
 def test_wilson_interval_and_chance_verdicts():
-    from posttrain.models.reward_accuracy import accuracy_record, wilson_interval
+    from posttrain.models.reward_accuracy import accuracy_record
+    from posttrain.stats import wilson_interval
 
     low, high = wilson_interval(30, 40)
     assert low == pytest.approx(0.5981, abs=1e-3) and high == pytest.approx(0.8581, abs=1e-3)

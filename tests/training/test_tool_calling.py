@@ -166,7 +166,7 @@ def tool_row(**extra):
 def test_template_without_tool_support_is_refused_naming_template_and_row(tool_data, family):
     """The llama3_1 test tokenizer carries the short Llama 3 template (no tools), SmolLM2 plain ChatML: the tool
     call would train as an empty reply."""
-    from posttrain.stages.sft import check_template_support
+    from posttrain.training.sft_templates import check_template_support
 
     path, data = load_rows(tool_data, [plain_row(1), tool_row()])
     tokenizer = load_family_tokenizer(family)
@@ -179,7 +179,7 @@ def test_template_without_tool_support_is_refused_naming_template_and_row(tool_d
 
 def test_template_that_raises_on_tool_rows_is_refused_naming_the_row(tool_data):
     """Mistral NeMo's template needs 9-character call ids: its own error, located."""
-    from posttrain.stages.sft import check_template_support
+    from posttrain.training.sft_templates import check_template_support
 
     path, data = load_rows(tool_data, [tool_row()])
     with pytest.raises(
@@ -191,7 +191,7 @@ def test_template_that_raises_on_tool_rows_is_refused_naming_the_row(tool_data):
 
 
 def test_reasoning_a_template_drops_warns_once_with_a_count(tool_data):
-    from posttrain.stages.sft import check_template_support
+    from posttrain.training.sft_templates import check_template_support
 
     reasoning = {**MESSAGES[4], "reasoning_content": "The tool says 21."}
     rows = [tool_row(messages=[*MESSAGES[:4], reasoning]) for _ in range(3)]
@@ -208,7 +208,7 @@ def test_reasoning_a_template_drops_warns_once_with_a_count(tool_data):
 
 
 def test_enable_thinking_on_a_template_without_it_warns_naming_the_key(tool_data):
-    from posttrain.stages.sft import check_template_support
+    from posttrain.training.sft_templates import check_template_support
 
     rows = [{**plain_row(i), "chat_template_kwargs": {"enable_thinking": False}} for i in range(2)]
     path, data = load_rows(tool_data, rows)
@@ -224,7 +224,8 @@ def test_enable_thinking_on_a_template_without_it_warns_naming_the_key(tool_data
 
 
 def test_loaded_tool_data_tokenizes_through_the_sft_path(tool_data):
-    from posttrain.stages.sft import check_template_support, tokenize_dataset
+    from posttrain.training.sft import tokenize_dataset
+    from posttrain.training.sft_templates import check_template_support
 
     tokenizer = load_family_tokenizer("qwen2_5")
     _, data = load_rows(tool_data, [plain_row(0), tool_row()])

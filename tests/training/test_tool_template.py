@@ -40,7 +40,7 @@ class NoModel:
     ("qwen2_5", TOOL_DATA, False),  # renders tools itself: kept
 ])  # fmt: skip
 def test_auto_adds_tool_capable_chatml_only_where_the_own_template_cannot_render_tools(family, data, fires):
-    from posttrain.stages.sft import add_tool_template, check_template_support
+    from posttrain.training.sft_templates import add_tool_template, check_template_support
 
     tokenizer = load_family_tokenizer(family)
     own = tokenizer.chat_template

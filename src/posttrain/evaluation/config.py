@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from posttrain.data.spec import Identity
+from posttrain.configs import IdentityArguments
 from posttrain.data.tools import _normalize_template_kwargs, _Problem
 from posttrain.errors import ConfigError
 from posttrain.evaluation.backends import resolve_dtype
@@ -117,8 +117,8 @@ class JudgeSpec(ModelSpec):
 
 
 @dataclass
-class EvalArguments:
-    """Settings of an evaluation run."""
+class EvalArguments(IdentityArguments):
+    """Settings of an evaluation run (with the assistant's identity, checked by the built-in ``identity`` task)."""
 
     models: list[dict] = field(
         default_factory=list,
@@ -170,10 +170,6 @@ class EvalArguments:
             "help": "Extra chat-template variables for every model, e.g. {enable_thinking: false}; a model's own "
             "`chat_template_kwargs` win. Keys a template never mentions get a warning (they change nothing)."
         },
-    )
-    assistant_name: str = field(default="Posttrain Assistant", metadata={"help": "Name expected by the identity task."})
-    assistant_creator: str = field(
-        default="the posttrain project", metadata={"help": "Creator expected by the identity task."}
     )
     baseline: str | None = field(
         default=None,
@@ -233,8 +229,3 @@ class EvalArguments:
     @property
     def baseline_label(self) -> str:
         return self.baseline or self.models[0].label
-
-    @property
-    def identity(self):
-
-        return Identity(name=self.assistant_name, creator=self.assistant_creator)

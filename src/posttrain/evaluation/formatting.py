@@ -1,4 +1,5 @@
-"""How reports show numbers: scores and rates, their 95% intervals, chart labels, Wilson intervals for rates.
+"""How reports show numbers: scores and rates, their 95% intervals, chart labels, Wilson intervals for rates
+(:func:`posttrain.stats.wilson_interval`).
 
 Shared by :mod:`posttrain.evaluation.report` (tables) and :mod:`posttrain.evaluation.charts` (SVG labels).
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fmt", "fmt_ci", "fmt_compact", "is_number", "score_info", "stop_rate", "wilson", "with_interval"]
+from posttrain.stats import wilson_interval
+
+__all__ = ["fmt", "fmt_ci", "fmt_compact", "is_number", "score_info", "stop_rate", "with_interval"]
 
 
 def is_number(value: Any) -> bool:
@@ -57,18 +60,6 @@ def fmt_compact(stat: dict | None, percent: bool) -> str:
     return text
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion ``successes / n`` (sensible at 0% and 100%, unlike a
-    bootstrap, which has no spread there)."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
-
-
 def with_interval(stat: dict | None, info: dict) -> dict | None:
     """``stat`` with a usable 95% interval: a rate on which every sample scored the same (all 0 or all 1: the
     bootstrap interval is the single point [0, 0]) gets the Wilson score interval of its ``n`` samples instead,
@@ -83,7 +74,7 @@ def with_interval(stat: dict | None, info: dict) -> dict | None:
         and n > 0
         and (not is_number(stat.get("low")) or stat.get("low") == stat.get("high"))
     ):
-        low, high = wilson(round(mean * n), n)
+        low, high = wilson_interval(round(mean * n), n)
         return {**stat, "low": low, "high": high, "interval": "wilson"}
     return stat
 
@@ -95,7 +86,7 @@ def stop_rate(generation: dict | None) -> dict | None:
         return None
     n = int(generation["samples"])
     stopped = round(generation["stop_rate"] * n)
-    low, high = wilson(stopped, n)
+    low, high = wilson_interval(stopped, n)
     return {"mean": generation["stop_rate"], "low": low, "high": high, "n": n, "stopped": stopped}
 
 

@@ -163,8 +163,8 @@ def renders_tools(tokenizer) -> bool:
 def prepare_backend(backend) -> None:
     """Make an HF backend with ``chat_template: auto`` show the tools: a model whose own template ignores them
     (SmolLM2's) gets posttrain's tool-capable ChatML template, as SFT gives it for tool data
-    (:func:`posttrain.stages.sft.add_tool_template`), so that a base model and its tool-trained adapter are asked
-    the same prompts. GGUF files and endpoints render with their own templates."""
+    (:func:`posttrain.training.sft_templates.add_tool_template`), so that a base model and its tool-trained adapter
+    are asked the same prompts. GGUF files and endpoints render with their own templates."""
     if not isinstance(backend, HFBackend) or backend.chat_template != "auto":
         return
     from posttrain.chat_templates import setup_chat_template

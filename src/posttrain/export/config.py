@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from posttrain.errors import ConfigError
 from posttrain.export.llama_cpp import CONVERTER_TYPES, quantize_types
@@ -18,22 +19,34 @@ DEFAULT_GATES = {"f16": (0.005, 0.97), "q8_0": (0.02, 0.90)}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def output_dir_for(args, suffix: str) -> str:
+    """``args.output_dir``, by default ``<model_name_or_path>-<suffix>`` beside the input; a ConfigError when
+    ``model_name_or_path`` (required) is missing."""
+    if not args.model_name_or_path:
+        raise ConfigError(
+            "model_name_or_path is required: the adapter or model folder (or embedded alias) to "
+            f"{'merge' if suffix == 'merged' else 'export'}"
+        )
+    return args.output_dir or f"{Path(str(args.model_name_or_path))}-{suffix}"
+
+
 @dataclass
 class MergeArguments:
     """Merge an adapter chain into full-precision weights."""
 
-    model_name_or_path: str = field(
-        default="outputs/smollm2-135m/dpo",
+    model_name_or_path: str | None = field(
+        default=None,
         metadata={
-            "help": "The last adapter of the chain (e.g. the DPO or PPO output); earlier adapters (SFT) and the "
-            "base are found from it. A plain model folder is re-saved unchanged."
+            "help": "Required. The last adapter of the chain (e.g. the DPO or PPO output); earlier adapters (SFT) "
+            "and the base are found from it. A plain model folder is re-saved unchanged."
         },
     )
     base_model: str | None = field(
         default=None, metadata={"help": "Override the chain's root base model (alias, folder or hub id)."}
     )
-    output_dir: str = field(
-        default="outputs/smollm2-135m/merged", metadata={"help": "Where the merged HF folder is written."}
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the merged HF folder is written (default: `<model_name_or_path>-merged`)."},
     )
     dtype: str = field(
         default="float32",
@@ -51,6 +64,7 @@ class MergeArguments:
     )
 
     def __post_init__(self) -> None:
+        self.output_dir = output_dir_for(self, "merged")
         if self.dtype not in DTYPES:
             raise ConfigError(
                 f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}); a merge is never "
@@ -68,18 +82,19 @@ class MergeArguments:
 class ExportArguments:
     """HF folder → GGUF (+ quantized) → Ollama Modelfile, verified."""
 
-    model_name_or_path: str = field(
-        default="outputs/smollm2-135m/merged",
+    model_name_or_path: str | None = field(
+        default=None,
         metadata={
-            "help": "Merged HF folder (posttrain merge), embedded alias, or an adapter folder (merged first into "
-            "<output_dir>/hf)."
+            "help": "Required. Merged HF folder (posttrain merge), embedded alias, or an adapter folder (merged "
+            "first into <output_dir>/hf)."
         },
     )
     base_model: str | None = field(
         default=None, metadata={"help": "Root base override when model_name_or_path is an adapter."}
     )
-    output_dir: str = field(
-        default="outputs/smollm2-135m/export", metadata={"help": "Where the GGUF files, Modelfile and reports go."}
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the GGUF files, Modelfile and reports go (default: `<model_name_or_path>-export`)."},
     )
     gguf_types: list[str] = field(
         default_factory=lambda: ["f16", "q8_0", "Q4_K_M"],
@@ -185,6 +200,7 @@ class ExportArguments:
     threads: int | None = field(default=None, metadata={"help": "CPU threads for llama.cpp (default: all cores)."})
 
     def __post_init__(self) -> None:
+        self.output_dir = output_dir_for(self, "export")
         if not self.gguf_types:
             raise ConfigError("gguf_types: list at least one type, e.g. [f16, q8_0, Q4_K_M]")
 

@@ -17,6 +17,7 @@ from posttrain.data.validation import DataError
 from posttrain.errors import ConfigError
 from posttrain.log import get_logger
 from posttrain.models.reward import RewardModel
+from posttrain.stats import wilson_interval
 
 logger = get_logger(__name__)
 
@@ -24,19 +25,6 @@ logger = get_logger(__name__)
 TRAIN_ACCURACY_PAIRS = 64
 #: the accuracy of a reward model that ranks pairs by coin flip
 CHANCE = 0.5
-#: z of a two-sided 95% interval
-Z95 = 1.959964
-
-
-def wilson_interval(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial share ``wins / n`` (sound for small ``n`` and shares of 0 or 1,
-    where a bootstrap interval collapses to a point)."""
-    if n == 0:
-        return math.nan, math.nan
-    share = wins / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def accuracy_record(wins: Sequence[bool]) -> dict[str, Any]:

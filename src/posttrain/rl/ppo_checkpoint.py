@@ -4,9 +4,9 @@
 (:data:`VALUE_HEAD_FILE`), the tokenizer, the optimizer state (``optimizer.safetensors``: ``<param index>.<key>``
 tensors, ``optimizer.json``: the parameter groups), the random state of every process
 (``rng_state_<rank>.safetensors``: the CPU generator and every GPU's) and the trainer state (:data:`STATE_FILE`: step,
-KL coefficient, reward-normalization statistics, log history, number of processes). It is written to a temporary
-folder and renamed when complete; ``save_total_limit`` keeps the newest. :func:`resolve_checkpoint` finds the folder
-``resume_from_checkpoint`` names.
+KL coefficient, reward-normalization statistics, log history, number of processes). It is written to
+``.checkpoint-<step>.partial`` and published (:func:`posttrain.storage.publish_dir`) when complete;
+``save_total_limit`` keeps the newest. :func:`resolve_checkpoint` finds the folder ``resume_from_checkpoint`` names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from posttrain.errors import ConfigError
 from posttrain.rl.ppo_model import PolicyWithValueHead
-from posttrain.storage import checkpoints
+from posttrain.storage import checkpoints, partial_dir, publish_dir, resume_value
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 STATE_FILE = "trainer_state.json"
@@ -53,11 +53,13 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def resolve_checkpoint(resume: str | bool | None, output_dir: str | Path) -> Path | None:
-    """The checkpoint folder to resume from: an explicit folder, or for ``true``/``latest`` the newest in
-    ``output_dir`` (ConfigError if there is none)."""
-    if resume in (None, False, "", "false", "False"):
+    """The checkpoint folder to resume from (``resume`` read by :func:`posttrain.storage.resume_value`): None to start
+    afresh, for ``true``/``latest`` the newest in ``output_dir`` (ConfigError if there is none), else the folder given
+    (ConfigError if it is not a PPO checkpoint)."""
+    resume = resume_value(resume)
+    if resume is None:
         return None
-    if resume in (True, "true", "True", "latest"):
+    if resume is True:
         found = checkpoints(output_dir)
         if not found:
             raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
@@ -112,7 +114,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model: Po
     from safetensors.torch import save_file
 
     final = Path(output_dir) / f"checkpoint-{step}"
-    tmp = final.with_name(f".{final.name}.tmp")
+    tmp = partial_dir(final)  # one name every process knows (each writes its random state into it)
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -123,8 +125,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, model: Po
     save_file(rng_state(), tmp / f"rng_state_{accelerator.process_index}.safetensors")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        publish_dir(tmp, final)
         if save_total_limit:
             for path in checkpoints(output_dir)[:-save_total_limit]:
                 shutil.rmtree(path, ignore_errors=True)

@@ -57,18 +57,20 @@ def main(pt_args: PosttrainArguments, training_args: DPOConfig, model_args: Mode
     loaded = {split: ds.remove_columns(ORIGIN_COLUMN) for split, ds in data.items()}  # what the fingerprint covers
     model, tokenizer, new_token_ids = load_model_and_tokenizer(pt_args, training_args, model_args)
     if new_token_ids:
+        new_tokens = tokenizer.convert_ids_to_tokens(new_token_ids)
         raise ChatTemplateError(
-            f"{model_args.model_name_or_path} has no chat template tokens yet ({tokenizer.convert_ids_to_tokens(new_token_ids)} "
-            "would be new): run SFT first and give DPO the SFT output as model_name_or_path"
+            f"{model_args.model_name_or_path} has no chat template tokens yet ({new_tokens} would be new): run SFT "
+            "first and give DPO the SFT output as model_name_or_path"
         )
     data = fit_pairs(data, tokenizer, model, training_args, pt_args.overlong_samples)
 
+    eval_dataset = eval_split(data, training_args)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,  # with a peft adapter, TRL scores the reference with the adapter disabled
-        args=training_args,
+        args=run.trainer_args(training_args),
         train_dataset=data["train"],
-        eval_dataset=eval_split(data, training_args),
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )

@@ -53,7 +53,7 @@ def main(
     trainer = trainer_class(
         model=model,
         reward_funcs=tally.wrap(),
-        args=training_args,
+        args=run.trainer_args(training_args),
         train_dataset=data["train"],
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, []),
@@ -67,7 +67,7 @@ def main(
     metrics = dict(result.metrics)
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
     keep_best_adapter(guard_stop, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
-                      max_new_tokens=eval_max_new_tokens, output_dir=run.work_dir)  # fmt: skip
+                      max_new_tokens=eval_max_new_tokens, work_dir=run.work_dir)  # fmt: skip
     reward_curve = logged(trainer, "reward")
     heldout = None
     if "test" in data:

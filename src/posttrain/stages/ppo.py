@@ -48,7 +48,8 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
     rewards = load_rewards(training_args, model, tokenizer)  # every input is validated before anything is written
 
     trainer = PPOTrainer(
-        model, tokenizer, rewards, training_args, data["train"], peft_config=peft_config(model, model_args, []),
+        model, tokenizer, rewards, run.trainer_args(training_args), data["train"],
+        peft_config=peft_config(model, model_args, []),
         eval_dataset=data.get("test"),  # hacking_guard: stop keeps the adapter with the best held-out task score
     )  # fmt: skip
     stopper = StopOnSignal(trainer.accelerator)  # SIGTERM/Ctrl-C: checkpoint after the current step, exit 128+signal

@@ -75,11 +75,12 @@ def main(pt_args: PosttrainArguments, training_args: RewardConfig, model_args: M
         if note:
             logger.info(f"posttrain: {note}")
 
+    eval_dataset = eval_split(data, training_args)
     trainer = RewardTrainer(
         model=model,
-        args=training_args,
+        args=run.trainer_args(training_args),
         train_dataset=data["train"],
-        eval_dataset=eval_split(data, training_args),
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids, task_type="SEQ_CLS"),
     )

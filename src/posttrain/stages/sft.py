@@ -24,12 +24,9 @@ from posttrain.training.common import (
     train,
 )
 from posttrain.training.sft import check_loss_settings, tokenize_dataset, trainer_class
+from posttrain.training.sft_templates import settle_template
 
-# check_template_support and add_tool_template are imported from here by tests/training/test_tool_calling.py and
-# tests/training/test_tool_template.py (their home is posttrain.training.sft_templates)
-from posttrain.training.sft_templates import add_tool_template, check_template_support, settle_template
-
-__all__ = ["add_tool_template", "check_template_support", "main", "make_parser", "tokenize_dataset"]
+__all__ = ["main", "make_parser"]
 
 logger = get_logger(__name__)
 
@@ -78,11 +75,12 @@ def main(pt_args: PosttrainArguments, training_args: SFTConfig, model_args: Mode
         logger.info(chat_templates.format_masked(tokenizer, example["input_ids"], example["assistant_masks"]))
         logger.info("─" * 60)
 
+    eval_dataset = eval_split(tokenized, training_args)
     trainer = trainer_class()(
         model=model,
-        args=training_args,
+        args=run.trainer_args(training_args),
         train_dataset=tokenized["train"],
-        eval_dataset=eval_split(tokenized, training_args),
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config(model, model_args, new_token_ids),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import signal
 import time
@@ -31,7 +32,8 @@ class Run:
     adapter, model card, manifest) and :func:`finish_run` renames it to ``final_dir`` (the configured ``output_dir``)
     once the manifest is written, so ``output_dir`` only ever holds one complete run and a crash leaves the previous
     result untouched. The work folder of a crashed or interrupted run keeps its checkpoints for
-    ``--resume_from_checkpoint true``.
+    ``--resume_from_checkpoint true``. The stage's ``training_args`` keep the configured ``output_dir`` (what the
+    manifest records); only the trainer is pointed at the work folder (:meth:`trainer_args`).
     """
 
     state: object
@@ -39,13 +41,23 @@ class Run:
     work_dir: Path
     started: float = field(default_factory=time.time)
 
+    def trainer_args(self, training_args):
+        """The arguments the trainer is built with: a copy of ``training_args`` whose ``output_dir`` is the work
+        folder. Trainers (TRL's, and :class:`posttrain.rl.ppo.PPOTrainer`) write their ``checkpoint-<step>`` folders
+        into ``args.output_dir`` and look there for the newest one (``resume_from_checkpoint: true``), so they must
+        see the work folder. Call it once the stage has settled the settings the trainer reads (after
+        :func:`eval_split`)."""
+        args = copy.copy(training_args)
+        args.output_dir = str(self.work_dir)
+        return args
+
 
 _RUNS: list[Run] = []  # runs started in this process, for discard_unfinished_runs
 
 
 def start_run(training_args) -> Run:
-    """Seed, accelerate state, and redirect ``training_args.output_dir`` to the run's work folder (not created yet:
-    inputs are validated first)."""
+    """Seed, accelerate state, and the run's folders (the work folder is not created yet: inputs are validated first);
+    ``resume_from_checkpoint`` is read once (:func:`~posttrain.storage.resume_value`)."""
     from accelerate import PartialState
     from transformers import set_seed
 
@@ -66,7 +78,6 @@ def start_run(training_args) -> Run:
         elif resume and not work.exists() and final.is_dir():
             shutil.copytree(final, work)  # continue a finished run (e.g. with a larger max_steps)
     state.wait_for_everyone()
-    training_args.output_dir = str(work)
     run = Run(state=state, final_dir=final, work_dir=work)
     _RUNS.append(run)
     return run
@@ -305,7 +316,6 @@ def finish_run(
 
     pt_args, training_args, model_args = configs
     ranks = gather_object([rank_summary(trainer, run.state)])  # proves every rank trained (and stayed in sync)
-    training_args.output_dir = str(run.final_dir)  # what the manifest records; files still go to the work folder
     if run.state.is_main_process:
         losses = logged(trainer, "loss")
         write_model_card(

@@ -204,16 +204,16 @@ class GuardCallback(TrainerCallback):
 
 
 def keep_best_adapter(guard_stop: GuardStop, step: int, policy, tokenizer, rewards, dataset, *, max_new_tokens: int,
-                      output_dir: str | Path | None = None) -> None:  # fmt: skip
+                      work_dir: str | Path) -> None:  # fmt: skip
     """After ``hacking_guard: stop`` ended a GRPO/RLOO run: keep the candidate adapter with the best held-out task
     score (:meth:`GuardStop.keep_best`, as PPO does). TRL's Trainer has already written the stop step's checkpoint
-    (``output_dir/checkpoint-<step>``) by then: its adapter is replaced by the kept one, so that a run continued from
-    it starts where this one ended (PPO restores before it checkpoints)."""
+    (``<work_dir>/checkpoint-<step>``, the run's work folder) by then: its adapter is replaced by the kept one, so that
+    a run continued from it starts where this one ended (PPO restores before it checkpoints)."""
     kept = guard_stop.keep_best(step, policy, tokenizer, rewards, dataset, max_new_tokens=max_new_tokens)
     if kept is None:
         return
     from accelerate import PartialState
 
-    checkpoint = Path(output_dir) / f"checkpoint-{step}" if output_dir is not None else None
-    if checkpoint is not None and checkpoint.is_dir() and PartialState().is_main_process:
+    checkpoint = Path(work_dir) / f"checkpoint-{step}"
+    if checkpoint.is_dir() and PartialState().is_main_process:
         policy.save_pretrained(checkpoint)
