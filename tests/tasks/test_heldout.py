@@ -4,6 +4,7 @@ selection code path reads the sealed test pool."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -342,3 +343,18 @@ def test_loading_without_a_held_out_row_left_has_no_test_split(tmp_path):
     data.write_text("\n".join(json.dumps(row) for _ in range(10)) + "\n")
     splits = load_conversations([DatasetSpec(path=str(data))], test_split_size=0.2, seed=0)
     assert set(splits) == {"train"} and len(splits["train"]) == 8
+
+
+def test_overlap_reads_the_prompts_of_kto_orpo_and_simpo_runs(tmp_path):
+    """The new preference stages' training prompts are checked too: KTO's unpaired rows, or its pairs with
+    ``kto_from_pairs``, and ORPO/SimPO's pairs."""
+
+    rows = tmp_path / "kto.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"question {i}?", "completion": "an answer", "label": i % 2 == 0})
+                            + "\n" for i in range(8)))  # fmt: skip
+    kto = stage_prompts("kto", [{"path": str(rows)}], test_split_size=2)
+    assert len(kto.train) + len(kto.heldout) == 8 and len(kto.heldout) >= 1
+    builtin = [{"path": "builtin:arithmetic", "num_samples": 12}]
+    for stage in ("orpo", "simpo"):
+        assert len(stage_prompts(stage, builtin).train) >= 10, stage
+    assert stage_prompts("kto", builtin, from_pairs=True).train == stage_prompts("dpo", builtin).train

@@ -17,6 +17,7 @@ from typing import Any
 
 from posttrain.data import load_conversations, load_preferences
 from posttrain.data.formats import normalize_prompt, user_texts
+from posttrain.data.preference import load_unpaired
 from posttrain.data.spec import DatasetSpec, Identity
 from posttrain.log import get_logger
 from posttrain.manifest import read_manifest
@@ -26,8 +27,8 @@ from posttrain.rl.prompts import load_prompts
 logger = get_logger(__name__)
 
 #: how each stage's data is loaded: conversations, preference pairs or prompts
-_KIND = {"sft": "conversations", "reward": "preferences", "dpo": "preferences", "ppo": "prompts", "grpo": "prompts",
-         "rloo": "prompts"}  # fmt: skip
+_KIND = {"sft": "conversations", "reward": "preferences", "dpo": "preferences", "orpo": "preferences",
+         "simpo": "preferences", "kto": "unpaired", "ppo": "prompts", "grpo": "prompts", "rloo": "prompts"}  # fmt: skip
 
 
 @dataclass
@@ -42,16 +43,20 @@ class StagePrompts:
 
 
 def stage_prompts(stage: str, datasets: list, *, seed: int = 42, test_split_size=None, identity: Identity | None = None,
-                  system_prompt: str | None = None) -> StagePrompts:  # fmt: skip
-    """The training and held-out user prompts of a training stage, rendered from its data settings."""
+                  system_prompt: str | None = None, from_pairs: bool = False) -> StagePrompts:  # fmt: skip
+    """The training and held-out user prompts of a training stage, rendered from its data settings (``from_pairs``:
+    KTO's rows derived from preference pairs, ``kto_from_pairs``)."""
     specs = [d if isinstance(d, DatasetSpec) else DatasetSpec(**d) for d in datasets]
     identity = identity or Identity()
-    kind = _KIND[stage]
+    kind = "preferences" if from_pairs else _KIND[stage]
     if kind == "conversations":
         data = load_conversations(specs, test_split_size=test_split_size, seed=seed, identity=identity)
         column = "messages"
     elif kind == "preferences":
         data = load_preferences(specs, test_split_size=test_split_size, seed=seed, identity=identity)
+        column = "prompt"
+    elif kind == "unpaired":
+        data = load_unpaired(specs, test_split_size=test_split_size, seed=seed)
         column = "prompt"
     else:
         data = load_prompts(specs, test_split_size=test_split_size, seed=seed, identity=identity,
@@ -126,7 +131,8 @@ def manifest_prompts(folder: str | Path) -> list[StagePrompts]:
         try:
             found.append(stage_prompts(manifest["stage"], datasets, seed=training.get("seed", 42),
                                        test_split_size=pt_args.get("test_split_size"), identity=identity,
-                                       system_prompt=pt_args.get("system_prompt")))  # fmt: skip
+                                       system_prompt=pt_args.get("system_prompt"),
+                                       from_pairs=bool(training.get("kto_from_pairs"))))  # fmt: skip
         except (UserError, OSError) as error:
             reason = f"the training data of {current} could not be read ({error})"
             logger.warning(f"{reason}; its overlap with the evaluation prompts is not checked")

@@ -116,6 +116,13 @@ STAGE_SPECS: dict[str, StageSpec] = {
             "python",
             reference="every stage in order",
         ),
+        StageSpec(
+            "plan",
+            "estimate a training config's peak memory (term by term) and step time before anything loads",
+            "python",
+            recipe=False,
+            reference="memory and time plan of a training stage's config (docs/plan.md)",
+        ),
         StageSpec("model", "materialize an embedded model alias and print its local folder", "python", recipe=False),
     )
 }

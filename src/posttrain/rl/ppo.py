@@ -318,7 +318,14 @@ class PPOTrainer:
             batch_size=args.generation_batch_size, missing_eos_penalty=args.missing_eos_penalty,
         )  # fmt: skip
         self.tracker.log(heldout_series(result), self.state.global_step if step is None else step)
+        self._last_evaluation = (self.state.global_step if step is None else step, result)
         return result
+
+    def final_evaluation(self) -> dict:
+        """The held-out rewards of the policy as trained: the evaluation of the last step when one ran there (and no
+        adapter was restored after it), else a new one (logged like any other)."""
+        step, result = getattr(self, "_last_evaluation", (None, None))
+        return result if step == self.state.global_step and result is not None else self.evaluate()
 
     def _train_steps(self, first: int, should_stop) -> None:
         from tqdm.auto import tqdm
@@ -344,6 +351,7 @@ class PPOTrainer:
             saved = args.save_strategy == "steps" and args.save_steps and step % int(args.save_steps) == 0
             if self.guard_stop.should_stop:  # first restore the kept adapter, so this step's checkpoint holds it
                 self._keep_best_adapter()
+                self._last_evaluation = (None, None)  # the policy changed: evaluate it again
             if saved:
                 self.save_checkpoint()
             if self.guard_stop.should_stop:

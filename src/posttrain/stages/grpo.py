@@ -16,7 +16,8 @@ from posttrain.data import fingerprint
 from posttrain.log import get_logger
 from posttrain.rl.config import GRPOConfig
 from posttrain.rl.guard_stop import GuardStop, make_guard
-from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
+from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards, heldout_series
+from posttrain.tracking import TrackerCallback
 from posttrain.training.common import finish_run, logged, peft_config, start_run, train
 from posttrain.training.rl_common import (
     GuardCallback,
@@ -63,6 +64,7 @@ def main(
     policy = trainer.accelerator.unwrap_model(trainer.model)
     guard_stop = GuardStop(guard, policy, stage=trainer_name)  # stop: keeps the best candidate adapter
     trainer.add_callback(GuardCallback(guard_stop, tally))
+    tracker = guard_stop.tracker = TrackerCallback.attach(trainer)  # posttrain's series into report_to's run
     result = train(run, trainer, training_args, fast=pt_args.fast_paths)
     metrics = dict(result.metrics)
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
@@ -73,6 +75,7 @@ def main(
     if "test" in data:
         heldout = heldout_rewards(policy, tokenizer, rewards, data["test"], max_new_tokens=eval_max_new_tokens)
         metrics.update(heldout_metrics(heldout))
+        tracker.log(heldout_series(heldout), trainer.state.global_step)
     trainer.save_model(str(run.work_dir))
     if run.state.is_main_process:
         tokenizer.save_pretrained(run.work_dir)

@@ -31,12 +31,21 @@ def make_parser() -> argparse.ArgumentParser:
         help="rerun this stage even if done (repeatable; 'all' reruns everything)",
     )
     parser.add_argument("--dry_run", action="store_true", help="print what would run, run nothing")
+    parser.add_argument(
+        "--plan", action="store_true", help="print each training stage's memory/time plan (posttrain plan), run nothing"
+    )
     parser.add_argument("--no_report", action="store_true", help="do not write the final report")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.config, args.profile)
+    if args.plan:
+        from posttrain.planning.estimate import render
+        from posttrain.stages.plan import plan_pipeline
+
+        print("\n\n".join(render(plan) for plan in plan_pipeline(pipeline)))
+        return 0
     started = time.time()
     try:
         run_pipeline(pipeline, force=args.force, dry_run=args.dry_run)

@@ -15,7 +15,7 @@ from posttrain.data import fingerprint
 from posttrain.errors import ConfigError
 from posttrain.log import get_logger
 from posttrain.rl.config import PPOConfig
-from posttrain.rl.heldout import heldout_lines, heldout_metrics, heldout_rewards
+from posttrain.rl.heldout import heldout_lines, heldout_metrics
 from posttrain.rl.ppo import PPOTrainer, steps_summary
 from posttrain.training import fast_paths
 from posttrain.training.common import (
@@ -64,11 +64,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
     heldout = None
     if "test" in data:
-        heldout = heldout_rewards(
-            trainer.unwrapped.policy, tokenizer, rewards, data["test"],
-            max_new_tokens=training_args.eval_max_new_tokens or training_args.max_completion_length,
-            batch_size=training_args.generation_batch_size, missing_eos_penalty=training_args.missing_eos_penalty,
-        )  # fmt: skip
+        heldout = trainer.final_evaluation()  # held-out rewards, also logged to the tracker
         metrics.update(heldout_metrics(heldout))
     trainer.save_model(run.work_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from posttrain import chat_templates
+from posttrain import chat_templates, tracking
 from posttrain.errors import ConfigError
 from posttrain.log import ALL_RANKS, get_logger
 from posttrain.manifest import write_manifest, write_model_card
@@ -78,6 +78,9 @@ def start_run(training_args) -> Run:
         elif resume and not work.exists() and final.is_dir():
             shutil.copytree(final, work)  # continue a finished run (e.g. with a larger max_steps)
     state.wait_for_everyone()
+    tracking.configure(
+        training_args, final
+    )  # report_to: trackio local beside output_dir, never the Hub (docs/tracking.md)
     run = Run(state=state, final_dir=final, work_dir=work)
     _RUNS.append(run)
     return run
