@@ -233,3 +233,16 @@ def test_reasoning_rl_smoke(tmp_path):
     assert report["date"] and report["timings_s"]["total"] > 0
     assert set(report["timings_s"]) >= set(labels[1:]) | {"evaluate"}
     assert "reasoning_rl] wrote" in proc.stdout
+
+
+def test_preference_methods_smoke(tmp_path):
+    out = tmp_path / "preference_methods.json"
+    proc = run(tmp_path, "preference_methods.py", "--smoke", "--work", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert list(report["runs"]) == ["dpo", "kto", "orpo", "simpo"]
+    for name, r in report["runs"].items():
+        assert r["steps"] == 1 and r["seconds"] > 0 and r["peak_rss_mib"] > 0, name
+        assert r["delta"]["paired"] and r["delta"]["n"] == report["sft"]["total"], name
+        assert r["heldout_margin"]["reference"] is not None, name
+    assert report["machine"]["class"] in ("AVX512-BF16", "AVX2") and report["date"]
+    assert "[preference_methods] wrote" in proc.stdout
