@@ -223,6 +223,7 @@ def render_reasoning() -> str:
         s = d["score"]
         text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
         lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
+    lines += ["", *(f"* {note}" for note in r.get("notes", []))]
     return "\n".join(lines) + "\n"
 
 
