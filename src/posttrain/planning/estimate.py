@@ -208,6 +208,279 @@ def _reward_model_paths(training_args) -> list[str]:
     return paths
 
 
+@dataclass
+class _Setup:
+    """The parsed settings the terms read: the stage, its model's shape and the precision, LoRA and batch settings."""
+
+    stage: str
+    kind: str
+    shape: ModelShape
+    dtype: str
+    db: int
+    four_bit: bool
+    nested: bool
+    use_peft: bool
+    r: int
+    checkpointing: bool
+    eager: bool
+    b: int
+    accum: int
+    targets: list[tuple[str, int, int]]
+    device: str
+
+
+@dataclass
+class _Batch:
+    """The sequences of one micro-batch, their length, the positions whose vocabulary logits are computed and (RL
+    stages) the completion length."""
+
+    sequences: int
+    seq: int
+    logit_tokens: int
+    completion: int = 0
+
+
+@dataclass
+class _Rollout:
+    """PPO/GRPO/RLOO: the replies generated together, those of one rollout, the sequences scored together and the
+    tokens generated per rollout."""
+
+    gen_batch: int
+    rollout: int
+    scoring: int
+    gen_tokens: int
+
+
+def _setup(stage: str, training_args, model_args, shape: ModelShape | None) -> _Setup:
+    from posttrain.errors import ConfigError
+
+    kind = STAGE_KINDS.get(stage)
+    if kind is None:
+        raise ConfigError(f"--stage {stage!r}: no estimate for this stage (one of {', '.join(STAGE_KINDS)})")
+    shape = shape or read_shape(model_args.model_name_or_path)
+    dtype = compute_dtype(training_args, model_args)
+    use_peft = bool(getattr(model_args, "use_peft", True))
+    return _Setup(
+        stage=stage,
+        kind=kind,
+        shape=shape,
+        dtype=dtype,
+        db=BYTES.get(dtype, 4),
+        four_bit=bool(getattr(model_args, "load_in_4bit", False)),
+        nested=bool(getattr(model_args, "use_bnb_nested_quant", False)),
+        use_peft=use_peft,
+        r=int(_get(model_args, "lora_r", 16)),
+        checkpointing=bool(getattr(training_args, "gradient_checkpointing", False)),
+        eager=getattr(model_args, "attn_implementation", None) == "eager",
+        b=int(training_args.per_device_train_batch_size),
+        accum=int(_get(training_args, "gradient_accumulation_steps", 1)),
+        targets=_targets(shape, model_args) if use_peft else [],
+        device=_device(training_args),
+    )
+
+
+def _device(training_args) -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and not getattr(training_args, "use_cpu", False) else "cpu"
+
+
+def _batch(s: _Setup, pt_args, training_args, prompt_length: int | None, notes: list[str]) -> _Batch:
+    """The sequences of one micro-batch and their length; SFT's compact_lm_head fast path adds a note."""
+    if s.kind == "sft":
+        seq = int(_get(training_args, "max_length", 1024))
+        logit_tokens = s.b * seq
+        fast = str(getattr(pt_args, "fast_paths", "auto"))
+        if ("compact_lm_head" in fast or fast in ("auto", "all")) and (fast != "auto" or s.device == "cpu"):
+            logit_tokens = s.b * seq // 2
+            notes.append("compact_lm_head (fast_paths): logits of labelled positions only, taken as half the tokens")
+        return _Batch(sequences=s.b, seq=seq, logit_tokens=logit_tokens)
+    if s.kind in ("reward", "pairs"):
+        seq = int(_get(training_args, "max_length", 1024))
+        sequences = 2 * s.b  # chosen and rejected in one batch
+        return _Batch(sequences=sequences, seq=seq, logit_tokens=0 if s.kind == "reward" else sequences * seq)
+    completion = int(_get(training_args, "max_completion_length", 256))
+    prompt = prompt_length or int(_get(training_args, "max_prompt_length", 0) or 256)
+    seq = prompt + completion
+    logit_tokens = s.b * (completion if s.kind == "group" else seq)
+    return _Batch(sequences=s.b, seq=seq, logit_tokens=logit_tokens, completion=completion)
+
+
+def _rollout(s: _Setup, batch: _Batch, training_args, notes: list[str]) -> _Rollout:
+    """PPO/GRPO/RLOO's generation and scoring batch sizes; GRPO/RLOO add a note on the replies generated together."""
+    if s.kind == "ppo":
+        gen_batch = int(_get(training_args, "generation_batch_size", s.b))
+        rollout = int(_get(training_args, "rollout_batch_size", s.b))
+        scoring = int(_get(training_args, "forward_batch_size", s.b))
+    else:
+        steps_per_gen = int(_get(training_args, "steps_per_generation", s.accum))
+        gen_batch = int(_get(training_args, "generation_batch_size", s.b * steps_per_gen))
+        rollout = gen_batch
+        scoring = s.b
+        n = int(_get(training_args, "num_generations", 8))
+        notes.append(
+            f"num_generations {n}: {gen_batch} replies ({gen_batch // max(n, 1)} prompts x {n}) generated together"
+        )
+    return _Rollout(gen_batch=gen_batch, rollout=rollout, scoring=scoring, gen_tokens=rollout * batch.completion)
+
+
+def _weights_term(s: _Setup) -> Term:
+    head_params = s.shape.head_params if s.kind != "reward" else s.shape.hidden_size  # the reward model's score head
+    w, formula = weight_bytes(s.shape, four_bit=s.four_bit, dtype_bytes=s.db, nested=s.nested, head_params=head_params)
+    return Term(
+        "weights",
+        w,
+        f"base weights ({'NF4' if s.four_bit else s.dtype}): {formula}",
+        ADVICE["weights"] if not s.four_bit else ADVICE["weights"][1:],
+    )
+
+
+def _trainable_term(s: _Setup) -> Term:
+    """The trainable parameters with their gradients and AdamW's moments: the LoRA adapter, or all the weights."""
+    if s.use_peft:
+        lora_params = s.shape.num_layers * sum(s.r * (din + dout) for _, din, dout in s.targets)
+        return Term(
+            "lora",
+            lora_params * 16,
+            f"{lora_params / 1e6:.2f}M LoRA params x (4 value + 4 grad + 8 AdamW) B",
+            ADVICE["lora"],
+        )
+    trainable = s.shape.params
+    return Term(
+        "lora",
+        trainable * 12,
+        f"full fine-tuning: {trainable / 1e6:.1f}M params x (4 grad + 8 AdamW) B",
+        ["use_peft: true"],
+    )
+
+
+def _activations_term(s: _Setup, batch: _Batch) -> Term:
+    act, formula = _activations(
+        s.shape, s.db, batch.sequences, batch.seq, s.checkpointing, s.r, len(s.targets), s.eager, WORKSPACE[s.device]
+    )
+    advice = [a for a in ADVICE["activations"] if not (s.checkpointing and a.startswith("gradient_checkpointing"))]
+    if s.kind != "sft" and s.kind not in ("reward", "pairs"):
+        advice = [a.replace("max_length", "max_completion_length") for a in advice]
+    return Term("activations", act, formula + (" [eager attention: + scores]" if s.eager else ""), advice)
+
+
+def _dequant_terms(s: _Setup) -> list[Term]:
+    """One decoder layer's dequantized weights while it runs (4-bit), in the compute dtype."""
+    if not s.four_bit:
+        return []
+    largest = max(din * dout for _, din, dout in s.shape.linear_shapes())
+    return [Term("dequant", 2 * largest * s.db, "two dequantized linear weights in flight", [])]
+
+
+def _logits_term(s: _Setup, batch: _Batch) -> Term:
+    buffers = LOGIT_BUFFERS[s.kind]
+    if not (batch.logit_tokens and buffers):
+        return Term("logits", 0.0, "one score per sequence (no vocabulary logits)", [])
+    lb = batch.logit_tokens * s.shape.vocab_size * 4 * buffers
+    advice = (
+        ADVICE["logits"]
+        if s.kind == "sft"
+        else [
+            a.replace("max_length", "max_length" if s.kind == "pairs" else "max_completion_length")
+            for a in ADVICE["logits"][:2]
+        ]
+    )
+    return Term(
+        "logits", lb, f"{batch.logit_tokens} tokens x {s.shape.vocab_size} vocab x 4 B x {buffers:g} buffers", advice
+    )
+
+
+def _generation_term(s: _Setup, batch: _Batch, rollout: _Rollout) -> Term:
+    """The KV cache of the replies generated together and their last-token logits."""
+    kv_dim = s.shape.num_kv_heads * s.shape.head_dim
+    kv = 2 * s.shape.num_layers * kv_dim * batch.seq * rollout.gen_batch * s.db
+    gen_logits = rollout.gen_batch * s.shape.vocab_size * 4 * 2
+    return Term(
+        "generation",
+        kv + gen_logits,
+        f"KV cache 2 x {s.shape.num_layers} layers x {kv_dim} x {batch.seq} tokens x {rollout.gen_batch} replies x "
+        f"{s.db} B + last-token logits",
+        ADVICE["generation"],
+    )
+
+
+def _scoring_term(s: _Setup, batch: _Batch, rollout: _Rollout) -> Term:
+    """PPO's no-grad scoring of the rollout's sequences and its value head."""
+    value = (s.shape.hidden_size + 1) * 16
+    score = rollout.scoring * batch.seq * s.shape.vocab_size * 4 * 2
+    return Term(
+        "scoring",
+        score + value,
+        f"no-grad scoring of {rollout.scoring} sequences x {batch.seq} x {s.shape.vocab_size} x 4 B x 2 + value head "
+        "(fp32, AdamW)",
+        ADVICE["scoring"],
+    )
+
+
+def _reward_model_terms(s: _Setup, training_args, models: dict[str, str] | None) -> list[Term]:
+    terms = []
+    for path in _reward_model_paths(training_args):
+        rshape = read_shape((models or {}).get(str(Path(path)), path))  # an earlier stage's output: its model
+        rw, _ = weight_bytes(
+            rshape, four_bit=s.four_bit, dtype_bytes=s.db, nested=s.nested, head_params=rshape.hidden_size
+        )
+        terms.append(
+            Term("reward_model", rw, f"reward model {path}: {rshape.params / 1e6:.1f}M params", ADVICE["reward_model"])
+        )
+    return terms
+
+
+def _rl_terms(
+    s: _Setup, batch: _Batch, rollout: _Rollout | None, training_args, models: dict[str, str] | None
+) -> list[Term]:
+    """PPO/GRPO/RLOO: generation, PPO's scoring and the reward models; none for the other stages."""
+    if rollout is None:
+        return []
+    scoring = [_scoring_term(s, batch, rollout)] if s.kind == "ppo" else []
+    return [_generation_term(s, batch, rollout), *scoring, *_reward_model_terms(s, training_args, models)]
+
+
+def _step_flops(s: _Setup, batch: _Batch, rollout: _Rollout | None, training_args) -> float:
+    """Training FLOPs of one optimizer step (module docstring: time)."""
+    shape, seq = s.shape, batch.seq
+    n_flop_params = shape.num_layers * shape.layer_linear_params + shape.vocab_size * shape.hidden_size
+    tokens = batch.sequences * seq * s.accum
+    attn = 4 * shape.num_layers * seq * shape.num_heads * shape.head_dim
+    train_factor = 4 if s.use_peft else 6
+    flops = train_factor * n_flop_params * tokens + 3 * attn * tokens
+    if s.stage in REFERENCE_FORWARD:
+        flops += 2 * n_flop_params * tokens  # the reference forward (adapter disabled)
+    if s.kind == "ppo":
+        epochs = int(_get(training_args, "num_ppo_epochs", 4))
+        flops = (
+            train_factor * n_flop_params + 3 * attn
+        ) * rollout.rollout * seq * epochs + 2 * n_flop_params * rollout.rollout * seq * 2
+        flops += 2 * n_flop_params * rollout.gen_tokens
+    if s.kind == "group":
+        steps_per_gen = int(_get(training_args, "steps_per_generation", s.accum))
+        flops += 2 * n_flop_params * rollout.gen_tokens / max(steps_per_gen, 1)
+        if float(_get(training_args, "beta", 0.0)) > 0:
+            flops += 2 * n_flop_params * tokens
+    return flops
+
+
+def _peak_flops(peak_flops: float | None, dtype: str) -> float:
+    """``peak_flops``, or this machine's measured matmul peak in the compute dtype (fp16 measured as fp32)."""
+    if peak_flops is not None:
+        return peak_flops
+    from posttrain.planning.hardware import matmul_peak_flops
+
+    return matmul_peak_flops(dtype if dtype != "float16" else "float32")
+
+
+def _overhead_term(overhead_bytes: float | None) -> Term | None:
+    if overhead_bytes is None:
+        return None
+    return Term(
+        "runtime", float(overhead_bytes), "measured: this process after importing torch/transformers/TRL/peft", []
+    )
+
+
 def estimate(
     stage: str,
     pt_args,
@@ -220,207 +493,33 @@ def estimate(
     overhead_bytes: float | None = None,
     prompt_length: int | None = None,
 ) -> Plan:
-    """The plan of one step of ``stage`` with the parsed configs (what the stage's parser returned)."""
-    from posttrain.errors import ConfigError
-
-    kind = STAGE_KINDS.get(stage)
-    if kind is None:
-        raise ConfigError(f"--stage {stage!r}: no estimate for this stage (one of {', '.join(STAGE_KINDS)})")
-    shape = shape or read_shape(model_args.model_name_or_path)
-    dtype = compute_dtype(training_args, model_args)
-    db = BYTES.get(dtype, 4)
-    four_bit = bool(getattr(model_args, "load_in_4bit", False))
-    nested = bool(getattr(model_args, "use_bnb_nested_quant", False))
-    use_peft = bool(getattr(model_args, "use_peft", True))
-    r = int(_get(model_args, "lora_r", 16))
-    checkpointing = bool(getattr(training_args, "gradient_checkpointing", False))
-    eager = getattr(model_args, "attn_implementation", None) == "eager"
-    b = int(training_args.per_device_train_batch_size)
-    accum = int(_get(training_args, "gradient_accumulation_steps", 1))
-    targets = _targets(shape, model_args) if use_peft else []
-    notes = []
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() and not getattr(training_args, "use_cpu", False) else "cpu"
-
-    terms: list[Term] = []
-    head_params = shape.head_params if kind != "reward" else shape.hidden_size  # the reward model's score head
-    w, formula = weight_bytes(shape, four_bit=four_bit, dtype_bytes=db, nested=nested, head_params=head_params)
-    terms.append(
-        Term(
-            "weights",
-            w,
-            f"base weights ({'NF4' if four_bit else dtype}): {formula}",
-            ADVICE["weights"] if not four_bit else ADVICE["weights"][1:],
-        )
-    )
-
-    if use_peft:
-        lora_params = shape.num_layers * sum(r * (din + dout) for _, din, dout in targets)
-        terms.append(
-            Term(
-                "lora",
-                lora_params * 16,
-                f"{lora_params / 1e6:.2f}M LoRA params x (4 value + 4 grad + 8 AdamW) B",
-                ADVICE["lora"],
-            )
-        )
-    else:
-        trainable = shape.params
-        terms.append(
-            Term(
-                "lora",
-                trainable * 12,
-                f"full fine-tuning: {trainable / 1e6:.1f}M params x (4 grad + 8 AdamW) B",
-                ["use_peft: true"],
-            )
-        )
-
-    # the sequences of one micro-batch and their length
-    if kind == "sft":
-        seq = int(_get(training_args, "max_length", 1024))
-        sequences = b
-        logit_tokens = b * seq
-        fast = str(getattr(pt_args, "fast_paths", "auto"))
-        if ("compact_lm_head" in fast or fast in ("auto", "all")) and (fast != "auto" or device == "cpu"):
-            logit_tokens = b * seq // 2
-            notes.append("compact_lm_head (fast_paths): logits of labelled positions only, taken as half the tokens")
-    elif kind in ("reward", "pairs"):
-        seq = int(_get(training_args, "max_length", 1024))
-        sequences = 2 * b  # chosen and rejected in one batch
-        logit_tokens = 0 if kind == "reward" else sequences * seq
-    else:
-        completion = int(_get(training_args, "max_completion_length", 256))
-        prompt = prompt_length or int(_get(training_args, "max_prompt_length", 0) or 256)
-        seq = prompt + completion
-        sequences = b
-        logit_tokens = b * (completion if kind == "group" else seq)
-
-    act, formula = _activations(shape, db, sequences, seq, checkpointing, r, len(targets), eager, WORKSPACE[device])
-    act_advice = [a for a in ADVICE["activations"] if not (checkpointing and a.startswith("gradient_checkpointing"))]
-    if kind != "sft" and kind not in ("reward", "pairs"):
-        act_advice = [a.replace("max_length", "max_completion_length") for a in act_advice]
-    terms.append(Term("activations", act, formula + (" [eager attention: + scores]" if eager else ""), act_advice))
-
-    # one decoder layer's dequantized weights while it runs (4-bit), in the compute dtype
-    if four_bit:
-        largest = max(din * dout for _, din, dout in shape.linear_shapes())
-        terms.append(Term("dequant", 2 * largest * db, "two dequantized linear weights in flight", []))
-
-    buffers = LOGIT_BUFFERS[kind]
-    if logit_tokens and buffers:
-        lb = logit_tokens * shape.vocab_size * 4 * buffers
-        advice = (
-            ADVICE["logits"]
-            if kind == "sft"
-            else [
-                a.replace("max_length", "max_length" if kind == "pairs" else "max_completion_length")
-                for a in ADVICE["logits"][:2]
-            ]
-        )
-        terms.append(
-            Term("logits", lb, f"{logit_tokens} tokens x {shape.vocab_size} vocab x 4 B x {buffers:g} buffers", advice)
-        )
-    else:
-        terms.append(Term("logits", 0.0, "one score per sequence (no vocabulary logits)", []))
-
-    if kind in ("ppo", "group") or stage in REFERENCE_FORWARD:
+    """The plan of one step of ``stage`` with the parsed configs (what the stage's parser returned): the sum of the
+    named memory terms, the FLOPs of an optimizer step and the notes."""
+    s = _setup(stage, training_args, model_args, shape)
+    notes: list[str] = []
+    batch = _batch(s, pt_args, training_args, prompt_length, notes)
+    if s.kind in ("ppo", "group") or stage in REFERENCE_FORWARD:
         notes.append(f"reference model: {REFERENCE}")
-
-    gen_tokens = 0
-    if kind in ("ppo", "group"):
-        kv_dim = shape.num_kv_heads * shape.head_dim
-        if kind == "ppo":
-            gen_batch = int(_get(training_args, "generation_batch_size", b))
-            rollout = int(_get(training_args, "rollout_batch_size", b))
-            scoring = int(_get(training_args, "forward_batch_size", b))
-        else:
-            steps_per_gen = int(_get(training_args, "steps_per_generation", accum))
-            gen_batch = int(_get(training_args, "generation_batch_size", b * steps_per_gen))
-            rollout = gen_batch
-            scoring = b
-            n = int(_get(training_args, "num_generations", 8))
-            notes.append(
-                f"num_generations {n}: {gen_batch} replies ({gen_batch // max(n, 1)} prompts x {n}) generated together"
-            )
-        kv = 2 * shape.num_layers * kv_dim * seq * gen_batch * db
-        gen_logits = gen_batch * shape.vocab_size * 4 * 2
-        terms.append(
-            Term(
-                "generation",
-                kv + gen_logits,
-                f"KV cache 2 x {shape.num_layers} layers x {kv_dim} x {seq} tokens x {gen_batch} replies x {db} B + last-token logits",
-                ADVICE["generation"],
-            )
-        )
-        gen_tokens = rollout * completion
-        if kind == "ppo":
-            value = (shape.hidden_size + 1) * 16
-            score = scoring * seq * shape.vocab_size * 4 * 2
-            terms.append(
-                Term(
-                    "scoring",
-                    score + value,
-                    f"no-grad scoring of {scoring} sequences x {seq} x {shape.vocab_size} x 4 B x 2 + value head (fp32, AdamW)",
-                    ADVICE["scoring"],
-                )
-            )
-        for path in _reward_model_paths(training_args):
-            rshape = read_shape((models or {}).get(str(Path(path)), path))  # an earlier stage's output: its model
-            rw, _ = weight_bytes(
-                rshape, four_bit=four_bit, dtype_bytes=db, nested=nested, head_params=rshape.hidden_size
-            )
-            terms.append(
-                Term(
-                    "reward_model",
-                    rw,
-                    f"reward model {path}: {rshape.params / 1e6:.1f}M params",
-                    ADVICE["reward_model"],
-                )
-            )
-
-    terms.append(
-        Term("run", float(RUN_WORKING_SET), "tokenizer, datasets, trainer, thread pools (measured once, constant)", [])
-    )
-
-    # time per optimizer step
-    n_flop_params = shape.num_layers * shape.layer_linear_params + shape.vocab_size * shape.hidden_size
-    tokens = sequences * seq * accum
-    attn = 4 * shape.num_layers * seq * shape.num_heads * shape.head_dim
-    train_factor = 4 if use_peft else 6
-    flops = train_factor * n_flop_params * tokens + 3 * attn * tokens
-    if stage in REFERENCE_FORWARD:
-        flops += 2 * n_flop_params * tokens  # the reference forward (adapter disabled)
-    if kind == "ppo":
-        epochs = int(_get(training_args, "num_ppo_epochs", 4))
-        flops = (
-            train_factor * n_flop_params + 3 * attn
-        ) * rollout * seq * epochs + 2 * n_flop_params * rollout * seq * 2
-        flops += 2 * n_flop_params * gen_tokens
-    if kind == "group":
-        steps_per_gen = int(_get(training_args, "steps_per_generation", accum))
-        flops += 2 * n_flop_params * gen_tokens / max(steps_per_gen, 1)
-        if float(_get(training_args, "beta", 0.0)) > 0:
-            flops += 2 * n_flop_params * tokens
-    peak = peak_flops
-    if peak is None:
-        from posttrain.planning.hardware import matmul_peak_flops
-
-        peak = matmul_peak_flops(dtype if dtype != "float16" else "float32")
-    overhead = None
-    if overhead_bytes is not None:
-        overhead = Term(
-            "runtime", float(overhead_bytes), "measured: this process after importing torch/transformers/TRL/peft", []
-        )
+    rollout = _rollout(s, batch, training_args, notes) if s.kind in ("ppo", "group") else None
+    terms = [
+        _weights_term(s),
+        _trainable_term(s),
+        _activations_term(s, batch),
+        *_dequant_terms(s),
+        _logits_term(s, batch),
+        *_rl_terms(s, batch, rollout, training_args, models),
+        Term("run", float(RUN_WORKING_SET), "tokenizer, datasets, trainer, thread pools (measured once, constant)", []),
+    ]
+    flops = _step_flops(s, batch, rollout, training_args)
     return Plan(
         stage=stage,
         model=str(model_args.model_name_or_path),
-        shape=shape,
-        compute_dtype=dtype,
+        shape=s.shape,
+        compute_dtype=s.dtype,
         terms=terms,
-        overhead=overhead,
+        overhead=_overhead_term(overhead_bytes),
         step_flops=float(flops),
-        peak_flops=float(peak),
+        peak_flops=float(_peak_flops(peak_flops, s.dtype)),
         notes=notes,
     )
 
