@@ -227,12 +227,41 @@ def render_reasoning() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_preference_methods() -> str:
+    """DPO, KTO, ORPO and SimPO from the same SFT on the same pairs (``benchmarks/preference_methods.py``)."""
+    r = load("preference_methods.json")
+    if r is None:
+        return "Not measured yet (`benchmarks/preference_methods.py`).\n"
+    m, sft = r["machine"], r["sft"]
+    lines = [
+        f"`{r['script']}` ([`benchmarks/results/preference_methods.json`](benchmarks/results/preference_methods.json), "
+        f"{r['date'][:10]}, {m.get('class')}; greedy, the `builtin` suite on the test pool, {sft['total']} prompts; "
+        f"SFT start {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]):",
+        "",
+        "| method | steps | score [95% CI] | vs SFT, paired [95% CI] | held-out margin (start -> trained) | wall s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in r["runs"].items():
+        s, d, margin = run["score"], run["delta"], run.get("heldout_margin") or {}
+        delta = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        moved = (f"{margin['reference']:+.2f} -> {margin['policy']:+.2f}"
+                 if margin.get("reference") is not None and margin.get("policy") is not None else "-")  # fmt: skip
+        lines.append(
+            f"| {name} | {run['steps']} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] | "
+            f"{'**' + delta + '**' if d['low'] > 0 else delta} | {moved} | {run['seconds']:.0f} | "
+            f"{run['peak_rss_mib']:.0f} |"
+        )
+    lines += ["", *(f"* {note}" for note in r.get("notes", []))]
+    return "\n".join(lines) + "\n"
+
+
 #: name -> renderer of a section of docs/results.md that has its own renderer
 SECTIONS: dict[str, Callable[[], str]] = {
     "pipeline": render_pipeline,
     "export": render_export,
     "guard": render_guard,
     "reasoning": render_reasoning,
+    "preference_methods": render_preference_methods,
 }
 #: a generated figure block in a Markdown file (the README had some; it must hold none now)
 FIGURE_BLOCK = re.compile(r"<!-- figures:([\w-]+) -->")
@@ -270,8 +299,13 @@ def render_results_doc() -> str:
         "## RL on reasoning: think-then-answer SFT vs answer-only SFT",
         "",
         SECTIONS["reasoning"](),
+        "## Preference methods: DPO, KTO, ORPO, SimPO",
+        "",
+        "The methods and when to choose each: [preference-methods.md](preference-methods.md).",
+        "",
+        SECTIONS["preference_methods"](),
     ]
-    shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json"}
+    shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json", "preference_methods.json"}
     for path in sorted(RESULTS.glob("*.json")):
         if path.name.startswith("pipeline_") or path.name in shown:
             continue

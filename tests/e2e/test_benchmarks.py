@@ -37,7 +37,9 @@ def test_sft_throughput_smoke(tmp_path):
     for name, result in report["results"].items():
         assert result["steps"] == 1, name
         assert result["tokens"] > 0 and result["tokens_per_s"] > 0, name
-        assert result["peak_rss_mib"] > 0 and 0 < result["mfu"] < 1, name
+        # MFU divides a throughput by a matmul peak measured at another moment: on a loaded machine it can pass 1,
+        # so only its presence and sign are behaviour here (no timed assertion in a test)
+        assert result["peak_rss_mib"] > 0 and result["mfu"] > 0, name
         assert result["model_flops"] > 0 and result["dtype"] in report["matmul_peak"], name
     stock, competent, ours = (report["results"][n] for n in ("stock-default", "stock-competent", "posttrain"))
     # the same packed rows for posttrain and the competent stock run; stock's padded batch is wider
@@ -155,7 +157,8 @@ def test_gpu_check_dry_run(tmp_path):
         assert entry["sizes"]["num_hidden_layers"] == 2, shape
         for name in ("posttrain", "stock-trl"):
             result = entry["sft"][name]
-            assert result["steps"] == 1 and result["tokens_per_s"] > 0 and 0 < result["mfu"] < 1, (shape, name)
+            # MFU against a peak measured at another moment: only its sign is behaviour (see test_sft_throughput_smoke)
+            assert result["steps"] == 1 and result["tokens_per_s"] > 0 and result["mfu"] > 0, (shape, name)
         assert {"tokens_per_s", "peak_gpu_memory", "mfu"} <= set(entry["ratios_posttrain_over_stock"])
     # the fast-path numerics ran (on the CPU in a dry run) and decide what auto may turn on
     numerics = report["fast_path_numerics"]
