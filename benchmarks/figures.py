@@ -255,6 +255,26 @@ def render_preference_methods() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_plan_check() -> str:
+    """``posttrain plan``'s memory estimate against measured peaks (``benchmarks/plan_check.py``)."""
+    r = load("plan_check.json")
+    if r is None:
+        return "Not measured yet (`benchmarks/plan_check.py`).\n"
+    lines = [
+        f"`{r['script']}` ([`benchmarks/results/plan_check.json`](benchmarks/results/plan_check.json), "
+        f"{r['date'][:10]}, {r['machine']['class']}; {r['settings']['model']}, {r['settings']['runs']}):",
+        "",
+        "| stage | estimated MiB | measured MiB | estimated / measured |",
+        "|---|---|---|---|",
+    ]
+    for case in r["cases"]:
+        lines.append(
+            f"| {case['case']} | {case['estimated_bytes'] / 2**20:.0f} | {case['measured_bytes'] / 2**20:.0f} | "
+            f"{case['ratio']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 #: name -> renderer of a section of docs/results.md that has its own renderer
 SECTIONS: dict[str, Callable[[], str]] = {
     "pipeline": render_pipeline,
@@ -262,6 +282,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "guard": render_guard,
     "reasoning": render_reasoning,
     "preference_methods": render_preference_methods,
+    "plan_check": render_plan_check,
 }
 #: a generated figure block in a Markdown file (the README had some; it must hold none now)
 FIGURE_BLOCK = re.compile(r"<!-- figures:([\w-]+) -->")
@@ -304,8 +325,14 @@ def render_results_doc() -> str:
         "The methods and when to choose each: [preference-methods.md](preference-methods.md).",
         "",
         SECTIONS["preference_methods"](),
+        "## Memory plan against measured peaks",
+        "",
+        "What `posttrain plan` estimates and how: [plan.md](plan.md).",
+        "",
+        SECTIONS["plan_check"](),
     ]
-    shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json", "preference_methods.json"}
+    shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json", "preference_methods.json",
+             "plan_check.json"}  # fmt: skip
     for path in sorted(RESULTS.glob("*.json")):
         if path.name.startswith("pipeline_") or path.name in shown:
             continue

@@ -19,6 +19,8 @@ from tiny import write_stage_config
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 0.25
+#: a JSONL file each case appends its figures to (set by benchmarks/plan_check.py)
+RECORD_ENV = "POSTTRAIN_PLAN_CHECK_RECORD"
 #: the longest arithmetic prompt in a batch with the tiny byte-level tokenizer and ChatML (21-42 tokens)
 PROMPT_LENGTH = 40
 
@@ -134,4 +136,8 @@ def test_estimate_within_25_percent_of_measured_peak(case, configs, measured, mo
         estimate -= next(t.bytes for t in plan.terms if t.name == "run")
     ratio = estimate / measured[case]
     print(f"{case}: estimated {mib(estimate)}, measured {mib(measured[case])}, ratio {ratio:.2f}")
+    if os.environ.get(RECORD_ENV):  # benchmarks/plan_check.py: keep each case's figures for its results file
+        with open(os.environ[RECORD_ENV], "a", encoding="utf-8") as record:
+            record.write(json.dumps({"case": case, "estimated_bytes": estimate, "measured_bytes": measured[case],
+                                     "ratio": round(ratio, 3)}) + "\n")  # fmt: skip
     assert abs(ratio - 1) <= TOLERANCE, f"{case}: ratio {ratio:.2f}\n{render(plan)}\nmeasured {mib(measured[case])}"
