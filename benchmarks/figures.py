@@ -238,13 +238,13 @@ def render_preference_methods() -> str:
         f"{r['date'][:10]}, {m.get('class')}; greedy, the `builtin` suite on the test pool, {sft['total']} prompts; "
         f"SFT start {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]):",
         "",
-        "| method | steps | score [95% CI] | vs SFT, paired [95% CI] | held-out margin (start -> trained) | wall s | peak RSS MiB |",
+        "| method | steps | score [95% CI] | vs SFT, paired [95% CI] | margin, start -> trained (rows) | wall s | peak RSS MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, run in r["runs"].items():
         s, d, margin = run["score"], run["delta"], run.get("heldout_margin") or {}
         delta = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-        moved = (f"{margin['reference']:+.2f} -> {margin['policy']:+.2f}"
+        moved = (f"{margin['reference']:+.2f} -> {margin['policy']:+.2f} ({margin.get('split') or 'not recorded'})"
                  if margin.get("reference") is not None and margin.get("policy") is not None else "-")  # fmt: skip
         lines.append(
             f"| {name} | {run['steps']} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] | "
