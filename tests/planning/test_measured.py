@@ -52,6 +52,9 @@ SETTINGS = {
     },
     "grpo": {**RL, "num_generations": 4, "beta": 0.0},
     "rloo": {**RL, "num_generations": 4, "beta": 0.0},
+    "kto": {"datasets": PAIRS, "max_length": 64, "overlong_samples": "truncate", "kto_from_pairs": True},
+    "orpo": {"datasets": PAIRS, "max_length": 64, "overlong_samples": "truncate"},
+    "simpo": {"datasets": PAIRS, "max_length": 64, "overlong_samples": "truncate"},
 }  # fmt: skip
 
 

@@ -58,7 +58,7 @@ STAGE_KINDS = {
     "sft": "sft",
     "reward": "reward",
     "dpo": "pairs",
-    "kto": "pairs",
+    "kto": "unpaired",
     "orpo": "pairs",
     "simpo": "pairs",
     "ppo": "ppo",
@@ -68,7 +68,7 @@ STAGE_KINDS = {
 
 #: fp32 vocab-sized buffers alive at the peak of the loss and its backward, by kind: the logits upcast to fp32, the
 #: log-softmax kept for the backward, the logits' gradient (and for SFT TRL's entropy/accuracy metrics on the logits)
-LOGIT_BUFFERS = {"sft": 4.0, "pairs": 4.0, "ppo": 4.0, "group": 4.0, "reward": 0.0}
+LOGIT_BUFFERS = {"sft": 4.0, "pairs": 4.0, "unpaired": 4.0, "ppo": 4.0, "group": 4.0, "reward": 0.0}
 
 #: a stage's reference model: ``adapter`` (the same weights with the LoRA adapter disabled: no memory), as posttrain
 #: runs DPO, PPO, GRPO and RLOO
@@ -299,6 +299,10 @@ def _batch(s: _Setup, pt_args, training_args, prompt_length: int | None, notes: 
         seq = int(_get(training_args, "max_length", 1024))
         sequences = 2 * s.b  # chosen and rejected in one batch
         return _Batch(sequences=sequences, seq=seq, logit_tokens=0 if s.kind == "reward" else sequences * seq)
+    if s.kind == "unpaired":  # KTO: one reply per row; its KL estimate is a no-grad forward of as many rows
+        seq = int(_get(training_args, "max_length", 1024))
+        notes.append("KTO: one sequence per row; the KL estimate's no-grad forward of mismatched rows is transient")
+        return _Batch(sequences=s.b, seq=seq, logit_tokens=s.b * seq)
     completion = int(_get(training_args, "max_completion_length", 256))
     prompt = prompt_length or int(_get(training_args, "max_prompt_length", 0) or 256)
     seq = prompt + completion
@@ -359,7 +363,7 @@ def _activations_term(s: _Setup, batch: _Batch) -> Term:
         s.shape, s.db, batch.sequences, batch.seq, s.checkpointing, s.r, len(s.targets), s.eager, WORKSPACE[s.device]
     )
     advice = [a for a in ADVICE["activations"] if not (s.checkpointing and a.startswith("gradient_checkpointing"))]
-    if s.kind != "sft" and s.kind not in ("reward", "pairs"):
+    if s.kind not in ("sft", "reward", "pairs", "unpaired"):
         advice = [a.replace("max_length", "max_completion_length") for a in advice]
     return Term("activations", act, formula + (" [eager attention: + scores]" if s.eager else ""), advice)
 
@@ -381,7 +385,7 @@ def _logits_term(s: _Setup, batch: _Batch) -> Term:
         ADVICE["logits"]
         if s.kind == "sft"
         else [
-            a.replace("max_length", "max_length" if s.kind == "pairs" else "max_completion_length")
+            a.replace("max_length", "max_length" if s.kind in ("pairs", "unpaired") else "max_completion_length")
             for a in ADVICE["logits"][:2]
         ]
     )
