@@ -15,12 +15,16 @@ while its working stays, and does thinking first help compared with answer-only 
    the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
    showing working), of SFT - base and of working - answer-only at each stage, the machine class, date and wall times.
 
-Nothing here is chosen from a measurement: sizes, steps and learning rates come from the recipes (and, for the full
-run, from the time budget), and the test pool is read once, by the final evaluation.
+**Selection** (``--grpo-lrs`` / ``--ppo-lrs``, each a comma-separated list): each RL stage runs from the
+think-then-answer SFT once per learning rate, every run is evaluated on the ``reasoning-validation`` suite (the tasks'
+validation pool), and the rate with the best paired gain over SFT there (mean, then CI low end) is the one both
+styles' final runs use; that working-style run is the final model itself. The test pool is read once, by the final
+evaluation, which nothing was chosen on. Without the lists the recipes' rates are used and nothing is chosen.
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/reasoning_rl.py            # the embedded model, as recorded (~35 min, 2 busy cores)
+    .venv/bin/python benchmarks/reasoning_rl.py --sft-samples 128 --sft-epochs 2 --rl-samples 64 --rl-steps 24 \
+        --eval-samples 40 --grpo-lrs 5e-5,2e-4,5e-4 --ppo-lrs 5e-5,2e-4          # as recorded (~2 h, 2 busy cores)
     .venv/bin/python benchmarks/reasoning_rl.py --smoke    # the tests' tiny model, 1 step each: checks it all runs
 
 A benchmark, not a test: it measures and reports; it exits non-zero only when a stage fails.
@@ -45,6 +49,7 @@ PYTHON = sys.executable
 MODEL_ALIAS = "smollm2-135m-instruct"
 RECIPES = REPO / "recipes" / "configs" / "smollm2-135m" / "reasoning"
 SUITE = "reasoning"
+SELECT_SUITE = "reasoning-validation"
 STYLES = ("working", "answer")
 RL_STAGES = ("grpo", "ppo")
 LABELS = ("base", *(f"{stage}-{style}" for style in STYLES for stage in ("sft", *RL_STAGES)))
@@ -112,8 +117,10 @@ def sft_config(args, style: str, output_dir: Path) -> dict:
     return config
 
 
-def rl_config(args, stage_name: str, start: Path, output_dir: Path) -> dict:
+def rl_config(args, stage_name: str, start: Path, output_dir: Path, learning_rate: float | None = None) -> dict:
     config = recipe(stage_name)
+    if learning_rate is not None:
+        config["learning_rate"] = learning_rate
     for spec in config["datasets"]:
         spec["num_samples"] = args.rl_samples
     config.pop("test_split_size", None)  # no held-out pass inside RL: the evaluation below measures every model
@@ -130,16 +137,16 @@ def rl_config(args, stage_name: str, start: Path, output_dir: Path) -> dict:
     return config
 
 
-def eval_config(args, models: dict[str, Path | str], output_dir: Path) -> dict:
+def eval_config(args, models: dict[str, Path | str], output_dir: Path, suite: str = SUITE) -> dict:
     config = {
         "models": [{"label": label, "path": str(path)} for label, path in models.items()],
-        "suites": [SUITE],
+        "suites": [suite],
         "system_prompt": recipe("sft-working")["system_prompt"],
         "max_samples": args.eval_samples,
         "batch_size": 16,
         "do_sample": False,
         "seed": args.seed,
-        "baseline": "base",
+        "baseline": next(iter(models), "base"),
         "bootstrap_samples": 2000,
         "output_dir": str(output_dir),
         "progress": False,
@@ -219,6 +226,59 @@ def analyse(results: dict, count_tokens) -> dict:
     return {"models": models, "deltas": deltas}
 
 
+def rates(text: str | None) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()] if text else []
+
+
+def sweep_label(stage_name: str, lr: float) -> str:
+    return f"{stage_name}-working-lr{lr:g}"
+
+
+def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[float]]) -> tuple[dict, dict, dict[str, float]]:
+    """Run each RL stage from the working SFT at each candidate rate, evaluate them all on the validation suite,
+    and choose per stage the rate with the best paired gain over SFT there. ``(chosen rate per stage, the sweep
+    table, wall times)``."""
+    from posttrain.stats import delta_ci, mean_ci
+
+    jobs = [
+        (rl, rl_config(args, rl, sft_dir, work / sweep_label(rl, lr), lr), sweep_label(rl, lr))
+        for rl, lrs in sweeps.items()
+        for lr in lrs
+    ]
+    timings = run_all(jobs, work, args.smoke, args.reuse)
+    models = {"sft-working": sft_dir, **{label: work / label for _, _, label in jobs}}
+    eval_dir = work / "select"
+    config = eval_config(args, models, eval_dir, SELECT_SUITE)
+    timings["select-evaluate"] = stage("evaluate", config, work, "select-evaluate", args.smoke)
+    results = json.loads((eval_dir / "results.json").read_text())
+    scores: dict[str, dict[str, float]] = {}
+    for record in results["samples"]:
+        scores.setdefault(record["model"], {})[record["id"]] = record["scores"].get("task")
+    table, chosen = {}, {}
+    for rl, lrs in sweeps.items():
+        rows = {}
+        for lr in lrs:
+            label = sweep_label(rl, lr)
+            rows[f"{lr:g}"] = {
+                "label": label,
+                "score": mean_ci(list(scores[label].values())),
+                "delta": delta_ci(scores["sft-working"], scores[label]),
+            }
+        best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
+        chosen[rl] = float(best)
+        table[rl] = {"runs": rows, "chosen_learning_rate": float(best)}
+        for key, row in rows.items():
+            d = row["delta"]
+            print(
+                f"[reasoning_rl] validation {rl} lr {key:>7s}: {row['score']['mean']:.3f}, vs SFT {d['delta']:+.3f} "
+                f"[{d['low']:+.3f}, {d['high']:+.3f}]{'  <- chosen' if key == best else ''}",
+                flush=True,
+            )
+    table["sft-working"] = mean_ci(list(scores["sft-working"].values()))
+    table["suite"] = SELECT_SUITE
+    return chosen, table, timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=MODEL_ALIAS)
@@ -229,6 +289,8 @@ def main() -> None:
     parser.add_argument("--completion-length", type=int, default=128, help="RL completion budget in tokens")
     parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--grpo-lrs", default=None, help="GRPO learning rates to choose from on validation (a,b,...)")
+    parser.add_argument("--ppo-lrs", default=None, help="PPO learning rates to choose from on validation (a,b,...)")
     parser.add_argument("--smoke", action="store_true", help="the tests' tiny model, 1 step each, 2 prompts per task")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None)
@@ -255,12 +317,21 @@ def main() -> None:
         args.smoke,
         args.reuse,
     )
+    sweeps = {rl: lrs for rl, lrs in (("grpo", rates(args.grpo_lrs)), ("ppo", rates(args.ppo_lrs))) if lrs}
+    chosen, selection = {}, None
+    if sweeps:
+        chosen, selection, sweep_timings = select(args, work, sft_dirs["working"], sweeps)
+        timings |= sweep_timings
     rl_dirs = {f"{rl}-{style}": work / f"{rl}-{style}" for style in STYLES for rl in RL_STAGES}
+    for rl, lr in chosen.items():  # the chosen validation run is the final working-style model
+        rl_dirs[f"{rl}-working"] = work / sweep_label(rl, lr)
+        timings[f"{rl}-working"] = timings[sweep_label(rl, lr)]
     timings |= run_all(
         [
-            (rl, rl_config(args, rl, sft_dirs[style], rl_dirs[f"{rl}-{style}"]), f"{rl}-{style}")
+            (rl, rl_config(args, rl, sft_dirs[style], rl_dirs[f"{rl}-{style}"], chosen.get(rl)), f"{rl}-{style}")
             for style in STYLES
             for rl in RL_STAGES
+            if not (style == "working" and rl in chosen)
         ],
         work,
         args.smoke,
@@ -300,15 +371,22 @@ def main() -> None:
             f"{sft['learning_rate']}, LoRA r{sft['lora_r']} on the full-precision base; reply: working vs answer",
             "rl": f"{args.rl_steps} steps, {args.rl_samples} train-pool prompts per task, rule reward `task` only, "
             f"max_completion_length {args.completion_length}; grpo/ppo settings of recipes/configs/smollm2-135m/"
-            "reasoning/{grpo,ppo}.yaml",
+            "reasoning/{grpo,ppo}.yaml"
+            + "".join(f"; {rl} learning rate {lr:g} (chosen on validation)" for rl, lr in chosen.items()),
             "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
             "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",
-            "selection": "none: no setting was chosen from a measurement; the test pool is read once, here",
+            "selection": (
+                f"each swept RL stage's learning rate, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
+                "prompts per task, paired gain over the working SFT); the test pool is read once, here"
+                if sweeps
+                else "none: no setting was chosen from a measurement; the test pool is read once, here"
+            ),
             "seed": args.seed,
             "smoke": args.smoke,
         },
         **analysis,
+        "selection": selection,
         "training": training,
         "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)},
     }
