@@ -223,6 +223,24 @@ def render_reasoning() -> str:
         s = d["score"]
         text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
         lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
+    selection = r.get("selection")
+    if selection:
+        sft = selection["sft-working"]
+        lines += [
+            "",
+            f"Learning rates chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
+            f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on the test pool above:",
+            "",
+            "| RL stage | learning rate | validation score | vs sft-working, paired [95% CI] | chosen |",
+            "|---|---|---|---|---|",
+        ]
+        for stage in ("grpo", "ppo"):
+            for lr, row in (selection.get(stage) or {}).get("runs", {}).items():
+                s, d = row["score"], row["delta"]
+                lines.append(
+                    f"| {stage} | {lr} | {100 * s['mean']:.1f}% | {100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, "
+                    f"{100 * d['high']:+.1f}] | {'yes' if float(lr) == selection[stage]['chosen_learning_rate'] else ''} |"
+                )
     lines += ["", *(f"* {note}" for note in r.get("notes", []))]
     return "\n".join(lines) + "\n"
 

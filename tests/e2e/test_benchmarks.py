@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -219,8 +220,20 @@ def test_reward_from_rules_smoke(tmp_path):
 @pytest.mark.slow
 def test_reasoning_rl_smoke(tmp_path):
     out = tmp_path / "reasoning_rl.json"
-    proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--work", tmp_path / "work", "--output", out)
+    proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--work", tmp_path / "work", "--output", out,
+               "--grpo-lrs", "1e-4,2e-4", "--ppo-lrs", "3e-4")  # fmt: skip
     report = json.loads(out.read_text())
+    # learning rates chosen on the validation suite, the chosen run being the final working-style model
+    selection = report["selection"]
+    assert selection["suite"] == "reasoning-validation" and set(selection["grpo"]["runs"]) == {"0.0001", "0.0002"}
+    assert selection["grpo"]["chosen_learning_rate"] in (1e-4, 2e-4) and selection["ppo"]["chosen_learning_rate"] == 3e-4
+    for row in selection["grpo"]["runs"].values():
+        assert row["score"]["n"] == 6 and row["delta"]["paired"], row
+    evaluated = json.loads((tmp_path / "work" / "select" / "results.json").read_text())
+    assert {r["suite"] for r in evaluated["samples"]} == {"reasoning-validation"}
+    answer = yaml.safe_load((tmp_path / "work" / "ppo-answer.yaml").read_text())
+    assert answer["learning_rate"] == 3e-4
+    assert "validation" in report["settings"]["selection"] and "ppo learning rate 0.0003" in report["settings"]["rl"]
     labels = ["base"] + [f"{stage}-{style}" for style in ("working", "answer") for stage in ("sft", "grpo", "ppo")]
     assert list(report["models"]) == labels
     for label, model in report["models"].items():
