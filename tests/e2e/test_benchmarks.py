@@ -226,7 +226,9 @@ def test_reasoning_rl_smoke(tmp_path):
     # learning rates chosen on the validation suite, the chosen run being the final working-style model
     selection = report["selection"]
     assert selection["suite"] == "reasoning-validation" and set(selection["grpo"]["runs"]) == {"0.0001", "0.0002"}
-    assert selection["grpo"]["chosen_learning_rate"] in (1e-4, 2e-4) and selection["ppo"]["chosen_learning_rate"] == 3e-4
+    assert (
+        selection["grpo"]["chosen_learning_rate"] in (1e-4, 2e-4) and selection["ppo"]["chosen_learning_rate"] == 3e-4
+    )
     for row in selection["grpo"]["runs"].values():
         assert row["score"]["n"] == 6 and row["delta"]["paired"], row
     evaluated = json.loads((tmp_path / "work" / "select" / "results.json").read_text())
