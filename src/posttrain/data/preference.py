@@ -579,6 +579,15 @@ def _located(origin: Mapping[str, Any] | None, index: int, name: str) -> tuple[s
     return origin["source"], origin["row"], origin["line"]
 
 
+def _split_origins(dataset: datasets.Dataset, policy: str) -> tuple[datasets.Dataset, list | None]:
+    """Check ``overlong_samples``; the rows without the :data:`ORIGIN_COLUMN`, and that column (None without it)."""
+    if policy not in ("error", "drop", "truncate"):
+        raise ValueError(f"overlong_samples must be error, drop or truncate (got {policy!r})")
+    if ORIGIN_COLUMN not in dataset.column_names:
+        return dataset, None
+    return dataset.remove_columns(ORIGIN_COLUMN), dataset[ORIGIN_COLUMN]
+
+
 def check_pair_lengths(
     dataset: datasets.Dataset,
     tokenizer: Any,
@@ -621,11 +630,7 @@ def check_pair_lengths(
     """
     if trainer not in PAIR_TRAINERS:
         raise ValueError(f"unknown trainer {trainer!r}; expected one of {', '.join(PAIR_TRAINERS)}")
-    if policy not in ("error", "drop", "truncate"):
-        raise ValueError(f"overlong_samples must be error, drop or truncate (got {policy!r})")
-    origins = dataset[ORIGIN_COLUMN] if ORIGIN_COLUMN in dataset.column_names else None
-    if ORIGIN_COLUMN in dataset.column_names:
-        dataset = dataset.remove_columns(ORIGIN_COLUMN)
+    dataset, origins = _split_origins(dataset, policy)
     if max_length is None or len(dataset) == 0:
         return dataset, None
     measured = _measure(tokenizer, dataset.to_list(), set(stop_token_ids))
@@ -844,11 +849,7 @@ def check_unpaired_lengths(
     ``drop`` skips them, ``truncate`` leaves them to the trainer but drops each *desirable* row whose end-of-turn
     token would be cut (a desirable reply cut short is never trained as finished) and each row whose prompt fills
     ``max_length``. Returns the rows (without the origin column) and a note, or None when all fit."""
-    if policy not in ("error", "drop", "truncate"):
-        raise ValueError(f"overlong_samples must be error, drop or truncate (got {policy!r})")
-    origins = dataset[ORIGIN_COLUMN] if ORIGIN_COLUMN in dataset.column_names else None
-    if ORIGIN_COLUMN in dataset.column_names:
-        dataset = dataset.remove_columns(ORIGIN_COLUMN)
+    dataset, origins = _split_origins(dataset, policy)
     if max_length is None or len(dataset) == 0:
         return dataset, None
     rows = dataset.to_list()
