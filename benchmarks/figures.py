@@ -70,6 +70,19 @@ def _load_note(r: dict) -> str:
     return ""
 
 
+def _cap_note(m: dict) -> str:
+    """For a run with its kernels capped at a lower ISA: what it stands in for, and what it is not."""
+    if not m.get("isa_cap"):
+        return ""
+    host, capped = m["host"], m["capped"]
+    return (
+        f" A stand-in for that class, not a measurement on it: an {m['host_cpu_class']} host with PyTorch, oneDNN and "
+        f"MKL capped at {capped['capability']} (`--isa-cap`), fp32 matmul {capped['fp32_matmul_gflops']:.0f} GFLOP/s "
+        f"capped against {host['fp32_matmul_gflops']:.0f} uncapped on 2 threads; same clock, caches and memory as the "
+        "host, llama.cpp not capped."
+    )
+
+
 def render_pipeline() -> str:
     """Per results file: the stages' wall times, then every stage's test-pool score with its CI and the paired
     difference to the stage before."""
@@ -88,7 +101,8 @@ def render_pipeline() -> str:
             + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items())
             + f"; **total {r['total_s'] / 60:.1f} min**"
             + _load_note(r)
-            + ".",
+            + "."
+            + _cap_note(m),
             "",
             f"| stage | `{e['suite']}` ({e['pool']} pool, {e['distinct_prompts']} distinct prompts) | vs previous stage "
             "(paired) | stop rate |",

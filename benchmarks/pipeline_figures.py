@@ -7,6 +7,13 @@ docs/results.md reports about it (each stage's wall time, every stage's score on
     POSTTRAIN_PRECISION=fp32 .venv/bin/python benchmarks/pipeline_figures.py # quick-fp32, what CPUs without AVX512-BF16 run
     .venv/bin/python benchmarks/pipeline_figures.py --profile full
     .venv/bin/python benchmarks/pipeline_figures.py --from outputs/smollm2-135m   # a finished run's folder, nothing rerun
+    .venv/bin/python benchmarks/pipeline_figures.py --isa-cap avx2   # an AVX512 host run as an AVX2 CPU (see below)
+
+``--isa-cap avx2`` stands in for a CPU without AVX512 where none is at hand: the pipeline runs with PyTorch's kernels,
+oneDNN and MKL capped at AVX2 (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``) and
+``POSTTRAIN_PRECISION=fp32`` (the precision such a CPU gets); the file is named ``..._AVX2-capped.json`` and records
+the host's class and the capped fp32 matmul rate, measured at the start. It is an approximation of that class (same
+clock, caches and memory as the host; llama.cpp's own build is not capped), never a measurement on it.
 
 Writes ``benchmarks/results/pipeline_<profile applied>_<cpu class>.json`` (machine class, CPU model, date, git commit
 with each); ``benchmarks/figures.py --write`` then regenerates ``docs/results.md``.
@@ -35,7 +42,33 @@ PIPELINE = "recipes/configs/smollm2-135m/pipeline.yaml"
 SUITE = "builtin"
 
 
-def run_pipeline(workdir: Path, profile: str | None) -> float:
+ISA_CAPS = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "POSTTRAIN_PRECISION": "fp32",
+    }
+}
+MATMUL_PROBE = """
+import time, torch
+torch.set_num_threads(len(__import__('os').sched_getaffinity(0)))
+a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+for _ in range(3): a @ b
+n, start = 30, time.perf_counter()
+for _ in range(n): a @ b
+print(torch.backends.cpu.get_cpu_capability(), 2 * 1024**3 * n / (time.perf_counter() - start) / 1e9)
+"""
+
+
+def matmul_rate(env: dict) -> dict:
+    """The fp32 1024x1024 matmul rate (GFLOP/s) and PyTorch's CPU capability, in a process with ``env``."""
+    out = subprocess.run([sys.executable, "-c", MATMUL_PROBE], env=env, capture_output=True, text=True, check=True)
+    capability, rate = out.stdout.split()
+    return {"capability": capability, "fp32_matmul_gflops": round(float(rate), 1)}
+
+
+def run_pipeline(workdir: Path, profile: str | None, extra_env: dict | None = None) -> float:
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("recipes", "accelerate_configs"):
         link = workdir / name
@@ -44,7 +77,7 @@ def run_pipeline(workdir: Path, profile: str | None) -> float:
     argv = [sys.executable, "-m", "posttrain.cli", "pipeline", "--config", PIPELINE, "--force", "all"]
     if profile:
         argv += ["--profile", profile]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(extra_env or {})}
     started = time.perf_counter()
     subprocess.run(argv, cwd=workdir, env=env, check=True)
     return time.perf_counter() - started
@@ -128,20 +161,36 @@ def main() -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="default benchmarks/results/pipeline_<profile>_<cpu>.json"
     )
+    parser.add_argument("--isa-cap", choices=sorted(ISA_CAPS), default=None,
+                        help="run as a CPU of this class would (an approximation: see the module docstring)")  # fmt: skip
     args = parser.parse_args()
+    if args.isa_cap and args.source is not None:
+        parser.error("--isa-cap applies to a run made here, not to --from")
+    caps = ISA_CAPS.get(args.isa_cap, {})
+    info = machine()
+    if caps:
+        info = {
+            **info,
+            "cpu_class": f"{args.isa_cap.upper()}-capped",
+            "host_cpu_class": info["cpu_class"],
+            "isa_cap": caps,
+            "host": matmul_rate(dict(os.environ)),
+            "capped": matmul_rate({**os.environ, **caps}),
+        }
+        print(f"ISA cap {args.isa_cap}: fp32 matmul {info['host']['fp32_matmul_gflops']:.0f} GFLOP/s on the host, "
+              f"{info['capped']['fp32_matmul_gflops']:.0f} capped ({info['capped']['capability']})", flush=True)  # fmt: skip
     wall, load = None, {"start": round(os.getloadavg()[0], 2)}
     if args.source is None:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pipeline-figures-"))
-        wall = run_pipeline(workdir, args.profile)
+        wall = run_pipeline(workdir, args.profile, caps)
         args.source = workdir / "outputs" / "smollm2-135m"
     found = figures(args.source)
     load["end"] = round(os.getloadavg()[0], 2)
-    info = machine()
     report = {
         "script": "benchmarks/pipeline_figures.py",
         "date": dt.date.today().isoformat(),
         "machine": info,
-        "precision_env": os.environ.get("POSTTRAIN_PRECISION"),
+        "precision_env": caps.get("POSTTRAIN_PRECISION") or os.environ.get("POSTTRAIN_PRECISION"),
         "git_commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
