@@ -245,15 +245,16 @@ def render_reasoning() -> str:
             f"Learning rates chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
             f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on the test pool above:",
             "",
-            "| RL stage | learning rate | validation score | vs sft-working, paired [95% CI] | chosen |",
-            "|---|---|---|---|---|",
+            "| RL stage | learning rate | steps | validation score | vs sft-working, paired [95% CI] | chosen |",
+            "|---|---|---|---|---|---|",
         ]
         for stage in ("grpo", "ppo"):
-            for lr, row in (selection.get(stage) or {}).get("runs", {}).items():
+            for label, row in (selection.get(stage) or {}).get("runs", {}).items():
                 s, d = row["score"], row["delta"]
                 lines.append(
-                    f"| {stage} | {lr} | {100 * s['mean']:.1f}% | {100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, "
-                    f"{100 * d['high']:+.1f}] | {'yes' if float(lr) == selection[stage]['chosen_learning_rate'] else ''} |"
+                    f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {100 * s['mean']:.1f}% | "
+                    f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
+                    f"{'yes' if label == selection[stage]['chosen'] else ''} |"
                 )
     lines += ["", *(f"* {note}" for note in r.get("notes", []))]
     return "\n".join(lines) + "\n"

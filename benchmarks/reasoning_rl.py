@@ -15,16 +15,17 @@ while its working stays, and does thinking first help compared with answer-only 
    the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
    showing working), of SFT - base and of working - answer-only at each stage, the machine class, date and wall times.
 
-**Selection** (``--grpo-lrs`` / ``--ppo-lrs``, each a comma-separated list): each RL stage runs from the
-think-then-answer SFT once per learning rate, every run is evaluated on the ``reasoning-validation`` suite (the tasks'
-validation pool), and the rate with the best paired gain over SFT there (mean, then CI low end) is the one both
-styles' final runs use; that working-style run is the final model itself. The test pool is read once, by the final
+**Selection** (``--grpo-grid`` / ``--ppo-grid``, each a comma-separated list of ``learning_rate`` or
+``learning_rate:steps`` points, steps defaulting to ``--rl-steps``): each RL stage runs from the think-then-answer SFT
+once per point, every run is evaluated on the ``reasoning-validation`` suite (the tasks' validation pool), and the
+point with the best paired gain over SFT there (mean, then CI low end) is the one both styles' final runs use; that
+working-style run is the final model itself. The test pool is read once, by the final
 evaluation, which nothing was chosen on. Without the lists the recipes' rates are used and nothing is chosen.
 
 Run it from the repository root::
 
     .venv/bin/python benchmarks/reasoning_rl.py --sft-samples 128 --sft-epochs 2 --rl-samples 64 --rl-steps 24 \
-        --eval-samples 40 --grpo-lrs 5e-5,2e-4,5e-4 --ppo-lrs 5e-5,2e-4          # as recorded (~2 h, 2 busy cores)
+        --eval-samples 40 --grpo-grid 5e-5,2e-4,5e-4,5e-5:48 --ppo-grid 5e-5,2e-4,5e-5:48   # as recorded (~3 h)
     .venv/bin/python benchmarks/reasoning_rl.py --smoke    # the tests' tiny model, 1 step each: checks it all runs
 
 A benchmark, not a test: it measures and reports; it exits non-zero only when a stage fails.
@@ -117,15 +118,18 @@ def sft_config(args, style: str, output_dir: Path) -> dict:
     return config
 
 
-def rl_config(args, stage_name: str, start: Path, output_dir: Path, learning_rate: float | None = None) -> dict:
+def rl_config(args, stage_name: str, start: Path, output_dir: Path, point: tuple[float, int] | None = None) -> dict:
+    """The RL recipe from ``start``; ``point``: a ``(learning_rate, steps)`` that replaces the recipe's rate and
+    ``--rl-steps``."""
     config = recipe(stage_name)
-    if learning_rate is not None:
-        config["learning_rate"] = learning_rate
+    steps = args.rl_steps if point is None else point[1]
+    if point is not None:
+        config["learning_rate"] = point[0]
     for spec in config["datasets"]:
         spec["num_samples"] = args.rl_samples
     config.pop("test_split_size", None)  # no held-out pass inside RL: the evaluation below measures every model
     config.update(
-        model_name_or_path=str(start), output_dir=str(output_dir), seed=args.seed, max_steps=args.rl_steps,
+        model_name_or_path=str(start), output_dir=str(output_dir), seed=args.seed, max_steps=steps,
         max_completion_length=args.completion_length,
     )  # fmt: skip
     if args.smoke:
@@ -226,24 +230,31 @@ def analyse(results: dict, count_tokens) -> dict:
     return {"models": models, "deltas": deltas}
 
 
-def rates(text: str | None) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()] if text else []
+def grid(text: str | None, default_steps: int) -> list[tuple[float, int]]:
+    """``"5e-5,2e-4:48"`` -> ``[(5e-05, default_steps), (0.0002, 48)]``."""
+    points = []
+    for item in (text or "").split(","):
+        if item.strip():
+            lr, _, steps = item.strip().partition(":")
+            points.append((float(lr), int(steps) if steps else default_steps))
+    return points
 
 
-def sweep_label(stage_name: str, lr: float) -> str:
-    return f"{stage_name}-working-lr{lr:g}"
+def sweep_label(args, stage_name: str, point: tuple[float, int]) -> str:
+    lr, steps = point
+    return f"{stage_name}-working-lr{lr:g}" + (f"-s{steps}" if steps != args.rl_steps else "")
 
 
-def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[float]]) -> tuple[dict, dict, dict[str, float]]:
-    """Run each RL stage from the working SFT at each candidate rate, evaluate them all on the validation suite,
-    and choose per stage the rate with the best paired gain over SFT there. ``(chosen rate per stage, the sweep
+def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, int]]]) -> tuple[dict, dict, dict]:
+    """Run each RL stage from the working SFT at each candidate point, evaluate them all on the validation suite,
+    and choose per stage the point with the best paired gain over SFT there. ``(chosen point per stage, the sweep
     table, wall times)``."""
     from posttrain.stats import delta_ci, mean_ci
 
     jobs = [
-        (rl, rl_config(args, rl, sft_dir, work / sweep_label(rl, lr), lr), sweep_label(rl, lr))
-        for rl, lrs in sweeps.items()
-        for lr in lrs
+        (rl, rl_config(args, rl, sft_dir, work / sweep_label(args, rl, point), point), sweep_label(args, rl, point))
+        for rl, points in sweeps.items()
+        for point in points
     ]
     timings = run_all(jobs, work, args.smoke, args.reuse)
     models = {"sft-working": sft_dir, **{label: work / label for _, _, label in jobs}}
@@ -255,22 +266,23 @@ def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[float]]) -> t
     for record in results["samples"]:
         scores.setdefault(record["model"], {})[record["id"]] = record["scores"].get("task")
     table, chosen = {}, {}
-    for rl, lrs in sweeps.items():
+    for rl, points in sweeps.items():
         rows = {}
-        for lr in lrs:
-            label = sweep_label(rl, lr)
-            rows[f"{lr:g}"] = {
-                "label": label,
+        for lr, steps in points:
+            label = sweep_label(args, rl, (lr, steps))
+            rows[label] = {
+                "learning_rate": lr,
+                "steps": steps,
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
         best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
-        chosen[rl] = float(best)
-        table[rl] = {"runs": rows, "chosen_learning_rate": float(best)}
+        chosen[rl] = (rows[best]["learning_rate"], rows[best]["steps"])
+        table[rl] = {"runs": rows, "chosen": best}
         for key, row in rows.items():
             d = row["delta"]
             print(
-                f"[reasoning_rl] validation {rl} lr {key:>7s}: {row['score']['mean']:.3f}, vs SFT {d['delta']:+.3f} "
+                f"[reasoning_rl] validation {key:28s}: {row['score']['mean']:.3f}, vs SFT {d['delta']:+.3f} "
                 f"[{d['low']:+.3f}, {d['high']:+.3f}]{'  <- chosen' if key == best else ''}",
                 flush=True,
             )
@@ -289,8 +301,8 @@ def main() -> None:
     parser.add_argument("--completion-length", type=int, default=128, help="RL completion budget in tokens")
     parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--grpo-lrs", default=None, help="GRPO learning rates to choose from on validation (a,b,...)")
-    parser.add_argument("--ppo-lrs", default=None, help="PPO learning rates to choose from on validation (a,b,...)")
+    parser.add_argument("--grpo-grid", default=None, help="GRPO points lr[:steps],... to choose from on validation")
+    parser.add_argument("--ppo-grid", default=None, help="PPO points lr[:steps],... to choose from on validation")
     parser.add_argument("--smoke", action="store_true", help="the tests' tiny model, 1 step each, 2 prompts per task")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None)
@@ -317,15 +329,15 @@ def main() -> None:
         args.smoke,
         args.reuse,
     )
-    sweeps = {rl: lrs for rl, lrs in (("grpo", rates(args.grpo_lrs)), ("ppo", rates(args.ppo_lrs))) if lrs}
+    sweeps = {rl: grid(text, args.rl_steps) for rl, text in (("grpo", args.grpo_grid), ("ppo", args.ppo_grid)) if text}
     chosen, selection = {}, None
     if sweeps:
         chosen, selection, sweep_timings = select(args, work, sft_dirs["working"], sweeps)
         timings |= sweep_timings
     rl_dirs = {f"{rl}-{style}": work / f"{rl}-{style}" for style in STYLES for rl in RL_STAGES}
-    for rl, lr in chosen.items():  # the chosen validation run is the final working-style model
-        rl_dirs[f"{rl}-working"] = work / sweep_label(rl, lr)
-        timings[f"{rl}-working"] = timings[sweep_label(rl, lr)]
+    for rl, point in chosen.items():  # the chosen validation run is the final working-style model
+        rl_dirs[f"{rl}-working"] = work / sweep_label(args, rl, point)
+        timings[f"{rl}-working"] = timings[sweep_label(args, rl, point)]
     timings |= run_all(
         [
             (rl, rl_config(args, rl, sft_dirs[style], rl_dirs[f"{rl}-{style}"], chosen.get(rl)), f"{rl}-{style}")
@@ -372,7 +384,7 @@ def main() -> None:
             "rl": f"{args.rl_steps} steps, {args.rl_samples} train-pool prompts per task, rule reward `task` only, "
             f"max_completion_length {args.completion_length}; grpo/ppo settings of recipes/configs/smollm2-135m/"
             "reasoning/{grpo,ppo}.yaml"
-            + "".join(f"; {rl} learning rate {lr:g} (chosen on validation)" for rl, lr in chosen.items()),
+            + "".join(f"; {rl}: lr {lr:g}, {steps} steps (chosen on validation)" for rl, (lr, steps) in chosen.items()),
             "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
             "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",

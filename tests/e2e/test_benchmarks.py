@@ -221,21 +221,22 @@ def test_reward_from_rules_smoke(tmp_path):
 def test_reasoning_rl_smoke(tmp_path):
     out = tmp_path / "reasoning_rl.json"
     proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--work", tmp_path / "work", "--output", out,
-               "--grpo-lrs", "1e-4,2e-4", "--ppo-lrs", "3e-4")  # fmt: skip
+               "--grpo-grid", "1e-4,2e-4:2", "--ppo-grid", "3e-4:2")  # fmt: skip
     report = json.loads(out.read_text())
-    # learning rates chosen on the validation suite, the chosen run being the final working-style model
+    # learning rate and steps chosen on the validation suite, the chosen run being the final working-style model
     selection = report["selection"]
-    assert selection["suite"] == "reasoning-validation" and set(selection["grpo"]["runs"]) == {"0.0001", "0.0002"}
-    assert (
-        selection["grpo"]["chosen_learning_rate"] in (1e-4, 2e-4) and selection["ppo"]["chosen_learning_rate"] == 3e-4
-    )
-    for row in selection["grpo"]["runs"].values():
+    runs = selection["grpo"]["runs"]
+    assert selection["suite"] == "reasoning-validation"
+    assert set(runs) == {"grpo-working-lr0.0001", "grpo-working-lr0.0002-s2"}
+    assert (runs["grpo-working-lr0.0002-s2"]["learning_rate"], runs["grpo-working-lr0.0002-s2"]["steps"]) == (2e-4, 2)
+    assert selection["grpo"]["chosen"] in runs and selection["ppo"]["chosen"] == "ppo-working-lr0.0003-s2"
+    for row in runs.values():
         assert row["score"]["n"] == 6 and row["delta"]["paired"], row
     evaluated = json.loads((tmp_path / "work" / "select" / "results.json").read_text())
     assert {r["suite"] for r in evaluated["samples"]} == {"reasoning-validation"}
     answer = yaml.safe_load((tmp_path / "work" / "ppo-answer.yaml").read_text())
-    assert answer["learning_rate"] == 3e-4
-    assert "validation" in report["settings"]["selection"] and "ppo learning rate 0.0003" in report["settings"]["rl"]
+    assert (answer["learning_rate"], answer["max_steps"]) == (3e-4, 2)
+    assert "validation" in report["settings"]["selection"] and "ppo: lr 0.0003, 2 steps" in report["settings"]["rl"]
     labels = ["base"] + [f"{stage}-{style}" for style in ("working", "answer") for stage in ("sft", "grpo", "ppo")]
     assert list(report["models"]) == labels
     for label, model in report["models"].items():
