@@ -242,7 +242,7 @@ def render_reasoning() -> str:
         sft = selection["sft-working"]
         lines += [
             "",
-            f"Learning rates chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
+            f"Learning rate and steps chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
             f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on the test pool above:",
             "",
             "| RL stage | learning rate | steps | validation score | vs sft-working, paired [95% CI] | chosen |",
