@@ -78,7 +78,7 @@ def _cap_note(m: dict) -> str:
     return (
         f" A stand-in for that class, not a measurement on it: an {m['host_cpu_class']} host with PyTorch, oneDNN and "
         f"MKL capped at {capped['capability']} (`--isa-cap`), fp32 matmul {capped['fp32_matmul_gflops']:.0f} GFLOP/s "
-        f"capped against {host['fp32_matmul_gflops']:.0f} uncapped on 2 threads; same clock, caches and memory as the "
+        f"capped against {host['fp32_matmul_gflops']:.0f} uncapped on {m['cores']} threads; same clock, caches and memory as the "
         "host, llama.cpp not capped. A CPU of that class with a lower fp32 matmul rate takes longer."
     )
 

@@ -50,19 +50,15 @@ ISA_CAPS = {
         "POSTTRAIN_PRECISION": "fp32",
     }
 }
-MATMUL_PROBE = """
-import time, torch
-torch.set_num_threads(len(__import__('os').sched_getaffinity(0)))
-a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-for _ in range(3): a @ b
-n, start = 30, time.perf_counter()
-for _ in range(n): a @ b
-print(torch.backends.cpu.get_cpu_capability(), 2 * 1024**3 * n / (time.perf_counter() - start) / 1e9)
-"""
+MATMUL_PROBE = (
+    "import torch; from posttrain.planning.hardware import matmul_peak_flops; "
+    "print(torch.backends.cpu.get_cpu_capability(), matmul_peak_flops('float32', 1024, 1.0) / 1e9)"
+)
 
 
 def matmul_rate(env: dict) -> dict:
-    """The fp32 1024x1024 matmul rate (GFLOP/s) and PyTorch's CPU capability, in a process with ``env``."""
+    """The fp32 1024x1024 matmul peak (GFLOP/s, :func:`~posttrain.planning.hardware.matmul_peak_flops`) and PyTorch's
+    CPU capability, in a process with ``env`` (the caps act when torch loads)."""
     out = subprocess.run([sys.executable, "-c", MATMUL_PROBE], env=env, capture_output=True, text=True, check=True)
     capability, rate = out.stdout.split()
     return {"capability": capability, "fp32_matmul_gflops": round(float(rate), 1)}

@@ -389,7 +389,7 @@ def main() -> None:
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
             "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",
             "selection": (
-                f"each swept RL stage's learning rate, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
+                f"each swept RL stage's learning rate and steps, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
                 "prompts per task, paired gain over the working SFT); the test pool is read once, here"
                 if sweeps
                 else "none: no setting was chosen from a measurement; the test pool is read once, here"

@@ -5,6 +5,7 @@ files say, and the README holds no measurements (it links to ``docs/results.md``
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -107,11 +108,11 @@ def test_an_isa_capped_pipeline_run_caps_the_kernels_and_says_it_is_a_stand_in()
     import pipeline_figures
 
     caps = pipeline_figures.ISA_CAPS["avx2"]
-    capped = pipeline_figures.matmul_rate({**__import__("os").environ, **caps})
+    capped = pipeline_figures.matmul_rate({**os.environ, **caps})
     assert capped["capability"] == "AVX2" and capped["fp32_matmul_gflops"] > 0  # on either class: nothing above AVX2
     assert caps["POSTTRAIN_PRECISION"] == "fp32"  # the precision a CPU without AVX512-BF16 gets
     machine = {"cpu_class": "AVX2-capped", "host_cpu_class": "AVX512-BF16", "isa_cap": caps,
-               "host": {"capability": "AVX512", "fp32_matmul_gflops": 200.0}, "capped": capped}  # fmt: skip
+               "host": {"capability": "AVX512", "fp32_matmul_gflops": 200.0}, "capped": capped, "cores": 2}  # fmt: skip
     note = figures._cap_note(machine)
     assert "not a measurement on it" in note and "AVX512-BF16 host" in note and "capped at AVX2" in note
     assert figures._cap_note({"cpu_class": "AVX2"}) == ""
