@@ -249,8 +249,10 @@ def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, 
     """Run each RL stage from the working SFT at each candidate point, evaluate them all on the validation suite,
     and choose per stage the point with the best paired gain over SFT there. ``(chosen point per stage, the sweep
     table, wall times)``."""
+    from posttrain.evaluation.suites import check_selection_suite, load_suite
     from posttrain.stats import delta_ci, mean_ci
 
+    check_selection_suite(load_suite(SELECT_SUITE), "SELECT_SUITE")  # choosing never reads the sealed test pool
     jobs = [
         (rl, rl_config(args, rl, sft_dir, work / sweep_label(args, rl, point), point), sweep_label(args, rl, point))
         for rl, points in sweeps.items()
