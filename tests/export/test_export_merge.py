@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_export import make_adapter
@@ -75,6 +76,39 @@ def test_adapter_chain_through_the_merge_cache(tiny_chat_model, tmp_path, monkey
     shutil.rmtree(sft_merged)
     (dpo / "run_manifest.json").write_text(json.dumps({"stage": "dpo", "base_model": str(sft)}))
     assert adapter_chain(str(dpo))[1] == [sft.resolve(), dpo.resolve()]
+
+
+def test_merge_cache_stays_under_its_bound(tiny_chat_model, tmp_path, monkeypatch):
+    """Each new merge evicts the least recently used ones past ``POSTTRAIN_MERGED_CACHE_GB``; a cache hit counts as a
+    use, the merge just made stays, and an evicted merge is rebuilt on demand."""
+    import os
+
+    from posttrain.models.merge import merged_adapter
+
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    adapters = [make_adapter(tiny_chat_model, tmp_path / f"a{i}", seed=i) for i in range(3)]
+    first = merged_adapter(adapters[0])
+    size = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    monkeypatch.setenv("POSTTRAIN_MERGED_CACHE_GB", str(2.5 * size / 2**30))  # room for two merges
+    second = merged_adapter(adapters[1])
+    os.utime(first, (1, 1))  # a0 is the least recently used merge ...
+    os.utime(second, (2, 2))
+    assert merged_adapter(adapters[0]) == first  # ... until a hit uses it again
+    third = merged_adapter(adapters[2])
+    assert first.is_dir() and third.is_dir() and not second.exists()
+    assert not Path(str(second) + ".lock").exists()
+    assert merged_adapter(adapters[1]) == second and (second / "config.json").is_file()  # rebuilt
+    assert sum(1 for p in (tmp_path / "cache" / "merged").iterdir() if p.is_dir()) == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots", "inf"])
+def test_merge_cache_bound_must_be_positive(value, monkeypatch):
+    from posttrain.errors import UserError
+    from posttrain.models.merge import merged_cache_limit
+
+    monkeypatch.setenv("POSTTRAIN_MERGED_CACHE_GB", value)
+    with pytest.raises(UserError, match="POSTTRAIN_MERGED_CACHE_GB"):
+        merged_cache_limit()
 
 
 def test_adapter_whose_base_does_not_match(tiny_chat_model, tmp_path):

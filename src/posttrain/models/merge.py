@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from posttrain.chat_templates import keep_tokenizer_legacy
 from posttrain.chat_templates.stops import end_of_turn_ids
+from posttrain.errors import UserError
 from posttrain.log import get_logger
 from posttrain.manifest import read_manifest
 from posttrain.models.adapters import AdapterError, adapter_base, adapter_digest, is_adapter, task_model_class
@@ -289,8 +292,6 @@ def merged_adapter(adapter_dir: str | Path) -> Path:
 
     if not (dist.is_available() and dist.is_initialized()):
         return _merged_adapter(adapter_dir)
-    import os
-
     if int(os.environ.get("LOCAL_RANK", dist.get_rank())) == 0:  # the cache is per machine
         with _plain_loading():
             target = _merged_adapter(adapter_dir)
@@ -306,13 +307,87 @@ def _merged_adapter(adapter_dir: str | Path) -> Path:
 
     target = cache_dir() / "merged" / f"{Path(adapter_dir).resolve().name}-{adapter_digest(adapter_dir)}"
     if (target / "config.json").is_file():
+        _touch(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").is_file():
             logger.info("posttrain: merging adapter %s into its full-precision base -> %s", adapter_dir, target)
             merge_adapter(adapter_dir, target)
+    prune_merged_cache(keep=target)
     return target
+
+
+#: the environment variable that bounds the merge cache, in GiB (default :data:`DEFAULT_MERGED_CACHE_GIB`)
+MERGED_CACHE_ENV = "POSTTRAIN_MERGED_CACHE_GB"
+DEFAULT_MERGED_CACHE_GIB = 20.0
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        path.touch()
+
+
+def merged_cache_limit() -> int:
+    """The merge cache's size bound in bytes, from ``$POSTTRAIN_MERGED_CACHE_GB`` (a positive number of GiB)."""
+    raw = os.environ.get(MERGED_CACHE_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MERGED_CACHE_GIB * 2**30)
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = float("nan")
+    if not gib > 0 or gib == float("inf"):
+        raise UserError(f"{MERGED_CACHE_ENV}={raw!r}: give the merge cache's size bound as a positive number of GiB")
+    return int(gib * 2**30)
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prune_merged_cache(keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Remove the least recently used merges from ``$POSTTRAIN_CACHE/merged`` until it holds at most ``limit`` bytes
+    (:func:`merged_cache_limit`); ``keep`` and merges another process holds locked stay. Each merge of the embedded
+    model is ~0.5 GB in float32, and every new SFT/DPO adapter makes one, so an unbounded cache fills a disk. An
+    evicted merge is rebuilt from its adapter when it is needed again. Returns the removed folders."""
+    from filelock import FileLock, Timeout
+
+    limit = merged_cache_limit() if limit is None else limit
+    root = cache_dir() / "merged"
+    if not root.is_dir():
+        return []
+    entries = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    sizes = {p: _folder_bytes(p) for p in entries}
+    total = sum(sizes.values())
+    removed: list[Path] = []
+    keep = keep.resolve() if keep is not None else None
+    for path in sorted(entries, key=lambda p: p.stat().st_mtime):  # least recently used first
+        if total <= limit:
+            break
+        if keep is not None and path.resolve() == keep:
+            continue
+        lock = FileLock(str(path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # being merged right now
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            lock.release()
+        Path(str(path) + ".lock").unlink(missing_ok=True)
+        total -= sizes[path]
+        removed.append(path)
+    if removed:
+        logger.info(
+            "posttrain: merge cache over %.1f GiB (%s): removed %d least recently used merge(s), e.g. %s",
+            limit / 2**30,
+            MERGED_CACHE_ENV,
+            len(removed),
+            removed[0].name,
+        )
+    return removed
 
 
 @contextlib.contextmanager
@@ -320,8 +395,6 @@ def _plain_loading():
     """Load whole models on this process whatever engine launched it, for the length of the block: transformers'
     ZeRO-3 hook (its module-level DeepSpeed config reference, transformers 5.23) and accelerate's FSDP loading
     variables are set aside and put back after."""
-    import os
-
     from transformers.integrations import deepspeed as hf_deepspeed
 
     saved_env = {
