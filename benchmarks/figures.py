@@ -238,21 +238,28 @@ def render_reasoning() -> str:
         text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
         lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
     selection = r.get("selection")
+
+    def _filter_cell(row: dict) -> str:
+        samples = row.get("prompt_filter_samples", 0)
+        return f"{samples} samples" if samples else "off"
+
     if selection:
         sft = selection["sft-working"]
         lines += [
             "",
-            f"Learning rate and steps chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
+            f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
             f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on the test pool above:",
             "",
-            "| RL stage | learning rate | steps | validation score | vs sft-working, paired [95% CI] | chosen |",
-            "|---|---|---|---|---|---|",
+            "| RL stage | learning rate | steps | prompt filter | validation score | vs sft-working, paired [95% CI] "
+            "| chosen |",
+            "|---|---|---|---|---|---|---|",
         ]
         for stage in ("grpo", "ppo"):
             for label, row in (selection.get(stage) or {}).get("runs", {}).items():
                 s, d = row["score"], row["delta"]
                 lines.append(
-                    f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {100 * s['mean']:.1f}% | "
+                    f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
+                    f"{100 * s['mean']:.1f}% | "
                     f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
                     f"{'yes' if label == selection[stage]['chosen'] else ''} |"
                 )

@@ -15,8 +15,10 @@ while its working stays, and does thinking first help compared with answer-only 
    the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
    showing working), of SFT - base and of working - answer-only at each stage, the machine class, date and wall times.
 
-**Selection** (``--grpo-grid`` / ``--ppo-grid``, each a comma-separated list of ``learning_rate`` or
-``learning_rate:steps`` points, steps defaulting to ``--rl-steps``): each RL stage runs from the think-then-answer SFT
+**Selection** (``--grpo-grid`` / ``--ppo-grid``, each a comma-separated list of ``learning_rate[:steps[:filter]]``
+points, steps defaulting to ``--rl-steps``, filter the stage's ``prompt_filter_samples`` -- replies sampled per
+training prompt to keep only those the SFT model sometimes solves, :mod:`posttrain.rl.difficulty` -- defaulting to
+the recipe's): each RL stage runs from the think-then-answer SFT
 once per point, every run is evaluated on the ``reasoning-validation`` suite (the tasks' validation pool), and the
 point with the best paired gain over SFT there (mean, then CI low end) is the one both styles' final runs use; that
 working-style run is the final model itself. The test pool is read once, by the final
@@ -118,13 +120,17 @@ def sft_config(args, style: str, output_dir: Path) -> dict:
     return config
 
 
-def rl_config(args, stage_name: str, start: Path, output_dir: Path, point: tuple[float, int] | None = None) -> dict:
-    """The RL recipe from ``start``; ``point``: a ``(learning_rate, steps)`` that replaces the recipe's rate and
-    ``--rl-steps``."""
+def rl_config(
+    args, stage_name: str, start: Path, output_dir: Path, point: tuple[float, int, int] | None = None
+) -> dict:
+    """The RL recipe from ``start``; ``point``: a ``(learning_rate, steps, prompt_filter_samples)`` that replaces the
+    recipe's rate and filter and ``--rl-steps``."""
     config = recipe(stage_name)
     steps = args.rl_steps if point is None else point[1]
     if point is not None:
         config["learning_rate"] = point[0]
+        if point[2] != config.get("prompt_filter_samples", 0):  # (unchanged recipes keep earlier runs' configs)
+            config["prompt_filter_samples"] = point[2]
     for spec in config["datasets"]:
         spec["num_samples"] = args.rl_samples
     config.pop("test_split_size", None)  # no held-out pass inside RL: the evaluation below measures every model
@@ -230,19 +236,24 @@ def analyse(results: dict, count_tokens) -> dict:
     return {"models": models, "deltas": deltas}
 
 
-def grid(text: str | None, default_steps: int) -> list[tuple[float, int]]:
-    """``"5e-5,2e-4:48"`` -> ``[(5e-05, default_steps), (0.0002, 48)]``."""
+def grid(text: str | None, default_steps: int, default_filter: int = 0) -> list[tuple[float, int, int]]:
+    """``"5e-5,2e-4:48,5e-5:24:4"`` -> ``[(5e-05, default_steps, default_filter), (0.0002, 48, default_filter),
+    (5e-05, 24, 4)]``: learning rate, steps, prompt_filter_samples."""
     points = []
     for item in (text or "").split(","):
         if item.strip():
-            lr, _, steps = item.strip().partition(":")
-            points.append((float(lr), int(steps) if steps else default_steps))
+            lr, steps, samples = (item.strip().split(":") + ["", ""])[:3]
+            points.append((float(lr), int(steps or default_steps), int(samples or default_filter)))
     return points
 
 
-def sweep_label(args, stage_name: str, point: tuple[float, int]) -> str:
-    lr, steps = point
-    return f"{stage_name}-working-lr{lr:g}" + (f"-s{steps}" if steps != args.rl_steps else "")
+def sweep_label(args, stage_name: str, point: tuple[float, int, int]) -> str:
+    lr, steps, samples = point
+    return (
+        f"{stage_name}-working-lr{lr:g}"
+        + (f"-s{steps}" if steps != args.rl_steps else "")
+        + (f"-f{samples}" if samples != recipe(stage_name).get("prompt_filter_samples", 0) else "")
+    )
 
 
 def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, int]]]) -> tuple[dict, dict, dict]:
@@ -270,16 +281,17 @@ def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, 
     table, chosen = {}, {}
     for rl, points in sweeps.items():
         rows = {}
-        for lr, steps in points:
-            label = sweep_label(args, rl, (lr, steps))
+        for lr, steps, samples in points:
+            label = sweep_label(args, rl, (lr, steps, samples))
             rows[label] = {
                 "learning_rate": lr,
                 "steps": steps,
+                "prompt_filter_samples": samples,
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
         best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
-        chosen[rl] = (rows[best]["learning_rate"], rows[best]["steps"])
+        chosen[rl] = (rows[best]["learning_rate"], rows[best]["steps"], rows[best]["prompt_filter_samples"])
         table[rl] = {"runs": rows, "chosen": best}
         for key, row in rows.items():
             d = row["delta"]
@@ -303,8 +315,12 @@ def main() -> None:
     parser.add_argument("--completion-length", type=int, default=128, help="RL completion budget in tokens")
     parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--grpo-grid", default=None, help="GRPO points lr[:steps],... to choose from on validation")
-    parser.add_argument("--ppo-grid", default=None, help="PPO points lr[:steps],... to choose from on validation")
+    parser.add_argument(
+        "--grpo-grid", default=None, help="GRPO points lr[:steps[:filter]],... to choose from on validation"
+    )
+    parser.add_argument(
+        "--ppo-grid", default=None, help="PPO points lr[:steps[:filter]],... to choose from on validation"
+    )
     parser.add_argument("--smoke", action="store_true", help="the tests' tiny model, 1 step each, 2 prompts per task")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None)
@@ -331,7 +347,11 @@ def main() -> None:
         args.smoke,
         args.reuse,
     )
-    sweeps = {rl: grid(text, args.rl_steps) for rl, text in (("grpo", args.grpo_grid), ("ppo", args.ppo_grid)) if text}
+    sweeps = {
+        rl: grid(text, args.rl_steps, recipe(rl).get("prompt_filter_samples", 0))
+        for rl, text in (("grpo", args.grpo_grid), ("ppo", args.ppo_grid))
+        if text
+    }
     chosen, selection = {}, None
     if sweeps:
         chosen, selection, sweep_timings = select(args, work, sft_dirs["working"], sweeps)
@@ -386,12 +406,15 @@ def main() -> None:
             "rl": f"{args.rl_steps} steps, {args.rl_samples} train-pool prompts per task, rule reward `task` only, "
             f"max_completion_length {args.completion_length}; grpo/ppo settings of recipes/configs/smollm2-135m/"
             "reasoning/{grpo,ppo}.yaml"
-            + "".join(f"; {rl}: lr {lr:g}, {steps} steps (chosen on validation)" for rl, (lr, steps) in chosen.items()),
+            + "".join(
+                f"; {rl}: lr {lr:g}, {steps} steps, prompt_filter_samples {samples} (chosen on validation)"
+                for rl, (lr, steps, samples) in chosen.items()
+            ),
             "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
             "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",
             "selection": (
-                f"each swept RL stage's learning rate and steps, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
+                f"each swept RL stage's learning rate, steps and prompt filter, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
                 "prompts per task, paired gain over the working SFT); the test pool is read once, here"
                 if sweeps
                 else "none: no setting was chosen from a measurement; the test pool is read once, here"

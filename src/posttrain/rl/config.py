@@ -13,7 +13,7 @@ from trl.trainer.base_config import _BaseConfig
 
 from posttrain.configs import HardwareDefaultsMixin
 from posttrain.errors import ConfigError
-from posttrain.rl.rewards import parse_reward_specs
+from posttrain.rl.rewards import is_rule_reward, parse_reward_specs
 
 
 def _rewards_field():
@@ -62,7 +62,26 @@ class RewardsMixin:
         },
     )
 
+    prompt_filter_samples: int = field(
+        default=0,
+        metadata={
+            "help": "Before training, sample this many replies to each training prompt from the starting policy "
+            "(training temperature and reply budget) and train only on the prompts whose rule-reward scores differ "
+            "between them (posttrain.rl.difficulty): a prompt always or never solved gives GRPO/RLOO groups no "
+            "signal. At least 2; 0: off (every prompt). Needs a rule reward (`task`, ...)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if self.prompt_filter_samples != 0 and (
+            isinstance(self.prompt_filter_samples, bool)
+            or not isinstance(self.prompt_filter_samples, int)
+            or self.prompt_filter_samples < 2
+        ):
+            raise ConfigError(
+                f"prompt_filter_samples must be 0 (off) or at least 2 replies per prompt "
+                f"(got {self.prompt_filter_samples!r})"
+            )
         if self.hacking_guard not in ("off", "warn", "stop"):
             raise ConfigError(f"hacking_guard must be off, warn or stop (got {self.hacking_guard!r})")
         if self.hacking_guard_window < 1:
@@ -73,6 +92,11 @@ class RewardsMixin:
             )
 
         self.rewards = parse_reward_specs(self.rewards)  # unknown names fail here, before any model is loaded
+        if self.prompt_filter_samples and not any(is_rule_reward(spec["name"]) for spec in self.rewards):
+            raise ConfigError(
+                "prompt_filter_samples: the prompt filter scores replies with rule rewards; add one to rewards "
+                "(`task`: each prompt's own check)"
+            )
         super().__post_init__()
 
 

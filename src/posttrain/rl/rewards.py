@@ -51,6 +51,11 @@ def available_rewards() -> list[str]:
     return [*EXTRA_RULES, *CHECKS, *HACKABLE, REWARD_MODEL]
 
 
+def is_rule_reward(name: str) -> bool:
+    """Whether the reward ``name`` is a rule check (:class:`RuleReward`), not a proxy (reward model, hackable)."""
+    return name in (*EXTRA_RULES, *CHECKS)
+
+
 def completion_text(completion: Any) -> str:
     """The reply text of a completion: a string, or a list of messages (TRL's conversational form)."""
     if isinstance(completion, str):

@@ -22,6 +22,9 @@ from posttrain.training.common import finish_run, logged, peft_config, start_run
 from posttrain.training.rl_common import (
     GuardCallback,
     GuardTally,
+    filter_metrics,
+    filter_rl_prompts,
+    filter_summary,
     keep_best_adapter,
     load_policy,
     load_rewards,
@@ -48,6 +51,7 @@ def main(
     data = load_rl_prompts(pt_args, training_args)
     model, tokenizer = load_policy(pt_args, training_args, model_args)
     rewards = load_rewards(training_args, model, tokenizer)
+    prompt_filter = filter_rl_prompts(training_args, model, tokenizer, rewards, data)
     training_args.reward_weights = rewards.weights
     trainer_class = {"grpo": trl.GRPOTrainer, "rloo": trl.RLOOTrainer}[trainer_name]
     tally = GuardTally(rewards)  # reply counts and repetition for the hacking guard, where the rewards are computed
@@ -66,7 +70,7 @@ def main(
     trainer.add_callback(GuardCallback(guard_stop, tally))
     tracker = guard_stop.tracker = TrackerCallback.attach(trainer)  # posttrain's series into report_to's run
     result = train(run, trainer, training_args, fast=pt_args.fast_paths)
-    metrics = dict(result.metrics)
+    metrics = {**dict(result.metrics), **filter_metrics(prompt_filter)}
     eval_max_new_tokens = training_args.eval_max_new_tokens or training_args.max_completion_length
     keep_best_adapter(guard_stop, trainer.state.global_step, policy, tokenizer, rewards, data.get("test"),
                       max_new_tokens=eval_max_new_tokens, work_dir=run.work_dir)  # fmt: skip
@@ -98,6 +102,7 @@ def main(
         data_fingerprint=fingerprint(data, pt_args.datasets),
         summary={
             "rewards": ", ".join(f"{s['name']}×{s['weight']:g}" for s in training_args.rewards),
+            **filter_summary(prompt_filter),
             **reward_summary(metrics),
         },
         metrics=metrics,

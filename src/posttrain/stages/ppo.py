@@ -26,7 +26,15 @@ from posttrain.training.common import (
     run_interruptibly,
     start_run,
 )
-from posttrain.training.rl_common import load_policy, load_rewards, load_rl_prompts, reward_summary
+from posttrain.training.rl_common import (
+    filter_metrics,
+    filter_rl_prompts,
+    filter_summary,
+    load_policy,
+    load_rewards,
+    load_rl_prompts,
+    reward_summary,
+)
 
 logger = get_logger(__name__)
 
@@ -46,6 +54,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
     data = load_rl_prompts(pt_args, training_args)
     model, tokenizer = load_policy(pt_args, training_args, model_args)
     rewards = load_rewards(training_args, model, tokenizer)  # every input is validated before anything is written
+    prompt_filter = filter_rl_prompts(training_args, model, tokenizer, rewards, data)
 
     trainer = PPOTrainer(
         model, tokenizer, rewards, run.trainer_args(training_args), data["train"],
@@ -62,6 +71,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
     ctx = fast_paths.context_for(trainer, padding_free=False)
     with fast_paths_applied(run, trainer.unwrapped.policy, pt_args.fast_paths, ctx):
         metrics = run_interruptibly(run, stopper, fit, lambda: trainer.state.global_step)
+    metrics.update(filter_metrics(prompt_filter))
     heldout = None
     if "test" in data:
         heldout = trainer.final_evaluation()  # held-out rewards, also logged to the tracker
@@ -83,6 +93,7 @@ def main(pt_args: PosttrainArguments, training_args: PPOConfig, model_args: Mode
         summary={
             "rewards": ", ".join(f"{s['name']}×{s['weight']:g}" for s in training_args.rewards),
             "training reward": steps_summary(history),
+            **filter_summary(prompt_filter),
             **reward_summary(metrics),
         },
         metrics=metrics,

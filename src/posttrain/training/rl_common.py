@@ -53,6 +53,42 @@ def load_rewards(training_args, model, tokenizer):
     )
 
 
+def filter_rl_prompts(training_args, model, tokenizer, rewards, data) -> dict | None:
+    """With ``prompt_filter_samples``, replace ``data["train"]`` by the prompts whose sampled replies score differently
+    (:mod:`posttrain.rl.difficulty`); the filter's summary, or None when it is off."""
+    if not training_args.prompt_filter_samples:
+        return None
+    from posttrain.rl.difficulty import filter_prompts
+
+    data["train"], summary = filter_prompts(
+        model,
+        tokenizer,
+        rewards,
+        data["train"],
+        samples=training_args.prompt_filter_samples,
+        temperature=training_args.temperature,
+        top_p=training_args.top_p,
+        max_new_tokens=training_args.max_completion_length,
+        seed=training_args.seed,
+    )
+    return summary
+
+
+def filter_metrics(summary: dict | None) -> dict:
+    """The prompt filter's counts as run metrics (``prompt_filter_kept``...; empty when it is off)."""
+    return {f"prompt_filter_{key}": value for key, value in (summary or {}).items()}
+
+
+def filter_summary(summary: dict | None) -> dict:
+    """The model card's line for the prompt filter (empty when it is off)."""
+    if summary is None:
+        return {}
+    return {
+        "prompt filter": f"kept {summary['kept']} of {summary['prompts']} prompts ({summary['solved']} always and "
+        f"{summary['unsolved']} never solved in {summary['samples']} samples)"
+    }
+
+
 def reward_summary(metrics: dict) -> dict:
     keys = ("eval_reward_reference", "eval_reward_policy")
     if all(k in metrics for k in keys):
