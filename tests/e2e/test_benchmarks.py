@@ -217,6 +217,25 @@ def test_reward_from_rules_smoke(tmp_path):
     assert "validation pairwise accuracy" in proc.stdout
 
 
+def test_reasoning_rl_grid_sweeps_the_prompt_filter(tmp_path):
+    """``lr[:steps[:filter]]`` points: the filter becomes the run's ``prompt_filter_samples`` and its label's ``-fK``;
+    a point without one keeps the recipe's config unchanged (so earlier runs are reused)."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reasoning_rl", BENCH / "reasoning_rl.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.grid("5e-5,2e-4:48,5e-5:24:4", 24) == [(5e-5, 24, 0), (2e-4, 48, 0), (5e-5, 24, 4)]
+    args = argparse.Namespace(rl_steps=24, rl_samples=8, completion_length=64, seed=0, smoke=False)
+    assert bench.sweep_label(args, "grpo", (5e-5, 24, 4)) == "grpo-working-lr5e-05-f4"
+    assert bench.sweep_label(args, "ppo", (2e-4, 48, 0)) == "ppo-working-lr0.0002-s48"
+    filtered = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 4))
+    plain = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0))
+    assert filtered["prompt_filter_samples"] == 4 and "prompt_filter_samples" not in plain
+    assert {k: v for k, v in filtered.items() if k != "prompt_filter_samples"} == plain
+
+
 @pytest.mark.slow
 def test_reasoning_rl_smoke(tmp_path):
     out = tmp_path / "reasoning_rl.json"
