@@ -94,3 +94,17 @@ def test_rl_stage_trains_on_the_filtered_prompts(tmp_path, tiny_chat_model, stag
     assert kept + metrics["prompt_filter_solved"] + metrics["prompt_filter_unsolved"] == total
     assert len(trainer.train_dataset) == kept
     assert f"kept {kept} of 64 prompts" in (tmp_path / stage / "README.md").read_text()
+
+
+@pytest.mark.parametrize("engine", ["zero3", "fsdp"])
+def test_filter_is_refused_where_parameters_are_sharded(monkeypatch, engine):
+    """ZeRO-3/FSDP: no process holds the whole model before training, so the filter stops with the key named."""
+    from datasets import Dataset
+
+    if engine == "zero3":
+        monkeypatch.setattr(difficulty, "sharded_reason", lambda: "DeepSpeed ZeRO-3 shards the parameters")
+    else:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="prompt_filter_samples: .* shards the parameters"):
+        difficulty.filter_prompts(MODEL, None, build_rewards(["task"]), Dataset.from_list(_rows(2)), samples=2,
+                                  temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)  # fmt: skip
