@@ -98,13 +98,13 @@ def test_rl_stage_trains_on_the_filtered_prompts(tmp_path, tiny_chat_model, stag
 
 @pytest.mark.parametrize("engine", ["zero3", "fsdp"])
 def test_filter_is_refused_where_parameters_are_sharded(monkeypatch, engine):
-    """ZeRO-3/FSDP: no process holds the whole model before training, so the filter stops with the key named."""
-    from datasets import Dataset
+    """ZeRO-3/FSDP: no process holds the whole model before training, so the stage stops with the key named."""
+    from posttrain.training import rl_common
 
     if engine == "zero3":
-        monkeypatch.setattr(difficulty, "sharded_reason", lambda: "DeepSpeed ZeRO-3 shards the parameters")
+        monkeypatch.setattr(rl_common, "sharded_reason", lambda: "DeepSpeed ZeRO-3 shards the parameters")
     else:
         monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    args = SimpleNamespace(prompt_filter_samples=2, temperature=1.0, top_p=1.0, max_completion_length=8, seed=0)
     with pytest.raises(ConfigError, match="prompt_filter_samples: .* shards the parameters"):
-        difficulty.filter_prompts(MODEL, None, build_rewards(["task"]), Dataset.from_list(_rows(2)), samples=2,
-                                  temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)  # fmt: skip
+        rl_common.filter_rl_prompts(args, MODEL, None, build_rewards(["task"]), {"train": _rows(2)})

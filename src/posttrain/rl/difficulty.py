@@ -9,20 +9,18 @@ rewards' total differs between those replies. The filter reads the training prom
 it selects nothing on data that is evaluated.
 
 Processes sample their share of the prompts and the verdicts are gathered, so every process keeps the same table
-(DDP); under an engine that shards the parameters (ZeRO-3, FSDP) the filter is refused, since no process holds the
-whole model before training starts.
+(DDP); the stages refuse the filter under an engine that shards the parameters (ZeRO-3, FSDP), since no process holds
+the whole model before training starts (:func:`posttrain.training.rl_common.filter_rl_prompts`).
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Any
 
 from posttrain.errors import ConfigError
 from posttrain.log import get_logger
 from posttrain.models import generation
-from posttrain.training.fast_paths import sharded_reason
 
 logger = get_logger(__name__)
 
@@ -61,14 +59,6 @@ def filter_prompts(model, tokenizer, rewards, dataset, *, samples: int, temperat
 
     if not rewards.rule_names:
         raise ConfigError(f"{KEY}: the prompt filter scores replies with rule rewards (`task`, ...): rewards has none")
-    reason = sharded_reason() or (  # before the trainer exists, accelerate's FSDP launch shows in its variable
-        "FSDP shards the parameters" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") else None
-    )
-    if reason:
-        raise ConfigError(
-            f"{KEY}: {reason}, and the prompt filter samples with the whole model on each process before training: "
-            f"filter under DDP or on one process, or set {KEY}: 0"
-        )
     state = PartialState()
     indices = list(range(state.process_index, len(dataset), state.num_processes))
     rows = [dataset[i] for i in indices]

@@ -4,17 +4,20 @@ reward-hacking guard on TRL's GRPO/RLOO trainers (:class:`GuardTally`, :class:`G
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from posttrain.chat_templates import ChatTemplateError
+from posttrain.errors import ConfigError
 from posttrain.models.generation import stop_token_ids
 from posttrain.rl.guard import GROUP_KEYS, distinct_bigram_ratio, group_stats
 from posttrain.rl.guard_stop import GuardStop
 from posttrain.rl.prompts import load_prompts
 from posttrain.rl.rewards import build_rewards
 from posttrain.training.common import load_model_and_tokenizer
+from posttrain.training.fast_paths import sharded_reason
 
 
 def load_rl_prompts(pt_args, training_args):
@@ -58,8 +61,16 @@ def filter_rl_prompts(training_args, model, tokenizer, rewards, data) -> dict | 
     (:mod:`posttrain.rl.difficulty`); the filter's summary, or None when it is off."""
     if not training_args.prompt_filter_samples:
         return None
-    from posttrain.rl.difficulty import filter_prompts
+    from posttrain.rl.difficulty import KEY, filter_prompts
 
+    reason = sharded_reason() or (  # before the trainer exists, accelerate's FSDP launch shows in its variable
+        "FSDP shards the parameters" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") else None
+    )
+    if reason:
+        raise ConfigError(
+            f"{KEY}: {reason}, and the prompt filter samples with the whole model on each process before training: "
+            f"filter under DDP or on one process, or set {KEY}: 0"
+        )
     data["train"], summary = filter_prompts(
         model,
         tokenizer,
