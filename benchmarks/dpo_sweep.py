@@ -23,6 +23,7 @@ Results: ``--output`` (default ``benchmarks/results/dpo_sweep.json``); the measu
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -106,6 +107,10 @@ def main() -> None:
         points.append((*default, False))
     points.append((*default, True))
 
+    from figures import machine  # (this folder is on sys.path when the script runs)
+
+    host = {**machine(), "loadavg_at_start": round(os.getloadavg()[0], 2)}
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     runs = {}
     for beta, lr, precompute in points:
         name = label(beta, lr, precompute)
@@ -179,9 +184,17 @@ def main() -> None:
     print(f"\nbest: {best}; precompute_ref_log_probs at {label(*default)}: {plain['seconds']:.0f} s without, "
           f"{pre['seconds']:.0f} s with: ratio {ratio:.2f}x")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"runs": runs, "sft": sft, "sft_validation": sft_validation, "best": best,
-                                       "selection_suite": selection, "report_suite": "builtin",
-                                       "precompute_ratio": ratio, "primary": primary,
+    settings = {
+        "config": str(config_path.relative_to(ROOT)) if config_path.is_relative_to(ROOT) else config_path.name,
+        "start_model": config["model_name_or_path"],
+        "data": config["datasets"][0]["path"],
+        "max_steps": args.steps or config.get("max_steps"),
+        "smoke": args.smoke,
+    }
+    args.output.write_text(json.dumps({"script": "benchmarks/dpo_sweep.py", "date": started, "machine": host,
+                                       "settings": settings, "runs": runs, "sft": sft,
+                                       "sft_validation": sft_validation, "best": best, "selection_suite": selection,
+                                       "report_suite": "builtin", "precompute_ratio": ratio, "primary": primary,
                                        "max_samples": args.max_samples}, indent=2) + "\n")  # fmt: skip
     print(f"results: {args.output}")
 

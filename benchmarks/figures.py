@@ -267,6 +267,59 @@ def render_reasoning() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_dpo_sweep(r: dict | None = None) -> str:
+    """DPO's beta and learning rate, chosen on the validation pool, the chosen point on the test pool
+    (``benchmarks/dpo_sweep.py``; ``r``: its results, default the committed file)."""
+    r = r or load("dpo_sweep.json")
+    if r is None:
+        return "Not measured yet (`benchmarks/dpo_sweep.py`).\n"
+    if "selection_suite" not in r:  # written before the pools were split: selection figures only
+        return (f"[`benchmarks/results/dpo_sweep.json`](benchmarks/results/dpo_sweep.json) ({r.get('date')}) predates "
+                "the validation/test split: its figures are the ones the default was chosen by, on today's validation "
+                "pool, and no test-pool figure exists for it.\n")
+    m, runs, sv = r["machine"], r["runs"], r["sft_validation"]
+
+    def _delta(d: dict) -> str:
+        text = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        return f"**{text}**" if d["low"] > 0 else text
+
+    lines = [
+        f"`{r['script']}` ([`benchmarks/results/dpo_sweep.json`](benchmarks/results/dpo_sweep.json), "
+        f"{r['date'][:10]}, {m.get('cpu_class')}; `{r['settings']['config']}` from `{r['settings']['start_model']}`, "
+        f"{r['settings']['max_steps']} steps, only beta and the learning rate changed; greedy):",
+        "",
+        f"Chosen on `{r['selection_suite']}` (the validation pool, {sv['total']} prompts; SFT there "
+        f"{100 * sv['mean']:.1f}% [{100 * sv['low']:.1f}, {100 * sv['high']:.1f}]):",
+        "",
+        "| beta | learning rate | validation score [95% CI] | vs SFT, paired [95% CI] | stop rate | wall s | chosen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        if run["precompute_ref_log_probs"]:
+            continue
+        v = run["validation"]
+        s = v["score"]
+        lines.append(
+            f"| {run['beta']:g} | {run['learning_rate']:g} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, "
+            f"{100 * s['high']:.1f}] | {_delta(v['delta'])} | {100 * v['stop_rate']:.0f}% | {run['seconds']:.0f} | "
+            f"{'yes' if name == r['best'] else ''} |"
+        )
+    best, sft = runs[r["best"]], r["sft"]
+    s = best["score"]
+    lines += [
+        "",
+        f"The chosen point on `{r['report_suite']}` (the sealed test pool, {sft['total']} prompts, read once): SFT "
+        f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}], DPO (beta {best['beta']:g}, "
+        f"lr {best['learning_rate']:g}) {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}], "
+        f"paired difference {_delta(best['delta'])}, stop rate {100 * best['stop_rate']:.0f}%.",
+        "",
+        f"`precompute_ref_log_probs: true` at the default point: wall time without / with = "
+        f"{r['precompute_ratio']:.2f}x.",
+    ]
+    lines += ["", *(f"* {note}" for note in r.get("notes", []))]
+    return "\n".join(lines) + "\n"
+
+
 def render_preference_methods() -> str:
     """DPO, KTO, ORPO and SimPO from the same SFT on the same pairs (``benchmarks/preference_methods.py``)."""
     r = load("preference_methods.json")
@@ -322,6 +375,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "guard": render_guard,
     "reasoning": render_reasoning,
     "preference_methods": render_preference_methods,
+    "dpo_sweep": render_dpo_sweep,
     "plan_check": render_plan_check,
 }
 #: a generated figure block in a Markdown file (the README had some; it must hold none now)
@@ -365,6 +419,11 @@ def render_results_doc() -> str:
         "The methods and when to choose each: [preference-methods.md](preference-methods.md).",
         "",
         SECTIONS["preference_methods"](),
+        "## DPO's beta and learning rate",
+        "",
+        "How the sweep runs and what it chose: [dpo-sweep.md](dpo-sweep.md).",
+        "",
+        SECTIONS["dpo_sweep"](),
         "## Memory plan against measured peaks",
         "",
         "What `posttrain plan` estimates and how: [plan.md](plan.md).",
@@ -372,7 +431,7 @@ def render_results_doc() -> str:
         SECTIONS["plan_check"](),
     ]
     shown = {"guard_calibration.json", "guard_live.json", "reasoning_rl.json", "preference_methods.json",
-             "plan_check.json"}  # fmt: skip
+             "plan_check.json", "dpo_sweep.json"}  # fmt: skip
     for path in sorted(RESULTS.glob("*.json")):
         if path.name.startswith("pipeline_") or path.name in shown:
             continue

@@ -114,17 +114,25 @@ def test_eval_throughput_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_dpo_sweep_smoke(tmp_path):
+def test_dpo_sweep_smoke(tmp_path, monkeypatch):
     out = tmp_path / "dpo.json"
     run(tmp_path, "dpo_sweep.py", "--smoke", "--workdir", tmp_path / "work", "--output", out)
     report = json.loads(out.read_text())
     assert report["precompute_ratio"] > 0
+    assert report["script"] == "benchmarks/dpo_sweep.py" and report["machine"]["cpu_class"] in ("AVX2", "AVX512-BF16")
+    assert report["date"].startswith("20") and report["settings"]["smoke"] is True
     assert {r["precompute_ref_log_probs"] for r in report["runs"].values()} == {True, False}
     assert report["best"] in report["runs"] and "delta" in report["runs"][report["best"]]
     # chosen on the validation pool, reported on the sealed test pool: only the chosen point has a test score
     assert report["selection_suite"] == "builtin-validation" and report["report_suite"] == "builtin"
     assert all("validation" in r for r in report["runs"].values() if not r["precompute_ref_log_probs"])
     assert [n for n, r in report["runs"].items() if "score" in r] == [report["best"]]
+    monkeypatch.syspath_prepend(str(BENCH))
+    from figures import render_dpo_sweep
+
+    table = render_dpo_sweep(report)  # the docs/results.md section this file would give
+    assert sum(line.endswith("| yes |") for line in table.splitlines()) == 1
+    assert "sealed test pool" in table and "Not measured" not in table
 
 
 def test_dpo_sweep_refuses_to_choose_on_the_test_pool(tmp_path):
