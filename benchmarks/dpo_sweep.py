@@ -110,7 +110,7 @@ def main() -> None:
     from figures import machine  # (this folder is on sys.path when the script runs)
 
     host = {**machine(), "loadavg_at_start": round(os.getloadavg()[0], 2)}
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     runs = {}
     for beta, lr, precompute in points:
         name = label(beta, lr, precompute)

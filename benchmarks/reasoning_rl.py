@@ -15,14 +15,17 @@ while its working stays, and does thinking first help compared with answer-only 
    the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
    showing working), of SFT - base and of working - answer-only at each stage, the machine class, date and wall times.
 
-**Selection** (``--grpo-grid`` / ``--ppo-grid``, each a comma-separated list of ``learning_rate[:steps[:filter]]``
-points, steps defaulting to ``--rl-steps``, filter the stage's ``prompt_filter_samples`` -- replies sampled per
-training prompt to keep only those the SFT model sometimes solves, :mod:`posttrain.rl.difficulty` -- defaulting to
-the recipe's): each RL stage runs from the think-then-answer SFT
-once per point, every run is evaluated on the ``reasoning-validation`` suite (the tasks' validation pool), and the
+**Selection** (``--grpo-grid`` / ``--ppo-grid``, each a comma-separated list of
+``learning_rate[:steps[:filter[:batch]]]`` points, steps defaulting to ``--rl-steps``, filter the stage's
+``prompt_filter_samples`` -- replies sampled per training prompt to keep only those the SFT model sometimes solves,
+:mod:`posttrain.rl.difficulty` -- defaulting to the recipe's, batch a multiplier of the recipe's prompts per step
+(:data:`BATCH_KEYS`; the optimizer updates per step stay), default 1): each RL stage runs from the think-then-answer
+SFT once per point, every run is evaluated on the ``reasoning-validation`` suite (the tasks' validation pool), and the
 point with the best paired gain over SFT there (mean, then CI low end) is the one both styles' final runs use; that
-working-style run is the final model itself. The test pool is read once, by the final
-evaluation, which nothing was chosen on. Without the lists the recipes' rates are used and nothing is chosen.
+working-style run is the final model itself. The test pool is read once, by the final evaluation, which nothing was
+chosen on. Without the lists the recipes' rates are used and nothing is chosen. ``--select-only`` stops after the
+selection (the answer-only SFT and the test pool untouched): an exploration whose results file holds the validation
+table alone.
 
 Run it from the repository root::
 
@@ -121,10 +124,11 @@ def sft_config(args, style: str, output_dir: Path) -> dict:
 
 
 def rl_config(
-    args, stage_name: str, start: Path, output_dir: Path, point: tuple[float, int, int] | None = None
+    args, stage_name: str, start: Path, output_dir: Path, point: tuple[float, int, int, int] | None = None
 ) -> dict:
-    """The RL recipe from ``start``; ``point``: a ``(learning_rate, steps, prompt_filter_samples)`` that replaces the
-    recipe's rate and filter and ``--rl-steps``."""
+    """The RL recipe from ``start``; ``point``: a ``(learning_rate, steps, prompt_filter_samples, batch multiplier)``
+    that replaces the recipe's rate and filter and ``--rl-steps`` and multiplies its batch sizes
+    (:data:`BATCH_KEYS`)."""
     config = recipe(stage_name)
     steps = args.rl_steps if point is None else point[1]
     if point is not None:
@@ -144,6 +148,8 @@ def rl_config(
         else:
             config.update(rollout_batch_size=4, generation_batch_size=4, forward_batch_size=4,
                           per_device_train_batch_size=2, num_ppo_epochs=1)  # fmt: skip
+    for key in BATCH_KEYS[stage_name] if point is not None and point[3] != 1 else ():  # (after the smoke sizes)
+        config[key] *= point[3]
     return config
 
 
@@ -236,27 +242,42 @@ def analyse(results: dict, count_tokens) -> dict:
     return {"models": models, "deltas": deltas}
 
 
-def grid(text: str | None, default_steps: int, default_filter: int = 0) -> list[tuple[float, int, int]]:
-    """``"5e-5,2e-4:48,5e-5:24:4"`` -> ``[(5e-05, default_steps, default_filter), (0.0002, 48, default_filter),
-    (5e-05, 24, 4)]``: learning rate, steps, prompt_filter_samples."""
+#: the batch sizes a grid point's batch multiplier scales (prompts per step; the number of optimizer updates per
+#: step and GRPO's replies per prompt stay as the recipe has them)
+BATCH_KEYS = {
+    "grpo": ("per_device_train_batch_size",),
+    "ppo": ("rollout_batch_size", "generation_batch_size", "forward_batch_size", "per_device_train_batch_size"),
+}
+
+
+def grid(text: str | None, default_steps: int, default_filter: int = 0) -> list[tuple[float, int, int, int]]:
+    """``"5e-5,2e-4:48,5e-5:24:4,1e-4:24:4:4"`` -> ``[(5e-05, default_steps, default_filter, 1), (0.0002, 48,
+    default_filter, 1), (5e-05, 24, 4, 1), (0.0001, 24, 4, 4)]``: learning rate, steps, prompt_filter_samples, batch
+    multiplier (prompts per step times the recipe's)."""
     points = []
     for item in (text or "").split(","):
         if item.strip():
-            lr, steps, samples = (item.strip().split(":") + ["", ""])[:3]
-            points.append((float(lr), int(steps or default_steps), int(samples or default_filter)))
+            lr, steps, samples, batch = (item.strip().split(":") + ["", "", ""])[:4]
+            point = (float(lr), int(steps or default_steps), int(samples or default_filter), int(batch or 1))
+            if point[3] < 1:
+                raise SystemExit(f"reasoning_rl: grid point {item.strip()!r}: the batch multiplier must be >= 1")
+            points.append(point)
     return points
 
 
-def sweep_label(args, stage_name: str, point: tuple[float, int, int]) -> str:
-    lr, steps, samples = point
+def sweep_label(args, stage_name: str, point: tuple[float, int, int, int]) -> str:
+    lr, steps, samples, batch = point
     return (
         f"{stage_name}-working-lr{lr:g}"
         + (f"-s{steps}" if steps != args.rl_steps else "")
         + (f"-f{samples}" if samples != recipe(stage_name).get("prompt_filter_samples", 0) else "")
+        + (f"-b{batch}" if batch != 1 else "")
     )
 
 
-def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, int]]]) -> tuple[dict, dict, dict]:
+def select(
+    args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, int, int, int]]]
+) -> tuple[dict, dict, dict]:
     """Run each RL stage from the working SFT at each candidate point, evaluate them all on the validation suite,
     and choose per stage the point with the best paired gain over SFT there. ``(chosen point per stage, the sweep
     table, wall times)``."""
@@ -281,17 +302,19 @@ def select(args, work: Path, sft_dir: Path, sweeps: dict[str, list[tuple[float, 
     table, chosen = {}, {}
     for rl, points in sweeps.items():
         rows = {}
-        for lr, steps, samples in points:
-            label = sweep_label(args, rl, (lr, steps, samples))
+        for lr, steps, samples, batch in points:
+            label = sweep_label(args, rl, (lr, steps, samples, batch))
             rows[label] = {
                 "learning_rate": lr,
                 "steps": steps,
                 "prompt_filter_samples": samples,
+                "batch_multiplier": batch,
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
         best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
-        chosen[rl] = (rows[best]["learning_rate"], rows[best]["steps"], rows[best]["prompt_filter_samples"])
+        row = rows[best]
+        chosen[rl] = (row["learning_rate"], row["steps"], row["prompt_filter_samples"], row["batch_multiplier"])
         table[rl] = {"runs": rows, "chosen": best}
         for key, row in rows.items():
             d = row["delta"]
@@ -316,16 +339,24 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--grpo-grid", default=None, help="GRPO points lr[:steps[:filter]],... to choose from on validation"
+        "--grpo-grid", default=None, help="GRPO points lr[:steps[:filter[:batch]]],... to choose from on validation"
     )
     parser.add_argument(
-        "--ppo-grid", default=None, help="PPO points lr[:steps[:filter]],... to choose from on validation"
+        "--ppo-grid", default=None, help="PPO points lr[:steps[:filter[:batch]]],... to choose from on validation"
+    )
+    parser.add_argument(
+        "--select-only",
+        action="store_true",
+        help="train the working SFT and the grid points, score them on the validation pool and stop: the test pool "
+        "is not read and the results file holds the selection table alone",
     )
     parser.add_argument("--smoke", action="store_true", help="the tests' tiny model, 1 step each, 2 prompts per task")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true", help="keep finished stages in --work run with the same config")
     args = parser.parse_args()
+    if args.select_only and not (args.grpo_grid or args.ppo_grid):
+        parser.error("--select-only needs --grpo-grid or --ppo-grid")
     args.output = args.output or REPO / f"benchmarks/results/reasoning_rl{'_smoke' if args.smoke else ''}.json"
     work = args.work or Path(tempfile.mkdtemp(prefix="reasoning_rl-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -340,9 +371,18 @@ def main() -> None:
     clock = time.monotonic()
     load_at_start = os.getloadavg()[0]
 
+    host = {
+        "class": machine_class(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": load_at_start,
+        "omp": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+    }
     sft_dirs = {style: work / f"sft-{style}" for style in STYLES}
     timings = run_all(
-        [("sft", sft_config(args, style, sft_dirs[style]), f"sft-{style}") for style in STYLES],
+        [
+            ("sft", sft_config(args, style, sft_dirs[style]), f"sft-{style}")
+            for style in (("working",) if args.select_only else STYLES)
+        ],
         work,
         args.smoke,
         args.reuse,
@@ -356,6 +396,30 @@ def main() -> None:
     if sweeps:
         chosen, selection, sweep_timings = select(args, work, sft_dirs["working"], sweeps)
         timings |= sweep_timings
+    if args.select_only:  # a validation-only exploration: nothing reads the test pool
+        report = {
+            "benchmark": "reasoning_rl (validation only)",
+            "script": "benchmarks/reasoning_rl.py --select-only",
+            "date": started.isoformat(timespec="seconds"),
+            "machine": host,
+            "settings": {
+                "sft": f"{args.sft_samples} train-pool examples per task x 3 tasks, {args.sft_epochs} epoch(s); "
+                "reply: working",
+                "rl": f"{args.rl_samples} train-pool prompts per task, rule reward `task` only, max_completion_length "
+                f"{args.completion_length}; recipes/configs/smollm2-135m/reasoning/{{grpo,ppo}}.yaml with each grid "
+                "point's changes",
+                "selection": f"{SELECT_SUITE}: {args.eval_samples} validation-pool prompts per task, greedy; the test "
+                "pool is not read",
+                "seed": args.seed,
+                "smoke": args.smoke,
+            },
+            "selection": selection,
+            "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)},
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        print(f"[reasoning_rl] wrote {args.output} (validation only, {report['timings_s']['total']:.0f} s)")
+        return
     rl_dirs = {f"{rl}-{style}": work / f"{rl}-{style}" for style in STYLES for rl in RL_STAGES}
     for rl, point in chosen.items():  # the chosen validation run is the final working-style model
         rl_dirs[f"{rl}-working"] = work / sweep_label(args, rl, point)
@@ -393,12 +457,7 @@ def main() -> None:
         "benchmark": "reasoning_rl",
         "script": "benchmarks/reasoning_rl.py",
         "date": started.isoformat(timespec="seconds"),
-        "machine": {
-            "class": machine_class(),
-            "cpu_count": os.cpu_count(),
-            "loadavg_at_start": load_at_start,
-            "omp": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
-        },
+        "machine": host,
         "settings": {
             "model": args.model if not args.smoke else "tests/tiny.py chat Llama",
             "sft": f"{args.sft_samples} train-pool examples per task x 3 tasks, {args.sft_epochs} epoch(s), lr "
@@ -407,8 +466,9 @@ def main() -> None:
             f"max_completion_length {args.completion_length}; grpo/ppo settings of recipes/configs/smollm2-135m/"
             "reasoning/{grpo,ppo}.yaml"
             + "".join(
-                f"; {rl}: lr {lr:g}, {steps} steps, prompt_filter_samples {samples} (chosen on validation)"
-                for rl, (lr, steps, samples) in chosen.items()
+                f"; {rl}: lr {lr:g}, {steps} steps, prompt_filter_samples {samples}, batch x{batch} (chosen on "
+                "validation)"
+                for rl, (lr, steps, samples, batch) in chosen.items()
             ),
             "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",

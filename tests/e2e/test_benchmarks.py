@@ -234,14 +234,28 @@ def test_reasoning_rl_grid_sweeps_the_prompt_filter(tmp_path):
     spec = importlib.util.spec_from_file_location("reasoning_rl", BENCH / "reasoning_rl.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.grid("5e-5,2e-4:48,5e-5:24:4", 24) == [(5e-5, 24, 0), (2e-4, 48, 0), (5e-5, 24, 4)]
+    assert bench.grid("5e-5,2e-4:48,5e-5:24:4,1e-4:24:4:4", 24) == [
+        (5e-5, 24, 0, 1), (2e-4, 48, 0, 1), (5e-5, 24, 4, 1), (1e-4, 24, 4, 4)
+    ]  # fmt: skip
+    with pytest.raises(SystemExit, match="batch multiplier"):
+        bench.grid("1e-4:24:0:0", 24)
     args = argparse.Namespace(rl_steps=24, rl_samples=8, completion_length=64, seed=0, smoke=False)
-    assert bench.sweep_label(args, "grpo", (5e-5, 24, 4)) == "grpo-working-lr5e-05-f4"
-    assert bench.sweep_label(args, "ppo", (2e-4, 48, 0)) == "ppo-working-lr0.0002-s48"
-    filtered = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 4))
-    plain = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0))
+    assert bench.sweep_label(args, "grpo", (5e-5, 24, 4, 1)) == "grpo-working-lr5e-05-f4"
+    assert bench.sweep_label(args, "ppo", (2e-4, 48, 0, 1)) == "ppo-working-lr0.0002-s48"
+    assert bench.sweep_label(args, "grpo", (1e-4, 24, 4, 4)) == "grpo-working-lr0.0001-f4-b4"
+    filtered = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 4, 1))
+    plain = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0, 1))
     assert filtered["prompt_filter_samples"] == 4 and "prompt_filter_samples" not in plain
     assert {k: v for k, v in filtered.items() if k != "prompt_filter_samples"} == plain
+    # the batch multiplier scales prompts per step, not the updates per step nor GRPO's replies per prompt
+    grpo4 = bench.rl_config(args, "grpo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0, 4))
+    assert grpo4["per_device_train_batch_size"] == 4 * plain["per_device_train_batch_size"]
+    assert grpo4["num_generations"] == plain["num_generations"]
+    ppo1 = bench.rl_config(args, "ppo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0, 1))
+    ppo4 = bench.rl_config(args, "ppo", tmp_path / "sft", tmp_path / "out", (5e-5, 24, 0, 4))
+    changed = {k for k in ppo1 if ppo1[k] != ppo4[k]}
+    assert changed == set(bench.BATCH_KEYS["ppo"]) and all(ppo4[k] == 4 * ppo1[k] for k in changed)
+    assert ppo4["num_mini_batches"] == ppo1["num_mini_batches"]
 
 
 @pytest.mark.slow
@@ -279,6 +293,36 @@ def test_reasoning_rl_smoke(tmp_path):
     assert report["date"] and report["timings_s"]["total"] > 0
     assert set(report["timings_s"]) >= set(labels[1:]) | {"evaluate"}
     assert "reasoning_rl] wrote" in proc.stdout
+
+
+@pytest.mark.slow
+def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path):
+    """``--select-only``: the working SFT and the grid points, scored on the validation pool, then a results file with
+    the selection table alone; no answer-only SFT, no final runs, no test-pool evaluation."""
+    out = tmp_path / "selection.json"
+    proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--select-only", "--work", tmp_path / "work", "--output", out,
+               "--grpo-grid", "1e-4,1e-4:1:0:2")  # fmt: skip
+    report = json.loads(out.read_text())
+    runs = report["selection"]["grpo"]["runs"]
+    assert set(runs) == {"grpo-working-lr0.0001", "grpo-working-lr0.0001-b2"} and "models" not in report
+    assert runs["grpo-working-lr0.0001-b2"]["batch_multiplier"] == 2
+    trained = yaml.safe_load((tmp_path / "work" / "grpo-working-lr0.0001-b2.yaml").read_text())
+    assert (
+        trained["per_device_train_batch_size"]
+        == 2
+        * yaml.safe_load((tmp_path / "work" / "grpo-working-lr0.0001.yaml").read_text())["per_device_train_batch_size"]
+    )
+    evaluated = json.loads((tmp_path / "work" / "select" / "results.json").read_text())
+    assert {r["suite"] for r in evaluated["samples"]} == {"reasoning-validation"}
+    assert not (tmp_path / "work" / "sft-answer").exists() and not (tmp_path / "work" / "eval").exists()
+    assert "validation only" in proc.stdout
+
+
+def test_reasoning_rl_select_only_needs_a_grid(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "reasoning_rl.py"), "--select-only", "--work", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "--select-only needs --grpo-grid or --ppo-grid" in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_preference_methods_smoke(tmp_path):
