@@ -212,6 +212,51 @@ def render_export() -> str:
     )
 
 
+def _selection_table(selection: dict) -> list[str]:
+    """The validation-pool table of ``reasoning_rl.py``'s grid points, per RL stage."""
+
+    def _filter_cell(row: dict) -> str:
+        samples = row.get("prompt_filter_samples", 0)
+        return f"{samples} samples" if samples else "off"
+
+    lines = [
+        "| RL stage | learning rate | steps | prompt filter | batch | validation score | vs sft-working, paired "
+        "[95% CI] | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in ("grpo", "ppo"):
+        for label, row in (selection.get(stage) or {}).get("runs", {}).items():
+            s, d = row["score"], row["delta"]
+            lines.append(
+                f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
+                f"x{row.get('batch_multiplier', 1)} | {100 * s['mean']:.1f}% | "
+                f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
+                f"{'yes' if label == selection[stage]['chosen'] else ''} |"
+            )
+    return lines
+
+
+def render_reasoning_explorations() -> str:
+    """``reasoning_rl.py --select-only`` runs: grid points scored on the validation pool only."""
+    out = []
+    for path in sorted(RESULTS.glob("reasoning_rl_*.json")):
+        r = json.loads(path.read_text())
+        if not r.get("script", "").endswith("--select-only"):
+            continue
+        sft = r["selection"]["sft-working"]
+        out += [
+            f"`{r['script']}` ([`benchmarks/results/{path.name}`](benchmarks/results/{path.name}), {r['date'][:10]}, "
+            f"{r['machine'].get('class')}; {r['settings']['selection']}; sft-working there {100 * sft['mean']:.1f}% "
+            f"[{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]):",
+            "",
+            *_selection_table(r["selection"]),
+            "",
+            *(f"* {note}" for note in r.get("notes", [])),
+            "",
+        ]
+    return "\n".join(out) if out else "None yet.\n"
+
+
 def render_reasoning() -> str:
     """RL on think-then-answer SFT vs answer-only SFT (``benchmarks/reasoning_rl.py``)."""
     r = load("reasoning_rl.json")
@@ -238,31 +283,16 @@ def render_reasoning() -> str:
         text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
         lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
     selection = r.get("selection")
-
-    def _filter_cell(row: dict) -> str:
-        samples = row.get("prompt_filter_samples", 0)
-        return f"{samples} samples" if samples else "off"
-
     if selection:
         sft = selection["sft-working"]
         lines += [
             "",
-            f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool; sft-working there "
-            f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on the test pool above:",
+            f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool; "
+            f"sft-working there {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on "
+            "the test pool above:",
             "",
-            "| RL stage | learning rate | steps | prompt filter | validation score | vs sft-working, paired [95% CI] "
-            "| chosen |",
-            "|---|---|---|---|---|---|---|",
+            *_selection_table(selection),
         ]
-        for stage in ("grpo", "ppo"):
-            for label, row in (selection.get(stage) or {}).get("runs", {}).items():
-                s, d = row["score"], row["delta"]
-                lines.append(
-                    f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
-                    f"{100 * s['mean']:.1f}% | "
-                    f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
-                    f"{'yes' if label == selection[stage]['chosen'] else ''} |"
-                )
     lines += ["", *(f"* {note}" for note in r.get("notes", []))]
     return "\n".join(lines) + "\n"
 
@@ -376,6 +406,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "export": render_export,
     "guard": render_guard,
     "reasoning": render_reasoning,
+    "reasoning_explorations": render_reasoning_explorations,
     "preference_methods": render_preference_methods,
     "dpo_sweep": render_dpo_sweep,
     "plan_check": render_plan_check,
@@ -416,6 +447,12 @@ def render_results_doc() -> str:
         "## RL on reasoning: think-then-answer SFT vs answer-only SFT",
         "",
         SECTIONS["reasoning"](),
+        "### Explorations on the validation pool",
+        "",
+        "`benchmarks/reasoning_rl.py --select-only`: grid points tried on the validation pool alone (the test pool",
+        "not read), to find whether a setting is worth a full run.",
+        "",
+        SECTIONS["reasoning_explorations"](),
         "## Preference methods: DPO, KTO, ORPO, SimPO",
         "",
         "The methods and when to choose each: [preference-methods.md](preference-methods.md).",
@@ -438,6 +475,8 @@ def render_results_doc() -> str:
         if path.name.startswith("pipeline_") or path.name in shown:
             continue
         data = json.loads(path.read_text())
+        if data.get("script", "").endswith("--select-only"):
+            continue  # (rendered with the reasoning section)
         meta = {k: data[k] for k in ("script", "date", "machine", "cpu_class", "machine_class") if k in data}
         out += [f"## `{path.name}`", "", "```json", json.dumps(meta, indent=2) if meta else "{}", "```", ""]
         out.append(f"Full figures: [`benchmarks/results/{path.name}`](../benchmarks/results/{path.name}).")

@@ -296,7 +296,7 @@ def test_reasoning_rl_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path):
+def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path, monkeypatch):
     """``--select-only``: the working SFT and the grid points, scored on the validation pool, then a results file with
     the selection table alone; no answer-only SFT, no final runs, no test-pool evaluation."""
     out = tmp_path / "selection.json"
@@ -316,6 +316,11 @@ def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path):
     assert {r["suite"] for r in evaluated["samples"]} == {"reasoning-validation"}
     assert not (tmp_path / "work" / "sft-answer").exists() and not (tmp_path / "work" / "eval").exists()
     assert "validation only" in proc.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    from figures import _selection_table
+
+    rows = [line for line in _selection_table(report["selection"]) if line.startswith("| grpo |")]
+    assert len(rows) == 2 and "| x2 |" in rows[1] and sum(row.endswith("| yes |") for row in rows) == 1
 
 
 def test_reasoning_rl_select_only_needs_a_grid(tmp_path):
