@@ -219,6 +219,9 @@ def _selection_table(selection: dict) -> list[str]:
         samples = row.get("prompt_filter_samples", 0)
         return f"{samples} samples" if samples else "off"
 
+    def _per_step(row: dict) -> str:  # (recorded since 2026-12-06)
+        return f" ({row['rollouts_per_step']} per step)" if "rollouts_per_step" in row else ""
+
     lines = [
         "| RL stage | learning rate | steps | prompt filter | batch | validation score | vs sft-working, paired "
         "[95% CI] | chosen |",
@@ -229,7 +232,7 @@ def _selection_table(selection: dict) -> list[str]:
             s, d = row["score"], row["delta"]
             lines.append(
                 f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
-                f"x{row.get('batch_multiplier', 1)} | {100 * s['mean']:.1f}% | "
+                f"x{row.get('batch_multiplier', 1)}{_per_step(row)} | {100 * s['mean']:.1f}% | "
                 f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
                 f"{'yes' if label == selection[stage]['chosen'] else ''} |"
             )

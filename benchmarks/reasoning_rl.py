@@ -142,7 +142,8 @@ def rl_config(
         model_name_or_path=str(start), output_dir=str(output_dir), seed=args.seed, max_steps=steps,
         max_completion_length=args.completion_length,
     )  # fmt: skip
-    if args.smoke:
+    if args.smoke:  # (the tiny random model solves no prompt, so a prompt filter would keep none: off)
+        config.pop("prompt_filter_samples", None)
         if stage_name == "grpo":
             config.update(per_device_train_batch_size=4, num_generations=2)
         else:
@@ -291,6 +292,8 @@ def select(
         for point in points
     ]
     timings = run_all(jobs, work, args.smoke, args.reuse)
+    configs = {label: config for _, config, label in jobs}  # what each run trained with, as recorded below
+    per_step = {label: config[BATCH_KEYS[rl][0]] for rl, config, label in jobs}  # replies (GRPO) / prompts (PPO)
     models = {"sft-working": sft_dir, **{label: work / label for _, _, label in jobs}}
     eval_dir = work / "select"
     config = eval_config(args, models, eval_dir, SELECT_SUITE)
@@ -307,14 +310,14 @@ def select(
             rows[label] = {
                 "learning_rate": lr,
                 "steps": steps,
-                "prompt_filter_samples": samples,
+                "prompt_filter_samples": configs[label].get("prompt_filter_samples", 0),
                 "batch_multiplier": batch,
+                "rollouts_per_step": per_step[label],
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
         best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
-        row = rows[best]
-        chosen[rl] = (row["learning_rate"], row["steps"], row["prompt_filter_samples"], row["batch_multiplier"])
+        chosen[rl] = next(point for point in points if sweep_label(args, rl, point) == best)
         table[rl] = {"runs": rows, "chosen": best}
         for key, row in rows.items():
             d = row["delta"]

@@ -301,11 +301,14 @@ def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path, monkeypatc
     the selection table alone; no answer-only SFT, no final runs, no test-pool evaluation."""
     out = tmp_path / "selection.json"
     proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--select-only", "--work", tmp_path / "work", "--output", out,
-               "--grpo-grid", "1e-4,1e-4:1:0:2")  # fmt: skip
+               "--grpo-grid", "1e-4,1e-4:1::2")  # fmt: skip
     report = json.loads(out.read_text())
     runs = report["selection"]["grpo"]["runs"]
     assert set(runs) == {"grpo-working-lr0.0001", "grpo-working-lr0.0001-b2"} and "models" not in report
     assert runs["grpo-working-lr0.0001-b2"]["batch_multiplier"] == 2
+    assert (
+        runs["grpo-working-lr0.0001-b2"]["rollouts_per_step"] == 2 * runs["grpo-working-lr0.0001"]["rollouts_per_step"]
+    )
     trained = yaml.safe_load((tmp_path / "work" / "grpo-working-lr0.0001-b2.yaml").read_text())
     assert (
         trained["per_device_train_batch_size"]
@@ -320,7 +323,9 @@ def test_reasoning_rl_select_only_never_reads_the_test_pool(tmp_path, monkeypatc
     from figures import _selection_table
 
     rows = [line for line in _selection_table(report["selection"]) if line.startswith("| grpo |")]
-    assert len(rows) == 2 and "| x2 |" in rows[1] and sum(row.endswith("| yes |") for row in rows) == 1
+    assert (
+        len(rows) == 2 and "| off | x2 (8 per step) |" in rows[1] and sum(row.endswith("| yes |") for row in rows) == 1
+    )
 
 
 def test_reasoning_rl_select_only_needs_a_grid(tmp_path):
