@@ -327,6 +327,10 @@ def test_sft_adapter_merges_exports_and_verifies(family, sft_run, converter, tmp
         "ollama_create": False,
         "min_agreement_f16": 0.5,  # a random tiny model has flat logits: f16 rounding flips some late tokens
         "min_agreement_q8_0": 0.0,
+        # the gate is set for trained models (SmolLM2-135M f16: 6e-6 nats); a random tiny model's near-flat logits,
+        # and a mixture-of-experts router that f16 rounding flips at a few positions, average higher (gpt-oss:
+        # median 1.6e-5, mean 0.006 on an Intel Xeon), while a wrong conversion is orders of magnitude above
+        "max_kl_f16": 0.05,
     }
     config = tmp_path / "export.yaml"
     config.write_text(json.dumps(settings))

@@ -43,13 +43,18 @@ def test_a_hackable_reward_fires_the_guard_and_ppo_keeps_the_best_heldout_adapte
     assert guard.proxy == ("repetition",) and guard.rules == ("has_number",)
     [finding] = guard.findings
     step = finding["step"]
-    assert finding["kind"] == "repetition", finding  # the replies turned repetitive: the proxy was gamed
+    # the proxy was gamed: the replies turned repetitive, or (which of the two fires first differs between CPU
+    # kernels) the proxy rose while the monitored rule check's pass rate fell with a significant one-sided test
+    assert finding["kind"] in ("repetition", "proxy_up_rules_down"), finding
     assert 2 * 2 <= step < 16 and trainer.state.global_step == step  # stopped at the finding, well before max_steps
     curves = guard.history
     assert len(curves) == step
     first, last = curves[:2], curves[-2:]
     assert sum(c["proxy"] for c in last) > sum(c["proxy"] for c in first) + 0.5  # the proxy reward was gamed
-    assert sum(c["distinct"] for c in last) / 2 < 0.7 * sum(c["distinct"] for c in first) / 2
+    if finding["kind"] == "repetition":
+        assert sum(c["distinct"] for c in last) / 2 < 0.7 * sum(c["distinct"] for c in first) / 2
+    else:
+        assert sum(c["rule"] for c in last) < sum(c["rule"] for c in first), curves
     assert all(c["replies"] == 32 and c["rule_n"] == 32 for c in curves)  # the monitored rule check scored every reply
     # the kept adapter is the candidate with the best held-out task score (ties: the earlier step)
     scores = finding["heldout_task_scores"]
