@@ -306,12 +306,6 @@ def render_dpo_sweep(r: dict | None = None) -> str:
     r = r or load("dpo_sweep.json")
     if r is None:
         return "Not measured yet (`benchmarks/dpo_sweep.py`).\n"
-    if "selection_suite" not in r:  # written before the pools were split: selection figures only
-        return (
-            f"[`benchmarks/results/dpo_sweep.json`](benchmarks/results/dpo_sweep.json) ({r.get('date')}) predates "
-            "the validation/test split: its figures are the ones the default was chosen by, on today's validation "
-            "pool, and no test-pool figure exists for it.\n"
-        )
     m, runs, sv = r["machine"], r["runs"], r["sft_validation"]
 
     def _delta(d: dict) -> str:

@@ -293,7 +293,6 @@ def select(
     ]
     timings = run_all(jobs, work, args.smoke, args.reuse)
     configs = {label: config for _, config, label in jobs}  # what each run trained with, as recorded below
-    per_step = {label: config[BATCH_KEYS[rl][0]] for rl, config, label in jobs}  # replies (GRPO) / prompts (PPO)
     models = {"sft-working": sft_dir, **{label: work / label for _, _, label in jobs}}
     eval_dir = work / "select"
     config = eval_config(args, models, eval_dir, SELECT_SUITE)
@@ -312,7 +311,7 @@ def select(
                 "steps": steps,
                 "prompt_filter_samples": configs[label].get("prompt_filter_samples", 0),
                 "batch_multiplier": batch,
-                "rollouts_per_step": per_step[label],
+                "rollouts_per_step": configs[label][BATCH_KEYS[rl][0]],  # replies (GRPO) / prompts (PPO)
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
@@ -329,6 +328,14 @@ def select(
     table["sft-working"] = mean_ci(list(scores["sft-working"].values()))
     table["suite"] = SELECT_SUITE
     return chosen, table, timings
+
+
+def write_report(args, report: dict, timings: dict[str, float], clock: float) -> float:
+    """Add the wall times to ``report``, write it to ``--output``; the total seconds."""
+    report["timings_s"] = {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    return report["timings_s"]["total"]
 
 
 def main() -> None:
@@ -417,11 +424,9 @@ def main() -> None:
                 "smoke": args.smoke,
             },
             "selection": selection,
-            "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)},
         }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-        print(f"[reasoning_rl] wrote {args.output} (validation only, {report['timings_s']['total']:.0f} s)")
+        total = write_report(args, report, timings, clock)
+        print(f"[reasoning_rl] wrote {args.output} (validation only, {total:.0f} s)")
         return
     rl_dirs = {f"{rl}-{style}": work / f"{rl}-{style}" for style in STYLES for rl in RL_STAGES}
     for rl, point in chosen.items():  # the chosen validation run is the final working-style model
@@ -488,10 +493,8 @@ def main() -> None:
         **analysis,
         "selection": selection,
         "training": training,
-        "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.monotonic() - clock, 1)},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    write_report(args, report, timings, clock)
     for label, m in report["models"].items():
         s = m["score"]
         print(
