@@ -154,15 +154,25 @@ def rl_config(
     return config
 
 
-def eval_config(args, models: dict[str, Path | str], output_dir: Path, suite: str = SUITE) -> dict:
+#: how Ollama samples a model whose Modelfile sets no sampling parameters (its documented defaults: temperature 0.8,
+#: top_p 0.9; top_k 40 there, the generation config's -- HF's 50 for SmolLM2 -- here)
+OLLAMA_SAMPLING = {"temperature": 0.8, "top_p": 0.9}
+
+
+def eval_config(
+    args, models: dict[str, Path | str], output_dir: Path, suite: str = SUITE, sample_seed: int | None = None
+) -> dict:
+    """The ``posttrain evaluate`` config: greedy, or (``sample_seed``) one sampled reply per prompt at
+    :data:`OLLAMA_SAMPLING` with that seed."""
     config = {
         "models": [{"label": label, "path": str(path)} for label, path in models.items()],
         "suites": [suite],
         "system_prompt": recipe("sft-working")["system_prompt"],
         "max_samples": args.eval_samples,
         "batch_size": 16,
-        "do_sample": False,
-        "seed": args.seed,
+        "do_sample": sample_seed is not None,
+        **(OLLAMA_SAMPLING if sample_seed is not None else {}),
+        "seed": args.seed if sample_seed is None else sample_seed,
         "baseline": next(iter(models), "base"),
         "bootstrap_samples": 2000,
         "output_dir": str(output_dir),
@@ -183,6 +193,60 @@ def token_counter(model_path: str):
     return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
+def score_suite(
+    args,
+    work: Path,
+    models: dict[str, Path | str],
+    suite: str,
+    name: str,
+    folder: str,
+    sampled_models: list[str] | None = None,
+) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """Evaluate ``models`` on ``suite``: once greedy, then ``--samples-per-prompt`` times sampled
+    (:data:`OLLAMA_SAMPLING`, seeds ``--seed`` + 1, + 2, ...; ``sampled_models``: only those). ``(greedy records,
+    sampled records, wall times)``; each record as ``results.json`` has it, the sampled ones with their ``draw``. The
+    results go to ``work/folder`` (greedy) and ``work/folder-sampled<draw>``; the wall times are named ``name``..."""
+    timings = {}
+    out = work / folder
+    timings[name] = stage("evaluate", eval_config(args, models, out, suite), work, name, args.smoke)
+    greedy = [r for r in json.loads((out / "results.json").read_text())["samples"] if r["suite"] == suite]
+    sampled = []
+    subset = {k: v for k, v in models.items() if sampled_models is None or k in sampled_models}
+    for draw in range(args.samples_per_prompt):
+        label, out = f"{name}-sampled{draw + 1}", work / f"{folder}-sampled{draw + 1}"
+        config = eval_config(args, subset, out, suite, sample_seed=args.seed + 1 + draw)
+        timings[label] = stage("evaluate", config, work, label, args.smoke)
+        records = json.loads((out / "results.json").read_text())["samples"]
+        sampled += [{**r, "draw": draw} for r in records if r["suite"] == suite]
+    return greedy, sampled, timings
+
+
+def scoring(args) -> str:
+    """How the models are scored, in words."""
+    if not args.samples_per_prompt:
+        return "greedy"
+    return (
+        f"greedy, and {args.samples_per_prompt} replies per prompt sampled as Ollama's defaults (temperature "
+        f"{OLLAMA_SAMPLING['temperature']}, top_p {OLLAMA_SAMPLING['top_p']}; the sampled score: each prompt's pass "
+        "rate over its replies, averaged over prompts)"
+    )
+
+
+def per_prompt(records: list[dict], value) -> dict[str, dict[str, float]]:
+    """model -> sample id -> the mean of ``value(record)`` over that prompt's records (one greedy reply, or the
+    sampled draws)."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        v = value(r)
+        if v is not None:
+            sums.setdefault(r["model"], {}).setdefault(r["id"], []).append(float(v))
+    return {m: {i: sum(vs) / len(vs) for i, vs in ids.items()} for m, ids in sums.items()}
+
+
+def _task_score(r: dict) -> float | None:
+    return r["scores"].get("task")
+
+
 def _working(records: list[dict], task: str, count_tokens) -> dict:
     from posttrain.tasks.working import working_stats
 
@@ -190,15 +254,18 @@ def _working(records: list[dict], task: str, count_tokens) -> dict:
     return {"shows_working": stats.shows_working, "mean_reasoning_tokens": stats.mean_reasoning_length}
 
 
-def analyse(results: dict, count_tokens) -> dict:
-    """Per model: score (overall, per task), working stats; paired deltas between the models that matter."""
+def analyse(greedy: list[dict], count_tokens, sampled: list[dict] = ()) -> dict:
+    """Per model: score (overall, per task), working stats; paired deltas between the models that matter. With
+    ``sampled`` records: per model ``sampled`` (the per-prompt pass rate over the draws: its mean with CI, per task,
+    and the working stats over every sampled reply) and per delta ``sampled_score`` (paired over prompts)."""
     from posttrain.stats import delta_ci, mean_ci
     from posttrain.tasks.working import reasoning_length, shows_working, working_stats
 
     records: dict[str, list[dict]] = {}
-    for record in results["samples"]:
-        if record["suite"] == SUITE:
-            records.setdefault(record["model"], []).append(record)
+    for record in greedy:
+        records.setdefault(record["model"], []).append(record)
+    draws = per_prompt(sampled, _task_score)
+    groups = {r["id"]: r["group"] for r in sampled}
 
     def per_id(label: str, value) -> dict[str, float]:
         return {r["id"]: value(r) for r in records.get(label, [])}
@@ -228,12 +295,27 @@ def analyse(results: dict, count_tokens) -> dict:
             "working_per_task": {t: _working(rs, t, count_tokens) for t in tasks},
             "example": {"prompt": rs[0]["prompt"][-1]["content"], "reply": rs[0]["output"]},
         }
+        if label in draws:
+            replies = [r for r in sampled if r["model"] == label]
+            drawn = working_stats([(r["group"], r["output"]) for r in replies], count_tokens)
+            rates = draws[label]
+            models[label]["sampled"] = {
+                "score": mean_ci(list(rates.values())),
+                "per_task": {
+                    t: mean_ci([v for i, v in rates.items() if groups[i] == t], n_resamples=500) for t in tasks
+                },
+                "draws": len(replies) // max(len(rates), 1),
+                "shows_working": drawn.shows_working,
+                "mean_reasoning_tokens": drawn.mean_reasoning_length,
+                "stopped": sum(bool(r["scores"].get("stopped")) for r in replies) / len(replies),
+            }
 
     def delta(before: str, after: str) -> dict:
         return {
             "score": delta_ci(per_id(before, score), per_id(after, score)),
             "shows_working": delta_ci(per_id(before, working), per_id(after, working)),
             "reasoning_tokens": delta_ci(per_id(before, length), per_id(after, length)),
+            **({"sampled_score": delta_ci(draws[before], draws[after])} if before in draws and after in draws else {}),
         }
 
     pairs = {f"{rl}-{style} - sft-{style}": (f"sft-{style}", f"{rl}-{style}") for style in STYLES for rl in RL_STAGES}
@@ -294,13 +376,9 @@ def select(
     timings = run_all(jobs, work, args.smoke, args.reuse)
     configs = {label: config for _, config, label in jobs}  # what each run trained with, as recorded below
     models = {"sft-working": sft_dir, **{label: work / label for _, _, label in jobs}}
-    eval_dir = work / "select"
-    config = eval_config(args, models, eval_dir, SELECT_SUITE)
-    timings["select-evaluate"] = stage("evaluate", config, work, "select-evaluate", args.smoke)
-    results = json.loads((eval_dir / "results.json").read_text())
-    scores: dict[str, dict[str, float]] = {}
-    for record in results["samples"]:
-        scores.setdefault(record["model"], {})[record["id"]] = record["scores"].get("task")
+    greedy, sampled, eval_timings = score_suite(args, work, models, SELECT_SUITE, "select-evaluate", "select")
+    timings |= eval_timings
+    scores, rates = per_prompt(greedy, _task_score), per_prompt(sampled, _task_score)
     table, chosen = {}, {}
     for rl, points in sweeps.items():
         rows = {}
@@ -315,17 +393,29 @@ def select(
                 "score": mean_ci(list(scores[label].values())),
                 "delta": delta_ci(scores["sft-working"], scores[label]),
             }
-        best = max(rows, key=lambda k: (rows[k]["delta"]["delta"], rows[k]["delta"]["low"]))
+            if rates:
+                rows[label]["sampled_score"] = mean_ci(list(rates[label].values()))
+                rows[label]["sampled_delta"] = delta_ci(rates["sft-working"], rates[label])
+        key = "sampled_delta" if rates else "delta"  # the metric the choice reads
+        best = max(rows, key=lambda k: (rows[k][key]["delta"], rows[k][key]["low"]))
         chosen[rl] = next(point for point in points if sweep_label(args, rl, point) == best)
-        table[rl] = {"runs": rows, "chosen": best}
-        for key, row in rows.items():
+        table[rl] = {"runs": rows, "chosen": best, "chosen_by": "sampled" if rates else "greedy"}
+        for label, row in rows.items():
             d = row["delta"]
+            sampled_text = (
+                f"  sampled {row['sampled_score']['mean']:.3f}, vs SFT {row['sampled_delta']['delta']:+.3f} "
+                f"[{row['sampled_delta']['low']:+.3f}, {row['sampled_delta']['high']:+.3f}]"
+                if rates
+                else ""
+            )
             print(
-                f"[reasoning_rl] validation {key:28s}: {row['score']['mean']:.3f}, vs SFT {d['delta']:+.3f} "
-                f"[{d['low']:+.3f}, {d['high']:+.3f}]{'  <- chosen' if key == best else ''}",
+                f"[reasoning_rl] validation {label:28s}: greedy {row['score']['mean']:.3f}, vs SFT {d['delta']:+.3f} "
+                f"[{d['low']:+.3f}, {d['high']:+.3f}]{sampled_text}{'  <- chosen' if label == best else ''}",
                 flush=True,
             )
     table["sft-working"] = mean_ci(list(scores["sft-working"].values()))
+    if rates:
+        table["sft-working-sampled"] = mean_ci(list(rates["sft-working"].values()))
     table["suite"] = SELECT_SUITE
     return chosen, table, timings
 
@@ -349,6 +439,13 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=20, help="test-pool prompts per task")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
+        "--samples-per-prompt",
+        type=int,
+        default=0,
+        help="besides the greedy pass, score each model this many times sampled as Ollama samples (temperature "
+        "0.8, top_p 0.9; seeds --seed + 1, + 2, ...): the per-prompt pass rate; the validation choice then reads it",
+    )
+    parser.add_argument(
         "--grpo-grid", default=None, help="GRPO points lr[:steps[:filter[:batch]]],... to choose from on validation"
     )
     parser.add_argument(
@@ -367,6 +464,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.select_only and not (args.grpo_grid or args.ppo_grid):
         parser.error("--select-only needs --grpo-grid or --ppo-grid")
+    if args.samples_per_prompt < 0:
+        parser.error(f"--samples-per-prompt must be >= 0 (got {args.samples_per_prompt})")
     args.output = args.output or REPO / f"benchmarks/results/reasoning_rl{'_smoke' if args.smoke else ''}.json"
     work = args.work or Path(tempfile.mkdtemp(prefix="reasoning_rl-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -376,6 +475,7 @@ def main() -> None:
 
         args.model = str(build_tiny_model(work / "tiny-chat", chat=True))
         args.sft_samples, args.rl_samples, args.rl_steps, args.eval_samples = 4, 4, 1, 2
+        args.samples_per_prompt = min(args.samples_per_prompt, 2)
         args.completion_length = 16
     started = dt.datetime.now(dt.UTC)
     clock = time.monotonic()
@@ -418,8 +518,8 @@ def main() -> None:
                 "rl": f"{args.rl_samples} train-pool prompts per task, rule reward `task` only, max_completion_length "
                 f"{args.completion_length}; recipes/configs/smollm2-135m/reasoning/{{grpo,ppo}}.yaml with each grid "
                 "point's changes",
-                "selection": f"{SELECT_SUITE}: {args.eval_samples} validation-pool prompts per task, greedy; the test "
-                "pool is not read",
+                "selection": f"{SELECT_SUITE}: {args.eval_samples} validation-pool prompts per task, {scoring(args)}; "
+                "the test pool is not read",
                 "seed": args.seed,
                 "smoke": args.smoke,
             },
@@ -446,9 +546,11 @@ def main() -> None:
     models = {"base": args.model, **{f"sft-{s}": sft_dirs[s] for s in STYLES}, **rl_dirs}
     models = {label: models[label] for label in LABELS}
     eval_dir = work / "eval"
-    timings["evaluate"] = stage("evaluate", eval_config(args, models, eval_dir), work, "evaluate", args.smoke)
-    results = json.loads((eval_dir / "results.json").read_text())
-    analysis = analyse(results, token_counter(args.model))
+    greedy, sampled, eval_timings = score_suite(
+        args, work, models, SUITE, "evaluate", "eval", [m for m in models if m != "base"]
+    )
+    timings |= eval_timings
+    analysis = analyse(greedy, token_counter(args.model), sampled)
 
     training = {}
     for label in models:
@@ -478,12 +580,13 @@ def main() -> None:
                 "validation)"
                 for rl, (lr, steps, samples, batch) in chosen.items()
             ),
-            "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, greedy, max_new_tokens "
+            "eval": f"suite {SUITE}: test pool, {args.eval_samples} prompts per task, {scoring(args)}, max_new_tokens "
             f"{eval_config(args, {}, eval_dir).get('max_new_tokens') or 160}",
             "reasoning_tokens": "tokens (base tokenizer) before the final answer line (posttrain.tasks.working)",
             "selection": (
                 f"each swept RL stage's learning rate, steps and prompt filter, on the {SELECT_SUITE} suite ({args.eval_samples} validation-pool "
-                "prompts per task, paired gain over the working SFT); the test pool is read once, here"
+                f"prompts per task, paired gain over the working SFT, {'sampled' if args.samples_per_prompt else 'greedy'} "
+                "score); the test pool is read once, here"
                 if sweeps
                 else "none: no setting was chosen from a measurement; the test pool is read once, here"
             ),
@@ -502,10 +605,11 @@ def main() -> None:
             f"working {m['shows_working']:.2f}  reasoning {m['mean_reasoning_tokens']:.1f} tok"
         )
     for name, d in report["deltas"].items():
-        s, w = d["score"], d["shows_working"]
+        s, w, r = d["score"], d["shows_working"], d.get("sampled_score")
         print(
             f"[reasoning_rl] {name:28s} score {s['delta']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]  "
             f"working {w['delta']:+.2f} [{w['low']:+.2f}, {w['high']:+.2f}]"
+            + (f"  sampled {r['delta']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" if r else "")
         )
     print(f"[reasoning_rl] wrote {args.output} ({report['timings_s']['total']:.0f} s)")
 

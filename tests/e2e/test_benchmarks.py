@@ -262,7 +262,7 @@ def test_reasoning_rl_grid_sweeps_the_prompt_filter(tmp_path):
 def test_reasoning_rl_smoke(tmp_path):
     out = tmp_path / "reasoning_rl.json"
     proc = run(tmp_path, "reasoning_rl.py", "--smoke", "--work", tmp_path / "work", "--output", out,
-               "--grpo-grid", "1e-4,2e-4:2", "--ppo-grid", "3e-4:2")  # fmt: skip
+               "--grpo-grid", "1e-4,2e-4:2", "--ppo-grid", "3e-4:2", "--samples-per-prompt", "2")  # fmt: skip
     report = json.loads(out.read_text())
     # learning rate and steps chosen on the validation suite, the chosen run being the final working-style model
     selection = report["selection"]
@@ -273,8 +273,25 @@ def test_reasoning_rl_smoke(tmp_path):
     assert selection["grpo"]["chosen"] in runs and selection["ppo"]["chosen"] == "ppo-working-lr0.0003-s2"
     for row in runs.values():
         assert row["score"]["n"] == 6 and row["delta"]["paired"], row
+        assert row["sampled_score"]["n"] == 6 and row["sampled_delta"]["paired"], row
+    assert selection["grpo"]["chosen_by"] == "sampled"  # the choice reads the sampled pass rate
+    chosen = runs[selection["grpo"]["chosen"]]["sampled_delta"]
+    assert all((r["sampled_delta"]["delta"], r["sampled_delta"]["low"]) <= (chosen["delta"], chosen["low"])
+               for r in runs.values())  # fmt: skip
     evaluated = json.loads((tmp_path / "work" / "select" / "results.json").read_text())
     assert {r["suite"] for r in evaluated["samples"]} == {"reasoning-validation"}
+    # the sampled passes: Ollama's default sampling, one seed per draw, the validation pool only while choosing
+    for folder in ("select", "eval"):
+        seeds = set()
+        for draw in (1, 2):
+            sampled = json.loads((tmp_path / "work" / f"{folder}-sampled{draw}" / "results.json").read_text())
+            config = yaml.safe_load((tmp_path / "work" / f"{'select-evaluate' if folder == 'select' else 'evaluate'}"
+                                     f"-sampled{draw}.yaml").read_text())  # fmt: skip
+            assert (config["do_sample"], config["temperature"], config["top_p"]) == (True, 0.8, 0.9)
+            seeds.add(config["seed"])
+            suites = {r["suite"] for r in sampled["samples"]}
+            assert suites == {"reasoning-validation" if folder == "select" else "reasoning"}
+        assert len(seeds) == 2
     answer = yaml.safe_load((tmp_path / "work" / "ppo-answer.yaml").read_text())
     assert (answer["learning_rate"], answer["max_steps"]) == (3e-4, 2)
     assert "validation" in report["settings"]["selection"] and "ppo: lr 0.0003, 2 steps" in report["settings"]["rl"]
@@ -284,14 +301,20 @@ def test_reasoning_rl_smoke(tmp_path):
         assert model["score"]["n"] == 6, label  # 2 test-pool prompts x 3 tasks
         assert set(model["per_task"]) == {"letter_count", "arithmetic", "decimal_compare"}, label
         assert 0 <= model["shows_working"] <= 1 and model["mean_reasoning_tokens"] >= 0, label
+        if label == "base":  # (sampled passes skip the base model)
+            assert "sampled" not in model
+        else:
+            sampled = model["sampled"]
+            assert sampled["score"]["n"] == 6 and sampled["draws"] == 2 and 0 <= sampled["shows_working"] <= 1, label
     # RL - its SFT, paired on the same prompts, for the score and the share of replies showing working
     for name in ("grpo-working - sft-working", "ppo-working - sft-working", "grpo-answer - sft-answer",
                  "ppo-answer - sft-answer", "sft-working - sft-answer"):  # fmt: skip
-        for measure in ("score", "shows_working", "reasoning_tokens"):
+        for measure in ("score", "shows_working", "reasoning_tokens", "sampled_score"):
             assert report["deltas"][name][measure]["paired"] and report["deltas"][name][measure]["n"] == 6
     assert report["machine"]["class"] in ("AVX512-BF16", "AVX2") and report["script"] == "benchmarks/reasoning_rl.py"
     assert report["date"] and report["timings_s"]["total"] > 0
-    assert set(report["timings_s"]) >= set(labels[1:]) | {"evaluate"}
+    assert set(report["timings_s"]) >= set(labels[1:]) | {"evaluate", "evaluate-sampled1", "evaluate-sampled2"}
+    assert "sampled as Ollama's defaults" in report["settings"]["eval"]
     assert "reasoning_rl] wrote" in proc.stdout
 
 
