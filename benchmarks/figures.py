@@ -222,21 +222,38 @@ def _selection_table(selection: dict) -> list[str]:
     def _per_step(row: dict) -> str:  # (recorded since 2026-12-06)
         return f" ({row['rollouts_per_step']} per step)" if "rollouts_per_step" in row else ""
 
+    sampled = any(
+        "sampled_delta" in row
+        for stage in ("grpo", "ppo")
+        for row in (selection.get(stage) or {}).get("runs", {}).values()
+    )
     lines = [
         "| RL stage | learning rate | steps | prompt filter | batch | validation score | vs sft-working, paired "
-        "[95% CI] | chosen |",
-        "|---|---|---|---|---|---|---|---|",
+        "[95% CI] |" + (" sampled score | sampled vs sft-working [95% CI] |" if sampled else "") + " chosen |",
+        "|---|---|---|---|---|---|---|" + ("---|---|" if sampled else "") + "---|",
     ]
     for stage in ("grpo", "ppo"):
         for label, row in (selection.get(stage) or {}).get("runs", {}).items():
             s, d = row["score"], row["delta"]
+            extra = ""
+            if sampled:
+                ss, sd = row["sampled_score"], row["sampled_delta"]
+                extra = (
+                    f" {100 * ss['mean']:.1f}% | {100 * sd['delta']:+.1f} [{100 * sd['low']:+.1f}, "
+                    f"{100 * sd['high']:+.1f}] |"
+                )
             lines.append(
                 f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
                 f"x{row.get('batch_multiplier', 1)}{_per_step(row)} | {100 * s['mean']:.1f}% | "
-                f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
+                f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] |{extra} "
                 f"{'yes' if label == selection[stage]['chosen'] else ''} |"
             )
     return lines
+
+
+def _chosen_by(selection: dict) -> str:
+    """The score the validation choice read (``greedy`` in runs from before the sampled score)."""
+    return next((v["chosen_by"] for v in selection.values() if isinstance(v, dict) and "chosen_by" in v), "greedy")
 
 
 def render_reasoning_explorations() -> str:
@@ -266,31 +283,59 @@ def render_reasoning() -> str:
     if r is None:
         return "Not measured yet (`benchmarks/reasoning_rl.py`).\n"
     m = r["machine"]
+    draws = next((e["sampled"]["draws"] for e in r["models"].values() if "sampled" in e), 0)
     lines = [
         f"`{r['script']}` ([`benchmarks/results/reasoning_rl.json`](benchmarks/results/reasoning_rl.json), "
-        f"{r['date'][:10]}, {m.get('class')}; greedy, the `reasoning` suite on the test pool, "
-        f"{next(iter(r['models'].values()))['score']['n']} prompts per model):",
+        f"{r['date'][:10]}, {m.get('class')}; the `reasoning` suite on the test pool, "
+        f"{next(iter(r['models'].values()))['score']['n']} prompts per model; greedy"
+        + (
+            f", and sampled: {draws} replies per prompt at Ollama's default sampling (temperature 0.8, top_p 0.9), "
+            "each prompt's pass rate over its replies"
+            if draws
+            else ""
+        )
+        + "):",
         "",
-        "| model | task score [95% CI] | replies showing working | reasoning tokens (mean) | stop rate |",
-        "|---|---|---|---|---|",
+        "| model | greedy score [95% CI] | replies showing working | reasoning tokens (mean) | stop rate |"
+        + (" sampled score [95% CI] | sampled replies showing working | sampled reasoning tokens |" if draws else ""),
+        "|---|---|---|---|---|" + ("---|---|---|" if draws else ""),
     ]
     for label, entry in r["models"].items():
         s = entry["score"]
-        lines.append(
+        row = (
             f"| {label} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] | "
             f"{100 * entry['shows_working']:.0f}% | {entry['mean_reasoning_tokens']:.1f} | {100 * entry['stopped']:.0f}% |"
         )
-    lines += ["", "| paired difference | score [95% CI] |", "|---|---|"]
+        if draws:
+            d = entry.get("sampled")
+            row += (
+                f" {100 * d['score']['mean']:.1f}% [{100 * d['score']['low']:.1f}, {100 * d['score']['high']:.1f}] | "
+                f"{100 * d['shows_working']:.0f}% | {d['mean_reasoning_tokens']:.1f} |"
+                if d
+                else " not sampled | | |"
+            )
+        lines.append(row)
+
+    def _cell(d: dict | None) -> str:
+        if d is None:
+            return ""
+        text = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        return "**" + text + "**" if d["low"] > 0 else text
+
+    lines += [
+        "",
+        "| paired difference | greedy score [95% CI] |" + (" sampled score [95% CI] |" if draws else ""),
+        "|---|---|" + ("---|" if draws else ""),
+    ]
     for name, d in r["deltas"].items():
-        s = d["score"]
-        text = f"{100 * s['delta']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
-        lines.append(f"| {name} | {'**' + text + '**' if s['low'] > 0 else text} |")
+        lines.append(f"| {name} | {_cell(d['score'])} |" + (f" {_cell(d.get('sampled_score'))} |" if draws else ""))
     selection = r.get("selection")
     if selection:
         sft = selection["sft-working"]
         lines += [
             "",
-            f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool; "
+            f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool, "
+            f"by the {_chosen_by(selection)} score; "
             f"sft-working there {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on "
             "the test pool above:",
             "",

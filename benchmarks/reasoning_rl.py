@@ -9,7 +9,10 @@ while its working stays, and does thinking first help compared with answer-only 
 2. **RL** from each SFT adapter: GRPO (``reasoning/grpo.yaml``) and PPO (``reasoning/ppo.yaml``), rewarded by the
    tasks' rule checks alone, on the tasks' ``train`` pools.
 3. **Evaluation** (``posttrain evaluate``, greedy) of the base model and the six trained ones on the ``reasoning``
-   suite: the three tasks' sealed ``test`` pool, with a generation budget that fits the working.
+   suite: the three tasks' sealed ``test`` pool, with a generation budget that fits the working. With
+   ``--samples-per-prompt k``, the trained models are also scored ``k`` times sampled as Ollama samples
+   (:data:`OLLAMA_SAMPLING`, one seed per draw): each prompt's pass rate over its ``k`` replies, the expected reward
+   RL optimizes and what a user of the exported model meets; the validation choice then reads this score.
 4. ``--output`` (default ``benchmarks/results/reasoning_rl.json``): per model the task score with its 95% bootstrap
    CI (overall and per task), the share of replies showing working and the mean reasoning length in tokens before
    the final answer line (:mod:`posttrain.tasks.working`), the paired 95% CIs of RL - its SFT (score and share
@@ -30,7 +33,7 @@ table alone.
 Run it from the repository root::
 
     .venv/bin/python benchmarks/reasoning_rl.py --sft-samples 128 --sft-epochs 2 --rl-samples 64 --rl-steps 24 \
-        --eval-samples 40 --grpo-grid 5e-5,2e-4,5e-4,5e-5:48 --ppo-grid 5e-5,2e-4,5e-5:48   # as recorded (~3 h)
+        --eval-samples 40 --grpo-grid 5e-5,1e-4:24:4:4 --ppo-grid 5e-5 --samples-per-prompt 8   # as recorded
     .venv/bin/python benchmarks/reasoning_rl.py --smoke    # the tests' tiny model, 1 step each: checks it all runs
 
 A benchmark, not a test: it measures and reports; it exits non-zero only when a stage fails.

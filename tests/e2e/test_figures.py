@@ -116,3 +116,49 @@ def test_an_isa_capped_pipeline_run_caps_the_kernels_and_says_it_is_a_stand_in()
     note = figures._cap_note(machine)
     assert "not a measurement on it" in note and "AVX512-BF16 host" in note and "capped at AVX2" in note
     assert figures._cap_note({"cpu_class": "AVX2"}) == ""
+
+
+def test_the_reasoning_section_shows_the_sampled_score_beside_the_greedy_one(monkeypatch):
+    """A ``reasoning_rl.py --samples-per-prompt`` results file: each model's sampled score and working next to its
+    greedy ones, each paired difference's sampled CI (bold where it excludes zero), the selection's sampled column
+    and the score the choice read; a model scored greedy only (the base) says so."""
+
+    def ci(mean, low, high, n=120):
+        return {"mean": mean, "low": low, "high": high, "n": n}
+
+    def delta(d, low, high):
+        return {"delta": d, "low": low, "high": high, "n": 120, "paired": True, "significant": low > 0 or high < 0}
+
+    def model(score, sampled=None):
+        entry = {"score": ci(*score), "shows_working": 0.97, "mean_reasoning_tokens": 44.0, "stopped": 0.98}
+        if sampled:
+            entry["sampled"] = {"score": ci(*sampled), "draws": 8, "shows_working": 0.95, "mean_reasoning_tokens": 41.5}
+        return entry
+
+    row = {"learning_rate": 1e-4, "steps": 24, "prompt_filter_samples": 4, "batch_multiplier": 4,
+           "rollouts_per_step": 32, "score": ci(0.5, 0.4, 0.6), "delta": delta(0.01, -0.02, 0.04),
+           "sampled_score": ci(0.47, 0.4, 0.55), "sampled_delta": delta(0.052, 0.021, 0.083)}  # fmt: skip
+    report = {
+        "script": "benchmarks/reasoning_rl.py", "date": "2026-12-06T05:00:00+00:00", "machine": {"class": "AVX2"},
+        "models": {"base": model((0.16, 0.09, 0.23)), "grpo-working": model((0.46, 0.37, 0.55), (0.43, 0.35, 0.51))},
+        "deltas": {"grpo-working - sft-working": {"score": delta(-0.017, -0.058, 0.025),
+                                                   "sampled_score": delta(0.052, 0.021, 0.083)}},
+        "selection": {"grpo": {"runs": {"grpo-working-lr0.0001-f4-b4": row}, "chosen": "grpo-working-lr0.0001-f4-b4",
+                               "chosen_by": "sampled"},
+                      "sft-working": ci(0.49, 0.4, 0.58), "suite": "reasoning-validation"},
+    }  # fmt: skip
+    monkeypatch.setattr(figures, "load", lambda name: report if name == "reasoning_rl.json" else None)
+    text = figures.render_reasoning()
+    assert "8 replies per prompt at Ollama's default sampling" in text
+    assert "| grpo-working | 46.0% [37.0, 55.0] | 97% | 44.0 | 98% | 43.0% [35.0, 51.0] | 95% | 41.5 |" in text
+    assert "| base | 16.0% [9.0, 23.0] | 97% | 44.0 | 98% | not sampled | | |" in text
+    assert "| grpo-working - sft-working | -1.7 [-5.8, +2.5] | **+5.2 [+2.1, +8.3]** |" in text
+    assert "by the sampled score" in text and "| 50.0% | +1.0 [-2.0, +4.0] | 47.0% | +5.2 [+2.1, +8.3] | yes |" in text
+    del report["models"]["grpo-working"]["sampled"]  # a greedy-only file: no sampled columns at all
+    for d in report["deltas"].values():
+        d.pop("sampled_score")
+    for key in ("sampled_score", "sampled_delta"):
+        row.pop(key)
+    report["selection"]["grpo"].pop("chosen_by")
+    text = figures.render_reasoning()
+    assert "sampled" not in text and "by the greedy score" in text
