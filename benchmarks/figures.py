@@ -336,7 +336,13 @@ def render_reasoning() -> str:
             "",
             f"Learning rate, steps and prompt filter chosen on the `{selection['suite']}` suite (validation pool, "
             f"by the {_chosen_by(selection)} score; "
-            f"sft-working there {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]), never on "
+            f"sft-working there {100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}]"
+            + (
+                f", sampled {100 * selection['sft-working-sampled']['mean']:.1f}%"
+                if "sft-working-sampled" in selection
+                else ""
+            )
+            + "), never on "
             "the test pool above:",
             "",
             *_selection_table(selection),

@@ -33,7 +33,7 @@ table alone.
 Run it from the repository root::
 
     .venv/bin/python benchmarks/reasoning_rl.py --sft-samples 128 --sft-epochs 2 --rl-samples 64 --rl-steps 24 \
-        --eval-samples 40 --grpo-grid 5e-5,1e-4:24:4:4 --ppo-grid 5e-5 --samples-per-prompt 8   # as recorded
+        --eval-samples 40 --grpo-grid 5e-5,1e-4:24:4:4 --ppo-grid 5e-5 --samples-per-prompt 4   # as recorded
     .venv/bin/python benchmarks/reasoning_rl.py --smoke    # the tests' tiny model, 1 step each: checks it all runs
 
 A benchmark, not a test: it measures and reports; it exits non-zero only when a stage fails.

@@ -145,7 +145,8 @@ def test_the_reasoning_section_shows_the_sampled_score_beside_the_greedy_one(mon
                                                    "sampled_score": delta(0.052, 0.021, 0.083)}},
         "selection": {"grpo": {"runs": {"grpo-working-lr0.0001-f4-b4": row}, "chosen": "grpo-working-lr0.0001-f4-b4",
                                "chosen_by": "sampled"},
-                      "sft-working": ci(0.49, 0.4, 0.58), "suite": "reasoning-validation"},
+                      "sft-working": ci(0.49, 0.4, 0.58), "sft-working-sampled": ci(0.46, 0.38, 0.54),
+                      "suite": "reasoning-validation"},
     }  # fmt: skip
     monkeypatch.setattr(figures, "load", lambda name: report if name == "reasoning_rl.json" else None)
     text = figures.render_reasoning()
@@ -153,12 +154,14 @@ def test_the_reasoning_section_shows_the_sampled_score_beside_the_greedy_one(mon
     assert "| grpo-working | 46.0% [37.0, 55.0] | 97% | 44.0 | 98% | 43.0% [35.0, 51.0] | 95% | 41.5 |" in text
     assert "| base | 16.0% [9.0, 23.0] | 97% | 44.0 | 98% | not sampled | | |" in text
     assert "| grpo-working - sft-working | -1.7 [-5.8, +2.5] | **+5.2 [+2.1, +8.3]** |" in text
-    assert "by the sampled score" in text and "| 50.0% | +1.0 [-2.0, +4.0] | 47.0% | +5.2 [+2.1, +8.3] | yes |" in text
+    assert "by the sampled score; sft-working there 49.0% [40.0, 58.0], sampled 46.0%)" in text
+    assert "| 50.0% | +1.0 [-2.0, +4.0] | 47.0% | +5.2 [+2.1, +8.3] | yes |" in text
     del report["models"]["grpo-working"]["sampled"]  # a greedy-only file: no sampled columns at all
     for d in report["deltas"].values():
         d.pop("sampled_score")
     for key in ("sampled_score", "sampled_delta"):
         row.pop(key)
     report["selection"]["grpo"].pop("chosen_by")
+    report["selection"].pop("sft-working-sampled")
     text = figures.render_reasoning()
     assert "sampled" not in text and "by the greedy score" in text
