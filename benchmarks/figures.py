@@ -52,6 +52,12 @@ def _ci(entry: dict, signed: bool = False) -> str:
     return f"[{fmt.format(100 * entry['low'])}, {fmt.format(100 * entry['high'])}]"
 
 
+def _delta(d: dict, bold: bool = False) -> str:
+    """A paired difference in points, ``+x.x [+lo, +hi]``; ``bold``: in bold where its CI excludes zero upwards."""
+    text = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    return f"**{text}**" if bold and d["low"] > 0 else text
+
+
 def pipeline_files() -> list[tuple[str, dict]]:
     """Every pipeline results file, quick profiles first."""
     order = {"quick": 0, "quick-fp32": 1, "full": 2}
@@ -238,14 +244,11 @@ def _selection_table(selection: dict) -> list[str]:
             extra = ""
             if sampled:
                 ss, sd = row["sampled_score"], row["sampled_delta"]
-                extra = (
-                    f" {100 * ss['mean']:.1f}% | {100 * sd['delta']:+.1f} [{100 * sd['low']:+.1f}, "
-                    f"{100 * sd['high']:+.1f}] |"
-                )
+                extra = f" {100 * ss['mean']:.1f}% | {_delta(sd)} |"
             lines.append(
                 f"| {stage} | {row['learning_rate']:g} | {row['steps']} | {_filter_cell(row)} | "
                 f"x{row.get('batch_multiplier', 1)}{_per_step(row)} | {100 * s['mean']:.1f}% | "
-                f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] |{extra} "
+                f"{_delta(d)} |{extra} "
                 f"{'yes' if label == selection[stage]['chosen'] else ''} |"
             )
     return lines
@@ -317,10 +320,7 @@ def render_reasoning() -> str:
         lines.append(row)
 
     def _cell(d: dict | None) -> str:
-        if d is None:
-            return ""
-        text = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-        return "**" + text + "**" if d["low"] > 0 else text
+        return "" if d is None else _delta(d, bold=True)
 
     lines += [
         "",
@@ -359,10 +359,6 @@ def render_dpo_sweep(r: dict | None = None) -> str:
         return "Not measured yet (`benchmarks/dpo_sweep.py`).\n"
     m, runs, sv = r["machine"], r["runs"], r["sft_validation"]
 
-    def _delta(d: dict) -> str:
-        text = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-        return f"**{text}**" if d["low"] > 0 else text
-
     lines = [
         f"`{r['script']}` ([`benchmarks/results/dpo_sweep.json`](benchmarks/results/dpo_sweep.json), "
         f"{r['date'][:10]}, {m.get('cpu_class')}; `{r['settings']['config']}` from `{r['settings']['start_model']}`, "
@@ -381,7 +377,7 @@ def render_dpo_sweep(r: dict | None = None) -> str:
         s = v["score"]
         lines.append(
             f"| {run['beta']:g} | {run['learning_rate']:g} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, "
-            f"{100 * s['high']:.1f}] | {_delta(v['delta'])} | {100 * v['stop_rate']:.0f}% | {run['seconds']:.0f} | "
+            f"{100 * s['high']:.1f}] | {_delta(v['delta'], bold=True)} | {100 * v['stop_rate']:.0f}% | {run['seconds']:.0f} | "
             f"{'yes' if name == r['best'] else ''} |"
         )
     best, sft = runs[r["best"]], r["sft"]
@@ -391,7 +387,7 @@ def render_dpo_sweep(r: dict | None = None) -> str:
         f"The chosen point on `{r['report_suite']}` (the sealed test pool, {sft['total']} prompts, read once): SFT "
         f"{100 * sft['mean']:.1f}% [{100 * sft['low']:.1f}, {100 * sft['high']:.1f}], DPO (beta {best['beta']:g}, "
         f"lr {best['learning_rate']:g}) {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}], "
-        f"paired difference {_delta(best['delta'])}, stop rate {100 * best['stop_rate']:.0f}%.",
+        f"paired difference {_delta(best['delta'], bold=True)}, stop rate {100 * best['stop_rate']:.0f}%.",
         "",
         f"`precompute_ref_log_probs: true` at the default point: wall time without / with = "
         f"{r['precompute_ratio']:.2f}x.",
@@ -416,12 +412,11 @@ def render_preference_methods() -> str:
     ]
     for name, run in r["runs"].items():
         s, d, margin = run["score"], run["delta"], run.get("heldout_margin") or {}
-        delta = f"{100 * d['delta']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
         moved = (f"{margin['reference']:+.2f} -> {margin['policy']:+.2f} ({margin.get('split') or 'not recorded'})"
                  if margin.get("reference") is not None and margin.get("policy") is not None else "-")  # fmt: skip
         lines.append(
             f"| {name} | {run['steps']} | {100 * s['mean']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] | "
-            f"{'**' + delta + '**' if d['low'] > 0 else delta} | {moved} | {run['seconds']:.0f} | "
+            f"{_delta(d, bold=True)} | {moved} | {run['seconds']:.0f} | "
             f"{run['peak_rss_mib']:.0f} |"
         )
     lines += ["", *(f"* {note}" for note in r.get("notes", []))]

@@ -273,9 +273,6 @@ def analyse(greedy: list[dict], count_tokens, sampled: list[dict] = ()) -> dict:
     def per_id(label: str, value) -> dict[str, float]:
         return {r["id"]: value(r) for r in records.get(label, [])}
 
-    def score(r):
-        return r["scores"].get("task")
-
     def working(r):
         return float(shows_working(r["group"], r["output"]))
 
@@ -288,8 +285,8 @@ def analyse(greedy: list[dict], count_tokens, sampled: list[dict] = ()) -> dict:
         stats = working_stats([(r["group"], r["output"]) for r in rs], count_tokens)
         tasks = sorted({r["group"] for r in rs})
         models[label] = {
-            "score": mean_ci([score(r) for r in rs]),
-            "per_task": {t: mean_ci([score(r) for r in rs if r["group"] == t], n_resamples=500) for t in tasks},
+            "score": mean_ci([_task_score(r) for r in rs]),
+            "per_task": {t: mean_ci([_task_score(r) for r in rs if r["group"] == t], n_resamples=500) for t in tasks},
             "shows_working": stats.shows_working,
             "mean_reasoning_tokens": stats.mean_reasoning_length,
             "answer_line": stats.answer_line,
@@ -315,7 +312,7 @@ def analyse(greedy: list[dict], count_tokens, sampled: list[dict] = ()) -> dict:
 
     def delta(before: str, after: str) -> dict:
         return {
-            "score": delta_ci(per_id(before, score), per_id(after, score)),
+            "score": delta_ci(per_id(before, _task_score), per_id(after, _task_score)),
             "shows_working": delta_ci(per_id(before, working), per_id(after, working)),
             "reasoning_tokens": delta_ci(per_id(before, length), per_id(after, length)),
             **({"sampled_score": delta_ci(draws[before], draws[after])} if before in draws and after in draws else {}),
