@@ -358,6 +358,13 @@ def test_reasoning_rl_select_only_needs_a_grid(tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_reasoning_rl_refuses_a_negative_sample_count(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "reasoning_rl.py"), "--samples-per-prompt", "-1", "--work",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "--samples-per-prompt must be >= 0 (got -1)" in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_preference_methods_smoke(tmp_path):
     out = tmp_path / "preference_methods.json"
     proc = run(tmp_path, "preference_methods.py", "--smoke", "--work", tmp_path / "work", "--output", out)
